@@ -1,0 +1,169 @@
+"""Run configuration: dataclasses, YAML files and dotted command-line overrides.
+
+A config is built once (``load_config(path, overrides)``), saved with the run
+(``save_config``) and passed down; nothing else reads files or the environment for settings.
+
+    parsenet train --config configs/cpu/siftflow_parsenet.yaml --set train.iterations=500 \
+        --set model.args.fusion=early
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError",
+           "load_config", "save_config", "apply_overrides", "config_from_dict", "config_to_dict"]
+
+
+class ConfigError(ValueError):
+    """A config file or override that cannot be used."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "parsenet_vgg16"  # a key of parsenet.models.MODELS
+    # Keyword arguments of the builder (num_classes is taken from the dataset):
+    # base, features, context, fusion, normalize, scale_init, learn_scale, pyramid, dropout,
+    # weights, width, batch_norm, ...
+    args: dict[str, Any] = field(default_factory=dict)
+    # Parameters whose names start with one of these are "pretrained": base LR. Every other
+    # parameter is a new layer and gets train.lr * train.new_layer_lr_mult (the paper's 10x).
+    # Empty: all parameters are new (training from scratch).
+    pretrained_prefixes: list[str] = field(default_factory=list)
+    # Parameters whose names start with one of these are frozen.
+    frozen_prefixes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DataConfig:
+    root: str = "data/synthetic"
+    format: str = "folder"  # folder | voc | context | siftflow | camvid | synthetic
+    train_split: str = "train"
+    val_split: str = "val"
+    # Carve a validation set from one split: of the split's sorted ids, every
+    # ``holdout_every``-th (index % holdout_every == 0) is validation, the rest training.
+    # Used when train_split == val_split (SiftFlow's trainval).
+    holdout_every: int = 0
+    crop_size: int = 320
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    flip: bool = True
+    color_jitter: float = 0.0
+    workers: int = 1
+    # Synthetic data only: generated into ``root`` if absent.
+    synthetic: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    iterations: int = 1000
+    batch_size: int = 8
+    accumulate: int = 1  # gradient accumulation steps per iteration
+    lr: float = 1e-3
+    new_layer_lr_mult: float = 10.0
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    poly_power: float = 0.9
+    warmup_iterations: int = 0
+    loss_reduction: str = "mean"  # mean over non-ignored pixels, or "sum" (Caffe's normalize: false)
+    amp: str = "auto"  # auto | off | fp16 | bf16; auto = bf16/fp16 only where the device is fast
+    seed: int = 0
+    deterministic: bool = False
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    checkpoint_every: int = 200
+    val_every: int = 0  # 0: validate only at the end
+    log_every: int = 10
+    max_val_images: int = 0  # 0: the whole validation split
+    out_dir: str = "runs/default"
+    progress: bool = True
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "whole"  # whole | slide | multiscale
+    window: int = 512  # sliding window size
+    stride: int = 341  # sliding window step
+    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
+    flip: bool = False
+
+
+@dataclass
+class Config:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
+    kwargs = {}
+    for name, value in values.items():
+        sub = fields[name].default_factory if dataclasses.is_dataclass(
+            fields[name].default_factory) else None  # type: ignore[arg-type]
+        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
+    return cls(**kwargs)
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
+    return _build(Config, values or {}, where)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected key=value")
+        key, text = item.split("=", 1)
+        parts = key.strip().split(".")
+        node = values
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = _parse_value(text)
+    return values
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None
+                ) -> Config:
+    """Read a YAML config (optional), apply dotted overrides, validate every key."""
+    values: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        path = Path(path)
+        where = str(path)
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such config file") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    apply_overrides(values, list(overrides or []))
+    return config_from_dict(values, where)
+
+
+def save_config(config: Config, path: str | os.PathLike) -> None:
+    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))

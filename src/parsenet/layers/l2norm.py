@@ -1,0 +1,126 @@
+"""L2 normalisation with a learned per-channel scale (ParseNet, Sec. 3.2, Eq. 1-6).
+
+    x_hat = x / sqrt(sum_c x_c^2 + eps)        (per pixel, across channels; eps inside the root)
+    y_c   = gamma_c * x_hat_c
+
+The backward pass is written out (Eq. 4-6) as a custom autograd Function that keeps only the
+input and the per-pixel norm: autograd's own graph for ``F.normalize(x) * gamma`` keeps the
+input, the normalised map and the output of the division, and walks three kernels back.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["L2Norm", "l2_normalize", "l2_normalize_reference"]
+
+
+def _reduce_dims(x: Tensor, across_spatial: bool) -> tuple[int, ...]:
+    return tuple(range(1, x.dim())) if across_spatial else (1,)
+
+
+def l2_normalize_reference(
+    x: Tensor, gamma: Tensor, eps: float = 1e-10, across_spatial: bool = False
+) -> Tensor:
+    """The formula with plain autograd ops: the path used for export, scripting and inference."""
+    dims = _reduce_dims(x, across_spatial)
+    norm = torch.sqrt(x.pow(2).sum(dim=dims, keepdim=True) + eps)
+    return x / norm * gamma
+
+
+class _L2NormFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, gamma: Tensor, eps: float, across_spatial: bool) -> Tensor:
+        dims = _reduce_dims(x, across_spatial)
+        norm = torch.sqrt(x.pow(2).sum(dim=dims, keepdim=True).add_(eps))
+        ctx.save_for_backward(x, norm, gamma)
+        ctx.dims = dims
+        return x / norm * gamma
+
+    @staticmethod
+    def backward(ctx, grad_out: Tensor):
+        x, norm, gamma = ctx.saved_tensors
+        x_hat = x / norm
+        grad_x = grad_gamma = None
+        if ctx.needs_input_grad[1]:
+            # gamma broadcasts over every dim where it has size 1.
+            sum_dims = [d for d in range(x.dim()) if gamma.shape[d] == 1]
+            grad_gamma = (grad_out * x_hat).sum(dim=sum_dims, keepdim=True)
+        if ctx.needs_input_grad[0]:
+            # Eq. 5: dL/dx = (g - x_hat * <g, x_hat>) / ||x||, with g = dL/dy * gamma.
+            g = grad_out * gamma
+            dot = (g * x_hat).sum(dim=ctx.dims, keepdim=True)
+            grad_x = (g - x_hat * dot) / norm
+        return grad_x, grad_gamma, None, None
+
+
+def l2_normalize(
+    x: Tensor, gamma: Tensor, eps: float = 1e-10, across_spatial: bool = False
+) -> Tensor:
+    """Functional L2Norm: ``gamma * x / sqrt(sum x^2 + eps)``, backward by Eq. 4-6.
+
+    ``gamma`` broadcasts against ``x`` (shape (1, C, 1, 1) or (1, 1, 1, 1)).
+    """
+    if torch.jit.is_scripting() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export():
+        return l2_normalize_reference(x, gamma, eps, across_spatial)
+    if not torch.is_grad_enabled() or not (x.requires_grad or gamma.requires_grad):
+        return l2_normalize_reference(x, gamma, eps, across_spatial)
+    return _L2NormFunction.apply(x, gamma, eps, across_spatial)
+
+
+class L2Norm(nn.Module):
+    """ParseNet's L2 normalisation layer (the Caffe ``Normalize`` layer).
+
+    Args:
+        channels: number of input channels.
+        scale_init: initial value of the scale gamma (the paper uses 10 or 20).
+        learn_scale: learn gamma by back-propagation (Eq. 6); else it stays at ``scale_init``.
+        eps: added to the sum of squares inside the square root.
+        across_spatial: normalise over C x H x W per sample instead of per pixel (SSD/Caffe).
+        channel_shared: one gamma for all channels instead of one per channel.
+
+    Under autocast it computes in float32 and returns the input's dtype: squares of
+    half-precision activations around 1e4 would overflow otherwise.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        scale_init: float = 10.0,
+        learn_scale: bool = True,
+        eps: float = 1e-10,
+        across_spatial: bool = False,
+        channel_shared: bool = False,
+    ) -> None:
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+        self.across_spatial = across_spatial
+        self.channel_shared = channel_shared
+        self.scale_init = scale_init
+        shape = (1, 1, 1, 1) if channel_shared else (1, channels, 1, 1)
+        gamma = torch.full(shape, float(scale_init))
+        if learn_scale:
+            self.weight = nn.Parameter(gamma)
+        else:
+            self.register_buffer("weight", gamma)
+
+    def reset_parameters(self) -> None:
+        with torch.no_grad():
+            self.weight.fill_(self.scale_init)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.dtype in (torch.float16, torch.bfloat16):
+            with torch.autocast(device_type=x.device.type, enabled=False):
+                y = l2_normalize(x.float(), self.weight.float(), self.eps, self.across_spatial)
+            return y.to(x.dtype)
+        return l2_normalize(x, self.weight.to(x.dtype), self.eps, self.across_spatial)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.channels}, scale_init={self.scale_init}, eps={self.eps}, "
+            f"across_spatial={self.across_spatial}, channel_shared={self.channel_shared}, "
+            f"learn_scale={isinstance(self.weight, nn.Parameter)}"
+        )
+

@@ -1,0 +1,106 @@
+"""Model builders with the paper's defaults, and a registry by name."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
+
+from parsenet.backbones.resnet import ResNetBackbone
+from parsenet.backbones.vgg import VGGBackbone
+from parsenet.backbones.weights import load_vgg16_weights
+from parsenet.models.parsenet import ParseNet
+from parsenet.preprocessing import IMAGENET
+
+__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101", "MODELS", "build_model"]
+
+
+def _taps(features: Sequence[str], context: bool, context_source: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(tuple(features) + ((context_source,) if context else ())))
+
+
+def parsenet_vgg16(
+    *,
+    num_classes: int,
+    base: str = "largefov",
+    features: Sequence[str] = ("fc7",),
+    context: bool = True,
+    fusion: str = "late",
+    normalize: bool = True,
+    scale_init: float = 10.0,
+    learn_scale: bool = True,
+    pyramid: Sequence[int] = (1,),
+    dropout: float = 0.5,
+    weights: Any = None,
+    width: float = 1.0,
+    batch_norm: bool = False,
+    context_dropout: float = 0.3,
+    fc_channels: int | None = None,
+    hidden_channels: int | None = None,
+) -> ParseNet:
+    """ParseNet on VGG-16 (DeepLab-LargeFOV or FCN-32s).
+
+    ``context=False, normalize=False, features=("fc7",)`` is the paper's baseline
+    (DeepLab-LargeFOV; FCN-32s with ``base="fcn32s"``). ``weights``: ``None`` (xavier),
+    torchvision's ``VGG16_Weights``, a path to a torchvision VGG-16 state dict, or ``"hed"``.
+    """
+    backbone = VGGBackbone(
+        base, taps=_taps(features, context, "fc7"), width=width, batch_norm=batch_norm,
+        dropout=dropout, fc_channels=fc_channels,
+    )
+    preprocessing = IMAGENET
+    if weights is not None:
+        preprocessing = load_vgg16_weights(backbone, weights)
+    return ParseNet(
+        backbone, num_classes, features=features, context=context, fusion=fusion,
+        normalize=normalize, scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
+        context_dropout=context_dropout, hidden_channels=hidden_channels,
+        preprocessing=preprocessing,
+    )
+
+
+def _parsenet_resnet(depth: int, num_classes: int, features: Sequence[str], context: bool,
+                     weights: Any, **head: Any) -> ParseNet:
+    backbone = ResNetBackbone(depth, taps=_taps(features, context, "fc7"))
+    preprocessing = backbone.load_weights(weights) if weights is not None else IMAGENET
+    return ParseNet(backbone, num_classes, features=features, context=context,
+                    preprocessing=preprocessing, **head)
+
+
+def parsenet_resnet50(
+    *, num_classes: int, features: Sequence[str] = ("fc7",), context: bool = True,
+    fusion: str = "late", normalize: bool = True, scale_init: float = 10.0,
+    learn_scale: bool = True, pyramid: Sequence[int] = (1,), weights: Any = None,
+    context_dropout: float = 0.3,
+) -> ParseNet:
+    """ParseNet on a dilated ResNet-50 (output stride 8); ``fc7`` names layer4."""
+    return _parsenet_resnet(50, num_classes, features, context, weights, fusion=fusion,
+                            normalize=normalize, scale_init=scale_init, learn_scale=learn_scale,
+                            pyramid=pyramid, context_dropout=context_dropout)
+
+
+def parsenet_resnet101(
+    *, num_classes: int, features: Sequence[str] = ("fc7",), context: bool = True,
+    fusion: str = "late", normalize: bool = True, scale_init: float = 10.0,
+    learn_scale: bool = True, pyramid: Sequence[int] = (1,), weights: Any = None,
+    context_dropout: float = 0.3,
+) -> ParseNet:
+    """ParseNet on a dilated ResNet-101 (output stride 8); ``fc7`` names layer4."""
+    return _parsenet_resnet(101, num_classes, features, context, weights, fusion=fusion,
+                            normalize=normalize, scale_init=scale_init, learn_scale=learn_scale,
+                            pyramid=pyramid, context_dropout=context_dropout)
+
+
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "parsenet_vgg16": parsenet_vgg16,
+    "parsenet_resnet50": parsenet_resnet50,
+    "parsenet_resnet101": parsenet_resnet101,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model by name with keyword arguments."""
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+    return MODELS[name](**kwargs)
