@@ -1,0 +1,196 @@
+"""Inference at test time: whole image, sliding windows, multi-scale (+ flip); evaluation.
+
+ParseNet was evaluated on whole images at their native size (``mode="whole"``); the other
+modes are the usual ways to run a segmentation model on images too large for memory
+(``slide``) or to buy accuracy with compute (``multiscale``).
+
+Sliding windows are clipped to the image, as in mmsegmentation's ``slide_inference``: an
+image smaller than the window is one window, the whole image, not a padded one. Padding
+would change what ParseNet's global-context branch sees (pool6 averages over the padding),
+so padding is used only where the model needs it: images below its 32-pixel minimum are
+padded with 0, the mean colour of a normalised image, and the logits cropped back.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from parsenet.metrics import SegmentationMetrics
+
+__all__ = ["predict_logits", "evaluate", "MODES", "MIN_SIZE"]
+
+MODES = ("whole", "slide", "multiscale")
+MIN_SIZE = 32  # smallest H, W the backbones accept
+
+
+def _forward(model: nn.Module, x: Tensor) -> Tensor:
+    """model(x), padding x at the bottom/right to MIN_SIZE if smaller."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = max(0, MIN_SIZE - h), max(0, MIN_SIZE - w)
+    if pad_h or pad_w:
+        return model(F.pad(x, (0, pad_w, 0, pad_h)))[..., :h, :w]
+    return model(x)
+
+
+def _window_starts(size: int, window: int, stride: int) -> list[int]:
+    if size <= window:
+        return [0]
+    n = math.ceil((size - window) / stride) + 1
+    return [min(i * stride, size - window) for i in range(n)]
+
+
+def _slide(model: nn.Module, x: Tensor, window: int, stride: int) -> Tensor:
+    h, w = x.shape[-2:]
+    ys, xs = _window_starts(h, window, stride), _window_starts(w, window, stride)
+    if len(ys) == 1 and len(xs) == 1:
+        return _forward(model, x)
+    total: Tensor | None = None
+    count = torch.zeros(1, 1, h, w, dtype=x.dtype, device=x.device)
+    for y in ys:
+        for x0 in xs:
+            crop = x[..., y:y + window, x0:x0 + window]
+            logits = _forward(model, crop)
+            if total is None:
+                total = x.new_zeros(x.shape[0], logits.shape[1], h, w)
+            total[..., y:y + crop.shape[-2], x0:x0 + crop.shape[-1]] += logits
+            count[..., y:y + crop.shape[-2], x0:x0 + crop.shape[-1]] += 1
+    assert total is not None
+    return total / count
+
+
+def _single(model: nn.Module, x: Tensor, sliding: bool, window: int, stride: int) -> Tensor:
+    return _slide(model, x, window, stride) if sliding else _forward(model, x)
+
+
+def predict_logits(
+    model: nn.Module,
+    image: Tensor,
+    mode: str = "whole",
+    *,
+    window: int = 512,
+    stride: int = 341,
+    scales: Sequence[float] = (0.75, 1.0, 1.25),
+    flip: bool = False,
+) -> Tensor:
+    """Logits N x K x H x W for a normalised image batch N x 3 x H x W (N is usually 1).
+
+    Args:
+        mode: ``"whole"`` (one pass at native size, the paper's protocol), ``"slide"``
+            (``window`` x ``window`` crops every ``stride`` pixels, overlaps averaged) or
+            ``"multiscale"`` (the image resized by each of ``scales``, predicted whole, the
+            logits resized back bilinearly and averaged).
+        flip: also predict the horizontally flipped image(s) and average (any mode).
+
+    Runs under whatever grad mode the caller set; wrap in ``torch.inference_mode()``.
+    """
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be N x 3 x H x W, got {tuple(image.shape)}")
+    if mode == "slide" and (window < 1 or stride < 1 or stride > window):
+        raise ValueError(f"need 1 <= stride <= window, got window={window} stride={stride}")
+    if mode == "multiscale" and (not scales or any(s <= 0 for s in scales)):
+        raise ValueError(f"scales must be positive, got {tuple(scales)}")
+    h, w = image.shape[-2:]
+    sliding = mode == "slide"
+    views = [image.flip(-1)] if flip else []
+    views.insert(0, image)
+    total: Tensor | None = None
+    n = 0
+    for flipped, view in enumerate(views):
+        for scale in scales if mode == "multiscale" else (1.0,):
+            x = view
+            if scale != 1.0:
+                size = (max(1, round(h * scale)), max(1, round(w * scale)))
+                x = F.interpolate(view, size=size, mode="bilinear", align_corners=False)
+            logits = _single(model, x, sliding, window, stride)
+            if logits.shape[-2:] != (h, w):
+                logits = F.interpolate(logits, size=(h, w), mode="bilinear",
+                                       align_corners=False)
+            if flipped:
+                logits = logits.flip(-1)
+            total = logits if total is None else total + logits
+            n += 1
+    assert total is not None
+    return total / n if n > 1 else total
+
+
+def _dist_rank_world() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    num_classes: int,
+    mode: str | None = None,
+    device: str | torch.device = "cpu",
+    max_images: int = 0,
+    progress: bool = True,
+    eval_cfg: Any = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` one image at a time, at native size.
+
+    ``dataset[i]`` is an eval-transformed ``(image 3xHxW float, mask HxW int)``; a uint8
+    image is normalised with ``model.preprocessing``. ``eval_cfg`` (a
+    :class:`parsenet.config.EvalConfig`) supplies window, stride, scales and flip, and the
+    mode when ``mode`` is None (default ``"whole"``). ``max_images`` > 0 evaluates the
+    first that many images only. Under torch.distributed each rank takes every
+    world-size-th image and the confusion matrices are summed, so every rank returns the
+    metrics of the whole set.
+
+    Returns :meth:`SegmentationMetrics.compute`'s dict plus ``images`` (number evaluated)
+    and ``mode``. The model is moved to ``device`` and left there; its train/eval state is
+    restored.
+    """
+    opts: dict[str, Any] = {}
+    if eval_cfg is not None:
+        opts = {"window": eval_cfg.window, "stride": eval_cfg.stride,
+                "scales": tuple(eval_cfg.scales), "flip": eval_cfg.flip}
+        mode = mode or eval_cfg.mode
+    mode = mode or "whole"
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    device = torch.device(device)
+    ignore_index = getattr(dataset, "ignore_index", 255)
+    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index)
+    total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
+    rank, world = _dist_rank_world()
+    indices = range(rank, total, world)
+    preprocessing = getattr(model, "preprocessing", None)
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        with torch.inference_mode():
+            for i in tqdm(indices, desc=f"eval ({mode})", disable=not progress or rank != 0,
+                          leave=False):
+                image, mask = dataset[i]
+                image = torch.as_tensor(image)
+                if image.dtype == torch.uint8:
+                    if preprocessing is None:
+                        raise ValueError("dataset yields uint8 images and the model has no "
+                                         "preprocessing: pass eval transforms")
+                    image = preprocessing(image)
+                image = image.unsqueeze(0).to(device, torch.float32)
+                logits = predict_logits(model, image, mode, **opts)
+                pred = logits.argmax(1)[0].cpu()
+                metrics.update(pred, torch.as_tensor(mask).to(torch.int64))
+    finally:
+        model.train(was_training)
+    metrics.all_reduce()
+    result = metrics.compute()
+    result["images"] = total
+    result["mode"] = mode
+    return result
