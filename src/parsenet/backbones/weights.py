@@ -90,6 +90,10 @@ def _resolve(weights: Any) -> tuple[dict[str, Tensor], Preprocessing]:
         from parsenet.backbones.hed import load_hed_vgg16
 
         return load_hed_vgg16()
+    if isinstance(weights, (str, os.PathLike)) and Path(weights).suffix == ".h5":
+        from parsenet.backbones.hed import load_hed_vgg16
+
+        return load_hed_vgg16(h5_path=weights)
     if isinstance(weights, (str, os.PathLike)):
         return read_state_dict(weights), IMAGENET
     get_state_dict = getattr(weights, "get_state_dict", None)

@@ -33,8 +33,8 @@ def global_pool(x: Tensor, bins: int = 1) -> Tensor:
 def unpool(pooled: Tensor, size: tuple[int, int] | Sequence[int]) -> Tensor:
     """Replicate each cell of a pooled map over the region it covers in an H x W map."""
     if pooled.shape[-2:] == (1, 1):
-        return pooled.expand(-1, -1, int(size[0]), int(size[1]))
-    return F.interpolate(pooled, size=(int(size[0]), int(size[1])), mode="nearest")
+        return pooled.expand(-1, -1, size[0], size[1])
+    return F.interpolate(pooled, size=(size[0], size[1]), mode="nearest")
 
 
 class GlobalContext(nn.Module):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-__all__ = ["L2Norm", "l2_normalize", "l2_normalize_reference"]
+__all__ = ["L2Norm", "l2_normalize", "l2_normalize_reference", "compiled_l2_normalize"]
 
 
 def _reduce_dims(x: Tensor, across_spatial: bool) -> tuple[int, ...]:
@@ -69,6 +69,22 @@ def l2_normalize(
     return _L2NormFunction.apply(x, gamma, eps, across_spatial)
 
 
+_compiled = None
+
+
+def compiled_l2_normalize(
+    x: Tensor, gamma: Tensor, eps: float = 1e-10, across_spatial: bool = False
+) -> Tensor:
+    """Opt-in: the reference formula through ``torch.compile`` (fused kernels, one pass).
+
+    Compiles on first call (tens of seconds on CPU); worth it for long runs, not for tests.
+    """
+    global _compiled
+    if _compiled is None:
+        _compiled = torch.compile(l2_normalize_reference, dynamic=True)
+    return _compiled(x, gamma, eps, across_spatial)
+
+
 class L2Norm(nn.Module):
     """ParseNet's L2 normalisation layer (the Caffe ``Normalize`` layer).
 
@@ -79,6 +95,7 @@ class L2Norm(nn.Module):
         eps: added to the sum of squares inside the square root.
         across_spatial: normalise over C x H x W per sample instead of per pixel (SSD/Caffe).
         channel_shared: one gamma for all channels instead of one per channel.
+        compiled: use :func:`compiled_l2_normalize` (opt-in; needs a working torch.compile).
 
     Under autocast it computes in float32 and returns the input's dtype: squares of
     half-precision activations around 1e4 would overflow otherwise.
@@ -92,6 +109,7 @@ class L2Norm(nn.Module):
         eps: float = 1e-10,
         across_spatial: bool = False,
         channel_shared: bool = False,
+        compiled: bool = False,
     ) -> None:
         super().__init__()
         self.channels = channels
@@ -99,6 +117,7 @@ class L2Norm(nn.Module):
         self.across_spatial = across_spatial
         self.channel_shared = channel_shared
         self.scale_init = scale_init
+        self.compiled = compiled
         shape = (1, 1, 1, 1) if channel_shared else (1, channels, 1, 1)
         gamma = torch.full(shape, float(scale_init))
         if learn_scale:
@@ -115,7 +134,8 @@ class L2Norm(nn.Module):
             with torch.autocast(device_type=x.device.type, enabled=False):
                 y = l2_normalize(x.float(), self.weight.float(), self.eps, self.across_spatial)
             return y.to(x.dtype)
-        return l2_normalize(x, self.weight.to(x.dtype), self.eps, self.across_spatial)
+        fn = compiled_l2_normalize if self.compiled else l2_normalize
+        return fn(x, self.weight.to(x.dtype), self.eps, self.across_spatial)
 
     def extra_repr(self) -> str:
         return (

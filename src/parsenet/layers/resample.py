@@ -18,7 +18,7 @@ __all__ = ["resize_to_input"]
 
 def resize_to_input(x: Tensor, size: tuple[int, int], stride: int, offset: float) -> Tensor:
     """Resample ``x`` (N x C x h x w on a stride/offset grid) to ``size`` = (H, W)."""
-    H, W = int(size[0]), int(size[1])
+    H, W = size[0], size[1]
     if stride == 1:
         return x
     if offset == 0:

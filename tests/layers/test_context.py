@@ -1,0 +1,50 @@
+import pytest
+import torch
+
+from parsenet.layers import GlobalContext, global_pool, unpool
+
+
+@pytest.mark.parametrize("size", [(1, 1), (7, 5), (33, 17)])
+def test_global_pool_is_exact_mean_any_size_batch_one(size):
+    x = torch.randn(1, 6, *size, dtype=torch.float64)
+    ctx = GlobalContext(6, normalize=False, dropout=0.0)
+    (pooled,) = ctx(x)
+    torch.testing.assert_close(pooled[0, :, 0, 0], x[0].reshape(6, -1).mean(dim=1))
+
+
+def test_unpool_replicates_to_every_position():
+    x = torch.randn(2, 3, 9, 11)
+    rep = unpool(global_pool(x), x.shape[-2:])
+    assert rep.shape == x.shape
+    torch.testing.assert_close(rep, x.mean(dim=(2, 3), keepdim=True).expand_as(x))
+
+
+def test_pyramid_bins_and_replication_regions():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    ctx = GlobalContext(1, bins=(1, 2, 4), normalize=False, dropout=0.0)
+    p1, p2, p4 = ctx(x)
+    assert p1.shape[-2:] == (1, 1) and p2.shape[-2:] == (2, 2) and p4.shape[-2:] == (4, 4)
+    torch.testing.assert_close(p2[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
+    up = unpool(p2, (4, 4))
+    torch.testing.assert_close(up[0, 0, :2, :2], torch.full((2, 2), 2.5))
+    torch.testing.assert_close(up[0, 0, 2:, 2:], torch.full((2, 2), 12.5))
+    torch.testing.assert_close(p4, x)
+
+
+def test_normalised_context_has_scale_norm():
+    ctx = GlobalContext(8, normalize=True, scale_init=10.0, dropout=0.0)
+    (pooled,) = ctx(torch.rand(3, 8, 5, 5) * 50)
+    torch.testing.assert_close(pooled.norm(dim=1), torch.full((3, 1, 1), 10.0))
+
+
+def test_no_batchnorm_and_dropout_only_in_train():
+    ctx = GlobalContext(4, dropout=0.3)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ctx.modules())
+    x = torch.rand(1, 4, 3, 3)
+    ctx.eval()
+    assert torch.equal(ctx(x)[0], ctx(x)[0])
+
+
+def test_bad_bins_rejected():
+    with pytest.raises(ValueError, match="bins"):
+        GlobalContext(4, bins=(0,))
