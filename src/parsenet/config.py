@@ -70,7 +70,8 @@ class TrainConfig:
     weight_decay: float = 5e-4
     poly_power: float = 0.9
     warmup_iterations: int = 0
-    loss_reduction: str = "mean"  # mean over non-ignored pixels, or "sum" (Caffe's normalize: false)
+    # "mean" over non-ignored pixels, or "sum" (Caffe's loss with normalize: false)
+    loss_reduction: str = "mean"
     amp: str = "auto"  # auto | off | fp16 | bf16; auto = bf16/fp16 only where the device is fast
     seed: int = 0
     deterministic: bool = False

@@ -51,5 +51,6 @@ class Preprocessing:
 IMAGENET = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
 # Mean in BGR order, as in the Caffe VGG-16 / DeepLab / ParseNet prototxts.
 CAFFE_VGG = Preprocessing(
-    mean=(104.00699, 116.66877, 122.67892), std=(1.0, 1.0, 1.0), channel_order="BGR", pixel_max=255.0
+    mean=(104.00699, 116.66877, 122.67892), std=(1.0, 1.0, 1.0), channel_order="BGR",
+    pixel_max=255.0,
 )

@@ -52,7 +52,8 @@ def test_fixed_scale_option():
 
 def test_width_scales_channels():
     model = parsenet_vgg16(num_classes=3, width=0.5, context=False, normalize=False)
-    assert [c.out_channels for c in model.backbone.conv_layers()] == [32, 32, 64, 64] + [128] * 3 + [256] * 6
+    widths = [c.out_channels for c in model.backbone.conv_layers()]
+    assert widths == [32, 32, 64, 64] + [128] * 3 + [256] * 6
 
 
 def test_registry_and_bad_arguments():

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from model_test_base import ModelTestBase
 from parsenet.models import parsenet_resnet50, parsenet_vgg16
+
+from model_test_base import ModelTestBase
 
 TINY = dict(num_classes=ModelTestBase.num_classes, width=0.0625)
 

@@ -72,7 +72,7 @@ class GlobalContext(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         out = []
-        for b, norm in zip(self.bins, self.norms):
+        for b, norm in zip(self.bins, self.norms, strict=True):
             out.append(self.dropout(norm(global_pool(x, b))))
         return out
 

@@ -101,7 +101,7 @@ class ContextFusion(nn.Module):
     def _normalized(self, local: Sequence[Tensor]) -> list[Tensor]:
         if len(local) != len(self.norms):
             raise ValueError(f"expected {len(self.norms)} local maps, got {len(local)}")
-        return [norm(x) for norm, x in zip(self.norms, local)]
+        return [norm(x) for norm, x in zip(self.norms, local, strict=True)]
 
     def _linear(self, local: list[Tensor], context: Sequence[Tensor], conv: nn.Conv2d) -> Tensor:
         """``conv`` over the concatenation [local..., replicated context...], without the copy."""
@@ -109,7 +109,7 @@ class ContextFusion(nn.Module):
         w_local, w_ctx = torch.split(conv.weight, [n_local, sum(self.context_channels)], dim=1)
         x = local[0] if len(local) == 1 else torch.cat(local, dim=1)
         out = F.conv2d(x, w_local, conv.bias)
-        for c, w in zip(context, _split_conv(w_ctx, self.context_channels)):
+        for c, w in zip(context, _split_conv(w_ctx, self.context_channels), strict=True):
             out = _add_context(out, F.conv2d(c, w))
         return out
 
@@ -118,9 +118,9 @@ class ContextFusion(nn.Module):
         if self.mode == "late":
             scores = None
             heads = list(self.classifiers)
-            for x, head in zip(feats, heads[: len(feats)]):
+            for x, head in zip(feats, heads[: len(feats)], strict=True):
                 scores = head(x) if scores is None else scores + head(x)
-            for c, head in zip(context, heads[len(feats):]):
+            for c, head in zip(context, heads[len(feats):], strict=True):
                 scores = _add_context(scores, head(c))
             return scores
         if self.mode == "early":
@@ -133,7 +133,7 @@ class ContextFusion(nn.Module):
         size = feats[0].shape[-2:]
         branches = feats + [unpool(c, size) for c in context]
         if self.mode == "late":
-            return sum(head(x) for head, x in zip(self.classifiers, branches))
+            return sum(head(x) for head, x in zip(self.classifiers, branches, strict=True))
         x = torch.cat(branches, dim=1)
         if self.mode == "early":
             return self.classifier(x)
