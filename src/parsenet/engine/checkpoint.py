@@ -1,0 +1,174 @@
+"""Checkpoints: atomic save, safe load (``weights_only=True``), exact resume, model rebuild.
+
+A training checkpoint is a dict of plain containers and tensors only, so that it loads with
+``torch.load(weights_only=True)`` (no unpickling of arbitrary objects):
+
+    format        CHECKPOINT_FORMAT
+    iteration     completed iterations
+    model         model state dict (unwrapped from DDP)
+    optimizer     optimizer state dict
+    scheduler     LambdaLR state dict
+    scaler        GradScaler state dict, or None
+    rng           random states (torch CPU, CUDA, numpy, python), see :func:`rng_state`
+    sampler       the training sampler's position, see :mod:`parsenet.engine.sampler`
+    config        the resolved config as a dict
+    classes       list of class names; palette: K x 3 list of ints
+    preprocessing Preprocessing.to_dict() of the weights
+    best_mean_iou best validation mean IoU so far (or None)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint",
+           "load_model", "rng_state", "set_rng_state"]
+
+CHECKPOINT_FORMAT = 1
+_REQUIRED = ("format", "iteration", "model", "config", "classes", "preprocessing")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that is missing, truncated, corrupt or does not fit."""
+
+
+def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``state`` to ``path`` atomically: a reader (or a crash at any moment) sees
+    either the previous file or the complete new one, never a partial file.
+
+    The data goes to a temporary file in the same directory, is flushed and fsync'ed, then
+    renamed over ``path`` with ``os.replace`` (atomic on POSIX and Windows within one
+    file system); the directory is fsync'ed so the rename itself survives a power loss.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open directories
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a training checkpoint on the CPU with ``weights_only=True``.
+
+    Raises :class:`CheckpointError` naming the file when it is missing, unreadable
+    (truncated or corrupt) or not a parsenet checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
+        raise CheckpointError(
+            f"{path}: cannot read checkpoint (truncated or corrupt file?): "
+            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+        ) from None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: not a parsenet checkpoint (holds a "
+                              f"{type(state).__name__}, expected a dict)")
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise CheckpointError(f"{path}: not a parsenet checkpoint (missing {missing})")
+    if state["format"] != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"{path}: checkpoint format {state['format']!r} is not supported "
+                              f"(this version reads {CHECKPOINT_FORMAT})")
+    return state
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
+               ) -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the model stored in a checkpoint and load its weights; returns (model, meta).
+
+    The model is built by name from the stored config with ``weights=None`` (the state dict
+    supplies every weight) and its ``preprocessing`` is the stored one. It is returned in
+    eval mode on ``device``. ``meta`` has ``config`` (dict), ``classes``, ``palette``,
+    ``preprocessing`` (dict), ``iteration`` and ``best_mean_iou``.
+    """
+    from parsenet.config import ConfigError, config_from_dict
+    from parsenet.models import build_model
+    from parsenet.preprocessing import Preprocessing
+
+    state = load_checkpoint(path)
+    try:
+        config = config_from_dict(state["config"], where=f"{path}: config")
+    except ConfigError as e:
+        raise CheckpointError(f"{path}: stored config does not fit this version: {e}") from None
+    args = dict(config.model.args)
+    args["weights"] = None
+    try:
+        model = build_model(config.model.name, num_classes=len(state["classes"]), **args)
+        model.load_state_dict(state["model"])
+    except (ValueError, TypeError, RuntimeError) as e:
+        raise CheckpointError(f"{path}: weights do not fit model {config.model.name!r}: "
+                              f"{str(e).splitlines()[0]}") from None
+    model.preprocessing = Preprocessing.from_dict(state["preprocessing"])
+    model.to(device).eval()
+    meta = {
+        "config": state["config"],
+        "classes": list(state["classes"]),
+        "palette": state.get("palette"),
+        "preprocessing": state["preprocessing"],
+        "iteration": int(state["iteration"]),
+        "best_mean_iou": state.get("best_mean_iou"),
+    }
+    return model, meta
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random state, as tensors / lists / numbers (safe for weights_only)."""
+    np_state = np.random.get_state()
+    py_version, py_internal, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": {
+            "name": str(np_state[0]),
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached_gaussian": float(np_state[4]),
+        },
+        "python": {"version": py_version, "internal": list(py_internal), "gauss": py_gauss},
+    }
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    n = state["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["cached_gaussian"]))
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
