@@ -243,3 +243,27 @@ def test_real_hed_weights_conv1_1_equals_the_file(tmp_path):
     conv1_1 = model.backbone.conv_layers()[0].weight.detach()
     assert torch.equal(conv1_1, kernel.permute(3, 2, 0, 1))
     assert model.preprocessing == CAFFE_VGG
+
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_hed_cpu_configs_differ_only_in_the_head_and_name_real_parameters():
+    from parsenet.config import config_to_dict, load_config
+
+    base = load_config(REPO / "configs/cpu/siftflow_hed_baseline.yaml")
+    ours = load_config(REPO / "configs/cpu/siftflow_hed_parsenet.yaml")
+    a, b = config_to_dict(base), config_to_dict(ours)
+    assert a["data"] == b["data"] and a["eval"] == b["eval"]
+    assert {k: v for k, v in a["train"].items() if k != "out_dir"} == \
+        {k: v for k, v in b["train"].items() if k != "out_dir"}
+    assert a["train"]["out_dir"] != b["train"]["out_dir"]
+    assert base.model.args["weights"] == ours.model.args["weights"] == "hed"
+    assert (base.model.args["context"], ours.model.args["context"]) == (False, True)
+    # Every prefix names real parameters of the model (a typo would silently do nothing).
+    args = {k: v for k, v in ours.model.args.items() if k != "weights"}
+    names = [n for n, _ in parsenet_vgg16(num_classes=33, **args).named_parameters()]
+    for prefix in ours.model.pretrained_prefixes + ours.model.frozen_prefixes:
+        assert any(n.startswith(prefix) for n in names), prefix
+    pretrained = [n for n in names if n.startswith(tuple(ours.model.pretrained_prefixes))]
+    assert len(pretrained) == 26  # exactly the 13 VGG convs (weight + bias) that HED provides
