@@ -1,0 +1,68 @@
+"""One entry point from a ``DataConfig`` to a dataset: ``build_dataset(cfg, "train")``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from parsenet.config import ConfigError, DataConfig
+from parsenet.data.camvid import camvid_dataset
+from parsenet.data.context import PascalContext
+from parsenet.data.dataset import SegmentationDataset, Transforms
+from parsenet.data.folder import SegmentationFolder, holdout_split
+from parsenet.data.siftflow import siftflow_dataset
+from parsenet.data.transforms import eval_transforms, train_transforms
+from parsenet.data.voc import VOCSegmentation
+from parsenet.preprocessing import Preprocessing
+
+__all__ = ["build_dataset", "FORMATS"]
+
+
+# format -> reader(root, split, *, ids=None, transforms=None)
+FORMATS: dict[str, Callable[..., SegmentationDataset]] = {
+    "folder": SegmentationFolder,
+    "voc": VOCSegmentation,
+    "context": PascalContext,
+    "siftflow": siftflow_dataset,
+    "camvid": camvid_dataset,
+    "synthetic": SegmentationFolder,  # generated first, then read as a folder
+}
+
+
+def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = None,
+                  preprocessing: Preprocessing | None = None) -> SegmentationDataset:
+    """The ``split`` ("train" or "val") of the dataset ``cfg`` describes.
+
+    ``split`` maps to ``cfg.train_split`` / ``cfg.val_split``. With ``cfg.holdout_every``
+    > 0, "train" is the ids of ``cfg.train_split`` that are not held out and "val" the
+    held-out ids of ``cfg.val_split`` (see ``holdout_split``). Without ``transforms`` but
+    with ``preprocessing``, "train" gets ``train_transforms`` from cfg's crop/scale/flip/
+    jitter and "val" gets ``eval_transforms``; with neither, items are raw uint8 pairs.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    reader = FORMATS.get(cfg.format)
+    if reader is None:
+        raise ConfigError(f"data.format {cfg.format!r} unknown; expected one of "
+                          f"{sorted(FORMATS)}")
+    root = Path(cfg.root)
+    if cfg.format == "synthetic":
+        # Imported here: generation is only needed for this format.
+        from parsenet.data.synthetic import ensure_dataset
+
+        root = Path(ensure_dataset(cfg.root, **dict(cfg.synthetic)))
+    if transforms is None and preprocessing is not None:
+        if split == "train":
+            transforms = train_transforms(cfg.crop_size, tuple(cfg.scale_range), cfg.flip,
+                                          cfg.color_jitter, preprocessing)
+        else:
+            transforms = eval_transforms(preprocessing)
+    split_name = cfg.train_split if split == "train" else cfg.val_split
+    ids = None
+    if cfg.holdout_every:
+        if cfg.holdout_every < 2:
+            raise ConfigError(f"data.holdout_every must be 0 (off) or >= 2, got "
+                              f"{cfg.holdout_every}")
+        train_ids, val_ids = holdout_split(reader(root, split_name).ids, cfg.holdout_every)
+        ids = train_ids if split == "train" else val_ids
+    return reader(root, split_name, ids=ids, transforms=transforms)
