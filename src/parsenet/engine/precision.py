@@ -1,0 +1,82 @@
+"""Where a run computes and in which precision: decided once, here, for the whole engine.
+
+``train.device``: ``auto`` (the local CUDA device if there is one, else the CPU), ``cpu``,
+``cuda`` or ``cuda:N``. Under torchrun each process takes ``cuda:LOCAL_RANK``.
+
+``train.amp``:
+    off    float32 everywhere.
+    auto   bf16 autocast where it is fast: CUDA GPUs with bf16, CPUs with native bf16
+           (AVX512-BF16 or AMX); fp16 autocast + GradScaler on CUDA GPUs without bf16;
+           otherwise float32. On a CPU without bf16 instructions autocast would *slow*
+           training down (bf16 is emulated) and lose precision, so auto stays in float32.
+    bf16   bf16 autocast (no loss scaling is needed: bf16 has float32's exponent range).
+    fp16   fp16 autocast + GradScaler; CUDA only.
+The L2Norm layers compute in float32 under autocast (see :class:`parsenet.layers.L2Norm`);
+the loss is computed in float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from parsenet.config import ConfigError
+
+__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16"]
+
+AMP_MODES = ("auto", "off", "bf16", "fp16")
+
+
+@dataclass(frozen=True)
+class AmpPolicy:
+    dtype: torch.dtype | None  # autocast dtype; None: no autocast
+    use_scaler: bool  # GradScaler (fp16 only)
+    reason: str  # why, for the run log
+
+    @property
+    def name(self) -> str:
+        return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"train.device={name!r} but CUDA is not available")
+        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+    if name != "cpu":
+        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")
+    return torch.device("cpu")
+
+
+def cpu_has_native_bf16() -> bool:
+    """AVX512-BF16 or AMX: the CPUs on which bf16 matmuls/convs are faster than fp32."""
+    checks = [getattr(torch.cpu, n, None) for n in
+              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    return any(check is not None and check() for check in checks)
+
+
+def resolve_amp(amp: str, device: torch.device) -> AmpPolicy:
+    if amp not in AMP_MODES:
+        raise ConfigError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
+    cuda = device.type == "cuda"
+    cuda_bf16 = cuda and torch.cuda.is_bf16_supported()
+    if amp == "off":
+        return AmpPolicy(None, False, "train.amp=off")
+    if amp == "fp16":
+        if not cuda:
+            raise ConfigError("train.amp=fp16 needs a CUDA device (use bf16 or off on CPU)")
+        return AmpPolicy(torch.float16, True, "train.amp=fp16")
+    if amp == "bf16":
+        if cuda and not cuda_bf16:
+            raise ConfigError("train.amp=bf16 but this GPU does not support bf16")
+        return AmpPolicy(torch.bfloat16, False, "train.amp=bf16")
+    if cuda:
+        if cuda_bf16:
+            return AmpPolicy(torch.bfloat16, False, "auto: the GPU supports bf16")
+        return AmpPolicy(torch.float16, True, "auto: GPU without bf16, fp16 with loss scaling")
+    if cpu_has_native_bf16():
+        return AmpPolicy(torch.bfloat16, False, "auto: the CPU has native bf16 (AVX512-BF16/AMX)")
+    return AmpPolicy(None, False, "auto: the CPU has no native bf16, float32")

@@ -1,0 +1,410 @@
+"""The training loop: ``train(config)`` reads top to bottom like torchvision's segmentation
+reference recipe.
+
+    device, precision, process group -> seeds -> datasets -> model -> optimizer + poly LR
+    -> endless seeded loader -> (resume) -> loop: accumulate micro-batches, check the loss,
+    step, log, validate, checkpoint -> final validation -> metrics.json
+
+Batch size is per process and per micro-batch: one iteration sees
+``batch_size * accumulate * world_size`` images. The loss of an iteration is the same
+whichever way those images are split over micro-batches and processes:
+
+    mean  cross-entropy summed over every non-ignored pixel of the iteration, divided by the
+          number of those pixels (counted over all micro-batches and all ranks).
+    sum   summed over each image's pixels and averaged over the iteration's images: Caffe's
+          ``normalize: false`` (normalisation by batch size, and by ``iter_size``).
+
+Each micro-batch's backward uses that global denominator (times the world size, since DDP
+averages gradients over ranks), so ``accumulate=2`` with batch 2 gives the gradient of batch
+4, and 2 ranks x batch 2 give that of 1 process x batch 4.
+
+Files in ``train.out_dir``: config.yaml, log.jsonl, checkpoints/last.pt (and best.pt, by
+validation mean IoU), metrics.json. SIGTERM (a scheduler's preemption) saves last.pt at the
+end of the current iteration and exits with status 143; ``train(config, resume=True)``
+continues exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from parsenet.config import Config, ConfigError, DataConfig, config_to_dict, save_config
+from parsenet.engine import checkpoint as ckpt
+from parsenet.engine import distributed as dist_utils
+from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
+from parsenet.engine.precision import resolve_amp, resolve_device
+from parsenet.engine.runlog import RunLog, to_jsonable
+from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
+from parsenet.preprocessing import Preprocessing
+
+__all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
+
+log = logging.getLogger(__name__)
+IGNORE_INDEX = 255
+
+DatasetFactory = Callable[[DataConfig, str, "Preprocessing | None"], Dataset]
+EvaluateFn = Callable[..., dict]
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
+
+
+def build_dataset_default(data: DataConfig, split: str, preprocessing: Preprocessing | None
+                          ) -> Dataset:
+    from parsenet.data.build import build_dataset
+
+    return build_dataset(data, split, preprocessing=preprocessing)
+
+
+def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) -> dict:
+    from parsenet.engine.inference import evaluate
+
+    return evaluate(model, dataset, **kwargs)
+
+
+def _check_config(config: Config) -> None:
+    t = config.train
+    for name in ("iterations", "batch_size", "accumulate", "log_every", "checkpoint_every"):
+        if getattr(t, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
+    if t.loss_reduction not in ("mean", "sum"):
+        raise ConfigError(f"train.loss_reduction must be 'mean' or 'sum', got {t.loss_reduction!r}")
+    if t.val_every < 0 or t.max_val_images < 0 or t.warmup_iterations < 0:
+        raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
+
+
+def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
+                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    out = []
+    for _ in range(accumulate):
+        images, targets = next(loader_iter)
+        out.append((images.to(device, non_blocking=True),
+                    targets.to(device, non_blocking=True).long()))
+    return out
+
+
+def train(config: Config, *, resume: bool = False,
+          dataset_factory: DatasetFactory | None = None,
+          evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
+    """Train ``config``; returns final metrics and paths (see the module docstring).
+
+    ``dataset_factory(data_config, split, preprocessing)`` and ``evaluate_fn(model, dataset,
+    **kwargs)`` default to :func:`parsenet.data.build.build_dataset` and
+    :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
+    """
+    _check_config(config)
+    device = resolve_device(config.train.device)
+    ctx = dist_utils.init_distributed(device.type)
+    if ctx.enabled and device.type == "cuda":
+        device = torch.device(f"cuda:{ctx.local_rank}")
+    try:
+        return _Training(config, ctx, device, dataset_factory or build_dataset_default,
+                         evaluate_fn or evaluate_default).run(resume)
+    finally:
+        dist_utils.cleanup(ctx)
+
+
+class _Training:
+    def __init__(self, config: Config, ctx: dist_utils.DistContext, device: torch.device,
+                 dataset_factory: DatasetFactory, evaluate_fn: EvaluateFn) -> None:
+        self.config, self.ctx, self.device = config, ctx, device
+        self.dataset_factory, self.evaluate_fn = dataset_factory, evaluate_fn
+        t = config.train
+        self.out_dir = Path(t.out_dir)
+        self.last_path = self.out_dir / "checkpoints" / "last.pt"
+        self.best_path = self.out_dir / "checkpoints" / "best.pt"
+        self.amp = resolve_amp(t.amp, device)
+        self.images_per_iteration = t.batch_size * t.accumulate * ctx.world_size
+        self.best_mean_iou: float | None = None
+        self.val_metrics: dict[str, Any] | None = None
+
+    # ----------------------------------------------------------------- setup
+    def _setup(self, resume: bool) -> int:
+        cfg, t = self.config, self.config.train
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        # Rank-dependent seed: dropout differs across ranks; DDP makes the weights equal.
+        seed_everything(t.seed + self.ctx.rank)
+
+        # Datasets: a first look gives the classes, the model gives the preprocessing.
+        probe = self.dataset_factory(cfg.data, "train", None)
+        self.classes = list(probe.classes)
+        self.palette = np.asarray(probe.palette).astype(int).tolist()
+        from parsenet.models import build_model
+
+        model = build_model(cfg.model.name, num_classes=len(self.classes), **cfg.model.args)
+        self.preprocessing: Preprocessing = model.preprocessing
+        self.train_set = self.dataset_factory(cfg.data, "train", self.preprocessing)
+        self.val_set = (self.dataset_factory(cfg.data, "val", self.preprocessing)
+                        if cfg.data.val_split else None)
+
+        freeze(model, cfg.model.frozen_prefixes)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(
+            self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+            new_layer_lr_mult=t.new_layer_lr_mult,
+            pretrained_prefixes=cfg.model.pretrained_prefixes)
+        self.scheduler = build_scheduler(self.optimizer, max_iterations=t.iterations,
+                                         power=t.poly_power,
+                                         warmup_iterations=t.warmup_iterations)
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
+        self.sampler = ResumableSampler(len(self.train_set), seed=t.seed, rank=self.ctx.rank,
+                                        world_size=self.ctx.world_size)
+        start = self._resume() if resume else 0
+        self.ddp_model = dist_utils.wrap_model(self.model, self.ctx, self.device)
+
+        self.runlog = RunLog(self.out_dir, enabled=self.ctx.is_main,
+                             resume_from=start if resume else None)
+        if self.ctx.is_main:
+            save_config(cfg, self.out_dir / "config.yaml")
+        setup = dict(device=str(self.device), amp=self.amp.name, amp_reason=self.amp.reason,
+                     world_size=self.ctx.world_size, classes=len(self.classes),
+                     train_images=len(self.train_set),
+                     val_images=len(self.val_set) if self.val_set is not None else 0,
+                     parameters=sum(p.numel() for p in model.parameters()),
+                     images_per_iteration=self.images_per_iteration, resumed_from=start)
+        if self.ctx.is_main:
+            log.info("training on %s, precision %s (%s), %d process(es)", self.device,
+                     self.amp.name, self.amp.reason, self.ctx.world_size)
+        self.runlog.log("event", start, event="resume" if resume else "start", **setup)
+        return start
+
+    def _resume(self) -> int:
+        state = ckpt.load_checkpoint(self.last_path)
+        path = self.last_path
+        # Same architecture required; the pretrained-weights source may differ (the
+        # checkpoint supplies every weight).
+        stored, here = dict(state["config"]["model"]), config_to_dict(self.config)["model"]
+        stored["args"] = {k: v for k, v in stored["args"].items() if k != "weights"}
+        here["args"] = {k: v for k, v in here["args"].items() if k != "weights"}
+        if stored != here:
+            raise ckpt.CheckpointError(f"{path}: was trained with model config {stored}, "
+                                       f"not {here}")
+        if list(state["classes"]) != self.classes:
+            raise ckpt.CheckpointError(f"{path}: classes {state['classes']} differ from the "
+                                       f"dataset's {self.classes}")
+        try:
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if self.scaler is not None and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+        except (ValueError, RuntimeError, KeyError) as e:
+            raise ckpt.CheckpointError(f"{path}: cannot resume from it: {e}") from None
+        # The schedule follows this config (a resume may extend train.iterations).
+        t = self.config.train
+        self.scheduler.lr_lambdas[0].__init__(t.iterations, t.poly_power, t.warmup_iterations)
+        if not self.sampler.load_state_dict(state["sampler"]):
+            log.warning("%s: dataset size, seed or process count changed; the resumed run "
+                        "continues at the same sample count but not the same sample order",
+                        path)
+        if state["rng"]["world_size"] == self.ctx.world_size:
+            ckpt.set_rng_state(state["rng"]["ranks"][self.ctx.rank])
+        self.best_mean_iou = state.get("best_mean_iou")
+        return int(state["iteration"])
+
+    def _loader(self) -> Iterator:
+        t = self.config.train
+        generator = torch.Generator().manual_seed(t.seed + self.ctx.rank)
+        loader = DataLoader(
+            SeededSamples(self.train_set), batch_size=t.batch_size, sampler=self.sampler,
+            num_workers=self.config.data.workers, pin_memory=self.device.type == "cuda",
+            worker_init_fn=worker_init_fn, generator=generator, drop_last=True,
+        )
+        return iter(loader)
+
+    # ----------------------------------------------------------------- checkpoints
+    def _state(self, iteration: int) -> dict[str, Any]:
+        # RNG states of every rank, so that each continues its own stream.
+        local = ckpt.rng_state()
+        ranks = [local]
+        if self.ctx.enabled:
+            ranks = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(ranks, local)
+        return {
+            "format": ckpt.CHECKPOINT_FORMAT, "iteration": iteration,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "rng": {"world_size": self.ctx.world_size, "ranks": ranks},
+            "sampler": self.sampler.state_dict(iteration * self.config.train.batch_size
+                                               * self.config.train.accumulate),
+            "config": config_to_dict(self.config),
+            "classes": self.classes, "palette": self.palette,
+            "preprocessing": self.preprocessing.to_dict(),
+            "best_mean_iou": self.best_mean_iou,
+        }
+
+    def _save(self, iteration: int, path: Path) -> None:
+        state = self._state(iteration)  # collective under DDP: every rank calls it
+        if self.ctx.is_main:
+            ckpt.save_checkpoint(path, state)
+        dist_utils.barrier(self.ctx)
+
+    # ----------------------------------------------------------------- one iteration
+    def _step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], stop: bool
+              ) -> tuple[float, bool]:
+        """Forward/backward over the micro-batches, then (if the loss is finite) one
+        optimizer step. Returns the iteration's loss and whether any rank wants to stop."""
+        t = self.config.train
+        if t.loss_reduction == "mean":
+            local = sum(int((target != IGNORE_INDEX).sum()) for _, target in batches)
+        else:
+            local = sum(target.shape[0] for _, target in batches)
+        denominator = dist_utils.all_reduce_sum(
+            torch.tensor([float(local)], dtype=torch.float64), self.ctx).item()
+        scale = self.ctx.world_size / max(denominator, 1.0)
+
+        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        for i, (images, targets) in enumerate(batches):
+            last = i == len(batches) - 1
+            sync = (self.ddp_model.no_sync() if self.ctx.enabled and not last
+                    else contextlib.nullcontext())
+            with sync:
+                with torch.autocast(self.device.type, dtype=self.amp.dtype,
+                                    enabled=self.amp.dtype is not None):
+                    logits = self.ddp_model(images)
+                micro = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
+                                        reduction="sum")
+                loss = micro * scale
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            loss_sum += micro.detach().double()
+
+        stats = torch.stack([loss_sum.cpu(), torch.tensor(float(stop), dtype=torch.float64)])
+        stats = dist_utils.all_reduce_sum(stats, self.ctx)
+        loss_value = stats[0].item() / max(denominator, 1.0)
+        if not math.isfinite(loss_value):
+            return loss_value, bool(stats[1].item())
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        return loss_value, bool(stats[1].item())
+
+    # ----------------------------------------------------------------- validation
+    def _validate(self, iteration: int) -> None:
+        if self.val_set is None:
+            return
+        t = self.config.train
+        self.model.eval()
+        # Validation must not move the training random streams: a run that validates
+        # (or resumes past a validation) draws the same dropout masks as one that does not.
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            metrics = self.evaluate_fn(
+                self.model, self.val_set, num_classes=len(self.classes),
+                mode=self.config.eval.mode, device=self.device,
+                max_images=t.max_val_images, progress=t.progress and self.ctx.is_main,
+                eval_cfg=self.config.eval)
+        self.model.train()
+        self.val_metrics = to_jsonable(metrics)
+        self.runlog.log("val", iteration, **self.val_metrics)
+        miou = self.val_metrics.get("mean_iou")
+        if miou is not None and (self.best_mean_iou is None or miou > self.best_mean_iou):
+            self.best_mean_iou = miou
+            self._save(iteration, self.best_path)
+
+    # ----------------------------------------------------------------- the loop
+    def run(self, resume: bool) -> dict[str, Any]:
+        wall_start = time.perf_counter()
+        t = self.config.train
+        start = self._setup(resume)
+        loader_iter = self._loader()
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        bar = tqdm(total=t.iterations, initial=start, desc="train", dynamic_ncols=True,
+                   disable=not (t.progress and self.ctx.is_main))
+        train_time, loss = 0.0, float("nan")
+        window_start, window_iters = time.perf_counter(), 0
+        iteration = start
+        try:
+            with dist_utils.StopOnSigterm() as sigterm:
+                while iteration < t.iterations:
+                    tic = time.perf_counter()
+                    batches = _micro_batches(loader_iter, t.accumulate, self.device)
+                    loss, stop = self._step(batches, sigterm.requested)
+                    if not math.isfinite(loss):
+                        self.runlog.log("event", iteration + 1, event="diverged", loss=loss)
+                        raise TrainingDivergedError(
+                            f"loss is {loss} at iteration {iteration + 1}; stopped without "
+                            f"saving. The last good checkpoint is {self.last_path} (if any); "
+                            f"lower train.lr or check the data")
+                    iteration += 1
+                    train_time += time.perf_counter() - tic
+                    window_iters += 1
+                    # The base (pretrained-layer) rate this iteration used.
+                    lr = t.lr * self.scheduler.lr_lambdas[0](iteration - 1)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}",
+                                    img_s=f"{self._rate(train_time, iteration - start):.1f}")
+                    if iteration % t.log_every == 0 or iteration == t.iterations:
+                        elapsed = time.perf_counter() - window_start
+                        self.runlog.log("train", iteration, loss=loss, lr=lr,
+                                        images_per_s=window_iters * self.images_per_iteration
+                                        / max(elapsed, 1e-9))
+                        window_start, window_iters = time.perf_counter(), 0
+                    if t.val_every and iteration % t.val_every == 0 \
+                            and iteration < t.iterations:
+                        self._validate(iteration)
+                    if stop or iteration % t.checkpoint_every == 0 or iteration == t.iterations:
+                        self._save(iteration, self.last_path)
+                    if stop:
+                        self.runlog.log("event", iteration, event="sigterm")
+                        bar.close()
+                        raise SystemExit(dist_utils.SIGTERM_EXIT_CODE)
+            bar.close()
+            self._validate(iteration)
+            result = self._finish(iteration, loss, time.perf_counter() - wall_start,
+                                  train_time, iteration - start)
+        finally:
+            bar.close()
+            del loader_iter
+            self.runlog.close()
+        return result
+
+    def _rate(self, seconds: float, iterations: int) -> float:
+        return iterations * self.images_per_iteration / max(seconds, 1e-9)
+
+    def _finish(self, iteration: int, loss: float, wall: float, train_time: float,
+                iterations_run: int) -> dict[str, Any]:
+        result = {
+            "metrics": self.val_metrics or {},
+            "iteration": iteration,
+            "final_loss": loss if math.isfinite(loss) else None,
+            "best_mean_iou": self.best_mean_iou,
+            "out_dir": str(self.out_dir),
+            "last_checkpoint": str(self.last_path),
+            "best_checkpoint": str(self.best_path) if self.best_path.exists() else None,
+            "wall_time_s": wall,
+            "images_per_s": self._rate(train_time, iterations_run) if iterations_run else None,
+            "device": str(self.device), "amp": self.amp.name,
+            "world_size": self.ctx.world_size,
+        }
+        if self.ctx.is_main:
+            import json
+
+            (self.out_dir / "metrics.json").write_text(json.dumps(to_jsonable(result),
+                                                                  indent=2) + "\n")
+        self.runlog.log("event", iteration, event="end", wall_time_s=wall,
+                        images_per_s=result["images_per_s"])
+        return result
