@@ -1,24 +1,31 @@
-"""Trainer tests that need real processes: SIGKILL and SIGTERM followed by a resume, and a
-two-process gloo DistributedDataParallel run under torchrun."""
+"""Trainer tests that need real processes: SIGTERM and SIGKILL followed by resumes, and a
+two-process gloo DistributedDataParallel run.
+
+The processes are forked from the test process (which has torch imported already) rather
+than started as new interpreters: on 2 shared cores an import of torch + torchvision costs
+more than the training runs themselves. They take torchrun's environment (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) like ``torchrun --nproc_per_node=2``
+would give them.
+"""
 
 import json
+import multiprocessing
 import os
 import signal
-import subprocess
-import sys
+import socket
 import time
-from pathlib import Path
+import traceback
 
 import pytest
 import torch
-from trainer_fixtures import final_weights, tiny_config, tiny_factory, write_tiny_dataset
+from trainer_fixtures import delayed_factory, final_weights, tiny_config, write_tiny_dataset
 
-from parsenet.config import save_config
 from parsenet.engine.checkpoint import load_checkpoint
+from parsenet.engine.sampler import seed_everything
 from parsenet.engine.trainer import train
+from parsenet.models import parsenet_vgg16
 
-ENTRY = Path(__file__).resolve().parent / "train_entry.py"
-ENV = {**os.environ, "OMP_NUM_THREADS": "1"}  # same arithmetic as the in-process runs
+FORK = multiprocessing.get_context("fork")
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +42,9 @@ def data_root(tmp_path_factory):
 
 
 def resume_config(data_root, out):
-    # Dropout on and one loader worker: the resumed run must restore the dropout stream and
-    # not depend on which worker loaded (and augmented) which sample.
+    # Dropout on, one loader worker, the data package's random scale/crop/flip: the resumed
+    # run must restore the dropout stream, and augmentation must not depend on which worker
+    # loaded which sample nor on where the run was cut.
     config = tiny_config(data_root, out, iterations=12, checkpoint_every=2)
     config.model.args.update(dropout=0.5, context_dropout=0.3)
     config.data.workers = 1
@@ -48,22 +56,47 @@ def reference(data_root, tmp_path_factory):
     """The uninterrupted run, in this process."""
     out = tmp_path_factory.mktemp("reference")
     torch.set_num_threads(1)
-    train(resume_config(data_root, out), dataset_factory=tiny_factory())
+    train(resume_config(data_root, out))
     return final_weights(out)
 
 
-def start(config, tmp_path, *args):
-    path = tmp_path / f"config{len(list(tmp_path.glob('config*.yaml')))}.yaml"
-    save_config(config, path)
-    log = open(tmp_path / f"{path.stem}.log", "w")
-    return subprocess.Popen([sys.executable, str(ENTRY), str(path), *args], env=ENV,
-                            stdout=log, stderr=subprocess.STDOUT)
+def _child(config, resume, delay, log_path, env):
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)
+    code = 0
+    try:
+        train(config, resume=resume, dataset_factory=delayed_factory(delay) if delay else None)
+    except SystemExit as e:  # SIGTERM: the trainer saves, then exits with 143
+        code = e.code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    os._exit(code)  # skip the test process's atexit handlers
 
 
-def wait_for_checkpoint(proc, path, timeout=120.0):
+def start(config, tmp_path, resume=False, delay=0.0, env=None):
+    """Train ``config`` in a forked process; its output goes to tmp_path/<pid>.log."""
+    log = tmp_path / f"child{len(list(tmp_path.glob('child*.log')))}.log"
+    proc = FORK.Process(target=_child, args=(config, resume, delay, str(log), env or {}))
+    proc.start()
+    proc.log = log
+    return proc
+
+
+def finish(proc, timeout=300):
+    proc.join(timeout)
+    assert proc.exitcode is not None, "the run did not end in time"
+    return proc.exitcode
+
+
+def wait_for_checkpoint(proc, path, after=-1, timeout=180.0):
+    """Poll until ``path`` holds a checkpoint of an iteration > ``after`` (reading while the
+    trainer replaces the file is safe: the replacement is atomic)."""
     deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, "the run ended before writing a checkpoint"
+    while not (path.exists() and load_checkpoint(path)["iteration"] > after):
+        assert proc.is_alive(), "the run ended before writing the checkpoint"
         assert time.monotonic() < deadline, "no checkpoint in time"
         time.sleep(0.02)
 
@@ -75,51 +108,70 @@ def assert_same_weights(a, b):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
-def test_killed_run_resumes_to_the_same_weights(data_root, tmp_path, reference, sig):
+def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_weights(data_root, tmp_path,
+                                                                           reference):
     out = tmp_path / "run"
     config = resume_config(data_root, out)
     last = out / "checkpoints" / "last.pt"
-    proc = start(config, tmp_path, "--delay", "0.05")  # ~0.1 s per iteration
-    wait_for_checkpoint(proc, last)
-    proc.send_signal(sig)
-    code = proc.wait(timeout=120)
-    stopped_at = load_checkpoint(last)["iteration"]
-    assert 2 <= stopped_at < 12, "the signal must arrive mid-run"
-    if sig == signal.SIGKILL:
-        assert code == -signal.SIGKILL
-    else:  # SIGTERM: checkpoint at the end of the current iteration, exit status 143
-        assert code == 128 + signal.SIGTERM, (tmp_path / "config0.log").read_text()
-        events = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-        assert events[-1]["event"] == "sigterm" and events[-1]["iteration"] == stopped_at
 
-    resumed = start(config, tmp_path, "--resume")
-    assert resumed.wait(timeout=300) == 0, (tmp_path / "config1.log").read_text()
+    # 1. SIGTERM (preemption): checkpoint at the end of the current iteration, status 143.
+    proc = start(config, tmp_path, delay=0.1)  # ~0.2 s per iteration
+    wait_for_checkpoint(proc, last)
+    os.kill(proc.pid, signal.SIGTERM)
+    assert finish(proc) == 128 + signal.SIGTERM, proc.log.read_text()
+    terminated_at = load_checkpoint(last)["iteration"]
+    assert 2 <= terminated_at < 12, "SIGTERM must arrive mid-run"
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "sigterm" and records[-1]["iteration"] == terminated_at
+
+    # 2. Resume, then SIGKILL (no chance to save) after one more periodic checkpoint.
+    proc = start(config, tmp_path, resume=True, delay=0.1)
+    wait_for_checkpoint(proc, last, after=terminated_at)
+    os.kill(proc.pid, signal.SIGKILL)
+    assert finish(proc) == -signal.SIGKILL
+    killed_at = load_checkpoint(last)["iteration"]
+    assert terminated_at < killed_at < 12, "SIGKILL must arrive mid-run"
+
+    # 3. Resume to the end: bit for bit the uninterrupted run.
+    proc = start(config, tmp_path, resume=True)
+    assert finish(proc) == 0, proc.log.read_text()
     assert load_checkpoint(last)["iteration"] == 12
     assert_same_weights(final_weights(out), reference)
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in records if r["kind"] == "train"] == list(range(1, 13))
 
 
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data_root, tmp_path):
     # No dropout (masks are drawn per process, so they depend on the split of the batch) and
-    # no BatchNorm (per-process statistics); augmentation is seeded per sample position, so
-    # it is identical. 2 ranks x batch 2 vs 1 process x batch 4.
+    # no BatchNorm (per-process statistics); augmentation (the data package's random
+    # scale/crop/flip) is seeded per sample position, so it is identical.
+    # 2 ranks x batch 2 vs 1 process x batch 4.
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     config = tiny_config(data_root, ddp_out, iterations=3, batch_size=2, checkpoint_every=3)
-    path = tmp_path / "ddp.yaml"
-    save_config(config, path)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ENTRY), str(path)]
-    proc = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ranks = [start(config, tmp_path, env={"RANK": str(r), "LOCAL_RANK": str(r),
+                                          "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                          "MASTER_PORT": str(port)}) for r in (0, 1)]
+    for proc in ranks:
+        assert finish(proc) == 0, proc.log.read_text()
 
     single = tiny_config(data_root, single_out, iterations=3, batch_size=4, checkpoint_every=3)
-    train(single, dataset_factory=tiny_factory())
+    train(single)
 
     start_event = json.loads((ddp_out / "log.jsonl").read_text().splitlines()[0])
     assert start_event["world_size"] == 2 and start_event["images_per_iteration"] == 4
     ddp, one = final_weights(ddp_out), final_weights(single_out)
     init = load_checkpoint(ddp_out / "checkpoints" / "last.pt")
     assert init["sampler"]["world_size"] == 2 and init["sampler"]["consumed"] == 6
+    seed_everything(config.train.seed)  # the weights both runs started from
+    start_weights = parsenet_vgg16(num_classes=3, **config.model.args).state_dict()
+    assert not torch.equal(one["head.classifiers.0.weight"],
+                           start_weights["head.classifiers.0.weight"])
+    losses = [[r["loss"] for r in map(json.loads, (out / "log.jsonl").read_text().splitlines())
+               if r["kind"] == "train"] for out in (ddp_out, single_out)]
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5) and len(losses[0]) == 3
     for k in one:
         torch.testing.assert_close(ddp[k], one[k], rtol=1e-5, atol=1e-5, msg=k)

@@ -1,9 +1,10 @@
 """Small pieces shared by the trainer tests (imported by them and by ``train_entry.py``).
 
 A tiny dataset in the common layout (images/<split>/*.png, labels/<split>/*.png,
-classes.txt) and a minimal reader with random crop + flip drawn from torch's global RNG, so
-that the tests exercise the trainer's per-sample seeding. The trainer takes it through its
-``dataset_factory`` hook, which keeps these tests independent of the data package.
+classes.txt), read either by the data package (the trainer's default path) or by a minimal
+reader with random crop + flip drawn from torch's global RNG, injected through the
+trainer's ``dataset_factory`` hook so that the loop's own tests do not depend on the data
+package.
 """
 
 from __future__ import annotations
@@ -94,6 +95,34 @@ def tiny_factory(delay: float = 0.0):
         return TinyFolderDataset(data.root, name, preprocessing, data.crop_size,
                                  augment=split == "train", delay=delay if split == "train"
                                  else 0.0)
+
+    return factory
+
+
+class Delayed(torch.utils.data.Dataset):
+    """Sleeps before each load: slows a run down enough to interrupt it mid-way."""
+
+    def __init__(self, dataset, delay: float) -> None:
+        self.dataset, self.delay = dataset, delay
+
+    def __getattr__(self, name):  # classes, palette, ... of the wrapped dataset
+        return getattr(self.__dict__["dataset"], name)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        time.sleep(self.delay)
+        return self.dataset[i]
+
+
+def delayed_factory(delay: float):
+    """The trainer's default ``build_dataset`` path, training samples delayed by ``delay``."""
+    from parsenet.engine.trainer import build_dataset_default
+
+    def factory(data: DataConfig, split: str, preprocessing):
+        dataset = build_dataset_default(data, split, preprocessing)
+        return Delayed(dataset, delay) if split == "train" and preprocessing else dataset
 
     return factory
 
