@@ -16,6 +16,7 @@ import socket
 import time
 import traceback
 
+import numpy as np
 import pytest
 import torch
 from trainer_fixtures import delayed_factory, final_weights, tiny_config, write_tiny_dataset
@@ -149,6 +150,7 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data_root, 
     # 2 ranks x batch 2 vs 1 process x batch 4.
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     config = tiny_config(data_root, ddp_out, iterations=3, batch_size=2, checkpoint_every=3)
+    config.data.val_split = "val"  # the final validation is sharded over the 2 ranks
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -159,6 +161,7 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data_root, 
         assert finish(proc) == 0, proc.log.read_text()
 
     single = tiny_config(data_root, single_out, iterations=3, batch_size=4, checkpoint_every=3)
+    single.data.val_split = "val"
     train(single)
 
     start_event = json.loads((ddp_out / "log.jsonl").read_text().splitlines()[0])
@@ -175,3 +178,10 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data_root, 
     assert losses[0] == pytest.approx(losses[1], rel=1e-5) and len(losses[0]) == 3
     for k in one:
         torch.testing.assert_close(ddp[k], one[k], rtol=1e-5, atol=1e-5, msg=k)
+    metrics = [json.loads((out / "metrics.json").read_text())["metrics"]
+               for out in (ddp_out, single_out)]
+    assert metrics[0]["images"] == metrics[1]["images"] == 2  # both ranks' shares counted
+    # Same pixels counted; the predictions agree up to a pixel flipped by rounding.
+    assert np.sum(metrics[0]["confusion"]) == np.sum(metrics[1]["confusion"]) > 0
+    assert metrics[0]["pixel_acc"] == pytest.approx(metrics[1]["pixel_acc"], abs=1e-3)
+    assert (ddp_out / "checkpoints" / "best.pt").exists()
