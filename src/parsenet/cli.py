@@ -1,0 +1,260 @@
+"""The ``parsenet`` command: parses arguments and calls library functions.
+
+    parsenet train --config configs/cpu/siftflow.yaml --set train.iterations=500
+    parsenet eval --checkpoint runs/x/checkpoints/best.pt --mode whole
+    parsenet predict photo.jpg photos/ --checkpoint best.pt --out predictions/
+    parsenet export --checkpoint best.pt --format onnx --out model.onnx
+    parsenet summary --size 500
+    parsenet demo | study --table N | bench --quick
+
+User errors (bad config, data, weights, checkpoint, missing files, bad arguments) are one
+line ``parsenet: error: ...`` on stderr and exit code 2; ``--traceback`` shows the
+traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+__all__ = ["main", "build_parser"]
+
+EXIT_USER_ERROR = 2
+MODES = ("whole", "slide", "multiscale")
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The exception types that mean "the user asked for something that cannot be done".
+
+    DataError, ConfigError, WeightsError and CheckpointError are ValueErrors; they are
+    listed for the record (and in case one stops being a ValueError)."""
+    errors: list[type[BaseException]] = [FileNotFoundError, ValueError]
+    for module, name in (("parsenet.data.errors", "DataError"),
+                         ("parsenet.config", "ConfigError"),
+                         ("parsenet.backbones.weights", "WeightsError"),
+                         ("parsenet.engine.checkpoint", "CheckpointError"),
+                         ("parsenet.engine.export", "ExportCheckError")):
+        try:
+            errors.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+class _Unavailable(Exception):
+    """A command whose implementation is not installed (exit 1, one line)."""
+
+
+# ---------------------------------------------------------------------------- commands
+def cmd_train(args: argparse.Namespace) -> int:
+    from parsenet.config import load_config
+    from parsenet.engine.trainer import train
+
+    config = load_config(args.config, args.set)
+    result = train(config, resume=args.resume)
+    metrics = result.get("metrics") or {}
+    if metrics.get("mean_iou") is not None:
+        print(f"validation: pixel acc {100 * metrics['pixel_acc']:.2f}, mean IoU "
+              f"{100 * metrics['mean_iou']:.2f}")
+    print(f"{result.get('iteration')} iterations; run directory {result.get('out_dir')}, "
+          f"last checkpoint {result.get('last_checkpoint')}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from parsenet.tasks import evaluate_checkpoint, format_metrics
+
+    result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.set,
+                                 split=args.split, mode=args.mode, device=args.device,
+                                 max_images=args.max_images, out=args.out,
+                                 progress=not args.no_progress)
+    print(f"{result['checkpoint']} (iteration {result['iteration']}) on {result['split']} "
+          f"of {result['data_root']}")
+    print(format_metrics(result["metrics"], result["classes"]))
+    print(f"\nwritten: {result['json']}")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from parsenet.tasks import predict_images
+
+    result = predict_images(args.checkpoint, args.inputs, args.out, backend=args.backend,
+                            mode=args.mode, device=args.device,
+                            progress=not args.no_progress)
+    print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
+          f"{result['mode']}: labels and overlays in {args.out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from parsenet.tasks import export_checkpoint
+
+    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check)
+    print(f"exported {result['path']} ({result['format']}, {result['exporter']} exporter)")
+    for size, diff in result["diffs"].items():
+        print(f"  {size}: max abs diff vs eager {diff:.2e}")
+    return 0
+
+
+def cmd_summary(args: argparse.Namespace) -> int:
+    from parsenet.summary import format_table, variants_table
+
+    print(format_table(variants_table(args.size, args.num_classes)))
+    return 0
+
+
+def _optional(module: str, attribute: str, what: str) -> Callable[..., Any]:
+    try:
+        return getattr(importlib.import_module(module), attribute)
+    except ModuleNotFoundError as e:
+        if e.name and module.startswith(e.name):  # the module itself, not one it imports
+            raise _Unavailable(f"{what} is not available ({module} is missing)") from None
+        raise
+    except AttributeError:
+        raise _Unavailable(f"{what} is not available ({module}.{attribute} is missing)"
+                           ) from None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    run_demo = _optional("parsenet.demo", "run_demo", "the demo")
+    kwargs: dict[str, Any] = {"config": args.config}
+    if args.seed is not None:
+        kwargs["seed"] = args.seed
+    run_demo(**kwargs)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    run_study = _optional("parsenet.study", "run_study", "the study")
+    kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run}
+    if args.seeds:
+        kwargs["seeds"] = args.seeds
+    if args.only:
+        kwargs["only"] = args.only
+    run_study(args.table, **kwargs)
+    return 0
+
+
+def _repo_root() -> Path:
+    return Path(__file__).resolve().parents[2]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    root = _repo_root()
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        raise _Unavailable("the benchmarks are not available: they live in the source "
+                           "repository (benchmarks/), not in the installed package")
+    if str(root) not in sys.path:
+        sys.path.insert(0, str(root))
+    bench_main = _optional("benchmarks.__main__", "main", "the benchmarks")
+    argv = (["--quick"] if args.quick else []) + list(args.bench_args)
+    return int(bench_main(argv) or 0)
+
+
+# ---------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parsenet", description="ParseNet (Liu, Rabinovich, Berg 2015): train, evaluate, "
+        "predict and export semantic segmentation models.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str
+            ) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(func=func)
+        return p
+
+    def sets(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config value, e.g. train.iterations=500 (repeatable)")
+
+    p = add("train", cmd_train, "train a model from a config file")
+    p.add_argument("--config", required=True, help="YAML config file")
+    sets(p)
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out_dir>/checkpoints/last.pt")
+
+    p = add("eval", cmd_eval, "evaluate a checkpoint (pixel acc, mean acc, mean IoU, f.w. IoU)")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--config", default=None,
+                   help="config file (default: the one stored in the checkpoint)")
+    sets(p)
+    p.add_argument("--split", default="val", choices=("train", "val"))
+    p.add_argument("--mode", default=None, choices=MODES,
+                   help="default: the config's eval.mode (whole, as the paper)")
+    p.add_argument("--out", default=None,
+                   help="JSON file (default: next to the checkpoint)")
+    p.add_argument("--max-images", type=int, default=0, help="0: the whole split")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = add("predict", cmd_predict, "segment images; writes label PNGs and overlays")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--backend", default="auto", choices=("auto", "eager", "onnx"),
+                   help="auto: ONNX Runtime on CPU when installed (export cached next to "
+                        "the checkpoint), else eager PyTorch")
+    p.add_argument("--mode", default=None, choices=MODES)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no-progress", action="store_true")
+
+    p = add("export", cmd_export, "export a checkpoint to ONNX or TorchScript and check it")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--no-check", action="store_true",
+                   help="skip comparing the export with the eager model")
+
+    p = add("summary", cmd_summary,
+            "parameters and GFLOPs of the paper's variants (FCN-32s, LargeFOV, ParseNet)")
+    p.add_argument("--size", type=int, default=500, help="input height and width")
+    p.add_argument("--num-classes", type=int, default=21)
+
+    p = add("demo", cmd_demo, "train and evaluate on the built-in synthetic dataset")
+    p.add_argument("--config", default="configs/demo.yaml")
+    p.add_argument("--seed", type=int, default=None)
+
+    p = add("study", cmd_study, "train and tabulate the variants of one of the paper's tables")
+    p.add_argument("--table", required=True, help="table number or key")
+    p.add_argument("--seeds", type=int, nargs="+", default=None)
+    p.add_argument("--only", nargs="+", default=None, help="variant names")
+    p.add_argument("--out-root", default="runs/study")
+    p.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+
+    p = add("bench", cmd_bench, "run the benchmarks (from a source checkout)")
+    p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
+    p.add_argument("bench_args", nargs=argparse.REMAINDER,
+                   help="more arguments for python -m benchmarks")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except _Unavailable as e:
+        if args.traceback:
+            raise
+        print(f"parsenet: error: {e}", file=sys.stderr)
+        return 1
+    except _user_errors() as e:
+        if args.traceback:
+            raise
+        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        print(f"parsenet: error: {message}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("parsenet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
