@@ -108,3 +108,15 @@ def test_real_siftflow_holdout_from_config():
     listed = (root / "trainval.txt").read_text().split()
     assert len(train) + len(val) == len(listed) and len(val) == (len(listed) + 9) // 10
     assert not set(train.ids) & set(val.ids)
+
+
+def test_dataloader_workers_batch_transformed_items(folder_dataset):
+    cfg = DataConfig(root=str(folder_dataset(num_images=4, size=(24, 32))), format="folder",
+                     crop_size=16)
+    dataset = build_dataset(cfg, "train", preprocessing=CAFFE_VGG)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=2, num_workers=2)
+    batches = list(loader)
+    assert len(batches) == 2
+    images, masks = batches[0]
+    assert images.shape == (2, 3, 16, 16) and images.dtype == torch.float32
+    assert masks.shape == (2, 16, 16) and masks.dtype == torch.int64

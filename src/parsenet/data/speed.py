@@ -1,11 +1,13 @@
 """Measure the training input pipeline: images per second for one worker.
 
-    python -m parsenet.data.speed [--size 500x375] [--crop 320] [--seconds 5]
+    python -m parsenet.data.speed [--size 500x375] [--crop 320] [--seconds 5] [--baseline]
 
 Writes a synthetic JPEG + label PNG pair (smooth colours, 21 classes) to a temporary
 folder and times decode + checks + ``train_transforms`` per item, single-threaded (torch
 and OpenCV both limited to one thread, as in one DataLoader worker). Not a test: the figure
-depends on the machine and on what else runs on it.
+depends on the machine and on what else runs on it, so ``--baseline`` also times a plain
+torchvision v2 pipeline (decode, RandomResize, pad, RandomCrop, flip, ToDtype + Normalize)
+on the same pair for a same-machine comparison.
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ import argparse
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torchvision import tv_tensors
 
 from parsenet.data.dataset import SegmentationDataset
 from parsenet.data.transforms import train_transforms
@@ -40,13 +44,54 @@ def write_sample_pair(folder: Path, width: int, height: int, seed: int = 0) -> t
     return image_path, label_path
 
 
-def measure(width: int = 500, height: int = 375, crop: int = 320, seconds: float = 5.0
-            ) -> tuple[float, float]:
-    """Images per second through decode + label check + training transforms.
+def _baseline_item(image_path: Path, label_path: Path, pipeline: Any) -> tuple[Any, Any]:
+    """What a plain torchvision v2 pipeline does for one item (the comparison)."""
+    import warnings
 
-    Returns (per wall-clock second, per CPU second of this process). On a shared machine
-    the second is the better estimate of what one worker does on a core of its own.
-    """
+    from torchvision.io import ImageReadMode, decode_jpeg, decode_png, read_file
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        image = decode_jpeg(read_file(str(image_path)), mode=ImageReadMode.RGB)
+        label = decode_png(read_file(str(label_path)))
+    return pipeline(tv_tensors.Image(image), tv_tensors.Mask(label))
+
+
+def _baseline_pipeline(crop: int, height: int) -> Any:
+    import torchvision.transforms.v2 as v2
+
+    from parsenet.preprocessing import IMAGENET
+
+    return v2.Compose([
+        v2.RandomResize(int(0.5 * height), int(2.0 * height)),
+        v2.RandomCrop(crop, pad_if_needed=True, fill={tv_tensors.Image: 0, "others": 255}),
+        v2.RandomHorizontalFlip(),
+        v2.ToDtype({tv_tensors.Image: torch.float32, "others": torch.int64}, scale=True),
+        v2.Normalize(IMAGENET.mean, IMAGENET.std),
+    ])
+
+
+def _rate(step: Any, seconds: float) -> tuple[float, float]:
+    for _ in range(20):  # warm-up
+        step()
+    count, start, cpu_start = 0, time.perf_counter(), time.process_time()
+    while time.perf_counter() - start < seconds:
+        step()
+        count += 1
+    return count / (time.perf_counter() - start), count / (time.process_time() - cpu_start)
+
+
+def measure_baseline(width: int = 500, height: int = 375, crop: int = 320,
+                     seconds: float = 5.0) -> tuple[float, float]:
+    """Like ``measure`` for the plain torchvision v2 pipeline."""
+    _single_thread()
+    pipeline = _baseline_pipeline(crop, height)
+    with tempfile.TemporaryDirectory() as tmp:
+        image_path, label_path = write_sample_pair(Path(tmp), width, height)
+        return _rate(lambda: _baseline_item(image_path, label_path, pipeline), seconds)
+
+
+def _single_thread() -> None:
     torch.set_num_threads(1)
     try:  # OpenCV has its own thread pool; one worker means one thread
         import cv2
@@ -54,20 +99,24 @@ def measure(width: int = 500, height: int = 375, crop: int = 320, seconds: float
         cv2.setNumThreads(1)
     except ImportError:
         pass
+
+
+def measure(width: int = 500, height: int = 375, crop: int = 320, seconds: float = 5.0
+            ) -> tuple[float, float]:
+    """Images per second through decode + label check + training transforms.
+
+    Returns (per wall-clock second, per CPU second of this process). On a shared machine
+    the second is the better estimate of what one worker does on a core of its own.
+    """
+    _single_thread()
     with tempfile.TemporaryDirectory() as tmp:
         image_path, label_path = write_sample_pair(Path(tmp), width, height)
         dataset = SegmentationDataset(
             ids=["sample"] * 64, image_paths=[image_path] * 64, label_paths=[label_path] * 64,
             classes=[f"class{k}" for k in range(21)], transforms=train_transforms(crop))
-        for i in range(20):  # warm-up
-            dataset[i % len(dataset)]
-        count, start, cpu_start = 0, time.perf_counter(), time.process_time()
-        while time.perf_counter() - start < seconds:
-            image, mask = dataset[count % len(dataset)]
-            count += 1
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
-    assert image.shape == (3, crop, crop) and mask.shape == (crop, crop)
-    return count / elapsed, count / cpu
+        image, mask = dataset[0]
+        assert image.shape == (3, crop, crop) and mask.shape == (crop, crop)
+        return _rate(lambda: dataset[0], seconds)
 
 
 def main() -> None:
@@ -75,12 +124,18 @@ def main() -> None:
     parser.add_argument("--size", default="500x375", help="WIDTHxHEIGHT of the sample image")
     parser.add_argument("--crop", type=int, default=320)
     parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--baseline", action="store_true",
+                        help="also time a plain torchvision v2 pipeline")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
     wall, cpu = measure(width, height, args.crop, args.seconds)
     print(f"{wall:.1f} images/s wall-clock, {cpu:.1f} images per CPU-second (one thread; "
           f"{width}x{height} JPEG + PNG label, decode + checks + train_transforms, "
           f"crop {args.crop})")
+    if args.baseline:
+        wall, cpu = measure_baseline(width, height, args.crop, args.seconds)
+        print(f"{wall:.1f} images/s wall-clock, {cpu:.1f} images per CPU-second: plain "
+              "torchvision v2 pipeline, same pair")
 
 
 if __name__ == "__main__":
