@@ -7,9 +7,12 @@ horizontal flip -> normalisation. Evaluation: normalisation only. Both are calla
 
 Speed: the random scale and the crop are one operation. The crop window is chosen in the
 scaled frame, mapped back to the source image, and only that region is resized - so a 2x
-zoom resizes a quarter of the image, not all of it. Labels stay single-channel uint8 until
-the last step and are only ever resampled with nearest neighbour; normalisation is one
-uint8 -> float conversion followed by an in-place multiply-add.
+zoom resizes a quarter of the image, not all of it. Enlarging uses OpenCV when installed
+(torchvision otherwise), shrinking torchvision's antialiased kernel. Labels stay
+single-channel uint8 until the last step and are only ever resampled with nearest
+neighbour; normalisation is one uint8 -> float conversion followed by an in-place
+multiply-add. Padding: the image gets the uint8 colour nearest the preprocessing mean
+(within half a grey level of zero once normalised), the label 255.
 """
 
 from __future__ import annotations
