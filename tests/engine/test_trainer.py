@@ -83,6 +83,18 @@ def test_accumulating_two_batches_of_two_equals_one_batch_of_four(data_root, tmp
     assert_same_weights(runs[4], runs[2], rtol=1e-5, atol=1e-5)
 
 
+def test_the_number_of_loader_workers_does_not_change_the_run(data_root, tmp_path):
+    # Augmentation (the data package's random scale/crop/flip) is seeded per sample, not per
+    # worker: 0 and 2 workers train the same weights.
+    weights = []
+    for workers in (0, 2):
+        config = tiny_config(data_root, tmp_path / f"w{workers}", iterations=3)
+        config.data.workers = workers
+        train(config)
+        weights.append(final_weights(tmp_path / f"w{workers}"))
+    assert_same_weights(*weights)
+
+
 def test_resume_after_a_crash_equals_the_uninterrupted_run(data_root, tmp_path):
     # Dropout on, a validation between checkpoints: the RNG streams must be restored and
     # validation must not consume them.
