@@ -9,7 +9,8 @@ A training checkpoint is a dict of plain containers and tensors only, so that it
     optimizer     optimizer state dict
     scheduler     LambdaLR state dict
     scaler        GradScaler state dict, or None
-    rng           random states (torch CPU, CUDA, numpy, python), see :func:`rng_state`
+    rng           {"world_size": N, "ranks": [rng_state() of each rank]}: torch CPU, CUDA,
+                  numpy and python random states (see :func:`rng_state`)
     sampler       the training sampler's position, see :mod:`parsenet.engine.sampler`
     config        the resolved config as a dict
     classes       list of class names; palette: K x 3 list of ints
