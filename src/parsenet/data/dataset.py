@@ -67,7 +67,7 @@ def pair_files(image_dir: Path, label_dir: Path, ids: Sequence[str] | None, *,
         orphans = set(labels) - set(images)
         if orphans:
             raise DataError(f"{label_dir}: label(s) without an image in {image_dir}: "
-                            f"{_names(label + '.png' for label in orphans)}")
+                            f"{_names(labels[stem].name for stem in orphans)}")
     no_image = [i for i in ids if i not in images]
     if no_image:
         raise DataError(f"{image_dir}: no image for id(s) {_names(no_image)}")
