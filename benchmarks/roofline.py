@@ -1,0 +1,183 @@
+"""Sections 1 and 2: roofline (FLOPs, MFU against the in-process GEMM peak, our model against
+a hand-written nn.Sequential) and the cost of context (ParseNet / baseline time ratios).
+
+All five VGG-16 LargeFOV models are timed in the same interleaved rounds, forward
+(eval, inference_mode) and train step (SGD, cross-entropy) separately. The GEMM rate is
+measured after every round, so MFU compares a model with the GEMM of the same moment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from benchmarks.common import (
+    Section,
+    Settings,
+    count_flops,
+    gemm_flops_per_s,
+    interleave,
+    make_forward,
+    make_train_step,
+    median,
+    paired_ratio,
+)
+from benchmarks.plain import copy_weights_from, plain_largefov, pre_upsample_difference
+from parsenet.models import parsenet_vgg16
+
+__all__ = ["run", "builders", "LABELS"]
+
+NUM_CLASSES = 21
+FIVE_LAYER = ("conv3", "conv4", "conv5", "fc7")
+
+LABELS = {
+    "plain": "hand-written nn.Sequential LargeFOV",
+    "baseline": "our LargeFOV baseline (no context, no L2Norm)",
+    "late": "ParseNet fc7 + pool6, late fusion",
+    "early": "ParseNet fc7 + pool6, early fusion",
+    "five": "ParseNet conv3..fc7 + pool6, late fusion",
+}
+
+
+def builders(width: float) -> dict[str, Callable[[], nn.Module]]:
+    """The five models of sections 1-2 (``width`` < 1 only for --quick)."""
+
+    def vgg(**kw: Any) -> Callable[[], nn.Module]:
+        return lambda: parsenet_vgg16(num_classes=NUM_CLASSES, width=width, **kw)
+
+    return {
+        "plain": lambda: plain_largefov(NUM_CLASSES, width=width),
+        "baseline": vgg(context=False, normalize=False),
+        "late": vgg(),
+        "early": vgg(fusion="early"),
+        "five": vgg(features=FIVE_LAYER),
+    }
+
+
+def _mfu(flops: int, times: list[float], gemm: list[float]) -> float:
+    """Median over rounds of (FLOPs / time) / GEMM FLOP/s of the same round."""
+    return median([flops / t / g for t, g in zip(times, gemm, strict=True)])
+
+
+def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
+    size = settings.size
+    torch.manual_seed(0)
+    builds = builders(settings.width)
+    models = {name: build() for name, build in builds.items()}
+    copy_weights_from(models["plain"], models["baseline"])
+    same_net = pre_upsample_difference(
+        models["plain"], models["baseline"], torch.randn(1, 3, 64, 64)
+    )
+    x = torch.randn(1, 3, size, size)
+    flops = {
+        name: {
+            "forward": count_flops(build, size, train=False),
+            "train": count_flops(build, size, train=True),
+        }
+        for name, build in builds.items()
+    }
+
+    timings: dict[str, dict[str, list[float]]] = {}
+    gemm: dict[str, list[float]] = {}
+    for kind in ("forward", "train"):
+        gemm[kind] = []
+        fns = {
+            name: (make_forward(m, x) if kind == "forward" else make_train_step(m, x, NUM_CLASSES))
+            for name, m in models.items()
+        }
+        timings[kind] = interleave(
+            fns,
+            min_rounds=settings.min_rounds,
+            max_rounds=settings.max_rounds,
+            budget_s=settings.budget_s,
+            on_round=lambda k=kind: gemm[k].append(gemm_flops_per_s(calls=2)),
+        )
+
+    mfu = {
+        kind: {name: _mfu(flops[name][kind], timings[kind][name], gemm[kind]) for name in models}
+        for kind in timings
+    }
+    ratio = {
+        kind: {
+            f"{name}/{ref}": paired_ratio(timings[kind][name], timings[kind][ref])
+            for name in models
+            for ref in ("plain", "baseline")
+            if name != ref
+        }
+        for kind in timings
+    }
+    train_s = median(timings["train"]["late"])
+    shared["train_images_per_s"] = 1.0 / train_s
+    shared["train_size"] = size
+
+    details = {
+        "input": [1, 3, size, size],
+        "models": LABELS,
+        "width": settings.width,
+        "threads": torch.get_num_threads(),
+        "mkldnn": torch.backends.mkldnn.enabled,
+        "flops": flops,
+        "seconds": timings,
+        "gemm_flops_per_s": gemm,
+        "mfu": mfu,
+        "ratios": ratio,
+        "plain_vs_baseline_max_abs_diff": same_net,
+    }
+    roof = Section(
+        "roofline",
+        f"1. Roofline at 1x3x{size}x{size} (fp32, {torch.get_num_threads()} threads)",
+        details=details,
+    )
+    all_gemm = gemm["forward"] + gemm["train"]
+    roof.add(
+        "fp32 GEMM (torch.mm 2048^2), median of rounds",
+        median(all_gemm) / 1e9,
+        "{:.1f} GFLOP/s",
+        note=f"best {max(all_gemm) / 1e9:.1f}",
+    )
+    roof.add(
+        "FLOPs forward / train step (ParseNet late)",
+        f"{flops['late']['forward'] / 1e9:.1f} / {flops['late']['train'] / 1e9:.1f} G",
+        note=f"baseline {flops['baseline']['forward'] / 1e9:.2f} G forward",
+    )
+    for kind in ("forward", "train"):
+        times = ", ".join(f"{n} {median(timings[kind][n]) * 1e3:.0f}" for n in models)
+        roof.add(f"{kind} time, ms (median)", times)
+    for kind in ("forward", "train"):
+        text = " / ".join(f"{mfu[kind][n]:.2f}" for n in ("plain", "baseline", "late"))
+        roof.add(f"MFU {kind}: plain / baseline / ParseNet", text)
+        for name in ("baseline", "late"):
+            roof.add(
+                f"MFU {kind}, {name} vs plain",
+                mfu[kind][name],
+                "{:.2f}",
+                goal=f">= plain {mfu[kind]['plain']:.2f}",
+                met=mfu[kind][name] >= mfu[kind]["plain"],
+            )
+    for name in ("baseline", "late"):
+        for kind in ("forward", "train"):
+            roof.add_goal(
+                f"{name} / plain nn.Sequential, {kind}", ratio[kind][f"{name}/plain"], "<=", 1.02
+            )
+
+    ctx = Section(
+        "context",
+        f"2. Cost of context at 1x3x{size}x{size} (ParseNet / baseline)",
+        details={"ratios": ratio, "rounds": {k: len(v["late"]) for k, v in timings.items()}},
+    )
+    for name in ("late", "early"):
+        for kind in ("forward", "train"):
+            ctx.add_goal(
+                f"{LABELS[name]} / baseline, {kind}", ratio[kind][f"{name}/baseline"], "<=", 1.01
+            )
+    for kind in ("forward", "train"):
+        ctx.add(
+            f"{LABELS['five']} / baseline, {kind}",
+            ratio[kind]["five/baseline"],
+            "{:.3f}",
+            note="reported, no goal",
+        )
+    return [roof, ctx]

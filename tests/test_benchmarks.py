@@ -1,0 +1,85 @@
+"""The benchmark package (issue #5): its helpers, and a smoke run of ``--quick``.
+
+The smoke test runs every section at toy sizes in a subprocess (about a minute on two idle
+cores). It is marked ``slow``: deselect it with ``-m "not slow"``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))  # benchmarks/ is a top-level package of the repository
+
+from benchmarks.common import interleave, paired_ratio  # noqa: E402
+from benchmarks.l2norm_bench import saved_bytes  # noqa: E402
+from benchmarks.scaling import growth_exponent  # noqa: E402
+from benchmarks.table import goal_summary, text_table  # noqa: E402
+
+SECTIONS = ("roofline", "context", "l2norm", "pipeline", "inference", "peers", "scaling")
+
+
+def test_interleave_rotates_the_order_and_respects_round_limits():
+    calls: list[str] = []
+    fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
+    times = interleave(fns, min_rounds=3, max_rounds=3, budget_s=0.0, warmup=1)
+    assert calls == list("abc" + "abc" + "bca" + "cab")
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert all(t >= 0 for v in times.values() for t in v)
+
+
+def test_paired_ratio_is_the_median_of_per_round_ratios():
+    assert paired_ratio([2.0, 3.0, 10.0], [1.0, 3.0, 2.0]) == 2.0
+
+
+def test_growth_exponent_recovers_a_power_law():
+    pixels = [256**2, 512**2, 1024**2]
+    assert growth_exponent(pixels, [3e-6 * p for p in pixels]) == pytest.approx(1.0)
+    assert growth_exponent(pixels, [p**1.5 for p in pixels]) == pytest.approx(1.5)
+
+
+def test_saved_bytes_counts_distinct_storages_and_separates_the_input():
+    x = torch.randn(2, 8, 4, 4, requires_grad=True)
+    total, beyond = saved_bytes(lambda t: t * t, x)  # mul saves x twice: one storage
+    assert (total, beyond) == (x.nbytes, 0)
+    total, beyond = saved_bytes(lambda t: F.normalize(t, dim=1).exp(), x)
+    assert total > x.nbytes and beyond == total - x.nbytes  # exp saves its own output
+
+
+@pytest.mark.slow
+def test_quick_run_reports_every_section(tmp_path):
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["meta"]["quick"] is True and len(results["meta"]["commit"]) == 40
+    assert list(results["sections"]) == list(SECTIONS)
+    for key, section in results["sections"].items():
+        assert section["status"] in ("ok", "skipped"), (key, section["reason"])
+        assert section["title"] in proc.stdout
+        if section["status"] == "skipped":
+            assert section["reason"], key
+            continue
+        assert section["rows"], key
+        for row in section["rows"]:
+            if isinstance(row["value"], float):
+                assert math.isfinite(row["value"]), (key, row)
+            if row["goal"] is not None:
+                assert isinstance(row["met"], bool), (key, row)
+    met, missed = goal_summary(results)
+    assert len(met) + len(missed) >= 5  # the goals of sections 1-5 are all evaluated
+    assert text_table(results).strip() in proc.stdout
