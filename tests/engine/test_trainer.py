@@ -176,7 +176,8 @@ def test_resume_needs_a_checkpoint_of_the_same_model(data_root, tmp_path):
     train(tiny_config(data_root, out, iterations=2), dataset_factory=tiny_factory())
     other = tiny_config(data_root, out, iterations=4)
     other.model.args["width"] = 0.125
-    with pytest.raises(CheckpointError, match="last.pt: was trained with model config"):
+    with pytest.raises(CheckpointError, match=r"last.pt: was trained with another model "
+                       r"config \(model.args.width: checkpoint 0.0625, config 0.125\)"):
         train(other, resume=True, dataset_factory=tiny_factory())
 
 

@@ -27,6 +27,7 @@ continues exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -84,6 +85,14 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"train.loss_reduction must be 'mean' or 'sum', got {t.loss_reduction!r}")
     if t.val_every < 0 or t.max_val_images < 0 or t.warmup_iterations < 0:
         raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
+
+
+def _differences(stored: Any, here: Any, where: str) -> list[str]:
+    """Dotted keys where two config dicts differ, as 'key: stored X, config Y'."""
+    if isinstance(stored, dict) and isinstance(here, dict):
+        return [d for k in sorted(set(stored) | set(here), key=str)
+                for d in _differences(stored.get(k), here.get(k), f"{where}.{k}")]
+    return [] if stored == here else [f"{where}: checkpoint {stored!r}, config {here!r}"]
 
 
 def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
@@ -173,6 +182,8 @@ class _Training:
                              resume_from=start if resume else None)
         if self.ctx.is_main:
             save_config(cfg, self.out_dir / "config.yaml")
+            if not resume:  # a best.pt left by an earlier run in this directory
+                self.best_path.unlink(missing_ok=True)
         setup = dict(device=str(self.device), amp=self.amp.name, amp_reason=self.amp.reason,
                      world_size=self.ctx.world_size, classes=len(self.classes),
                      train_images=len(self.train_set),
@@ -194,8 +205,9 @@ class _Training:
         stored["args"] = {k: v for k, v in stored["args"].items() if k != "weights"}
         here["args"] = {k: v for k, v in here["args"].items() if k != "weights"}
         if stored != here:
-            raise ckpt.CheckpointError(f"{path}: was trained with model config {stored}, "
-                                       f"not {here}")
+            diff = _differences(stored, here, "model")
+            raise ckpt.CheckpointError(f"{path}: was trained with another model config "
+                                       f"({'; '.join(diff)})")
         if list(state["classes"]) != self.classes:
             raise ckpt.CheckpointError(f"{path}: classes {state['classes']} differ from the "
                                        f"dataset's {self.classes}")
@@ -370,7 +382,6 @@ class _Training:
                         self._save(iteration, self.last_path)
                     if stop:
                         self.runlog.log("event", iteration, event="sigterm")
-                        bar.close()
                         raise SystemExit(dist_utils.SIGTERM_EXIT_CODE)
             bar.close()
             self._validate(iteration)
@@ -401,10 +412,8 @@ class _Training:
             "world_size": self.ctx.world_size,
         }
         if self.ctx.is_main:
-            import json
-
-            (self.out_dir / "metrics.json").write_text(json.dumps(to_jsonable(result),
-                                                                  indent=2) + "\n")
+            (self.out_dir / "metrics.json").write_text(
+                json.dumps(to_jsonable(result), indent=2) + "\n")
         self.runlog.log("event", iteration, event="end", wall_time_s=wall,
                         images_per_s=result["images_per_s"])
         return result
