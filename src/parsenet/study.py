@@ -76,41 +76,42 @@ def _spec_path(spec_file: str | Path) -> Path:
     return path
 
 
+def _variant(v: dict[str, Any]) -> Variant:
+    return Variant(name=v["name"], label=v.get("label", v["name"]), config=v["config"],
+                   overrides=tuple(v.get("overrides", ())), seeds=tuple(v.get("seeds", (0,))),
+                   priority=int(v.get("priority", 9)), paper=v.get("paper"))
+
+
 def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
     """The tables of a study spec (YAML: ``paper_figures: <file>``, ``tables: {key: ...}``)."""
     path = _spec_path(spec_file)
     try:
         spec = yaml.safe_load(path.read_text()) or {}
-        paper: dict[str, Any] = {}
+        paper = {}
         if spec.get("paper_figures"):
-            paper_path = _spec_path(spec["paper_figures"])
-            paper = (yaml.safe_load(paper_path.read_text()) or {}).get("rows", {})
-        tables = {}
+            paper = yaml.safe_load(_spec_path(spec["paper_figures"]).read_text())["rows"]
+        tables, runs = {}, {}
         for key, t in spec["tables"].items():
-            variants = tuple(Variant(name=v["name"], label=v.get("label", v["name"]),
-                                     config=v["config"],
-                                     overrides=tuple(v.get("overrides", ())),
-                                     seeds=tuple(v.get("seeds", (0,))),
-                                     priority=int(v.get("priority", 9)), paper=v.get("paper"))
-                             for v in t["variants"])
+            variants = tuple(_variant(v) for v in t["variants"])
             names = [v.name for v in variants]
-            if len(set(names)) != len(names):
-                raise ConfigError(f"{path}: table {key}: duplicate variant names")
             claims = tuple(tuple(c) for c in t.get("claims", ()))
-            for better, worse, _ in claims:
-                if better not in names or worse not in names:
-                    raise ConfigError(f"{path}: table {key}: claim names unknown variants "
-                                      f"{better!r}/{worse!r}")
-            for v in variants:
-                if v.paper and v.paper not in paper:
-                    raise ConfigError(f"{path}: variant {v.name}: paper row {v.paper!r} "
-                                      f"not in {spec.get('paper_figures')}")
-            tables[str(key)] = Table(key=str(key), title=t["title"], protocol=t["protocol"],
-                                     paper_tables=t.get("paper_tables", "n/a"),
-                                     note=t.get("note", "").strip(), variants=variants,
-                                     claims=claims,  # type: ignore[arg-type]
-                                     aliases=tuple(str(a) for a in t.get("aliases", ())),
-                                     paper=paper)
+            problems = (["duplicate variant names"] if len(set(names)) != len(names) else [])
+            problems += [f"claim names unknown variants {c[:2]}" for c in claims
+                         if not set(c[:2]) <= set(names)]
+            problems += [f"variant {v.name}: paper row {v.paper!r} unknown" for v in variants
+                         if v.paper and v.paper not in paper]
+            for v in variants:  # one run directory, one definition
+                same = runs.setdefault((t["protocol"], v.name), v)
+                if (same.config, same.overrides) != (v.config, v.overrides):
+                    problems.append(f"variant {v.name} differs from its namesake in protocol "
+                                    f"{t['protocol']} (they would share runs)")
+            if problems:
+                raise ConfigError(f"{path}: table {key}: {'; '.join(problems)}")
+            tables[str(key)] = Table(
+                key=str(key), title=t["title"], protocol=t["protocol"],
+                paper_tables=t.get("paper_tables", "n/a"), note=t.get("note", "").strip(),
+                variants=variants, claims=claims,  # type: ignore[arg-type]
+                aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper)
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -180,7 +181,7 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
         outcome = "diverged"
         (path / "diverged.json").write_text(json.dumps({"error": str(e)}, indent=2) + "\n")
     finally:
-        attempts.append({"resumed": resume, "outcome": outcome,
+        attempts.append({"resumed": resume, "outcome": outcome, "commit": _git_commit(),
                          "seconds": time.perf_counter() - start})
         attempts_file.write_text(json.dumps(attempts, indent=2) + "\n")
     if outcome == "finished":
@@ -188,34 +189,32 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
 
 
 def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, Any]:
-    """Mean L2 norm (over channels, averaged over positions and images) of conv3, conv4,
-    conv5, fc7 and pool6 of the trained model, and the learned L2Norm scales; written to
-    ``feature_norms.json``. Images are validation images at the run's evaluation scale."""
-    import torch
+    """Mean per-pixel L2 norm of conv3, conv4, conv5, fc7 and pool6 of the trained model,
+    before and after its own L2Norm (:func:`parsenet.viz.feature_norms`), and the learned
+    L2Norm scales; written to ``feature_norms.json``. Images: the first validation images,
+    at the run's evaluation scale."""
     import torch.nn.functional as F
 
     from parsenet.config import config_from_dict
     from parsenet.data.build import build_dataset
     from parsenet.engine.checkpoint import load_model
+    from parsenet.viz import feature_norms
 
     model, meta = load_model(path / "checkpoints" / "last.pt")
     config = config_from_dict(meta["config"])
     dataset = build_dataset(config.data, "val", preprocessing=model.preprocessing)
     scale = config.eval.scales[0] if config.eval.mode == "multiscale" else 1.0
-    sums: dict[str, float] = {}
     count = min(images, len(dataset))
-    with torch.no_grad():
-        for i in range(count):
-            x = dataset[i][0].unsqueeze(0)
-            if scale != 1.0:
-                x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
-            maps = model.feature_maps(x, taps=("conv3", "conv4", "conv5", "fc7"))
-            for tap, fmap in maps.items():
-                sums[tap] = sums.get(tap, 0.0) + float(fmap.norm(dim=1).mean())
+    batch = [dataset[i][0].unsqueeze(0) for i in range(count)]
+    if scale != 1.0:
+        batch = [F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+                 for x in batch]
+    norms = feature_norms(model, batch, taps=("conv3", "conv4", "conv5", "fc7"))
     scales = {name.removesuffix(".weight"): float(p.detach().abs().mean())
               for name, p in model.named_parameters() if ".norms." in name}
     result = {"images": count, "input_scale": scale,
-              "feature_norm": {k: v / count for k, v in sums.items()},
+              "feature_norm": {k: before for k, (before, _) in norms.items()},
+              "after_l2norm": {k: after for k, (_, after) in norms.items()},
               "l2norm_scale_mean": scales}
     (path / "feature_norms.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
@@ -257,6 +256,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
             run["wall_s"] = (sum(a["seconds"] for a in attempts) if attempts
                              else (metrics or {}).get("wall_time_s"))
             run["feature_norms"] = _read_json(path / "feature_norms.json")
+            run["commits"] = sorted({a["commit"] for a in attempts if a.get("commit")})
             runs.append(run)
         done = [r for r in runs if r["status"] == "finished"]
         row: dict[str, Any] = {"variant": v.name, "label": v.label, "config": v.config,
@@ -330,17 +330,22 @@ def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def machine_facts() -> dict[str, Any]:
-    def run(*cmd: str) -> str:
-        try:
-            return subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                  timeout=10).stdout.strip()
-        except (OSError, subprocess.SubprocessError):
-            return "unknown"
+def _run(*cmd: str) -> str:
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, check=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
 
+
+def _git_commit() -> str:
+    return _run("git", "rev-parse", "--short", "HEAD")
+
+
+def machine_facts() -> dict[str, Any]:
     import torch
 
-    return {"commit": run("git", "rev-parse", "--short", "HEAD"), "cpus": run("nproc"),
+    return {"commit": _git_commit(), "cpus": _run("nproc"),
             "platform": platform.platform(), "processor": platform.processor() or "unknown",
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
@@ -364,6 +369,8 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     for v, s in tqdm(jobs, desc=f"study {spec.key}", unit="run"):
         path = run_dir(out_root, spec, v, s)
         if is_finished(path):
+            if (path / "metrics.json").is_file() and not (path / "feature_norms.json").is_file():
+                measure_feature_norms(path)  # stopped between training and measuring
             continue
         tqdm.write(f"training {v.name} seed {s} -> {path}")
         _train_one(v, s, path)
@@ -388,9 +395,12 @@ def render_section(result: dict[str, Any], spec_file: str | Path = SPEC_FILE) ->
     runs = [r for row in result["rows"] for r in row["runs"]]
     missing = [f"{row['variant']} seed {r['seed']}" for row in result["rows"]
                for r in row["runs"] if r["status"] == "missing"]
+    commits = sorted({c for r in runs for c in r.get("commits", [])})
     lines = [
         f"Command: `{result['command']}` (from the repo root). Written {result['written']} "
-        f"at commit `{m['commit']}` on {m['cpus']} CPUs ({m['platform']}, Python "
+        f"at commit `{m['commit']}`; runs trained at commit(s) "
+        f"{', '.join(f'`{c}`' for c in commits) or 'not recorded'} on {m['cpus']} CPUs "
+        f"({m['platform']}, Python "
         f"{m['python']}, torch {m['torch']}, {m['torch_threads']} threads). "
         f"Paper: {result['paper_tables']}.",
         "", result["note"], "", format_table(spec, result["rows"]), "",
