@@ -409,7 +409,7 @@ class _Training:
             "wall_time_s": wall,
             "images_per_s": self._rate(train_time, iterations_run) if iterations_run else None,
             "device": str(self.device), "amp": self.amp.name,
-            "world_size": self.ctx.world_size,
+            "world_size": self.ctx.world_size, "rank": self.ctx.rank,
         }
         if self.ctx.is_main:
             (self.out_dir / "metrics.json").write_text(
