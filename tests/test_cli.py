@@ -166,3 +166,20 @@ def test_argparse_errors_exit_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["predict", "x.jpg", "--checkpoint", "c.pt", "--out", "o", "--backend", "trt"])
     assert exit_info.value.code == 2
+
+
+def test_train_then_eval_end_to_end(tmp_path, capsys):
+    pytest.importorskip("parsenet.engine.trainer")
+    _write_dataset(tmp_path / "data")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(
+        "model: {name: parsenet_vgg16, args: {width: 0.0625}}\n"
+        f"data: {{root: {tmp_path / 'data'}, crop_size: 32, scale_range: [1.0, 1.0]}}\n"
+        "train: {iterations: 2, batch_size: 2, device: cpu, amp: 'off', progress: false,\n"
+        f"        checkpoint_every: 2, log_every: 1, out_dir: {tmp_path / 'run'}}}\n")
+    assert main(["train", "--config", str(config), "--set", "train.lr=0.001"]) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "last.pt"
+    assert checkpoint.is_file() and "2 iterations" in capsys.readouterr().out
+    assert main(["eval", "--checkpoint", str(checkpoint), "--no-progress"]) == 0
+    result = json.loads((checkpoint.parent / "last.eval-val-whole.json").read_text())
+    assert result["iteration"] == 2 and 0.0 <= result["metrics"]["pixel_acc"] <= 1.0
