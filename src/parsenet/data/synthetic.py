@@ -1,0 +1,421 @@
+"""The built-in "context" dataset: scenes where only the whole image decides a label.
+
+The situation of ParseNet's Fig. 1: a patch that looks like a bird is a cat because the
+scene is indoors. Every image is generated from a seed by these rules:
+
+* **Scene type.** ``indoor`` or ``outdoor``, each with probability 1/2.
+* **Background.** Label ``background``. A smooth random colour field plus pixel noise,
+  drawn from the same distribution in both scene types: the background says nothing
+  about the scene.
+* **Ambiguous objects.** One or two large objects (bounding square 96-144 px). Each is
+  drawn by one of two renderers, chosen with probability 1/2 and independent of the
+  scene: a striped ellipse, labelled ``cat`` indoors and ``bird`` outdoors, or a
+  checkered rounded rectangle, labelled ``rug`` indoors and ``pond`` outdoors. The
+  renderers do not know the scene, so given only its crop an object of class ``cat`` is
+  pixel-identical in distribution to one of class ``bird`` (and ``rug`` to ``pond``):
+  local appearance cannot tell them apart.
+* **Scene cues.** Two to four small objects (28-40 px) that exist only to give the
+  scene away: ``lamp`` (a yellow ringed disc) indoors, ``tree`` (a green triangle on a
+  trunk) outdoors. Their positions and sizes do not depend on the scene, and each keeps
+  at least ``cue_clearance`` pixels (default 48) between its bounding box and the
+  bounding square of every ambiguous object: the centre of an ambiguous object is at
+  least 48 + 48 = 96 px from any cue pixel. Nothing else in the image differs between
+  the scene types.
+* **Local objects.** Zero to two ``ball`` (red shaded disc) and ``box`` (blue square with a
+  dark border) objects, 36-60 px, in both scene types alike: classes that local
+  appearance decides, so the task is not only context.
+* Objects never overlap. Their layout draws come from the random stream in the same order
+  whatever the scene, so :func:`render_scene` with the same generator state and a forced
+  scene type gives the same layout and byte-identical object pixels in both scenes; only
+  the cue pixels and the ambiguous labels change.
+
+Why 320 x 320. The width-reduced DeepLab-LargeFOV baseline has a theoretical receptive
+field of 419 px (fc6 is a 3x3 convolution dilated by 12 on the stride-8 grid), larger than
+the image, but its effective receptive field, where the gradient of one output actually
+falls, is far smaller: measured on the trained demo baseline, 90% of the gradient of the
+centre output with respect to the input lies within a radius of about 60 px (see the demo
+report). The distance of 96+ px between an ambiguous object's centre and the nearest cue
+therefore leaves the baseline blind to the scene in the object's interior, while pool6
+averages over the whole image. 320 px is the smallest square that still fits one or two
+such objects plus their cue clearance and the cues; on smaller images (the paper's
+256 x 256 SiftFlow) most pixels are within the baseline's effective field of everything,
+and the paper found no gain from context there.
+
+Files: the common layout of :mod:`parsenet.data.folder` (``images/<split>/<id>.jpg``,
+``labels/<split>/<id>.png``, ``classes.txt``, ``<split>.txt``) plus ``README.md``,
+``scenes.txt`` (``<split> <id> <scene>`` per image) and ``synthetic.json`` (the parameters,
+so :func:`ensure_dataset` regenerates when they change). Image ``i`` of a split depends
+only on (seed, split, i), so a larger dataset extends a smaller one with the same images.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from os import PathLike
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from parsenet.data.errors import DataError
+
+__all__ = ["CLASSES", "SCENES", "AMBIGUOUS_PAIRS", "LOCAL_CLASSES", "PALETTE", "SyntheticParams",
+           "PlacedObject", "Scene", "render_scene", "generate", "ensure_dataset"]
+
+CLASSES = ("background", "lamp", "tree", "ball", "box", "cat", "bird", "rug", "pond")
+SCENES = ("indoor", "outdoor")
+# renderer -> class in each scene type (indoor, outdoor)
+AMBIGUOUS_PAIRS = {"striped_ellipse": ("cat", "bird"), "checkered_rectangle": ("rug", "pond")}
+CUES = ("lamp", "tree")  # indoor, outdoor
+LOCAL_CLASSES = ("background", "lamp", "tree", "ball", "box")
+PALETTE = np.array([[60, 60, 60], [250, 220, 40], [30, 150, 40], [220, 40, 40], [40, 80, 220],
+                    [240, 140, 30], [120, 200, 250], [170, 60, 170], [40, 170, 170]], np.uint8)
+STAMP = "synthetic.json"
+_SPLIT_CODES = {"train": 1, "test": 2, "val": 3}
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """Generator parameters (the keys accepted by :func:`ensure_dataset`)."""
+
+    seed: int = 0
+    size: int = 320
+    splits: dict[str, int] = field(default_factory=lambda: {"train": 600, "test": 100})
+    cue_clearance: int = 48
+    jpeg_quality: int = 95
+
+    @classmethod
+    def from_kwargs(cls, params: dict[str, Any]) -> SyntheticParams:
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(params) - known)
+        if unknown:
+            raise DataError(f"synthetic data: unknown parameter(s) {unknown}; "
+                            f"known: {sorted(known)}")
+        p = cls(**params)
+        if p.size < 256:
+            raise DataError(f"synthetic data: size must be >= 256 (got {p.size}): smaller "
+                            "images cannot hold the objects and their cue clearance")
+        bad = {k: v for k, v in p.splits.items() if k not in _SPLIT_CODES or int(v) < 1}
+        if not p.splits or bad:
+            raise DataError(f"synthetic data: splits must map names among "
+                            f"{sorted(_SPLIT_CODES)} to positive counts (got {p.splits})")
+        return p
+
+
+@dataclass(frozen=True)
+class PlacedObject:
+    name: str  # class name
+    box: tuple[int, int, int, int]  # y0, x0, y1, x1 (exclusive) bounding square
+    renderer: str
+
+
+@dataclass
+class Scene:
+    image: np.ndarray  # H x W x 3 uint8
+    label: np.ndarray  # H x W uint8 class ids
+    scene: str
+    objects: list[PlacedObject]
+
+
+# ---------------------------------------------------------------- shapes (masks + colours)
+
+def _grid(half: int) -> tuple[np.ndarray, np.ndarray]:
+    r = np.arange(-half, half, dtype=np.float32) + 0.5
+    return np.meshgrid(r, r, indexing="ij")
+
+
+def _rotated(half: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = _grid(half)
+    c, s = np.cos(angle), np.sin(angle)
+    return c * xx + s * yy, -s * xx + c * yy
+
+
+def _striped_ellipse(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
+    u, v = _rotated(half, rng.uniform(0, np.pi))
+    a = half * rng.uniform(0.85, 1.0)
+    b = a * rng.uniform(0.6, 0.9)
+    mask = (u / a) ** 2 + (v / b) ** 2 <= 1.0
+    base = np.array([150, 95, 55], np.float32) + rng.uniform(-20, 20, 3).astype(np.float32)
+    period, phase = rng.uniform(9, 15), rng.uniform(0, 2 * np.pi)
+    stripes = np.sin(2 * np.pi * u / period + phase)[..., None]
+    colour = base + 45 * stripes
+    return mask, colour
+
+
+def _checkered_rectangle(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
+    u, v = _rotated(half, rng.uniform(0, np.pi / 2))
+    hu = half * rng.uniform(0.6, 0.7)  # a rotated rectangle must stay inside the square
+    hv = hu * rng.uniform(0.6, 1.0)
+    corner = 0.3 * hv
+    du, dv = np.maximum(np.abs(u) - (hu - corner), 0), np.maximum(np.abs(v) - (hv - corner), 0)
+    mask = du ** 2 + dv ** 2 <= corner ** 2
+    cell = rng.uniform(10, 16)
+    checker = ((np.floor(u / cell) + np.floor(v / cell)) % 2)[..., None]
+    dark = np.array([110, 60, 140], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+    light = np.array([200, 190, 120], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+    return mask, dark + (light - dark) * checker
+
+
+def _ball(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = _grid(half)
+    r2 = (yy ** 2 + xx ** 2) / half ** 2
+    mask = r2 <= 1.0
+    shade = (1.0 - 0.5 * ((yy + 0.4 * half) ** 2 + (xx + 0.4 * half) ** 2) / half ** 2)[..., None]
+    base = np.array([215, 35, 35], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+    return mask, base * np.clip(shade, 0.45, 1.0) + 30 * (shade > 0.9)
+
+
+def _box(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
+    u, v = _rotated(half, rng.uniform(0, np.pi / 2))
+    h = half / np.sqrt(2)
+    mask = (np.abs(u) <= h) & (np.abs(v) <= h)
+    inner = (np.abs(u) <= h - 4) & (np.abs(v) <= h - 4)
+    base = np.array([45, 85, 215], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+    return mask, np.where(inner[..., None], base, base * 0.35)
+
+
+def _lamp(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = _grid(half)
+    r = np.sqrt(yy ** 2 + xx ** 2) / half
+    mask = r <= 1.0
+    yellow = np.array([250, 225, 60], np.float32) + rng.uniform(-10, 5, 3).astype(np.float32)
+    ring = np.array([235, 120, 20], np.float32)
+    return mask, np.where((r > 0.7)[..., None], ring, yellow)
+
+
+def _tree(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
+    yy, xx = _grid(half)
+    y = yy / half  # -1 (top) .. 1 (bottom)
+    crown = (y >= -1) & (y <= 0.5) & (np.abs(xx / half) <= (y + 1) / 1.5)
+    trunk = (y > 0.5) & (np.abs(xx / half) <= 0.22)
+    green = np.array([35, 150, 45], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
+    brown = np.array([100, 60, 30], np.float32)
+    return crown | trunk, np.where(trunk[..., None], brown, green)
+
+
+_RENDERERS = {"striped_ellipse": _striped_ellipse, "checkered_rectangle": _checkered_rectangle,
+              "ball": _ball, "box": _box, "lamp": _lamp, "tree": _tree}
+
+
+# ---------------------------------------------------------------- layout
+
+@lru_cache(maxsize=8)
+def _upsampler(size: int, cells: int) -> np.ndarray:
+    """size x cells matrix of bilinear weights (align-corners) from a coarse grid to pixels."""
+    pos = np.linspace(0, cells - 1, size)
+    lower = np.minimum(np.floor(pos).astype(int), cells - 2)
+    frac = pos - lower
+    weights = np.zeros((size, cells), np.float32)
+    weights[np.arange(size), lower] = 1 - frac
+    weights[np.arange(size), lower + 1] = frac
+    return weights
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth colour field: a coarse random grid bilinearly upsampled, same for all scenes."""
+    base = rng.uniform(110, 170) + rng.uniform(-15, 15, 3)
+    coarse = rng.normal(0, 18, (5, 5, 3)).astype(np.float32)
+    up = _upsampler(size, 5)
+    rows = np.tensordot(up, coarse, axes=(1, 0))  # size x 5 x 3: upsampled along y
+    field_ = np.empty((size, size, 3), np.float32)
+    for c in range(3):  # then along x; three small matmuls beat one einsum by 10x
+        field_[..., c] = rows[..., c] @ up.T + np.float32(base[c])
+    return field_
+
+
+def _gap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
+    """Chebyshev distance between two boxes (negative when they overlap)."""
+    dy = max(a[0] - b[2], b[0] - a[2])
+    dx = max(a[1] - b[3], b[1] - a[3])
+    return max(dy, dx)
+
+
+def _place(rng: np.random.Generator, size: int, half: int,
+           others: list[tuple[tuple[int, int, int, int], int]], tries: int = 60
+           ) -> tuple[int, int, int, int] | None:
+    """A random square of side 2*half inside the image, at least ``clearance`` from each
+    of ``others`` = [(box, clearance)], or None. Always consumes ``tries`` draws, so the
+    random stream stays aligned however the placement goes."""
+    ys = rng.integers(0, size - 2 * half + 1, tries)
+    xs = rng.integers(0, size - 2 * half + 1, tries)
+    for y, x in zip(ys, xs, strict=True):
+        box = (int(y), int(x), int(y) + 2 * half, int(x) + 2 * half)
+        if all(_gap(box, o) >= clear for o, clear in others):
+            return box
+    return None
+
+
+def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None = None,
+                 cue_clearance: int = 48) -> Scene:
+    """One image and its label map, following the rules in the module docstring.
+
+    ``scene`` forces the scene type; the scene draw is consumed either way, so the same
+    generator state gives the same layout and object pixels for both scene types.
+    """
+    drawn = SCENES[int(rng.integers(2))]
+    scene = drawn if scene is None else scene
+    if scene not in SCENES:
+        raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
+    s = SCENES.index(scene)
+    class_id = {name: i for i, name in enumerate(CLASSES)}
+    image = _background(rng, size)
+    label = np.zeros((size, size), np.uint8)
+    objects: list[PlacedObject] = []
+    taken: list[tuple[tuple[int, int, int, int], int]] = []
+
+    def draw(renderer: str, name: str, box: tuple[int, int, int, int]) -> None:
+        half = (box[2] - box[0]) // 2
+        mask, colour = _RENDERERS[renderer](rng, half)
+        window = image[box[0]:box[2], box[1]:box[3]]
+        window[mask] = np.broadcast_to(colour, window.shape)[mask]
+        label[box[0]:box[2], box[1]:box[3]][mask] = class_id[name]
+        objects.append(PlacedObject(name, box, renderer))
+
+    n_ambiguous = int(rng.integers(1, 3))
+    ambiguous_boxes = []
+    for _ in range(n_ambiguous):
+        renderer = list(AMBIGUOUS_PAIRS)[int(rng.integers(2))]
+        half = int(rng.integers(48, 73))
+        box = _place(rng, size, half, [(b, 8) for b, _ in taken])
+        if box is None:
+            continue
+        draw(renderer, AMBIGUOUS_PAIRS[renderer][s], box)
+        taken.append((box, 0))
+        ambiguous_boxes.append(box)
+
+    n_local = int(rng.integers(0, 3))
+    for _ in range(n_local):
+        renderer = ("ball", "box")[int(rng.integers(2))]
+        half = int(rng.integers(18, 31))
+        box = _place(rng, size, half, [(b, 8) for b, _ in taken])
+        if box is not None:
+            draw(renderer, renderer, box)
+            taken.append((box, 0))
+
+    n_cues = int(rng.integers(2, 5))
+    cue = CUES[s]
+    for _ in range(n_cues):
+        half = int(rng.integers(14, 21))
+        others = [(b, cue_clearance if b in ambiguous_boxes else 8) for b, _ in taken]
+        box = _place(rng, size, half, others, tries=200)
+        if box is not None:
+            draw(cue, cue, box)
+            taken.append((box, 0))
+    # Pixel noise, uniform in [-4, 4]: integers are much cheaper to draw than normals.
+    image += rng.integers(-4, 5, image.shape, dtype=np.int8)
+    np.clip(image, 0, 255, out=image)
+    return Scene(image.astype(np.uint8), label, scene, objects)
+
+
+def render_dataset_image(params: SyntheticParams, split: str, index: int) -> Scene:
+    """Image ``index`` of ``split``; retried with the next sub-stream if it has no cue."""
+    for attempt in range(100):
+        rng = np.random.default_rng([params.seed, _SPLIT_CODES[split], index, attempt])
+        scene = render_scene(rng, params.size, cue_clearance=params.cue_clearance)
+        if any(o.name in CUES for o in scene.objects):
+            return scene
+    raise RuntimeError(f"no scene cue fits in image {index} of {split}")  # pragma: no cover
+
+
+# ---------------------------------------------------------------- files
+
+def _readme(p: SyntheticParams) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in p.splits.items())
+    return (f"# Synthetic context dataset (generated by parsenet.data.synthetic)\n\n"
+            f"Seed {p.seed}, {p.size}x{p.size} images, splits: {counts}. Regenerate with\n"
+            f"`parsenet.data.synthetic.generate(root, **params)`; the parameters are in "
+            f"{STAMP}.\nThe generator's rules are in the docstring of "
+            f"parsenet/data/synthetic.py.\n\nClasses: {', '.join(CLASSES)}. Ambiguous pairs "
+            f"(identical look, the scene decides): cat/bird, rug/pond. Scene cues: lamp "
+            f"(indoor), tree (outdoor). Labels: uint8 class ids; no ignore pixels.\n")
+
+
+def _write_images(work: Path, p: SyntheticParams, split: str, start: int, stop: int
+                  ) -> list[str]:
+    """Render and save images ``start`` .. ``stop - 1`` of ``split``; their scene lines."""
+    lines = []
+    for i in range(start, stop):
+        scene = render_dataset_image(p, split, i)
+        Image.fromarray(scene.image).save(work / "images" / split / f"{i:05d}.jpg",
+                                          quality=p.jpeg_quality, subsampling=0)
+        Image.fromarray(scene.label).save(work / "labels" / split / f"{i:05d}.png")
+        lines.append(f"{split} {i:05d} {scene.scene}")
+    return lines
+
+
+def generate(root: str | PathLike, *, progress: bool = True, workers: int | None = None,
+             **params: Any) -> Path:
+    """Write the dataset into ``root`` (which must not exist) and return it.
+
+    ``workers`` threads render in parallel (default: the CPU count, at most 4, for 200+
+    images); the files do not depend on it.
+    """
+    p = SyntheticParams.from_kwargs(params)
+    root = Path(root)
+    if root.exists():
+        raise DataError(f"{root}: already exists; generate() writes only into a new folder")
+    work = root.with_name(root.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    (work / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    total = sum(int(n) for n in p.splits.values())
+    if workers is None:
+        workers = min(4, os.cpu_count() or 1) if total >= 200 else 1
+    step = max(1, min(25, total // (4 * workers)))
+    chunks = []
+    for split, count in p.splits.items():
+        (work / "images" / split).mkdir(parents=True)
+        (work / "labels" / split).mkdir(parents=True)
+        (work / f"{split}.txt").write_text("".join(f"{i:05d}\n" for i in range(int(count))))
+        chunks += [(split, a, min(a + step, int(count))) for a in range(0, int(count), step)]
+    bar = tqdm(total=total, desc=f"generating {root}", unit="img",
+               disable=not progress)
+    results: dict[tuple[str, int, int], list[str]] = {}
+    # Threads, not processes: numpy and PIL release the GIL in the heavy parts, and a new
+    # process would re-import the package (torch included) before drawing a pixel.
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        futures = {pool.submit(_write_images, work, p, *c): c for c in chunks}
+        for future in as_completed(futures):
+            chunk = futures[future]
+            results[chunk] = future.result()
+            bar.update(chunk[2] - chunk[1])
+    bar.close()
+    (work / "scenes.txt").write_text("".join(line + "\n" for c in chunks for line in results[c]))
+    (work / "README.md").write_text(_readme(p))
+    (work / STAMP).write_text(json.dumps(asdict(p), indent=1) + "\n")
+    work.rename(root)
+    return root
+
+
+def ensure_dataset(root: str | PathLike, *, progress: bool = True, workers: int | None = None,
+                   **params: Any) -> Path:
+    """Generate the dataset into ``root`` unless it is already there with these parameters.
+
+    A folder generated with other parameters is replaced; a folder that this module did
+    not generate (no ``synthetic.json``) is never touched: that is a ``DataError``.
+    """
+    p = SyntheticParams.from_kwargs(params)
+    root = Path(root)
+    stamp = root / STAMP
+    if root.exists() and any(root.iterdir()):
+        if not stamp.is_file():
+            raise DataError(f"{root}: exists and is not a generated synthetic dataset (no "
+                            f"{STAMP}); choose another data.root or remove the folder")
+        try:
+            stored = json.loads(stamp.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise DataError(f"{stamp}: unreadable ({e})") from None
+        if stored == asdict(p):
+            return root
+        shutil.rmtree(root)
+    elif root.exists():
+        root.rmdir()
+    return generate(root, progress=progress, workers=workers, **asdict(p))
