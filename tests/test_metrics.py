@@ -116,3 +116,20 @@ def test_matches_torchmetrics_on_random_data():
 def test_metrics_from_confusion_empty_classes():
     out = metrics_from_confusion(torch.zeros(3, 3, dtype=torch.int64))
     assert math.isnan(out["mean_iou"]) and math.isnan(out["fw_iou"])
+
+
+def test_all_reduce_in_a_process_group(tmp_path):
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        pytest.skip("torch.distributed not available")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0,
+                            world_size=1)
+    try:
+        m = SegmentationMetrics(2)
+        m.update(torch.tensor([0, 1, 1]), torch.tensor([0, 0, 1]))
+        m.all_reduce()
+        assert m.confusion.tolist() == [[1, 1], [0, 1]]
+        assert m.confusion.dtype == torch.int64
+    finally:
+        dist.destroy_process_group()

@@ -132,3 +132,16 @@ def test_evaluate_tiny_model_max_images_and_eval_cfg():
     assert ms["mode"] == "multiscale"
     assert ms["confusion"] == out["confusion"]  # one scale at 1.0 is the whole image
     assert not model.training
+
+
+def test_evaluate_shards_images_across_ranks(monkeypatch):
+    import parsenet.engine.inference as inference
+
+    data = TinyDataset()
+    oracle = OracleModel([data.items[1][1]], num_classes=3)
+    # Rank 1 of 2 takes images 1, 3, ...: here only image 1 (all_reduce is a no-op).
+    monkeypatch.setattr(inference, "_dist_rank_world", lambda: (1, 2))
+    out = evaluate(oracle, data, num_classes=3, progress=False)
+    assert oracle.calls == 1
+    assert sum(map(sum, out["confusion"])) == int((data.items[1][1] != 255).sum())
+    assert out["images"] == 3  # the whole set, once the ranks' matrices are summed
