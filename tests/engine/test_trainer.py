@@ -161,10 +161,33 @@ def test_nan_loss_stops_with_the_iteration_and_keeps_the_last_good_checkpoint(da
 
 
 def test_a_huge_learning_rate_diverges_instead_of_training_on(data_root, tmp_path):
-    with pytest.raises(TrainingDivergedError, match="loss is (nan|inf)"):
+    with pytest.raises(TrainingDivergedError, match="(loss|weights) (is|are) (nan|inf|NaN)"):
         train(tiny_config(data_root, tmp_path / "lr", iterations=30, lr=1e12,
                           checkpoint_every=1), dataset_factory=tiny_factory())
     state = load_checkpoint(tmp_path / "lr" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+
+
+def test_overflowed_weights_are_never_written_over_the_last_good_checkpoint(
+        data_root, tmp_path, monkeypatch):
+    original_step = torch.optim.SGD.step
+    steps = []
+
+    def step_that_overflows_at_3(self, closure=None):
+        original_step(self, closure)
+        steps.append(1)
+        if len(steps) == 3:
+            with torch.no_grad():
+                self.param_groups[0]["params"][0].view(-1)[0] = float("inf")
+
+    monkeypatch.setattr(torch.optim.SGD, "step", step_that_overflows_at_3)
+    out = tmp_path / "inf"
+    with pytest.raises(TrainingDivergedError, match="weights are NaN or infinite after "
+                                                    "iteration 3"):
+        train(tiny_config(data_root, out, iterations=6, checkpoint_every=1),
+              dataset_factory=tiny_factory())
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["iteration"] == 2
     assert all(torch.isfinite(v).all() for v in state["model"].values())
 
 

@@ -265,6 +265,11 @@ class _Training:
         }
 
     def _save(self, iteration: int, path: Path) -> None:
+        # A finite loss can still leave overflowed weights; never replace a good checkpoint
+        # with them (the ranks hold the same weights, so they all stop here together).
+        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
+            raise TrainingDivergedError(f"weights are NaN or infinite after iteration "
+                                        f"{iteration}; stopped without saving {path}")
         state = self._state(iteration)  # collective under DDP: every rank calls it
         if self.ctx.is_main:
             ckpt.save_checkpoint(path, state)
