@@ -183,3 +183,21 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     assert main(["eval", "--checkpoint", str(checkpoint), "--no-progress"]) == 0
     result = json.loads((checkpoint.parent / "last.eval-val-whole.json").read_text())
     assert result["iteration"] == 2 and 0.0 <= result["metrics"]["pixel_acc"] <= 1.0
+
+
+def test_bench_forwards_arguments(monkeypatch):
+    import types
+
+    seen = []
+    fake = types.ModuleType("benchmarks.__main__")
+    fake.main = lambda argv: seen.append(argv) or 3
+    monkeypatch.setitem(sys.modules, "benchmarks.__main__", fake)
+    assert main(["bench", "--quick", "--only", "l2norm"]) == 3
+    assert seen == [["--quick", "--only", "l2norm"]]
+
+
+def test_missing_optional_command_is_one_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "parsenet.study", None)  # as if not installed
+    assert main(["study", "--table", "3"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "parsenet: error: the study is not available (parsenet.study is missing)"

@@ -151,7 +151,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     bench_main = _optional("benchmarks.__main__", "main", "the benchmarks")
-    argv = (["--quick"] if args.quick else []) + list(args.bench_args)
+    argv = ["--quick"] if args.quick else []
+    argv += ["--only", args.only] if args.only else []
+    argv += ["--out", args.out] if args.out else []
     return int(bench_main(argv) or 0)
 
 
@@ -230,8 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("bench", cmd_bench, "run the benchmarks (from a source checkout)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    p.add_argument("bench_args", nargs=argparse.REMAINDER,
-                   help="more arguments for python -m benchmarks")
+    p.add_argument("--only", default=None, help="comma-separated benchmark sections")
+    p.add_argument("--out", default=None, help="JSON results file")
     return parser
 
 
