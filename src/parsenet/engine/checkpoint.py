@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint",
-           "load_model", "rng_state", "set_rng_state"]
+           "load_model", "check_resumable", "rng_state", "set_rng_state"]
 
 CHECKPOINT_FORMAT = 1
 _REQUIRED = ("format", "iteration", "model", "config", "classes", "preprocessing")
@@ -143,6 +143,33 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
         "best_mean_iou": state.get("best_mean_iou"),
     }
     return model, meta
+
+
+def _differences(stored: Any, here: Any, where: str) -> list[str]:
+    """Dotted keys where two config dicts differ, as 'key: checkpoint X, config Y'."""
+    if isinstance(stored, dict) and isinstance(here, dict):
+        return [d for k in sorted(set(stored) | set(here), key=str)
+                for d in _differences(stored.get(k), here.get(k), f"{where}.{k}")]
+    return [] if stored == here else [f"{where}: checkpoint {stored!r}, config {here!r}"]
+
+
+def check_resumable(state: dict[str, Any], path: str | os.PathLike,
+                    model_config: dict[str, Any], classes: list[str]) -> None:
+    """Raise :class:`CheckpointError` unless a run with this model config (a dict) and these
+    classes can continue from ``state``. The source of pretrained weights may differ: the
+    checkpoint supplies every weight."""
+    def architecture(model: dict[str, Any]) -> dict[str, Any]:
+        args = {k: v for k, v in model.get("args", {}).items() if k != "weights"}
+        return {**model, "args": args}
+
+    diff = _differences(architecture(state["config"]["model"]), architecture(model_config),
+                        "model")
+    if diff:
+        raise CheckpointError(f"{path}: was trained with another model config "
+                              f"({'; '.join(diff)})")
+    if list(state["classes"]) != list(classes):
+        raise CheckpointError(f"{path}: classes {state['classes']} differ from the "
+                              f"dataset's {classes}")
 
 
 def rng_state() -> dict[str, Any]:

@@ -87,14 +87,6 @@ def _check_config(config: Config) -> None:
         raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
 
 
-def _differences(stored: Any, here: Any, where: str) -> list[str]:
-    """Dotted keys where two config dicts differ, as 'key: stored X, config Y'."""
-    if isinstance(stored, dict) and isinstance(here, dict):
-        return [d for k in sorted(set(stored) | set(here), key=str)
-                for d in _differences(stored.get(k), here.get(k), f"{where}.{k}")]
-    return [] if stored == here else [f"{where}: checkpoint {stored!r}, config {here!r}"]
-
-
 def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
                    ) -> list[tuple[torch.Tensor, torch.Tensor]]:
     out = []
@@ -199,18 +191,7 @@ class _Training:
     def _resume(self) -> int:
         state = ckpt.load_checkpoint(self.last_path)
         path = self.last_path
-        # Same architecture required; the pretrained-weights source may differ (the
-        # checkpoint supplies every weight).
-        stored, here = dict(state["config"]["model"]), config_to_dict(self.config)["model"]
-        stored["args"] = {k: v for k, v in stored["args"].items() if k != "weights"}
-        here["args"] = {k: v for k, v in here["args"].items() if k != "weights"}
-        if stored != here:
-            diff = _differences(stored, here, "model")
-            raise ckpt.CheckpointError(f"{path}: was trained with another model config "
-                                       f"({'; '.join(diff)})")
-        if list(state["classes"]) != self.classes:
-            raise ckpt.CheckpointError(f"{path}: classes {state['classes']} differ from the "
-                                       f"dataset's {self.classes}")
+        ckpt.check_resumable(state, path, config_to_dict(self.config)["model"], self.classes)
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
