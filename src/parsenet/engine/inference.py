@@ -14,7 +14,7 @@ padded with 0, the mean colour of a normalised image, and the logits cropped bac
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -30,7 +30,10 @@ MODES = ("whole", "slide", "multiscale")
 MIN_SIZE = 32  # smallest H, W the backbones accept
 
 
-def _forward(model: nn.Module, x: Tensor) -> Tensor:
+Predictor = Callable[[Tensor], Tensor]  # an nn.Module, or e.g. an OnnxPredictor
+
+
+def _forward(model: Predictor, x: Tensor) -> Tensor:
     """model(x), padding x at the bottom/right to MIN_SIZE if smaller."""
     h, w = x.shape[-2:]
     pad_h, pad_w = max(0, MIN_SIZE - h), max(0, MIN_SIZE - w)
@@ -46,7 +49,7 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
     return [min(i * stride, size - window) for i in range(n)]
 
 
-def _slide(model: nn.Module, x: Tensor, window: int, stride: int) -> Tensor:
+def _slide(model: Predictor, x: Tensor, window: int, stride: int) -> Tensor:
     h, w = x.shape[-2:]
     ys, xs = _window_starts(h, window, stride), _window_starts(w, window, stride)
     if len(ys) == 1 and len(xs) == 1:
@@ -65,12 +68,12 @@ def _slide(model: nn.Module, x: Tensor, window: int, stride: int) -> Tensor:
     return total / count
 
 
-def _single(model: nn.Module, x: Tensor, sliding: bool, window: int, stride: int) -> Tensor:
+def _single(model: Predictor, x: Tensor, sliding: bool, window: int, stride: int) -> Tensor:
     return _slide(model, x, window, stride) if sliding else _forward(model, x)
 
 
 def predict_logits(
-    model: nn.Module,
+    model: Predictor,
     image: Tensor,
     mode: str = "whole",
     *,
@@ -80,6 +83,9 @@ def predict_logits(
     flip: bool = False,
 ) -> Tensor:
     """Logits N x K x H x W for a normalised image batch N x 3 x H x W (N is usually 1).
+
+    ``model`` is anything that maps N x 3 x h x w to N x K x h x w logits: a model, or a
+    predictor of :mod:`parsenet.engine.export` (ONNX Runtime, channels_last).
 
     Args:
         mode: ``"whole"`` (one pass at native size, the paper's protocol), ``"slide"``
