@@ -115,12 +115,19 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
     os.replace(tmp, path)
 
 
+def _usable_cores() -> int:
+    """Cores this process may run on (the affinity mask, which containers narrow)."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
 class OnnxPredictor:
     """An ONNX Runtime session called like a model: 1 x 3 x H x W tensor -> logits tensor.
 
     Args:
         path: the ``.onnx`` file.
-        threads: intra-op threads (default: the number of CPU cores).
+        threads: intra-op threads (default: the CPU cores this process may use).
         allow_spinning: let idle worker threads spin (ONNX Runtime's default: lowest
             latency on an idle machine; turning it off helped when the cores were shared).
     """
@@ -132,7 +139,7 @@ class OnnxPredictor:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.intra_op_num_threads = threads or _usable_cores()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not allow_spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
