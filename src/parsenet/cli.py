@@ -56,6 +56,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.set)
     result = train(config, resume=args.resume)
+    if result.get("rank", 0) != 0:  # under torchrun, one process reports
+        return 0
     metrics = result.get("metrics") or {}
     if metrics.get("mean_iou") is not None:
         print(f"validation: pixel acc {100 * metrics['pixel_acc']:.2f}, mean IoU "
