@@ -67,6 +67,7 @@ def _meta(settings: Settings, argv: list[str]) -> dict[str, Any]:
         "command": "python -m benchmarks " + " ".join(argv),
         "commit": _git("rev-parse", "HEAD"),
         "uncommitted_files": len(dirty),
+        "uncommitted": [line[3:] for line in dirty],
         "started_utc": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S"),
         "quick": settings.quick,
         "torch": torch.__version__,
@@ -128,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
     shared: dict[str, Any] = {}
     start = time.perf_counter()
     keys = [k for k in SECTIONS if not only or k in only]
-    loads = []
+    loads: dict[str, list[float]] = {}
     for key in tqdm(keys, desc="benchmarks", unit="section", file=sys.stderr):
         for section in _run_module(key, SECTIONS[key], settings, shared):
             results["sections"][section.key] = section.to_dict()
-        loads.append(_loadavg())
+        loads[key] = _loadavg()
     meta = results["meta"]
     meta["loadavg"]["after_each_section"] = loads
     meta["seconds"] = round(time.perf_counter() - start, 1)
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     print(text_table(results))
     print(
         f"\n{meta['seconds']:.0f} s; load average at start {meta['loadavg']['start']}, "
-        f"at end {loads[-1] if loads else []}"
+        f"at end {_loadavg()}"
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=1) + "\n")

@@ -6,6 +6,8 @@ Variants, all with the same learned per-channel scale ``gamma``:
     F.normalize  F.normalize(x, dim=1) * gamma
     compiled     parsenet.layers.l2norm.compiled_l2_normalize if it exists, else our own
                  torch.compile(l2_normalize_reference) (labelled as such)
+    proposed     benchmarks.proposals.proposed_l2_normalize: a faster custom Function,
+                 measured here as a proposal (parsenet does not use it)
 One call = forward, then ``torch.autograd.grad`` of a fixed random output gradient with
 respect to the input and gamma. Saved bytes are the distinct storages that autograd packs
 (``saved_tensors_hooks``) during the forward.
@@ -22,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmarks.common import Section, Settings, interleave, median, paired_ratio
+from benchmarks.proposals import proposed_l2_normalize
 from parsenet.layers import L2Norm, l2_normalize_reference
 
 __all__ = ["run", "saved_bytes"]
@@ -93,6 +96,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         }
         if settings.l2_compile:
             fns["compiled"] = lambda t, g=gamma: compiled(t, g)
+        fns["proposed"] = lambda t, g=gamma: proposed_l2_normalize(t, g)
         steps = {k: _step(f, x, gamma, grad) for k, f in fns.items()}
         compile_s = float("nan")
         if "compiled" in steps:
@@ -141,6 +145,13 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
                 "skipped: --quick (compiling takes tens of seconds)",
             )
         section.add(f"{tag}: naive / F.normalize time", ratios["naive"], "{:.3f}")
+        section.add(
+            f"{tag}: proposed Function / F.normalize time",
+            ratios["proposed"],
+            "{:.3f}",
+            note=f"vs ours {paired_ratio(times['proposed'], times['ours']):.3f}; "
+            "benchmarks/proposals.py",
+        )
         mib = " / ".join(f"{saved[k][0] / 2**20:.1f}" for k in fns)
         section.add(f"{tag}: saved MiB {names}", mib, note=f"input {x.nbytes / 2**20:.1f}")
         section.add_goal(
