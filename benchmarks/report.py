@@ -105,7 +105,7 @@ def render(results: dict[str, Any], notes: str) -> str:
             return "```json\n" + json.dumps(results, indent=1) + "\n```"
         raise ValueError(f"unknown placeholder {{{{{match.group(1)}}}}} in {NOTES}")
 
-    return re.sub(r"\{\{([a-z_]+(?::[a-z_]+)?)\}\}", replace, notes)
+    return re.sub(r"\{\{([a-z0-9_]+(?::[a-z0-9_]+)?)\}\}", replace, notes)
 
 
 def main() -> None:

@@ -83,3 +83,70 @@ def test_quick_run_reports_every_section(tmp_path):
     met, missed = goal_summary(results)
     assert len(met) + len(missed) >= 5  # the goals of sections 1-5 are all evaluated
     assert text_table(results).strip() in proc.stdout
+
+
+def _fake_results() -> dict:
+    row = {
+        "metric": "ours / F.normalize time",
+        "value": 0.75,
+        "text": "0.750",
+        "goal": "<= 0.6",
+        "met": False,
+        "note": "",
+    }
+    ok = {
+        "metric": "loader / train",
+        "value": 50.0,
+        "text": "50",
+        "goal": ">= 1",
+        "met": True,
+        "note": "x",
+    }
+    return {
+        "meta": {
+            "command": "python -m benchmarks",
+            "commit": "a" * 40,
+            "uncommitted_files": 0,
+            "started_utc": "s",
+            "finished_utc": "f",
+            "seconds": 1.0,
+            "quick": False,
+            "cpu": "cpu",
+            "cpus": 2,
+            "torch": "t",
+            "cpu_capability": "AVX2",
+            "mkldnn": True,
+            "threads": 2,
+            "python": "3",
+            "loadavg": {
+                "start": [1.0, 1.0, 1.0],
+                "after_each_section": {"l2norm": [2.0, 1.0, 1.0]},
+            },
+        },
+        "sections": {
+            "l2norm": {
+                "title": "3. L2Norm",
+                "status": "ok",
+                "reason": "",
+                "rows": [row, ok],
+                "details": {},
+            },
+            "pipeline": {
+                "title": "4. Data",
+                "status": "skipped",
+                "reason": "no module",
+                "rows": [],
+                "details": {},
+            },
+        },
+    }
+
+
+def test_report_fills_every_placeholder_and_states_the_margin_of_a_miss():
+    from benchmarks.report import NOTES, render
+
+    text = render(_fake_results(), NOTES.read_text())
+    assert "{{" not in text and "a" * 40 in text
+    assert "ours / F.normalize time: **0.750** (goal <= 0.6): 25.0% over the target" in text
+    assert "| loader / train | 50 (x) | >= 1 | met |" in text
+    assert "*skipped: no module*" in text
