@@ -252,11 +252,12 @@ def test_real_hed_weights_conv1_1_equals_the_file(tmp_path):
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_hed_cpu_configs_differ_only_in_the_head_and_name_real_parameters():
+@pytest.mark.parametrize("suffix", ["", "_lowlr"])
+def test_hed_cpu_configs_differ_only_in_the_head_and_name_real_parameters(suffix):
     from parsenet.config import config_to_dict, load_config
 
-    base = load_config(REPO / "configs/cpu/siftflow_hed_baseline.yaml")
-    ours = load_config(REPO / "configs/cpu/siftflow_hed_parsenet.yaml")
+    base = load_config(REPO / f"configs/cpu/siftflow_hed_baseline{suffix}.yaml")
+    ours = load_config(REPO / f"configs/cpu/siftflow_hed_parsenet{suffix}.yaml")
     a, b = config_to_dict(base), config_to_dict(ours)
     assert a["data"] == b["data"] and a["eval"] == b["eval"]
     assert {k: v for k, v in a["train"].items() if k != "out_dir"} == \
