@@ -1,11 +1,12 @@
 """Trainer tests that need real processes: SIGTERM and SIGKILL followed by resumes, and a
 two-process gloo DistributedDataParallel run.
 
-The processes are forked from the test process (which has torch imported already) rather
-than started as new interpreters: on 2 shared cores an import of torch + torchvision costs
-more than the training runs themselves. They take torchrun's environment (RANK,
-WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT) like ``torchrun --nproc_per_node=2``
-would give them.
+The processes come from multiprocessing's forkserver with the trainer preloaded, rather than
+from new interpreters (on 2 shared cores an import of torch + torchvision costs more than
+these training runs) or from forking the test process (autograd refuses to run in a child
+forked after the parent used it). The DDP ranks get torchrun's environment (RANK,
+WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, MASTER_PORT), as ``torchrun --nproc_per_node=2`` would
+give them.
 """
 
 import json
@@ -14,19 +15,22 @@ import os
 import signal
 import socket
 import time
-import traceback
 
 import numpy as np
 import pytest
 import torch
-from trainer_fixtures import delayed_factory, final_weights, tiny_config, write_tiny_dataset
+from trainer_fixtures import final_weights, run_training, tiny_config, write_tiny_dataset
 
 from parsenet.engine.checkpoint import load_checkpoint
 from parsenet.engine.sampler import seed_everything
 from parsenet.engine.trainer import train
 from parsenet.models import parsenet_vgg16
 
-FORK = multiprocessing.get_context("fork")
+PROCESSES = multiprocessing.get_context("forkserver")
+# Importable by the server without the tests directory on its path (trainer_fixtures is
+# then imported by each child, cheaply: its dependencies are loaded).
+PROCESSES.set_forkserver_preload(["parsenet.engine.trainer", "parsenet.models",
+                                  "parsenet.data.build"])
 
 
 @pytest.fixture(autouse=True)
@@ -61,26 +65,11 @@ def reference(data_root, tmp_path_factory):
     return final_weights(out)
 
 
-def _child(config, resume, delay, log_path, env):
-    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    os.dup2(fd, 1)
-    os.dup2(fd, 2)
-    os.environ.update(env)
-    code = 0
-    try:
-        train(config, resume=resume, dataset_factory=delayed_factory(delay) if delay else None)
-    except SystemExit as e:  # SIGTERM: the trainer saves, then exits with 143
-        code = e.code
-    except BaseException:
-        traceback.print_exc()
-        code = 1
-    os._exit(code)  # skip the test process's atexit handlers
-
-
 def start(config, tmp_path, resume=False, delay=0.0, env=None):
     """Train ``config`` in a forked process; its output goes to tmp_path/<pid>.log."""
     log = tmp_path / f"child{len(list(tmp_path.glob('child*.log')))}.log"
-    proc = FORK.Process(target=_child, args=(config, resume, delay, str(log), env or {}))
+    proc = PROCESSES.Process(target=run_training,
+                             args=(config, resume, delay, str(log), env or {}))
     proc.start()
     proc.log = log
     return proc

@@ -9,7 +9,10 @@ package.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +20,7 @@ import torch
 from PIL import Image
 
 from parsenet.config import Config, DataConfig, ModelConfig, TrainConfig
+from parsenet.engine.trainer import build_dataset_default, train
 from parsenet.preprocessing import IMAGENET
 
 CLASSES = ["background", "disc", "square"]
@@ -106,6 +110,8 @@ class Delayed(torch.utils.data.Dataset):
         self.dataset, self.delay = dataset, delay
 
     def __getattr__(self, name):  # classes, palette, ... of the wrapped dataset
+        if "dataset" not in self.__dict__:  # while unpickling in a loader worker
+            raise AttributeError(name)
         return getattr(self.__dict__["dataset"], name)
 
     def __len__(self) -> int:
@@ -118,8 +124,6 @@ class Delayed(torch.utils.data.Dataset):
 
 def delayed_factory(delay: float):
     """The trainer's default ``build_dataset`` path, training samples delayed by ``delay``."""
-    from parsenet.engine.trainer import build_dataset_default
-
     def factory(data: DataConfig, split: str, preprocessing):
         dataset = build_dataset_default(data, split, preprocessing)
         return Delayed(dataset, delay) if split == "train" and preprocessing else dataset
@@ -145,3 +149,26 @@ def tiny_config(root: Path, out_dir: Path, **train) -> Config:
 def final_weights(out_dir: Path) -> dict[str, torch.Tensor]:
     state = torch.load(Path(out_dir) / "checkpoints" / "last.pt", weights_only=True)
     return state["model"]
+
+
+def run_training(config: Config, resume: bool, delay: float, log_path: str,
+                 env: dict[str, str]) -> None:
+    """Body of a child process: train with ``env`` added to the environment (torchrun's
+    variables for DDP), output to ``log_path``, exit status 0, 1 (error) or the trainer's
+    SystemExit code (143 after SIGTERM)."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.environ.update(env)
+    torch.set_num_threads(1)  # as in the test process: same float sums
+    # Loader workers: fork, Linux's default (a forkserver child would inherit forkserver).
+    multiprocessing.set_start_method("fork", force=True)
+    code = 0
+    try:
+        train(config, resume=resume, dataset_factory=delayed_factory(delay) if delay else None)
+    except SystemExit as e:
+        code = e.code
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    os._exit(code)
