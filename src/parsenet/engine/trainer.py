@@ -182,9 +182,13 @@ class _Training:
                      val_images=len(self.val_set) if self.val_set is not None else 0,
                      parameters=sum(p.numel() for p in model.parameters()),
                      images_per_iteration=self.images_per_iteration, resumed_from=start)
-        if self.ctx.is_main:
-            log.info("training on %s, precision %s (%s), %d process(es)", self.device,
-                     self.amp.name, self.amp.reason, self.ctx.world_size)
+        if self.ctx.is_main:  # the decisions, once: in the log, and on screen with progress
+            summary = (f"training on {self.device}, {self.amp.name} ({self.amp.reason}), "
+                       f"{self.ctx.world_size} process(es), {len(self.train_set)} training "
+                       f"images{f', resuming at iteration {start}' if resume else ''}")
+            log.info(summary)
+            if t.progress:
+                tqdm.write(summary)
         self.runlog.log("event", start, event="resume" if resume else "start", **setup)
         return start
 
