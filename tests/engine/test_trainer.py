@@ -213,6 +213,26 @@ def test_bad_train_settings_are_config_errors(data_root, tmp_path, field, value)
         train(config, dataset_factory=tiny_factory())
 
 
+def test_autocast_and_loss_scaling_paths_train_checkpoint_and_resume(data_root, tmp_path,
+                                                                     monkeypatch):
+    # No GPU here: force bf16 autocast with a GradScaler on the CPU to run the code paths
+    # that fp16 on CUDA takes (scaled backward, scaler step/update, scaler state in the
+    # checkpoint and back).
+    from parsenet.engine import trainer as trainer_module
+
+    forced = precision.AmpPolicy(torch.bfloat16, True, "forced by the test")
+    monkeypatch.setattr(trainer_module, "resolve_amp", lambda amp, device: forced)
+    out = tmp_path / "amp"
+    result = train(tiny_config(data_root, out, iterations=2, checkpoint_every=2),
+                   dataset_factory=tiny_factory())
+    assert result["amp"] == "bf16" and math.isfinite(result["final_loss"])
+    state = load_checkpoint(out / "checkpoints" / "last.pt")
+    assert state["scaler"]["scale"] > 0
+    result = train(tiny_config(data_root, out, iterations=4, checkpoint_every=2),
+                   resume=True, dataset_factory=tiny_factory())
+    assert result["iteration"] == 4 and math.isfinite(result["final_loss"])
+
+
 def test_auto_precision_is_fp32_on_a_cpu_without_native_bf16(monkeypatch):
     cpu = torch.device("cpu")
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: False)
