@@ -65,13 +65,28 @@ def reference(data_root, tmp_path_factory):
     return final_weights(out)
 
 
+STARTED = []
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_children():
+    """A failing test must not leave its training processes running."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.is_alive():
+            proc.kill()
+        proc.join(30)
+
+
 def start(config, tmp_path, resume=False, delay=0.0, env=None):
-    """Train ``config`` in a forked process; its output goes to tmp_path/<pid>.log."""
+    """Train ``config`` in a child process; its output goes to tmp_path/child<N>.log."""
     log = tmp_path / f"child{len(list(tmp_path.glob('child*.log')))}.log"
     proc = PROCESSES.Process(target=run_training,
                              args=(config, resume, delay, str(log), env or {}))
     proc.start()
     proc.log = log
+    STARTED.append(proc)
     return proc
 
 
