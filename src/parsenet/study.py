@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from parsenet.config import ConfigError, load_config
 
-__all__ = ["run_study", "write_results_md", "collect_rows", "format_table", "load_tables",
+__all__ = ["run_study", "report", "write_results_md", "collect_rows", "format_table", "load_tables",
            "Table", "Variant", "METRICS"]
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
@@ -282,10 +282,14 @@ def _cell(row: dict[str, Any], metric: str) -> str:
 
 
 def _paper_cell(row: dict[str, Any]) -> str:
-    paper = row["paper"]
-    if not paper:
+    """The paper's figures of the matching row (only those retrieved), and where from."""
+    paper = row["paper"] or {}
+    names = {"pixel_acc": "pixel", "mean_acc": "mean acc", "mean_iou": "mean IU",
+             "fw_iou": "f.w. IU"}
+    known = [f"{names[m]} {paper[m]:.1f}" for m in METRICS if paper.get(m) is not None]
+    if not known:
         return "n/a"
-    return " / ".join("n/a" if paper.get(m) is None else f"{paper[m]:.1f}" for m in METRICS)
+    return ", ".join(known) + f" ({paper.get('table', '?')}: {paper.get('row', '?')})"
 
 
 def _norm_cell(row: dict[str, Any]) -> str:
@@ -300,7 +304,7 @@ def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
     """A Markdown table: ours (mean ± sample std over finished seeds) beside the paper's."""
     head = ("| variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | wall (min/run) "
             "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 "
-            "| paper: pixel / mean acc / mean IU / f.w. IU |")
+            "| paper (n/a: not retrieved) |")
     lines = [head, "|" + " --- |" * 9]
     for row in rows:
         wall = f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-"
@@ -374,6 +378,15 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
             continue
         tqdm.write(f"training {v.name} seed {s} -> {path}")
         _train_one(v, s, path)
+    return report(spec.key, seeds=seeds, out_root=out_root, spec_file=spec_file)
+
+
+def report(table: str | int, *, seeds: list[int] | None = None,
+           out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE
+           ) -> list[dict[str, Any]]:
+    """Tabulate the finished runs of ``table`` (training nothing): print the table and
+    write ``<out_root>/<table>/results.json``; returns the rows."""
+    spec = resolve_table(table, spec_file)
     rows = collect_rows(spec, out_root, seeds)
     result = {"table": spec.key, "title": spec.title, "paper_tables": spec.paper_tables,
               "protocol": spec.protocol, "note": spec.note,
@@ -445,10 +458,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", nargs="+", type=int, help="replace the variants' seeds")
     parser.add_argument("--out-root", default="runs/study")
     parser.add_argument("--dry-run", action="store_true")
+    parser.add_argument("--report", action="store_true", help="tabulate finished runs only")
     parser.add_argument("--write-md", metavar="PATH", help="then regenerate this RESULTS.md")
     args = parser.parse_args(argv)
-    run_study(args.table, seeds=args.seeds, out_root=args.out_root, only=args.only,
-              dry_run=args.dry_run)
+    if args.report:
+        report(args.table, seeds=args.seeds, out_root=args.out_root)
+    else:
+        run_study(args.table, seeds=args.seeds, out_root=args.out_root, only=args.only,
+                  dry_run=args.dry_run)
     if args.write_md:
         print("rewrote sections:", write_results_md(args.write_md, args.out_root))
 
