@@ -37,7 +37,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
                          ("parsenet.config", "ConfigError"),
                          ("parsenet.backbones.weights", "WeightsError"),
                          ("parsenet.engine.checkpoint", "CheckpointError"),
-                         ("parsenet.engine.export", "ExportCheckError")):
+                         ("parsenet.engine.export", "ExportCheckError"),
+                         ("parsenet.engine.trainer", "TrainingDivergedError")):
         try:
             errors.append(getattr(importlib.import_module(module), name))
         except (ImportError, AttributeError):
