@@ -137,7 +137,15 @@ class SeededSamples(Dataset):
 
 def worker_init_fn(worker_id: int) -> None:
     """Seed numpy and python ``random`` in a DataLoader worker from its torch seed (which the
-    loader derives from its generator), so workers never share a stream."""
+    loader derives from its generator), so workers never share a stream. A worker decodes and
+    resizes one image at a time: OpenCV's own thread pool would only fight the training
+    process for the cores."""
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
