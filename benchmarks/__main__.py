@@ -51,6 +51,22 @@ def _loadavg() -> list[float]:
         return []
 
 
+def _schedstat() -> tuple[float, float]:
+    """(seconds on CPU, seconds runnable but waiting for a CPU), summed over our threads.
+
+    The waiting time is what other processes on a shared machine cost us directly.
+    """
+    on_cpu = waiting = 0
+    for stat in Path("/proc/self/task").glob("*/schedstat"):
+        try:
+            run_ns, wait_ns, _ = stat.read_text().split()
+        except (OSError, ValueError):
+            continue  # a thread that ended meanwhile
+        on_cpu += int(run_ns)
+        waiting += int(wait_ns)
+    return on_cpu / 1e9, waiting / 1e9
+
+
 def _cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -130,12 +146,22 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     keys = [k for k in SECTIONS if not only or k in only]
     loads: dict[str, list[float]] = {}
+    contention: dict[str, dict[str, float]] = {}
     for key in tqdm(keys, desc="benchmarks", unit="section", file=sys.stderr):
+        cpu0, wait0 = _schedstat()
+        wall0 = time.perf_counter()
         for section in _run_module(key, SECTIONS[key], settings, shared):
             results["sections"][section.key] = section.to_dict()
+        cpu1, wait1 = _schedstat()
+        contention[key] = {
+            "wall_s": round(time.perf_counter() - wall0, 1),
+            "cpu_s": round(cpu1 - cpu0, 1),
+            "runqueue_wait_s": round(wait1 - wait0, 1),
+        }
         loads[key] = _loadavg()
     meta = results["meta"]
     meta["loadavg"]["after_each_section"] = loads
+    meta["contention"] = contention
     meta["seconds"] = round(time.perf_counter() - start, 1)
     meta["finished_utc"] = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -14,6 +15,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 __all__ = [
     "Settings",
@@ -51,6 +53,7 @@ class Settings:
     peer_train_rounds: int
     scaling_sizes: tuple[int, ...]
     scaling_width: float
+    scaling_real_sizes: tuple[int, ...]  # also measured at full width, whole image only
     slide_window: int
     slide_stride: int
     loader_seconds: float
@@ -72,6 +75,7 @@ FULL = Settings(
     peer_train_rounds=2,
     scaling_sizes=(256, 512, 1024, 2048),
     scaling_width=0.5,
+    scaling_real_sizes=(256, 512),
     slide_window=512,
     slide_stride=341,
     loader_seconds=4.0,
@@ -92,6 +96,7 @@ QUICK = Settings(
     peer_train_rounds=1,
     scaling_sizes=(64, 128, 256),
     scaling_width=0.125,
+    scaling_real_sizes=(64, 96),
     slide_window=128,
     slide_stride=96,
     loader_seconds=1.0,
@@ -161,17 +166,28 @@ def interleave(
     budget_s: float,
     warmup: int = 1,
     on_round: Callable[[], None] | None = None,
+    desc: str = "",
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, measured in interleaved rounds.
 
     Round r calls the functions in an order rotated by r, so none always runs first or
     after the same neighbour. Rounds continue past ``min_rounds`` while the next one is
-    expected to end within ``budget_s`` (counted from the first measured round).
+    expected to end within ``budget_s`` (counted from the first measured round). With
+    ``desc``, a progress bar counts the calls on stderr.
     """
     names = list(fns)
+    bar = tqdm(
+        total=len(names) * (warmup + max_rounds),
+        desc=desc,
+        unit="call",
+        leave=False,
+        file=sys.stderr,
+        disable=not desc,
+    )
     for _ in range(warmup):
         for name in names:
             fns[name]()
+            bar.update()
     times: dict[str, list[float]] = {name: [] for name in names}
     start = time.perf_counter()
     r = 0
@@ -184,9 +200,11 @@ def interleave(
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)
+            bar.update()
         r += 1
         if on_round is not None:
             on_round()
+    bar.close()
     return times
 
 

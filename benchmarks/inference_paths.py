@@ -99,6 +99,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             min_rounds=settings.min_rounds,
             max_rounds=settings.max_rounds,
             budget_s=settings.budget_s,
+            desc="inference paths",
         )
     ratios = {k: paired_ratio(times[k], times["eager NCHW"]) for k in paths}
     if predict_backend == "onnx":

@@ -111,6 +111,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             min_rounds=settings.l2_rounds,
             max_rounds=settings.l2_rounds,
             budget_s=settings.budget_s,
+            desc=f"l2norm {shape}",
         )
         ratios = {k: paired_ratio(times[k], times["F.normalize"]) for k in fns}
         tag = "x".join(map(str, shape))

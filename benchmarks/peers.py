@@ -81,6 +81,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         min_rounds=settings.min_rounds,
         max_rounds=settings.max_rounds,
         budget_s=settings.budget_s,
+        desc="peers forward",
     )
     steps = {
         k: make_train_step(
@@ -93,6 +94,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         min_rounds=settings.peer_train_rounds,
         max_rounds=settings.peer_train_rounds,
         budget_s=0.0,
+        desc="peers train",
     )
     times = {"forward": fwd, "train": train}
     ratios = {

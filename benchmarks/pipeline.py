@@ -3,8 +3,9 @@
 Writes a few 500 x 375 JPEG images (photo-like: smooth colours plus noise, quality 90) with
 single-channel PNG labels in the common folder layout, reads them through
 ``parsenet.data.build.build_dataset`` with ``train_transforms`` (crop 320) and counts
-items per second on one thread, as one DataLoader worker runs. The train step it is
-compared with is section 1's ParseNet (late fusion) step, or one timed here if section 1
+items per second on one thread, as one DataLoader worker runs: 1 / the median time of an
+item (a shared machine preempts some items; items / elapsed is reported too). The train
+step it is compared with is section 1's ParseNet (late fusion) step, or one timed here if section 1
 did not run.
 """
 
@@ -92,11 +93,14 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         try:
             for i in range(5):
                 dataset[i % len(dataset)]
-            count, start = 0, time.perf_counter()
+            item_s: list[float] = []
+            start = time.perf_counter()
             while time.perf_counter() - start < settings.loader_seconds:
-                image, mask = dataset[count % len(dataset)]
-                count += 1
-            loader = count / (time.perf_counter() - start)
+                t0 = time.perf_counter()
+                image, mask = dataset[len(item_s) % len(dataset)]
+                item_s.append(time.perf_counter() - t0)
+            overall = len(item_s) / (time.perf_counter() - start)
+            loader = 1.0 / median(item_s)
         finally:
             torch.set_num_threads(threads)
     train, source = _train_images_per_s(settings, shared)
@@ -109,7 +113,8 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
     )
     section.details = {
         "loader_images_per_s": loader,
-        "items_timed": count,
+        "loader_images_per_s_overall": overall,
+        "items_timed": len(item_s),
         "train_images_per_s": train,
         "train_step_from": source,
         "train_size": settings.size,
@@ -118,7 +123,14 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         "label_after_transforms": [str(mask.dtype), list(mask.shape)],
         "image_after_transforms": [str(image.dtype), list(image.shape)],
     }
-    section.add_goal("one worker, images/s", loader, ">=", 200, fmt="{:.0f}")
+    section.add_goal(
+        "one worker, images/s (1 / median item time)",
+        loader,
+        ">=",
+        200,
+        fmt="{:.0f}",
+        note=f"items / elapsed: {overall:.0f}",
+    )
     section.add(
         f"train step (ParseNet, 1x3x{settings.size}^2), images/s", train, "{:.2f}", note=source
     )

@@ -66,6 +66,12 @@ def _meta(results: dict[str, Any]) -> str:
             f"({m['cpu_capability']}, oneDNN {'on' if m['mkldnn'] else 'off'}), "
             f"{m['threads']} threads, Python {m['python']}",
             f"- load average (1 min) at start {loads['start'][0]:.1f}; after each section: {after}",
+            "- contention (seconds our threads were runnable but waiting for a CPU, per second "
+            "of the section; 0 = the machine was ours): "
+            + "; ".join(
+                f"{key} {c['runqueue_wait_s'] / max(c['wall_s'], 1e-9):.2f}"
+                for key, c in m.get("contention", {}).items()
+            ),
         ]
     )
 

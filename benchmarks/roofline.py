@@ -94,6 +94,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             max_rounds=settings.max_rounds,
             budget_s=settings.budget_s,
             on_round=lambda k=kind: gemm[k].append(gemm_flops_per_s(calls=2)),
+            desc=f"roofline {kind}",
         )
 
     mfu = {
