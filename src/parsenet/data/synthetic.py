@@ -7,22 +7,22 @@ scene is indoors. Every image is generated from a seed by these rules:
 * **Background.** Label ``background``. A smooth random colour field plus pixel noise,
   drawn from the same distribution in both scene types: the background says nothing
   about the scene.
-* **Ambiguous objects.** One or two large objects (bounding square 96-144 px). Each is
+* **Ambiguous objects.** One or two large objects (bounding square 96-128 px). Each is
   drawn by one of two renderers, chosen with probability 1/2 and independent of the
   scene: a striped ellipse, labelled ``cat`` indoors and ``bird`` outdoors, or a
   checkered rounded rectangle, labelled ``rug`` indoors and ``pond`` outdoors. The
   renderers do not know the scene, so given only its crop an object of class ``cat`` is
   pixel-identical in distribution to one of class ``bird`` (and ``rug`` to ``pond``):
   local appearance cannot tell them apart.
-* **Scene cues.** Two to four small objects (28-40 px) that exist only to give the
+* **Scene cues.** Three to five small objects (32-44 px) that exist only to give the
   scene away: ``lamp`` (a yellow ringed disc) indoors, ``tree`` (a green triangle on a
   trunk) outdoors. Their positions and sizes do not depend on the scene, and each keeps
   at least ``cue_clearance`` pixels (default 48) between its bounding box and the
   bounding square of every ambiguous object: the centre of an ambiguous object is at
   least 48 + 48 = 96 px from any cue pixel. Nothing else in the image differs between
   the scene types.
-* **Local objects.** Zero to two ``ball`` (red shaded disc) and ``box`` (blue square with a
-  dark border) objects, 36-60 px, in both scene types alike: classes that local
+* **Local objects.** One to three ``ball`` (red shaded disc) and ``box`` (blue square with
+  a dark border) objects, 40-64 px, in both scene types alike: classes that local
   appearance decides, so the task is not only context.
 * Objects never overlap. Their layout draws come from the random stream in the same order
   whatever the scene, so :func:`render_scene` with the same generator state and a forced
@@ -139,8 +139,8 @@ def _rotated(half: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
 
 def _striped_ellipse(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
     u, v = _rotated(half, rng.uniform(0, np.pi))
-    a = half * rng.uniform(0.85, 1.0)
-    b = a * rng.uniform(0.6, 0.9)
+    a = half * rng.uniform(0.9, 1.0)
+    b = a * rng.uniform(0.65, 0.95)
     mask = (u / a) ** 2 + (v / b) ** 2 <= 1.0
     base = np.array([150, 95, 55], np.float32) + rng.uniform(-20, 20, 3).astype(np.float32)
     period, phase = rng.uniform(9, 15), rng.uniform(0, 2 * np.pi)
@@ -151,8 +151,8 @@ def _striped_ellipse(rng: np.random.Generator, half: int) -> tuple[np.ndarray, n
 
 def _checkered_rectangle(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
     u, v = _rotated(half, rng.uniform(0, np.pi / 2))
-    hu = half * rng.uniform(0.6, 0.7)  # a rotated rectangle must stay inside the square
-    hv = hu * rng.uniform(0.6, 1.0)
+    hu = half * rng.uniform(0.7, 0.75)  # a rotated rectangle must stay inside the square
+    hv = hu * rng.uniform(0.65, 0.85)
     corner = 0.3 * hv
     du, dv = np.maximum(np.abs(u) - (hu - corner), 0), np.maximum(np.abs(v) - (hv - corner), 0)
     mask = du ** 2 + dv ** 2 <= corner ** 2
@@ -282,7 +282,7 @@ def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None
     ambiguous_boxes = []
     for _ in range(n_ambiguous):
         renderer = list(AMBIGUOUS_PAIRS)[int(rng.integers(2))]
-        half = int(rng.integers(48, 73))
+        half = int(rng.integers(48, 65))
         box = _place(rng, size, half, [(b, 8) for b, _ in taken])
         if box is None:
             continue
@@ -290,19 +290,19 @@ def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None
         taken.append((box, 0))
         ambiguous_boxes.append(box)
 
-    n_local = int(rng.integers(0, 3))
+    n_local = int(rng.integers(1, 4))
     for _ in range(n_local):
         renderer = ("ball", "box")[int(rng.integers(2))]
-        half = int(rng.integers(18, 31))
+        half = int(rng.integers(20, 33))
         box = _place(rng, size, half, [(b, 8) for b, _ in taken])
         if box is not None:
             draw(renderer, renderer, box)
             taken.append((box, 0))
 
-    n_cues = int(rng.integers(2, 5))
+    n_cues = int(rng.integers(3, 6))
     cue = CUES[s]
     for _ in range(n_cues):
-        half = int(rng.integers(14, 21))
+        half = int(rng.integers(16, 23))
         others = [(b, cue_clearance if b in ambiguous_boxes else 8) for b, _ in taken]
         box = _place(rng, size, half, others, tries=200)
         if box is not None:
@@ -361,7 +361,9 @@ def generate(root: str | PathLike, *, progress: bool = True, workers: int | None
     root = Path(root)
     if root.exists():
         raise DataError(f"{root}: already exists; generate() writes only into a new folder")
-    work = root.with_name(root.name + ".partial")
+    # A private work folder renamed at the end: an interrupted run leaves no half dataset,
+    # and two processes generating the same data at once do not write into each other.
+    work = root.with_name(f"{root.name}.partial-{os.getpid()}")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -391,8 +393,20 @@ def generate(root: str | PathLike, *, progress: bool = True, workers: int | None
     (work / "scenes.txt").write_text("".join(line + "\n" for c in chunks for line in results[c]))
     (work / "README.md").write_text(_readme(p))
     (work / STAMP).write_text(json.dumps(asdict(p), indent=1) + "\n")
-    work.rename(root)
+    try:
+        work.rename(root)
+    except OSError:  # another process finished the same dataset first
+        if not _matches(root, p):
+            raise
+        shutil.rmtree(work)
     return root
+
+
+def _matches(root: Path, p: SyntheticParams) -> bool:
+    try:
+        return json.loads((root / STAMP).read_text()) == asdict(p)
+    except (OSError, json.JSONDecodeError):
+        return False
 
 
 def ensure_dataset(root: str | PathLike, *, progress: bool = True, workers: int | None = None,
