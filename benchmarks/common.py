@@ -50,7 +50,8 @@ class Settings:
     infer_size: int
     infer_compile: bool
     peer_size: int
-    peer_train_rounds: int
+    peer_train_rounds: int  # after one warm-up step each
+    slow_rounds: int  # rounds of the ResNet-50 forward passes at 500 x 500 (section 6)
     scaling_sizes: tuple[int, ...]
     scaling_width: float
     scaling_real_sizes: tuple[int, ...]  # also measured at full width, whole image only
@@ -72,7 +73,8 @@ FULL = Settings(
     infer_size=500,
     infer_compile=True,
     peer_size=500,
-    peer_train_rounds=2,
+    peer_train_rounds=1,
+    slow_rounds=2,
     scaling_sizes=(256, 512, 1024, 2048),
     scaling_width=0.5,
     scaling_real_sizes=(256, 512),
@@ -94,6 +96,7 @@ QUICK = Settings(
     infer_compile=False,
     peer_size=64,
     peer_train_rounds=1,
+    slow_rounds=1,
     scaling_sizes=(64, 128, 256),
     scaling_width=0.125,
     scaling_real_sizes=(64, 96),

@@ -97,7 +97,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         times = interleave(
             paths,
             min_rounds=settings.min_rounds,
-            max_rounds=settings.max_rounds,
+            max_rounds=settings.min_rounds + 1,
             budget_s=settings.budget_s,
             desc="inference paths",
         )

@@ -78,8 +78,8 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
     flops = {k: count_flops(b, size, train=False) for k, b in builders.items()}
     fwd = interleave(
         {k: make_forward(m, x) for k, m in models.items()},
-        min_rounds=settings.min_rounds,
-        max_rounds=settings.max_rounds,
+        min_rounds=settings.slow_rounds,
+        max_rounds=settings.slow_rounds,
         budget_s=settings.budget_s,
         desc="peers forward",
     )
