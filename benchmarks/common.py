@@ -173,10 +173,10 @@ def interleave(
 ) -> dict[str, list[float]]:
     """Seconds per call of each function, measured in interleaved rounds.
 
-    Round r calls the functions in an order rotated by r, so none always runs first or
-    after the same neighbour. Rounds continue past ``min_rounds`` while the next one is
-    expected to end within ``budget_s`` (counted from the first measured round). With
-    ``desc``, a progress bar counts the calls on stderr.
+    Round r calls the functions in an order rotated by r, reversed in odd rounds, so none
+    always runs first or after the same neighbour. Rounds continue past ``min_rounds``
+    while the next one is expected to end within ``budget_s`` (counted from the first
+    measured round). With ``desc``, a progress bar counts the calls on stderr.
     """
     names = list(fns)
     bar = tqdm(
@@ -199,7 +199,8 @@ def interleave(
         if r >= min_rounds and elapsed + elapsed / r > budget_s:
             break
         shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+        order = names[shift:] + names[:shift]
+        for name in order[::-1] if r % 2 else order:
             t0 = time.perf_counter()
             fns[name]()
             times[name].append(time.perf_counter() - t0)

@@ -31,7 +31,7 @@ def test_interleave_rotates_the_order_and_respects_round_limits():
     calls: list[str] = []
     fns = {name: (lambda n=name: calls.append(n)) for name in "abc"}
     times = interleave(fns, min_rounds=3, max_rounds=3, budget_s=0.0, warmup=1)
-    assert calls == list("abc" + "abc" + "bca" + "cab")
+    assert calls == list("abc" + "abc" + "acb" + "cab")  # warm-up, then rotated / reversed
     assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
     assert all(t >= 0 for v in times.values() for t in v)
 
