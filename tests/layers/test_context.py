@@ -48,3 +48,11 @@ def test_no_batchnorm_and_dropout_only_in_train():
 def test_bad_bins_rejected():
     with pytest.raises(ValueError, match="bins"):
         GlobalContext(4, bins=(0,))
+
+
+@pytest.mark.parametrize("size", [(4, 4), (9, 7), (13, 21)])
+@pytest.mark.parametrize("bins", [2, 3, 4])
+def test_pyramid_cells_match_adaptive_avg_pool(size, bins):
+    x = torch.randn(2, 3, *size, dtype=torch.float64)
+    expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
+    torch.testing.assert_close(global_pool(x, bins), expected)

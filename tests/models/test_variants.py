@@ -33,7 +33,6 @@ class TestParseNetEarlyFiveLayers(ModelTestBase):
 
 
 class TestParseNetConv1x1Pyramid(ModelTestBase):
-    onnx = False
     # 8 x 8 cells: the 2 x 2 and 4 x 4 pyramid cells split them evenly, hence symmetrically.
     symmetric_size = (57, 57)
 

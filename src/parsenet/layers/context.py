@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -24,10 +25,26 @@ __all__ = ["GlobalContext", "global_pool", "unpool"]
 
 
 def global_pool(x: Tensor, bins: int = 1) -> Tensor:
-    """Mean over each of ``bins`` x ``bins`` cells; bins=1 is the exact image mean."""
+    """Mean over each of ``bins`` x ``bins`` cells; bins=1 is the exact image mean.
+
+    Cell (i, j) spans rows floor(i*H/b) .. ceil((i+1)*H/b) - 1, as ``adaptive_avg_pool2d``;
+    written with explicit slices because exporters mishandle adaptive pooling whose input
+    size is symbolic.
+    """
     if bins == 1:
         return x.mean(dim=(2, 3), keepdim=True)
-    return F.adaptive_avg_pool2d(x, bins)
+    H, W = x.shape[-2], x.shape[-1]
+    # Ceilings as (a + b - 1) // b: exported integer division truncates, which floors only
+    # non-negative numbers.
+    rows = []
+    for i in range(bins):
+        h0, h1 = (i * H) // bins, ((i + 1) * H + bins - 1) // bins
+        cells = []
+        for j in range(bins):
+            w0, w1 = (j * W) // bins, ((j + 1) * W + bins - 1) // bins
+            cells.append(x[:, :, h0:h1, w0:w1].mean(dim=(2, 3), keepdim=True))
+        rows.append(torch.cat(cells, dim=3))
+    return torch.cat(rows, dim=2)
 
 
 def unpool(pooled: Tensor, size: tuple[int, int] | Sequence[int]) -> Tensor:
