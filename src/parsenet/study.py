@@ -297,13 +297,16 @@ def _norm_cell(row: dict[str, Any]) -> str:
     if not norms:
         return "-"
     taps = ("conv3", "conv4", "conv5", "fc7", "pool6")
-    return " / ".join(f"{sum(n[t] for n in norms) / len(norms):.3g}" for t in taps)
+    text = " / ".join(f"{sum(n[t] for n in norms) / len(norms):.3g}" for t in taps)
+    scales = [v for r in row["runs"] if r.get("feature_norms")
+              for v in r["feature_norms"]["l2norm_scale_mean"].values()]
+    return text + (f" (scale {sum(scales) / len(scales):.4g})" if scales else "")
 
 
 def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
     """A Markdown table: ours (mean ± sample std over finished seeds) beside the paper's."""
     head = ("| variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | wall (min/run) "
-            "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 "
+            "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale) "
             "| paper (n/a: not retrieved) |")
     lines = [head, "|" + " --- |" * 9]
     for row in rows:
