@@ -25,6 +25,7 @@ __all__ = [
     "Skipped",
     "interleave",
     "paired_ratio",
+    "ratio_range",
     "median",
     "make_train_step",
     "make_forward",
@@ -215,6 +216,12 @@ def interleave(
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
     """Median over rounds of a[i] / b[i] (A and B timed in the same round)."""
     return median([x / y for x, y in zip(a, b, strict=True)])
+
+
+def ratio_range(a: Sequence[float], b: Sequence[float]) -> str:
+    """The per-round ratios' range as text, e.g. ``"rounds 0.98-1.03"``: the noise."""
+    ratios = [x / y for x, y in zip(a, b, strict=True)]
+    return f"{len(ratios)} rounds {min(ratios):.3f}-{max(ratios):.3f}" if ratios else ""
 
 
 def make_forward(model: nn.Module, x: Tensor) -> Callable[[], object]:
