@@ -39,7 +39,7 @@ def _git(*args: str) -> str:
     try:
         return subprocess.run(
             ["git", *args], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        ).stdout.rstrip("\n")  # keep leading spaces: they are part of `status --porcelain`
     except (OSError, subprocess.CalledProcessError):
         return ""
 
