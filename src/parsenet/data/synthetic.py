@@ -29,17 +29,22 @@ scene is indoors. Every image is generated from a seed by these rules:
   scene type gives the same layout and byte-identical object pixels in both scenes; only
   the cue pixels and the ambiguous labels change.
 
-Why 320 x 320. The width-reduced DeepLab-LargeFOV baseline has a theoretical receptive
-field of 419 px (fc6 is a 3x3 convolution dilated by 12 on the stride-8 grid), larger than
-the image, but its effective receptive field, where the gradient of one output actually
-falls, is far smaller: measured on the trained demo baseline, 90% of the gradient of the
-centre output with respect to the input lies within a radius of about 60 px (see the demo
-report). The distance of 96+ px between an ambiguous object's centre and the nearest cue
-therefore leaves the baseline blind to the scene in the object's interior, while pool6
-averages over the whole image. 320 px is the smallest square that still fits one or two
-such objects plus their cue clearance and the cues; on smaller images (the paper's
-256 x 256 SiftFlow) most pixels are within the baseline's effective field of everything,
-and the paper found no gain from context there.
+Why 320 x 320, and why the cues keep their distance. The width-reduced DeepLab-LargeFOV
+baseline has a theoretical receptive field of 419 px, more than the image: fc6 is a 3x3
+convolution dilated by 12 on the stride-8 grid, so each output looks at nine windows 96 px
+apart. What it effectively uses is measured by the gradient of one output pixel with
+respect to the input (``parsenet.demo.effective_receptive_field``): 90% of it lies within
+142-154 px of the pixel on the two trained demo baselines (seeds 0, 1; 165 px untrained,
+where half lies within 115 px), most of it in the nine windows around the fc6 taps. A
+cue is a few hundred pixels somewhere in that sparse field, at least 96 px from an
+object's centre: the baseline could only learn to read it through the far taps, a
+different tap for every cue position, and in the demo budget it does not (its mean IU on
+the four ambiguous classes was 28 and 24 for seeds 0 and 1, chance level; it mostly names
+one class of each pair), while pool6 averages fc7 over the whole image and sees every
+cue. The image must hold one or two 96-128 px objects, their 48 px cue clearance and
+three to five cues, so 320 px is about the smallest square that works; on smaller images
+(the paper's 256 x 256 SiftFlow) every pixel's field covers most of the image and the
+paper found no gain from context there. Larger images cost (H x W) more time per image.
 
 Files: the common layout of :mod:`parsenet.data.folder` (``images/<split>/<id>.jpg``,
 ``labels/<split>/<id>.png``, ``classes.txt``, ``<split>.txt``) plus ``README.md``,
