@@ -6,6 +6,7 @@ import sys
 import types
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from data_helpers import shared_dataset, write_folder_dataset
@@ -120,3 +121,12 @@ def test_dataloader_workers_batch_transformed_items(folder_dataset):
     images, masks = batches[0]
     assert images.shape == (2, 3, 16, 16) and images.dtype == torch.float32
     assert masks.shape == (2, 16, 16) and masks.dtype == torch.int64
+
+
+def test_synthetic_format_carries_its_own_palette(tmp_path):
+    from parsenet.data.synthetic import PALETTE
+
+    cfg = DataConfig(root=str(tmp_path / "syn"), format="synthetic", val_split="test",
+                     synthetic=dict(size=256, splits={"train": 1, "test": 1}, progress=False))
+    ds = build_dataset(cfg, "val")
+    assert np.array_equal(np.asarray(ds.palette), PALETTE)

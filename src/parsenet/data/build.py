@@ -46,11 +46,13 @@ def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = N
         raise ConfigError(f"data.format {cfg.format!r} unknown; expected one of "
                           f"{sorted(FORMATS)}")
     root = Path(cfg.root)
+    extra: dict = {}
     if cfg.format == "synthetic":
         # Imported here: generation is only needed for this format.
-        from parsenet.data.synthetic import ensure_dataset
+        from parsenet.data.synthetic import PALETTE, ensure_dataset
 
         root = Path(ensure_dataset(cfg.root, **dict(cfg.synthetic)))
+        extra["palette"] = PALETTE
     if transforms is None and preprocessing is not None:
         if split == "train":
             transforms = train_transforms(cfg.crop_size, tuple(cfg.scale_range), cfg.flip,
@@ -65,4 +67,4 @@ def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = N
                               f"{cfg.holdout_every}")
         train_ids, val_ids = holdout_split(reader(root, split_name).ids, cfg.holdout_every)
         ids = train_ids if split == "train" else val_ids
-    return reader(root, split_name, ids=ids, transforms=transforms)
+    return reader(root, split_name, ids=ids, transforms=transforms, **extra)
