@@ -93,6 +93,7 @@ def test_synthetic_generates_then_reads_a_folder(tmp_path, monkeypatch):
 
     fake = types.ModuleType("parsenet.data.synthetic")
     fake.ensure_dataset = ensure_dataset
+    fake.PALETTE = np.zeros((3, 3), dtype=np.uint8)  # the fixture writes 3 classes
     monkeypatch.setitem(sys.modules, "parsenet.data.synthetic", fake)
     cfg = DataConfig(root=str(tmp_path / "synth"), format="synthetic",
                      synthetic={"num_train": 2, "seed": 3})
