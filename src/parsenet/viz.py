@@ -199,6 +199,13 @@ def plot_curves(sources: Any, out_png: str | os.PathLike, title: str | None = No
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
+    return _save_figure(fig, out_png)
+
+
+def _save_figure(fig, out_png: str | os.PathLike) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     out = Path(out_png)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -301,9 +308,4 @@ def plot_feature_norms(norms: Mapping[str, tuple[float, float | None]],
     ax.set_title(title or "Feature norms per layer (cf. ParseNet Fig. 2)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3, which="both")
-    fig.tight_layout()
-    out = Path(out_png)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
-    return out
+    return _save_figure(fig, out_png)
