@@ -7,27 +7,14 @@ import math
 import pytest
 import torch
 import yaml
-from trainer_fixtures import final_weights, tiny_config, tiny_factory, write_tiny_dataset
+from trainer_fixtures import final_weights, tiny_config, tiny_factory
 
 from parsenet.config import ConfigError, config_to_dict
 from parsenet.engine import precision
 from parsenet.engine.checkpoint import CheckpointError, load_checkpoint, load_model
 from parsenet.engine.trainer import TrainingDivergedError, train
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two cores shared by many processes: one thread is faster and gives the same sums in
-    # every run of these tests.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: conftest.py
 
 
 def assert_same_weights(a, b, rtol=0.0, atol=0.0):

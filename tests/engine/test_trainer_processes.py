@@ -19,7 +19,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from trainer_fixtures import final_weights, run_training, tiny_config, write_tiny_dataset
+from trainer_fixtures import final_weights, run_training, tiny_config
 
 from parsenet.engine.checkpoint import load_checkpoint
 from parsenet.engine.sampler import seed_everything
@@ -33,17 +33,7 @@ PROCESSES.set_forkserver_preload(["parsenet.engine.trainer", "parsenet.models",
                                   "parsenet.data.build"])
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: conftest.py
 
 
 def resume_config(data_root, out):
