@@ -1,0 +1,5 @@
+"""``python -m parsenet.study``: see :func:`parsenet.study.main`."""
+
+from parsenet.study import main
+
+main()

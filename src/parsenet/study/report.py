@@ -1,0 +1,216 @@
+"""The study's reporting: rows from the run directories, the Markdown tables beside the
+paper's figures, the claims as measured deltas, the machine facts, and the generated
+sections of docs/RESULTS.md. Reads runs; trains nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from parsenet.study.runner import (
+    METRICS,
+    SPEC_FILE,
+    Table,
+    _git_commit,
+    _run,
+    command_for,
+    load_tables,
+    resolve_table,
+    run_dir,
+)
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def collect_rows(table: Table, out_root: str | Path = "runs/study",
+                 seeds: list[int] | None = None) -> list[dict[str, Any]]:
+    """One row per variant from the run directories (finished seeds only)."""
+    rows = []
+    for v in table.variants:
+        runs = []
+        for seed in (seeds if seeds is not None else v.seeds):
+            path = run_dir(out_root, table, v, seed)
+            metrics, diverged = _read_json(path / "metrics.json"), _read_json(
+                path / "diverged.json")
+            attempts = _read_json(path / "attempts.json") or []
+            run: dict[str, Any] = {"seed": seed, "dir": str(path),
+                                   "command": command_for(v, seed, path)}
+            if metrics:
+                run.update(status="finished", iterations=metrics.get("iteration"),
+                           final_loss=metrics.get("final_loss"),
+                           images_per_s=metrics.get("images_per_s"),
+                           **{m: 100.0 * metrics["metrics"][m] for m in METRICS})
+            elif diverged:
+                run.update(status="diverged", error=diverged["error"])
+            else:
+                run.update(status="missing")
+            run["wall_s"] = (sum(a["seconds"] for a in attempts) if attempts
+                             else (metrics or {}).get("wall_time_s"))
+            run["feature_norms"] = _read_json(path / "feature_norms.json")
+            run["commits"] = sorted({a["commit"] for a in attempts if a.get("commit")})
+            runs.append(run)
+        done = [r for r in runs if r["status"] == "finished"]
+        row: dict[str, Any] = {"variant": v.name, "label": v.label, "config": v.config,
+                               "overrides": list(v.overrides), "runs": runs,
+                               "finished": len(done),
+                               "diverged": sum(r["status"] == "diverged" for r in runs),
+                               "paper": table.paper.get(v.paper) if v.paper else None}
+        for m in METRICS:
+            if done:
+                row[m], row[m + "_spread"] = _mean_spread([r[m] for r in done])
+        walls = [r["wall_s"] for r in runs if r["wall_s"] and r["status"] != "missing"]
+        row["wall_s"] = sum(walls) / len(walls) if walls else None
+        rows.append(row)
+    return rows
+
+
+def _cell(row: dict[str, Any], metric: str) -> str:
+    if metric not in row:
+        return "diverged" if row["diverged"] else "-"
+    spread = row.get(metric + "_spread")
+    text = f"{row[metric]:.1f}" + (f" ± {spread:.1f}" if spread is not None else "")
+    return text + (f" ({row['diverged']} div.)" if row["diverged"] else "")
+
+
+def _paper_cell(row: dict[str, Any]) -> str:
+    """The paper's figures of the matching row (only those retrieved), and where from."""
+    paper = row["paper"] or {}
+    names = {"pixel_acc": "pixel", "mean_acc": "mean acc", "mean_iou": "mean IU",
+             "fw_iou": "f.w. IU"}
+    known = [f"{names[m]} {paper[m]:.1f}" for m in METRICS if paper.get(m) is not None]
+    if not known:
+        return "n/a"
+    return ", ".join(known) + f" ({paper.get('table', '?')}: {paper.get('row', '?')})"
+
+
+def _norm_cell(row: dict[str, Any]) -> str:
+    norms = [r["feature_norms"]["feature_norm"] for r in row["runs"] if r.get("feature_norms")]
+    if not norms:
+        return "-"
+    taps = ("conv3", "conv4", "conv5", "fc7", "pool6")
+    text = " / ".join(f"{sum(n[t] for n in norms) / len(norms):.3g}" for t in taps)
+    scales = [v for r in row["runs"] if r.get("feature_norms")
+              for v in r["feature_norms"]["l2norm_scale_mean"].values()]
+    return text + (f" (scale {sum(scales) / len(scales):.4g})" if scales else "")
+
+
+def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
+    """A Markdown table: ours (mean ± sample std over finished seeds) beside the paper's."""
+    head = ("| variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | wall (min/run) "
+            "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale) "
+            "| paper (n/a: not retrieved) |")
+    lines = [head, "|" + " --- |" * 9]
+    for row in rows:
+        wall = f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-"
+        seeds = f"{row['finished']}/{len(row['runs'])}"
+        lines.append(f"| {row['label']} | {seeds} | "
+                     + " | ".join(_cell(row, m) for m in METRICS)
+                     + f" | {wall} | {_norm_cell(row)} | {_paper_cell(row)} |")
+    return "\n".join(lines)
+
+
+def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
+    """The table's claims, each as 'ours: delta mean IU' computed from the rows."""
+    by_name = {r["variant"]: r for r in rows}
+    out = []
+    for better, worse, claim in table.claims:
+        a, b = by_name[better], by_name[worse]
+        if "mean_iou" not in a or "mean_iou" not in b:
+            out.append(f"- {claim}: not measured yet ({a['label']}: {a['finished']} seeds, "
+                       f"{b['label']}: {b['finished']} seeds finished)")
+            continue
+        worse_by_seed = {r["seed"]: r for r in b["runs"] if r["status"] == "finished"}
+        deltas = [r["mean_iou"] - worse_by_seed[r["seed"]]["mean_iou"] for r in a["runs"]
+                  if r["status"] == "finished" and r["seed"] in worse_by_seed]
+        per_seed = ", ".join(f"{d:+.1f}" for d in deltas) or "no common seed"
+        out.append(f"- {claim}: ours {a['mean_iou'] - b['mean_iou']:+.1f} mean IU "
+                   f"({a['label']} vs {b['label']}; per seed: {per_seed})")
+    return out
+
+
+def machine_facts() -> dict[str, Any]:
+    import torch
+
+    return {"commit": _git_commit(), "cpus": _run("nproc"),
+            "platform": platform.platform(), "processor": platform.processor() or "unknown",
+            "python": platform.python_version(), "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads()}
+
+
+def report(table: str | int, *, seeds: list[int] | None = None,
+           out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE
+           ) -> list[dict[str, Any]]:
+    """Tabulate the finished runs of ``table`` (training nothing): print the table and
+    write ``<out_root>/<table>/results.json``; returns the rows."""
+    spec = resolve_table(table, spec_file)
+    rows = collect_rows(spec, out_root, seeds)
+    result = {"table": spec.key, "title": spec.title, "paper_tables": spec.paper_tables,
+              "protocol": spec.protocol, "note": spec.note,
+              "command": f"parsenet study --table {spec.key}", "rows": rows,
+              "claims": comparisons(spec, rows), "machine": machine_facts(),
+              "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
+    out = Path(out_root) / spec.key / "results.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\n{spec.title}\n\n{format_table(spec, rows)}\n")
+    print("\n".join(result["claims"]))
+    return rows
+
+
+def render_section(result: dict[str, Any], spec_file: str | Path = SPEC_FILE) -> str:
+    """The Markdown of one table's results.json."""
+    spec = resolve_table(result["table"], spec_file)
+    m = result["machine"]
+    runs = [r for row in result["rows"] for r in row["runs"]]
+    missing = [f"{row['variant']} seed {r['seed']}" for row in result["rows"]
+               for r in row["runs"] if r["status"] == "missing"]
+    commits = sorted({c for r in runs for c in r.get("commits", [])})
+    lines = [
+        f"Command: `{result['command']}` (from the repo root). Written {result['written']} "
+        f"at commit `{m['commit']}`; runs trained at commit(s) "
+        f"{', '.join(f'`{c}`' for c in commits) or 'not recorded'} on {m['cpus']} CPUs "
+        f"({m['platform']}, Python "
+        f"{m['python']}, torch {m['torch']}, {m['torch_threads']} threads). "
+        f"Paper: {result['paper_tables']}.",
+        "", result["note"], "", format_table(spec, result["rows"]), "",
+        "Claims (mean IU difference, ours; the paper's reading is in the text):", "",
+        *result["claims"], "",
+        f"Runs finished: {sum(r['status'] == 'finished' for r in runs)}, diverged: "
+        f"{sum(r['status'] == 'diverged' for r in runs)}, not run yet: {len(missing)}"
+        + (f" ({', '.join(missing)})." if missing else "."),
+    ]
+    return "\n".join(lines)
+
+
+def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path = "runs/study",
+                     spec_file: str | Path = SPEC_FILE) -> list[str]:
+    """Replace each ``<!-- study:<key>:begin -->`` ... ``<!-- study:<key>:end -->`` section of
+    ``path`` by the rendering of ``<out_root>/<key>/results.json``; returns the keys
+    rewritten. Text outside the markers is left as it is."""
+    path = Path(path)
+    text = path.read_text()
+    written = []
+    for key in load_tables(spec_file):
+        begin, end = f"<!-- study:{key}:begin -->", f"<!-- study:{key}:end -->"
+        result = _read_json(Path(out_root) / key / "results.json")
+        if begin not in text or end not in text or result is None:
+            continue
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{render_section(result, spec_file)}\n{end}{tail}"
+        written.append(key)
+    path.write_text(text)
+    return written
