@@ -20,7 +20,7 @@ figures are in ``configs/paper/paper_results.yaml`` (``n/a`` where not retrieved
 
 from __future__ import annotations
 
-from parsenet.study.report import (
+from parsenet.study.reporting import (
     collect_rows,
     comparisons,
     format_table,

@@ -1,6 +1,7 @@
 """The study's runner: the tables of ``configs/cpu/study.yaml``, their jobs and run
 directories, training (skipping finished runs, resuming interrupted ones) and the feature
-norms of every finished run. The tables it prints come from :mod:`parsenet.study.report`."""
+norms of every finished run. The tables it prints come from
+:mod:`parsenet.study.reporting`."""
 
 from __future__ import annotations
 
@@ -218,7 +219,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     """Train the variants of ``table`` that have not finished, print the table, write
     ``<out_root>/<table>/results.json``; returns the rows. ``only`` restricts to some
     variant names, ``seeds`` replaces every variant's seeds, ``dry_run`` lists the runs."""
-    from parsenet.study.report import report  # the report module imports this one
+    from parsenet.study.reporting import report  # reporting imports this module
 
     spec = resolve_table(table, spec_file)
     jobs = _jobs(spec, seeds, only)
