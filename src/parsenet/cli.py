@@ -132,13 +132,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    run_study = _optional("parsenet.study", "run_study", "the study")
-    kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run}
-    if args.seeds:
-        kwargs["seeds"] = args.seeds
-    if args.only:
-        kwargs["only"] = args.only
-    run_study(args.table, **kwargs)
+    if args.table is None and args.write_md is None:
+        raise ValueError("study: give --table N (to train or, with --report, tabulate a table) "
+                         "and/or --write-md [PATH]")
+    if args.table is not None and args.report:
+        report = _optional("parsenet.study", "report", "the study")
+        report(args.table, seeds=args.seeds, out_root=args.out_root)
+    elif args.table is not None:
+        run_study = _optional("parsenet.study", "run_study", "the study")
+        kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run}
+        if args.seeds:
+            kwargs["seeds"] = args.seeds
+        if args.only:
+            kwargs["only"] = args.only
+        run_study(args.table, **kwargs)
+    if args.write_md is not None:
+        write_results_md = _optional("parsenet.study", "write_results_md", "the study")
+        written = write_results_md(args.write_md, args.out_root)
+        print(f"{args.write_md}: rewrote study section(s) {', '.join(written) or 'none'} "
+              f"from {args.out_root}")
     return 0
 
 
@@ -226,12 +238,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--seed", type=int, default=None)
 
-    p = add("study", cmd_study, "train and tabulate the variants of one of the paper's tables")
-    p.add_argument("--table", required=True, help="table number or key")
+    p = add("study", cmd_study, "train and tabulate the variants of one of the paper's tables "
+            "(configs/cpu/study.yaml); --report tabulates finished runs only, --write-md "
+            "regenerates the study sections of docs/RESULTS.md")
+    p.add_argument("--table", default=None,
+                   help="table number or key (required unless only --write-md is given)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
-    p.add_argument("--only", nargs="+", default=None, help="variant names")
+    p.add_argument("--only", nargs="+", default=None,
+                   help="variant names to train (not used by --report)")
     p.add_argument("--out-root", default="runs/study")
-    p.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--dry-run", action="store_true", help="list the runs, train nothing")
+    what.add_argument("--report", action="store_true",
+                      help="train nothing: print the table from the finished runs and write "
+                           "<out-root>/<table>/results.json")
+    p.add_argument("--write-md", nargs="?", const="docs/RESULTS.md", default=None,
+                   metavar="PATH",
+                   help="then rewrite the marked study sections of PATH (default "
+                        "docs/RESULTS.md) from <out-root>/<table>/results.json")
 
     p = add("bench", cmd_bench, "run the benchmarks (from a source checkout)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
