@@ -5,7 +5,8 @@
     parsenet predict photo.jpg photos/ --checkpoint best.pt --out predictions/
     parsenet export --checkpoint best.pt --format onnx --out model.onnx
     parsenet summary --size 500
-    parsenet demo | study --table N | bench --quick
+    parsenet study --table 3 [--report] [--write-md]   # train (or only tabulate) a table
+    parsenet demo | bench --quick
 
 User errors (bad config, data, weights, checkpoint, missing files, bad arguments) are one
 line ``parsenet: error: ...`` on stderr and exit code 2; ``--traceback`` shows the
