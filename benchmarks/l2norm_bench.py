@@ -6,9 +6,8 @@ Variants, all with the same learned per-channel scale ``gamma``:
     F.normalize  F.normalize(x, dim=1) * gamma
     compiled     parsenet.layers.l2norm.compiled_l2_normalize if it exists, else our own
                  torch.compile(l2_normalize_reference) (labelled as such)
-    proposed     benchmarks.proposals.proposed_l2_normalize: a faster custom Function,
-                 measured here as a proposal (parsenet does not use it); "recompute" saves
-                 only x and gamma and recomputes the norm in the backward
+    recompute    benchmarks.proposals.recompute_l2_normalize: ours, but saving only x and
+                 gamma and recomputing the norm in the backward (not used by parsenet)
 One call = forward, then ``torch.autograd.grad`` of a fixed random output gradient with
 respect to the input and gamma. Saved bytes are the distinct storages that autograd packs
 (``saved_tensors_hooks``) during the forward.
@@ -25,7 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from benchmarks.common import Section, Settings, interleave, median, paired_ratio
-from benchmarks.proposals import proposed_l2_normalize
+from benchmarks.proposals import recompute_l2_normalize
 from parsenet.layers import L2Norm, l2_normalize_reference
 
 __all__ = ["run", "saved_bytes"]
@@ -97,8 +96,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         }
         if settings.l2_compile:
             fns["compiled"] = lambda t, g=gamma: compiled(t, g)
-        fns["proposed"] = lambda t, g=gamma: proposed_l2_normalize(t, g)
-        fns["proposed, recompute"] = lambda t, g=gamma: proposed_l2_normalize(t, g, recompute=True)
+        fns["recompute"] = lambda t, g=gamma: recompute_l2_normalize(t, g)
         steps = {k: _step(f, x, gamma, grad) for k, f in fns.items()}
         compile_s = float("nan")
         if "compiled" in steps:
@@ -148,7 +146,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
                 "skipped: --quick (compiling takes tens of seconds)",
             )
         section.add(f"{tag}: naive / F.normalize time", ratios["naive"], "{:.3f}")
-        for name in ("proposed", "proposed, recompute"):
+        for name in ("recompute",):
             section.add(
                 f"{tag}: {name} / F.normalize time",
                 ratios[name],

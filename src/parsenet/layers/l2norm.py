@@ -4,8 +4,10 @@
     y_c   = gamma_c * x_hat_c
 
 The backward pass is written out (Eq. 4-6) as a custom autograd Function that keeps only the
-input and the per-pixel norm: autograd's own graph for ``F.normalize(x) * gamma`` keeps the
-input, the normalised map and the output of the division, and walks three kernels back.
+input and the per-pixel reciprocal norm: autograd's own graph for ``F.normalize(x) * gamma``
+keeps the input, the normalised map and the output of the division, and walks three kernels
+back. Each pass makes one full-size temporary (``benchmarks/l2norm_bench.py`` times it
+against ``F.normalize``).
 """
 
 from __future__ import annotations
@@ -29,29 +31,52 @@ def l2_normalize_reference(
     return x / norm * gamma
 
 
+def _inverse_norm(x: Tensor, dims: tuple[int, ...], eps: float) -> Tensor:
+    """1 / sqrt(sum x^2 + eps) over ``dims``: one reduction, then work on the small map only."""
+    return torch.linalg.vector_norm(x, 2, dim=dims, keepdim=True).square_().add_(eps).rsqrt_()
+
+
+def _weighted_channel_sum(t: Tensor, gamma: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """sum over ``dims`` of gamma * t, shaped like the norm."""
+    if dims == (1,) and t.dim() == 4 and gamma.shape[1] == t.shape[1] > 1:
+        # Per pixel: a batched matrix-vector product, with no full-size temporary.
+        n, c = t.shape[:2]
+        row = gamma.reshape(1, 1, c).expand(n, 1, c)
+        return torch.bmm(row, t.reshape(n, c, -1)).reshape(n, 1, *t.shape[2:])
+    return (t * gamma).sum(dim=dims, keepdim=True)
+
+
 class _L2NormFunction(torch.autograd.Function):
+    # Saves x, the reciprocal norm (N x 1 x H x W) and gamma. Backward (Eq. 4-6, regrouped
+    # so that each pass makes one full-size temporary and updates it in place):
+    #     t = g * x * inv;  dgamma = sum t;  dot = sum_c gamma_c t_c
+    #     dx = g * gamma * inv - x * dot * inv^2
     @staticmethod
     def forward(ctx, x: Tensor, gamma: Tensor, eps: float, across_spatial: bool) -> Tensor:
         dims = _reduce_dims(x, across_spatial)
-        norm = torch.sqrt(x.pow(2).sum(dim=dims, keepdim=True).add_(eps))
-        ctx.save_for_backward(x, norm, gamma)
+        inv = _inverse_norm(x, dims, eps)
+        ctx.save_for_backward(x, inv, gamma)
         ctx.dims = dims
-        return x / norm * gamma
+        return torch.mul(x, inv).mul_(gamma)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        x, norm, gamma = ctx.saved_tensors
-        x_hat = x / norm
+        return _L2NormFunction.backward_from(ctx, grad_out, *ctx.saved_tensors)
+
+    @staticmethod
+    def backward_from(ctx, grad_out: Tensor, x: Tensor, inv: Tensor, gamma: Tensor):
+        """The backward from explicit tensors (``ctx`` gives ``dims``, ``needs_input_grad``)."""
+        t = torch.mul(grad_out, x).mul_(inv)
         grad_x = grad_gamma = None
         if ctx.needs_input_grad[1]:
             # gamma broadcasts over every dim where it has size 1.
             sum_dims = [d for d in range(x.dim()) if gamma.shape[d] == 1]
-            grad_gamma = (grad_out * x_hat).sum(dim=sum_dims, keepdim=True)
+            grad_gamma = t.sum(dim=sum_dims, keepdim=True)
         if ctx.needs_input_grad[0]:
-            # Eq. 5: dL/dx = (g - x_hat * <g, x_hat>) / ||x||, with g = dL/dy * gamma.
-            g = grad_out * gamma
-            dot = (g * x_hat).sum(dim=ctx.dims, keepdim=True)
-            grad_x = (g - x_hat * dot) / norm
+            dot = _weighted_channel_sum(t, gamma, ctx.dims)
+            del t
+            grad_x = torch.mul(grad_out, gamma).mul_(inv)
+            grad_x.addcmul_(x, dot.mul_(inv).mul_(inv), value=-1)
         return grad_x, grad_gamma, None, None
 
 
