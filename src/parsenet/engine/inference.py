@@ -65,7 +65,8 @@ def _slide(model: Predictor, x: Tensor, window: int, stride: int) -> Tensor:
             total[..., y:y + crop.shape[-2], x0:x0 + crop.shape[-1]] += logits
             count[..., y:y + crop.shape[-2], x0:x0 + crop.shape[-1]] += 1
     assert total is not None
-    return total / count
+    # In place: a second K x H x W map would double the peak memory of large images.
+    return total.div_(count)
 
 
 def _single(model: Predictor, x: Tensor, sliding: bool, window: int, stride: int) -> Tensor:
@@ -125,7 +126,7 @@ def predict_logits(
             total = logits if total is None else total + logits
             n += 1
     assert total is not None
-    return total / n if n > 1 else total
+    return total.div_(n) if n > 1 else total
 
 
 def _dist_rank_world() -> tuple[int, int]:
