@@ -2,22 +2,28 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
+BASE_STAMP := $(VENV)/.installed-base
 STAMP := $(VENV)/.installed
 # CPU machines here have these two releases on disk; elsewhere pip fetches them.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
 .PHONY: venv demo test bench bench-quick lint clean
 
-$(STAMP): pyproject.toml
+# The demo needs only the package and matplotlib; tests and benchmarks add the dev tools.
+$(BASE_STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_PINS)
+	$(PY) -m pip install -q -e ".[viz]"
+	touch $(BASE_STAMP)
+
+$(STAMP): $(BASE_STAMP)
 	$(PY) -m pip install -q -e ".[dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+demo: $(BASE_STAMP)
 	$(VENV)/bin/parsenet demo --config configs/demo.yaml
 
 test: $(STAMP)
