@@ -162,17 +162,21 @@ def test_the_distribution_test_detects_a_real_difference():
     assert min(p_values) < 1e-6
 
 
-def test_cues_keep_their_clearance_from_ambiguous_objects():
-    for seed in range(100):
-        scene = render_scene(np.random.default_rng(seed), cue_clearance=48)
+@pytest.mark.parametrize("clearance", [48, 64])
+def test_cues_keep_their_clearance_from_ambiguous_objects(clearance):
+    for seed in range(60):
+        scene = render_scene(np.random.default_rng(seed), cue_clearance=clearance)
         cues = [o for o in scene.objects if o.name in CUES]
         for obj in _ambiguous(scene):
             for cue in cues:
-                assert synthetic._gap(obj.box, cue.box) >= 48
-            # So the object's centre is at least half its side + 48 px from any cue pixel.
+                assert synthetic._gap(obj.box, cue.box) >= clearance
+            # So the object's centre is at least half its side + clearance from any cue
+            # pixel, and never nearer than what the demo prints (min_cue_distance).
             y0, x0, y1, x1 = obj.box
             cy, cx = (y0 + y1) / 2, (x0 + x1) / 2
             ys, xs = np.nonzero(np.isin(scene.label, [CLASSES.index(c) for c in CUES]))
             if len(ys):
+                euclidean = np.hypot(ys + 0.5 - cy, xs + 0.5 - cx)
                 chebyshev = np.maximum(abs(ys + 0.5 - cy), abs(xs + 0.5 - cx))
-                assert chebyshev.min() >= (y1 - y0) / 2 + 48
+                assert chebyshev.min() >= (y1 - y0) / 2 + clearance
+                assert euclidean.min() >= synthetic.min_cue_distance(clearance)

@@ -15,14 +15,14 @@ scene is indoors. Every image is generated from a seed by these rules:
   pixel-identical in distribution to one of class ``bird`` (and ``rug`` to ``pond``):
   local appearance cannot tell them apart.
 * **Scene cues.** Three to five small objects (32-44 px) that exist only to give the
-  scene away: ``lamp`` (a yellow ringed disc) indoors, ``tree`` (a green triangle on a
-  trunk) outdoors. Their positions and sizes do not depend on the scene, and each keeps
-  at least ``cue_clearance`` pixels (default 48) between its bounding box and the
+  scene away: ``lamp`` (a yellow ringed disc) indoors, ``tree`` (a round green crown on a
+  brown trunk) outdoors. Their positions and sizes do not depend on the scene, and each keeps
+  at least ``cue_clearance`` pixels (default 64) between its bounding box and the
   bounding square of every ambiguous object: the centre of an ambiguous object is at
-  least 48 + 48 = 96 px from any cue pixel. Nothing else in the image differs between
+  least 48 + 64 = 112 px from any cue pixel. Nothing else in the image differs between
   the scene types.
-* **Local objects.** One to three ``ball`` (red shaded disc) and ``box`` (blue square with
-  a dark border) objects, 40-64 px, in both scene types alike: classes that local
+* **Local objects.** One to three ``ball`` (red shaded disc) and ``box`` (blue rounded square,
+  shaded) objects, 40-64 px, in both scene types alike: classes that local
   appearance decides, so the task is not only context.
 * Objects never overlap. Their layout draws come from the random stream in the same order
   whatever the scene, so :func:`render_scene` with the same generator state and a forced
@@ -34,17 +34,16 @@ baseline has a theoretical receptive field of 419 px, more than the image: fc6 i
 convolution dilated by 12 on the stride-8 grid, so each output looks at nine windows 96 px
 apart. What it effectively uses is measured by the gradient of one output pixel with
 respect to the input (``parsenet.demo.effective_receptive_field``): 90% of it lies within
-142-154 px of the pixel on the two trained demo baselines (seeds 0, 1; 165 px untrained,
-where half lies within 115 px), most of it in the nine windows around the fc6 taps. A
-cue is a few hundred pixels somewhere in that sparse field, at least 96 px from an
-object's centre: the baseline could only learn to read it through the far taps, a
-different tap for every cue position, and in the demo budget it does not (its mean IU on
-the four ambiguous classes was 28 and 24 for seeds 0 and 1, chance level; it mostly names
-one class of each pair), while pool6 averages fc7 over the whole image and sees every
-cue. The image must hold one or two 96-128 px objects, their 48 px cue clearance and
-three to five cues, so 320 px is about the smallest square that works; on smaller images
-(the paper's 256 x 256 SiftFlow) every pixel's field covers most of the image and the
-paper found no gain from context there. Larger images cost (H x W) more time per image.
+134-140 px of the pixel on the two trained demo baselines (seeds 0, 1, 450 iterations),
+most of it in the nine windows around the fc6 taps. A cue is a few hundred pixels somewhere
+in that sparse field, at least 112 px from an object's centre (``min_cue_distance``): the
+baseline could only learn to read it through the far taps, a different tap for every cue
+position, and in the demo budget it does not (its mean IU on the four ambiguous classes
+was 29 and 35 for seeds 0 and 1, near chance: it mostly names one class of each pair),
+while pool6 averages fc7 over the whole image and sees every cue. The image must hold one
+or two 96-128 px objects, their 64 px cue clearance and three to five cues, so 320 px is
+about the smallest square that works; on smaller images (the paper's 256 x 256 SiftFlow)
+every pixel's field covers most of the image and the paper found no gain from context there. Larger images cost (H x W) more time per image.
 
 Files: the common layout of :mod:`parsenet.data.folder` (``images/<split>/<id>.jpg``,
 ``labels/<split>/<id>.png``, ``classes.txt``, ``<split>.txt``) plus ``README.md``,
@@ -72,17 +71,21 @@ from tqdm import tqdm
 from parsenet.data.errors import DataError
 
 __all__ = ["CLASSES", "SCENES", "AMBIGUOUS_PAIRS", "LOCAL_CLASSES", "PALETTE", "SyntheticParams",
-           "PlacedObject", "Scene", "render_scene", "generate", "ensure_dataset"]
+           "PlacedObject", "Scene", "render_scene", "generate", "ensure_dataset", "min_cue_distance",
+           "AMBIGUOUS_HALF_RANGE"]
 
 CLASSES = ("background", "lamp", "tree", "ball", "box", "cat", "bird", "rug", "pond")
 SCENES = ("indoor", "outdoor")
 # renderer -> class in each scene type (indoor, outdoor)
 AMBIGUOUS_PAIRS = {"striped_ellipse": ("cat", "bird"), "checkered_rectangle": ("rug", "pond")}
 CUES = ("lamp", "tree")  # indoor, outdoor
+AMBIGUOUS_HALF_RANGE = (48, 65)  # half the side of an ambiguous object's square, [low, high)
 LOCAL_CLASSES = ("background", "lamp", "tree", "ball", "box")
 PALETTE = np.array([[60, 60, 60], [250, 220, 40], [30, 150, 40], [220, 40, 40], [40, 80, 220],
                     [240, 140, 30], [120, 200, 250], [170, 60, 170], [40, 170, 170]], np.uint8)
 STAMP = "synthetic.json"
+# Part of the stamp: a change to the rules below must regenerate datasets made by older code.
+GENERATOR_VERSION = 4
 _SPLIT_CODES = {"train": 1, "test": 2, "val": 3}
 
 
@@ -93,7 +96,7 @@ class SyntheticParams:
     seed: int = 0
     size: int = 320
     splits: dict[str, int] = field(default_factory=lambda: {"train": 600, "test": 100})
-    cue_clearance: int = 48
+    cue_clearance: int = 64
     jpeg_quality: int = 95
 
     @classmethod
@@ -178,12 +181,16 @@ def _ball(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _box(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
+    # A rounded square, shaded along one side. Sharp corners and a thin dark border (an
+    # earlier version) are finer than the output stride and held the box's IU near 84 for
+    # both models, measuring resolution rather than training.
     u, v = _rotated(half, rng.uniform(0, np.pi / 2))
-    h = half / np.sqrt(2)
-    mask = (np.abs(u) <= h) & (np.abs(v) <= h)
-    inner = (np.abs(u) <= h - 4) & (np.abs(v) <= h - 4)
+    h, corner = 0.76 * half, 0.3 * half  # fits the square at any rotation
+    du = np.maximum(np.abs(u) - (h - corner), 0)
+    dv = np.maximum(np.abs(v) - (h - corner), 0)
+    mask = du ** 2 + dv ** 2 <= corner ** 2
     base = np.array([45, 85, 215], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
-    return mask, np.where(inner[..., None], base, base * 0.35)
+    return mask, base * (0.8 + 0.2 * (u / h))[..., None]
 
 
 def _lamp(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
@@ -197,9 +204,12 @@ def _lamp(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _tree(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = _grid(half)
-    y = yy / half  # -1 (top) .. 1 (bottom)
-    crown = (y >= -1) & (y <= 0.5) & (np.abs(xx / half) <= (y + 1) / 1.5)
-    trunk = (y > 0.5) & (np.abs(xx / half) <= 0.22)
+    y, x = yy / half, xx / half  # -1 (top) .. 1 (bottom), -1 (left) .. 1 (right)
+    # A round crown on a trunk wider than the output stride: a thinner trunk (and a pointed
+    # crown, an earlier version) is below the resolution of a stride-8 network and held the
+    # tree's IU near 79 for both models whatever the context.
+    crown = x ** 2 + (y + 0.25) ** 2 <= 0.75 ** 2
+    trunk = (y > 0.3) & (np.abs(x) <= 0.36)
     green = np.array([35, 150, 45], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
     brown = np.array([100, 60, 30], np.float32)
     return crown | trunk, np.where(trunk[..., None], brown, green)
@@ -242,6 +252,11 @@ def _gap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
     return max(dy, dx)
 
 
+def min_cue_distance(cue_clearance: int) -> int:
+    """The least distance (px) from an ambiguous object's centre to any cue pixel."""
+    return AMBIGUOUS_HALF_RANGE[0] + cue_clearance
+
+
 def _place(rng: np.random.Generator, size: int, half: int,
            others: list[tuple[tuple[int, int, int, int], int]], tries: int = 60
            ) -> tuple[int, int, int, int] | None:
@@ -258,7 +273,7 @@ def _place(rng: np.random.Generator, size: int, half: int,
 
 
 def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None = None,
-                 cue_clearance: int = 48) -> Scene:
+                 cue_clearance: int = 64) -> Scene:
     """One image and its label map, following the rules in the module docstring.
 
     ``scene`` forces the scene type; the scene draw is consumed either way, so the same
@@ -287,7 +302,7 @@ def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None
     ambiguous_boxes = []
     for _ in range(n_ambiguous):
         renderer = list(AMBIGUOUS_PAIRS)[int(rng.integers(2))]
-        half = int(rng.integers(48, 65))
+        half = int(rng.integers(*AMBIGUOUS_HALF_RANGE))
         box = _place(rng, size, half, [(b, 8) for b, _ in taken])
         if box is None:
             continue
@@ -397,7 +412,7 @@ def generate(root: str | PathLike, *, progress: bool = True, workers: int | None
     bar.close()
     (work / "scenes.txt").write_text("".join(line + "\n" for c in chunks for line in results[c]))
     (work / "README.md").write_text(_readme(p))
-    (work / STAMP).write_text(json.dumps(asdict(p), indent=1) + "\n")
+    (work / STAMP).write_text(json.dumps(_stamp(p), indent=1) + "\n")
     try:
         work.rename(root)
     except OSError:  # another process finished the same dataset first
@@ -407,9 +422,13 @@ def generate(root: str | PathLike, *, progress: bool = True, workers: int | None
     return root
 
 
+def _stamp(p: SyntheticParams) -> dict[str, Any]:
+    return {**asdict(p), "generator_version": GENERATOR_VERSION}
+
+
 def _matches(root: Path, p: SyntheticParams) -> bool:
     try:
-        return json.loads((root / STAMP).read_text()) == asdict(p)
+        return json.loads((root / STAMP).read_text()) == _stamp(p)
     except (OSError, json.JSONDecodeError):
         return False
 
@@ -432,7 +451,7 @@ def ensure_dataset(root: str | PathLike, *, progress: bool = True, workers: int 
             stored = json.loads(stamp.read_text())
         except (OSError, json.JSONDecodeError) as e:
             raise DataError(f"{stamp}: unreadable ({e})") from None
-        if stored == asdict(p):
+        if stored == _stamp(p):
             return root
         shutil.rmtree(root)
     elif root.exists():
