@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import time
 from pathlib import Path
@@ -16,7 +17,6 @@ from parsenet.study.runner import (
     SPEC_FILE,
     Table,
     _git_commit,
-    _run,
     command_for,
     load_tables,
     resolve_table,
@@ -144,7 +144,8 @@ def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
 def machine_facts() -> dict[str, Any]:
     import torch
 
-    return {"commit": _git_commit(), "cpus": _run("nproc"),
+    # os.cpu_count, not `nproc`: nproc answers OMP_NUM_THREADS, which the study lanes set.
+    return {"commit": _git_commit(), "cpus": os.cpu_count(),
             "platform": platform.platform(), "processor": platform.processor() or "unknown",
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
