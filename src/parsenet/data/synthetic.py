@@ -43,7 +43,8 @@ was 29 and 35 for seeds 0 and 1, near chance: it mostly names one class of each 
 while pool6 averages fc7 over the whole image and sees every cue. The image must hold one
 or two 96-128 px objects, their 64 px cue clearance and three to five cues, so 320 px is
 about the smallest square that works; on smaller images (the paper's 256 x 256 SiftFlow)
-every pixel's field covers most of the image and the paper found no gain from context there. Larger images cost (H x W) more time per image.
+every pixel's field covers most of the image and the paper found no gain from context
+there. Larger images cost (H x W) more time per image.
 
 Files: the common layout of :mod:`parsenet.data.folder` (``images/<split>/<id>.jpg``,
 ``labels/<split>/<id>.png``, ``classes.txt``, ``<split>.txt``) plus ``README.md``,
@@ -71,8 +72,8 @@ from tqdm import tqdm
 from parsenet.data.errors import DataError
 
 __all__ = ["CLASSES", "SCENES", "AMBIGUOUS_PAIRS", "LOCAL_CLASSES", "PALETTE", "SyntheticParams",
-           "PlacedObject", "Scene", "render_scene", "generate", "ensure_dataset", "min_cue_distance",
-           "AMBIGUOUS_HALF_RANGE"]
+           "PlacedObject", "Scene", "render_scene", "generate", "ensure_dataset",
+           "min_cue_distance", "AMBIGUOUS_HALF_RANGE"]
 
 CLASSES = ("background", "lamp", "tree", "ball", "box", "cat", "bird", "rug", "pond")
 SCENES = ("indoor", "outdoor")
