@@ -252,8 +252,8 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
               f"width {cfg.model.args.get('width', 1.0)} LargeFOV"
               f"{' + BatchNorm' if cfg.model.args.get('batch_norm') else ''}")
     table = format_table(rows, extra)
-    clearance = cfg.data.synthetic.get("cue_clearance", SyntheticParams.cue_clearance)
-    summary = _verdict(rows, gain, erf, min_cue_distance(int(clearance)))
+    clearance = SyntheticParams.from_kwargs(cfg.data.synthetic).cue_clearance
+    summary = _verdict(rows, gain, erf, min_cue_distance(clearance))
     norm_lines = "feature norms (mean per pixel, before -> after L2Norm): " + ", ".join(
         f"{k} {b:.3g}" + (f" -> {a:.3g}" if a is not None else "") for k, (b, a) in
         norms.items())
