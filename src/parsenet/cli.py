@@ -16,11 +16,14 @@ traceback instead.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from parsenet.errors import UsageError
 
 __all__ = ["main", "build_parser"]
 
@@ -28,23 +31,24 @@ EXIT_USER_ERROR = 2
 MODES = ("whole", "slide", "multiscale")
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """The exception types that mean "the user asked for something that cannot be done".
+# The user's own paths: not found, already there, a folder where a file was meant (or the
+# reverse), no permission, no space. Other OSErrors are bugs and keep their traceback.
+_USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
+                   PermissionError)
 
-    DataError, ConfigError, WeightsError and CheckpointError are ValueErrors; they are
-    listed for the record (and in case one stops being a ValueError)."""
-    errors: list[type[BaseException]] = [FileNotFoundError, ValueError]
-    for module, name in (("parsenet.data.errors", "DataError"),
-                         ("parsenet.config", "ConfigError"),
-                         ("parsenet.backbones.weights", "WeightsError"),
-                         ("parsenet.engine.checkpoint", "CheckpointError"),
-                         ("parsenet.engine.export", "ExportCheckError"),
-                         ("parsenet.engine.trainer", "TrainingDivergedError")):
-        try:
-            errors.append(getattr(importlib.import_module(module), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(errors)
+
+def _is_user_error(e: BaseException) -> bool:
+    from parsenet.errors import ParseNetError
+
+    if isinstance(e, (ParseNetError, *_USER_OS_ERRORS)):
+        return True
+    return isinstance(e, OSError) and e.errno == errno.ENOSPC
+
+
+def _one_line(e: BaseException) -> str:
+    """The error as one line: a multi-line message (a DataLoader worker's, say) is folded."""
+    text = " ".join(part.strip() for part in str(e).strip().splitlines() if part.strip())
+    return text or type(e).__name__
 
 
 class _Unavailable(Exception):
@@ -134,7 +138,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_study(args: argparse.Namespace) -> int:
     if args.table is None and args.write_md is None:
-        raise ValueError("study: give --table N (to train or, with --report, tabulate a table) "
+        raise UsageError("study: give --table N (to train or, with --report, tabulate a table) "
                          "and/or --write-md [PATH]")
     if args.table is not None and args.report:
         report = _optional("parsenet.study", "report", "the study")
@@ -275,11 +279,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"parsenet: error: {e}", file=sys.stderr)
         return 1
-    except _user_errors() as e:
-        if args.traceback:
+    except Exception as e:
+        if args.traceback or not _is_user_error(e):
             raise
-        message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        print(f"parsenet: error: {message}", file=sys.stderr)
+        print(f"parsenet: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("parsenet: interrupted", file=sys.stderr)

@@ -17,12 +17,10 @@ from typing import Any
 
 import yaml
 
+from parsenet.errors import ConfigError  # noqa: F401  (re-exported)
+
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError",
            "load_config", "save_config", "apply_overrides", "config_from_dict", "config_to_dict"]
-
-
-class ConfigError(ValueError):
-    """A config file or override that cannot be used."""
 
 
 @dataclass

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from parsenet.errors import UsageError
+
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "collect_images",
            "format_metrics", "IMAGE_SUFFIXES"]
 
@@ -62,7 +64,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     dataset = build_dataset(cfg.data, split, preprocessing=model.preprocessing)
     classes = list(meta["classes"])
     if len(dataset.classes) != len(classes):
-        raise ValueError(f"{checkpoint}: the model predicts {len(classes)} classes but the "
+        raise UsageError(f"{checkpoint}: the model predicts {len(classes)} classes but the "
                          f"{split} split of {cfg.data.root} has {len(dataset.classes)}")
     mode = mode or cfg.eval.mode
     metrics = evaluate(model, dataset, num_classes=len(classes), mode=mode, device=device,
@@ -110,7 +112,7 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
         else:
             raise FileNotFoundError(f"{path}: no such image file or directory")
     if not files:
-        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in "
+        raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in "
                          f"{', '.join(map(str, inputs))}")
     return files
 
@@ -173,7 +175,7 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
     from parsenet.engine.export import check_export, export_onnx, export_torchscript
 
     if fmt not in ("onnx", "torchscript"):
-        raise ValueError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+        raise UsageError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
     model, _ = load_model(checkpoint, device="cpu")
     out = Path(out)
     if fmt == "onnx":

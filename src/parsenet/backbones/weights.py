@@ -23,13 +23,10 @@ import torch
 from torch import Tensor
 
 from parsenet.backbones.vgg import VGGBackbone
+from parsenet.errors import WeightsError  # noqa: F401  (re-exported)
 from parsenet.preprocessing import IMAGENET, Preprocessing
 
 __all__ = ["load_vgg16_weights", "read_state_dict", "convert_torchvision_vgg16", "WeightsError"]
-
-
-class WeightsError(ValueError):
-    """Weights that cannot be read or do not fit the model."""
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:

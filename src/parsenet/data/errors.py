@@ -1,9 +1,7 @@
-"""The one exception type of the data package."""
+"""The one exception type of the data package (a member of parsenet.errors)."""
 
 from __future__ import annotations
 
+from parsenet.errors import DataError
+
 __all__ = ["DataError"]
-
-
-class DataError(ValueError):
-    """A dataset file or folder that cannot be used; the message names the file and the problem."""

@@ -30,15 +30,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from parsenet.errors import CheckpointError  # noqa: F401  (re-exported)
+
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint",
            "load_model", "check_resumable", "rng_state", "set_rng_state"]
 
 CHECKPOINT_FORMAT = 1
 _REQUIRED = ("format", "iteration", "model", "config", "classes", "preprocessing")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file that is missing, truncated, corrupt or does not fit."""
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:

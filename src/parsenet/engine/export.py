@@ -36,6 +36,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from parsenet.errors import ExportError as ExportCheckError  # noqa: F401  (re-exported)
+
 __all__ = ["export_onnx", "export_torchscript", "check_export", "ExportCheckError",
            "OnnxPredictor", "ChannelsLastPredictor", "make_predictor", "onnx_cache_path",
            "BACKENDS"]
@@ -45,10 +47,6 @@ INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Odd sizes other than the export's sample, small and large, wide and tall: a graph with a
 # shape baked in fails on at least one.
 CHECK_SIZES = ((97, 131), (57, 85), (203, 61))
-
-
-class ExportCheckError(RuntimeError):
-    """An exported model whose outputs differ from the eager model's."""
 
 
 @contextlib.contextmanager

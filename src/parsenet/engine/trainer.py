@@ -48,6 +48,7 @@ from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
 from parsenet.engine.precision import resolve_amp, resolve_device
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
+from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
 from parsenet.preprocessing import Preprocessing
 
 __all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
@@ -57,10 +58,6 @@ IGNORE_INDEX = 255
 
 DatasetFactory = Callable[[DataConfig, str, "Preprocessing | None"], Dataset]
 EvaluateFn = Callable[..., dict]
-
-
-class TrainingDivergedError(RuntimeError):
-    """The loss became NaN or infinite; the last good checkpoint is left as it was."""
 
 
 def build_dataset_default(data: DataConfig, split: str, preprocessing: Preprocessing | None
