@@ -20,7 +20,8 @@ import yaml
 from parsenet.errors import ConfigError  # noqa: F401  (re-exported)
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError",
-           "load_config", "save_config", "apply_overrides", "config_from_dict", "config_to_dict"]
+           "load_config", "read_config_file", "merge_dicts", "save_config", "apply_overrides",
+           "config_from_dict", "config_to_dict"]
 
 
 @dataclass
@@ -146,20 +147,52 @@ def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, A
     return values
 
 
+def merge_dicts(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+    """``delta`` over ``base``: mappings merge key by key, anything else (lists too) replaces."""
+    merged = dict(base)
+    for key, value in delta.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_dicts(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def read_config_file(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A YAML config as a dict, with its ``base:`` chain resolved.
+
+    ``base: other.yaml`` (a path relative to this file) is read first and this file is merged
+    over it (:func:`merge_dicts`), so a paper row is a short delta over its table's file.
+    """
+    path = Path(path)
+    if path.resolve() in _chain:
+        cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ConfigError(f"{path}: base: chain loops ({cycle})")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
+    base = values.pop("base", None)
+    if base is None:
+        return values
+    if not isinstance(base, str):
+        raise ConfigError(f"{path}: base: must be a path to a YAML file, got {base!r}")
+    parent = read_config_file(path.parent / base, (*_chain, path.resolve()))
+    return merge_dicts(parent, values)
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None
                 ) -> Config:
-    """Read a YAML config (optional), apply dotted overrides, validate every key."""
+    """Read a YAML config (optional, ``base:`` resolved), apply dotted overrides, validate."""
     values: dict[str, Any] = {}
     where = "config"
     if path is not None:
-        path = Path(path)
+        values = read_config_file(path)
         where = str(path)
-        try:
-            values = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such config file") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})") from None
     apply_overrides(values, list(overrides or []))
     return config_from_dict(values, where)
 

@@ -9,6 +9,7 @@
            (AVX512-BF16 or AMX); fp16 autocast + GradScaler on CUDA GPUs without bf16;
            otherwise float32. On a CPU without bf16 instructions autocast would *slow*
            training down (bf16 is emulated) and lose precision, so auto stays in float32.
+           ``PARSENET_CPU_BF16=0|1`` overrides the CPU detection (:func:`cpu_has_native_bf16`).
     bf16   bf16 autocast (no loss scaling is needed: bf16 has float32's exponent range).
     fp16   fp16 autocast + GradScaler; CUDA only.
 The L2Norm layers compute in float32 under autocast (see :class:`parsenet.layers.L2Norm`);
@@ -17,13 +18,14 @@ the loss is computed in float32.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
 
 from parsenet.config import ConfigError
 
-__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16"]
+__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -51,8 +53,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+CPU_BF16_ENV = "PARSENET_CPU_BF16"
+
+
 def cpu_has_native_bf16() -> bool:
-    """AVX512-BF16 or AMX: the CPUs on which bf16 matmuls/convs are faster than fp32."""
+    """AVX512-BF16 or AMX: the CPUs on which bf16 matmuls/convs are faster than fp32.
+
+    ``PARSENET_CPU_BF16=1`` (or ``0``) overrides the detection, so that either kind of CPU can
+    be tested, or forced, from the other. This is the only place the variable is read.
+    """
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if forced:
+        raise ConfigError(f"{CPU_BF16_ENV}={forced!r}: expected 0 or 1 (or unset)")
     checks = [getattr(torch.cpu, n, None) for n in
               ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check is not None and check() for check in checks)
