@@ -27,6 +27,7 @@ from benchmarks.table import text_table
 SECTIONS = {
     "roofline": "benchmarks.roofline",  # also writes section "context"
     "l2norm": "benchmarks.l2norm_bench",
+    "precision": "benchmarks.precision_bench",
     "pipeline": "benchmarks.pipeline",
     "inference": "benchmarks.inference_paths",
     "peers": "benchmarks.peers",
