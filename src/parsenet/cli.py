@@ -129,7 +129,7 @@ def _optional(module: str, attribute: str, what: str) -> Callable[..., Any]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     run_demo = _optional("parsenet.demo", "run_demo", "the demo")
-    kwargs: dict[str, Any] = {"config": args.config}
+    kwargs: dict[str, Any] = {"config": args.config, "overrides": args.set}
     if args.seed is not None:
         kwargs["seed"] = args.seed
     run_demo(**kwargs)
@@ -242,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("demo", cmd_demo, "train and evaluate on the built-in synthetic dataset")
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--seed", type=int, default=None)
+    sets(p)
 
     p = add("study", cmd_study, "train and tabulate the variants of one of the paper's tables "
             "(configs/cpu/study.yaml); --report tabulates finished runs only, --write-md "

@@ -199,6 +199,7 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
     """
     from parsenet.data.build import build_dataset
     from parsenet.engine.checkpoint import load_model
+    from parsenet.engine.precision import cpu_kind
     from parsenet.engine.trainer import train
     from parsenet.viz import feature_norms, plot_curves, plot_feature_norms
 
@@ -250,7 +251,9 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
               f"({n_train} for training), seed {cfg.train.seed}; both models: "
               f"{cfg.train.iterations} iterations x batch {cfg.train.batch_size}, "
               f"width {cfg.model.args.get('width', 1.0)} LargeFOV"
-              f"{' + BatchNorm' if cfg.model.args.get('batch_norm') else ''}")
+              f"{' + BatchNorm' if cfg.model.args.get('batch_norm') else ''}\n"
+              f"precision {results['parsenet']['amp']} (train.amp={cfg.train.amp}) on a "
+              f"{cpu_kind()} CPU, {torch.get_num_threads()} threads")
     table = format_table(rows, extra)
     clearance = SyntheticParams.from_kwargs(cfg.data.synthetic).cue_clearance
     summary = _verdict(rows, gain, erf, min_cue_distance(clearance))

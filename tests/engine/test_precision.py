@@ -113,3 +113,11 @@ def test_under_bf16_autocast_l2norm_and_the_loss_compute_in_float32(data_root, t
     assert set(model_logits) == {torch.bfloat16}
     assert seen["l2norm"] == {(torch.float32, torch.float32)}
     assert seen["loss"] == {torch.float32}
+
+
+def test_the_reported_cpu_kind_names_an_override(monkeypatch):
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
+    plain = precision.cpu_kind()
+    assert plain in ("AVX512-BF16", torch.backends.cpu.get_cpu_capability().upper())
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "0")
+    assert precision.cpu_kind() == f"{plain} (PARSENET_CPU_BF16=0)"

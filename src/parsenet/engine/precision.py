@@ -25,7 +25,8 @@ import torch
 
 from parsenet.config import ConfigError
 
-__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV"]
+__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
+           "cpu_kind"]
 
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 
@@ -67,9 +68,22 @@ def cpu_has_native_bf16() -> bool:
         return forced == "1"
     if forced:
         raise ConfigError(f"{CPU_BF16_ENV}={forced!r}: expected 0 or 1 (or unset)")
+    return _detected_native_bf16()
+
+
+def _detected_native_bf16() -> bool:
     checks = [getattr(torch.cpu, n, None) for n in
               ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
     return any(check is not None and check() for check in checks)
+
+
+def cpu_kind() -> str:
+    """The machine kind that figures are reported for: ``AVX512-BF16`` or the CPU's vector
+    capability (``AVX2``, ``AVX512``, ...), plus a note when PARSENET_CPU_BF16 overrides it."""
+    capability = torch.backends.cpu.get_cpu_capability().upper()
+    kind = "AVX512-BF16" if _detected_native_bf16() else capability
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    return f"{kind} ({CPU_BF16_ENV}={forced})" if forced else kind
 
 
 def resolve_amp(amp: str, device: torch.device) -> AmpPolicy:
