@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from benchmarks.common import FULL, QUICK, Section, Settings, Skipped
 from benchmarks.table import text_table
+from parsenet.engine.precision import cpu_kind
 
 # Order matters: the pipeline section compares with the train step timed by the roofline.
 SECTIONS = {
@@ -94,6 +95,7 @@ def _meta(settings: Settings, argv: list[str]) -> dict[str, Any]:
         "cpu": _cpu_model(),
         "mkldnn": torch.backends.mkldnn.enabled,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "cpu_kind": cpu_kind(),
         "loadavg": {"start": _loadavg()},
     }
 

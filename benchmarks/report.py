@@ -1,12 +1,16 @@
-"""Write docs/PERFORMANCE.md from a benchmark run's JSON, so that no figure is typed by hand.
+"""Write docs/PERFORMANCE.md from benchmark runs' JSON, so that no figure is typed by hand.
 
-    python -m benchmarks.report benchmarks/results/bench.json --out docs/PERFORMANCE.md
+    python -m benchmarks.report docs/benchmarks/RUN_A.json docs/benchmarks/RUN_B.json \
+        --out docs/PERFORMANCE.md
 
-The prose around the tables (method, what each goal means, what was tried where a goal is
-missed) lives in ``benchmarks/notes.md``; its ``{{section:KEY}}`` lines are replaced by that
-section's table, ``{{missed}}`` by the list of missed goals with the margin, ``{{met}}`` by
-the goals met, ``{{meta}}`` by the run's command, commit and load, ``{{profile:KEY}}`` by a
-profile stored in the run, and ``{{json}}`` by the whole JSON.
+One part per run, headed by the run's machine kind (AVX512-BF16, AVX2, ...): CPUs differ
+between sessions, and no figure may silently come from another kind of machine. The prose
+around the tables (method, what each goal means) lives in ``benchmarks/notes.md``; its
+``{{section:KEY}}`` lines are replaced by that section's table, ``{{missed}}`` by the list of
+missed goals with the margin, ``{{met}}`` by the goals met, ``{{meta}}`` by the run's
+command, commit and load, ``{{kind}}`` by what the machine kind means for precision,
+``{{reading}}`` by the run's own reading of its misses (``RUN.reading.md`` beside its JSON),
+``{{profile:KEY}}`` by a profile stored in the run, and ``{{json}}`` by the whole JSON.
 """
 
 from __future__ import annotations
@@ -19,9 +23,29 @@ from typing import Any
 
 from benchmarks.table import markdown_table
 
-__all__ = ["render", "margin"]
+__all__ = ["render", "render_page", "margin", "machine_kind"]
 
 NOTES = Path(__file__).with_name("notes.md")
+PAGE_HEAD = """# Performance
+
+This file is generated: `python -m benchmarks.report RUN.json [RUN.json ...] --out
+docs/PERFORMANCE.md` fills the prose of `benchmarks/notes.md` with the tables of each
+benchmark run (the JSON files are in `docs/benchmarks/`). No figure below is typed by hand.
+CPUs differ between sessions, so each run is its own part, headed by its machine kind.
+"""
+
+
+def machine_kind(results: dict[str, Any]) -> str:
+    """``AVX512-BF16`` or the CPU capability of the run (runs before the field: the latter)."""
+    meta = results["meta"]
+    return meta.get("cpu_kind") or str(meta.get("cpu_capability", "unknown")).upper()
+
+
+def _kind_note(results: dict[str, Any]) -> str:
+    if machine_kind(results).startswith("AVX512-BF16"):
+        return ("This CPU has native bf16 (AVX512-BF16/AMX): `train.amp: auto` trains under "
+                "bf16 autocast here.")
+    return "This CPU has no native bf16: `train.amp: auto` stays in float32 here."
 
 
 def margin(row: dict[str, Any]) -> str:
@@ -91,7 +115,7 @@ def _profile(results: dict[str, Any], key: str) -> str:
     return "\n\n".join(blocks) if blocks else "*no profile in this run*"
 
 
-def render(results: dict[str, Any], notes: str) -> str:
+def render(results: dict[str, Any], notes: str, reading: str = "") -> str:
     def replace(match: re.Match[str]) -> str:
         name, _, arg = match.group(1).partition(":")
         if name == "section":
@@ -105,6 +129,10 @@ def render(results: dict[str, Any], notes: str) -> str:
             return _goals(results, met=True)
         if name == "meta":
             return _meta(results)
+        if name == "kind":
+            return _kind_note(results)
+        if name == "reading":
+            return reading.strip() or "*no reading of the misses was written for this run*"
         if name == "profile":
             return _profile(results, arg)
         if name == "json":
@@ -114,12 +142,31 @@ def render(results: dict[str, Any], notes: str) -> str:
     return re.sub(r"\{\{([a-z0-9_]+(?::[a-z0-9_]+)?)\}\}", replace, notes)
 
 
+def _demote(markdown: str) -> str:
+    """Headings one level down, so that each run sits under its machine-kind heading."""
+    return re.sub(r"^(#+) ", r"#\1 ", markdown, flags=re.M)
+
+
+def render_page(runs: list[Path], notes: str) -> str:
+    parts = [PAGE_HEAD]
+    for path in runs:
+        results = json.loads(path.read_text())
+        reading_file = path.with_suffix(".reading.md")
+        reading = reading_file.read_text() if reading_file.is_file() else ""
+        meta = results["meta"]
+        parts.append(f"## {machine_kind(results)}: {meta['cpu']}, {meta['started_utc'][:10]}\n\n"
+                     f"From `{path.as_posix()}`.\n")
+        parts.append(_demote(render(results, notes, reading)))
+    return "\n".join(parts)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results", type=Path, help="JSON written by python -m benchmarks")
+    parser.add_argument("results", type=Path, nargs="+",
+                        help="JSON files written by python -m benchmarks, one per machine kind")
     parser.add_argument("--out", type=Path, default=None, help="default: print")
     args = parser.parse_args()
-    text = render(json.loads(args.results.read_text()), NOTES.read_text())
+    text = render_page(args.results, NOTES.read_text())
     if args.out is None:
         print(text)
     else:

@@ -150,3 +150,26 @@ def test_report_fills_every_placeholder_and_states_the_margin_of_a_miss():
     assert "ours / F.normalize time: **0.750** (goal <= 0.6): 25.0% over the target" in text
     assert "| loader / train | 50 (x) | >= 1 | met |" in text
     assert "*skipped: no module*" in text
+
+
+def test_the_page_has_one_part_per_machine_kind(tmp_path):
+    from benchmarks.report import NOTES, render_page
+
+    runs = []
+    for kind, capability in (("AVX512-BF16", "AVX512"), (None, "AVX2")):
+        results = _fake_results()
+        results["meta"]["cpu_capability"] = capability
+        if kind:
+            results["meta"]["cpu_kind"] = kind
+        path = tmp_path / f"{capability}.json"
+        path.write_text(json.dumps(results))
+        runs.append(path)
+    (tmp_path / "AVX2.reading.md").write_text("what was tried on the AVX2 run\n")
+    page = render_page(runs, NOTES.read_text())
+    assert page.count("\n## AVX512-BF16: ") == 1 and page.count("\n## AVX2: ") == 1
+    bf16_part, avx2_part = page.split("\n## AVX2: ")
+    assert "trains under bf16 autocast here" in bf16_part
+    assert "stays in float32 here" in avx2_part
+    assert "what was tried on the AVX2 run" in avx2_part
+    assert "no reading of the misses was written" in bf16_part
+    assert "\n### Goals" in page and "\n## Goals" not in page
