@@ -24,7 +24,8 @@ from benchmarks.l2norm_bench import saved_bytes  # noqa: E402
 from benchmarks.scaling import growth_exponent  # noqa: E402
 from benchmarks.table import goal_summary, text_table  # noqa: E402
 
-SECTIONS = ("roofline", "context", "l2norm", "pipeline", "inference", "peers", "scaling")
+SECTIONS = ("roofline", "context", "l2norm", "precision", "pipeline", "inference", "peers",
+            "scaling")
 
 
 def test_interleave_rotates_the_order_and_respects_round_limits():
