@@ -52,7 +52,8 @@ def test_every_value_names_its_source(path: Path) -> None:
             comment_block.append(stripped)
             continue
         key, _, value = stripped.partition(":")
-        if value.split("#")[0].strip() and key not in ("base", "name"):
+        top_level = not line.startswith(" ")
+        if value.split("#")[0].strip() and not (top_level and key in ("base", "name")):
             sourced = SOURCE.search(line) or any(SOURCE.search(c) for c in comment_block)
             assert sourced, f"{path.name}: {stripped!r} names no source"
         comment_block = []
@@ -83,7 +84,9 @@ def test_the_recipes_are_the_papers() -> None:
     for path in ROWS:
         v = read_config_file(path)
         assert v["train"]["loss_reduction"] == "sum" and v["train"]["batch_size"] == 1
-        assert v["data"]["crop_size"] is None and v["model"]["preprocessing"] == "caffe_vgg"
+        assert v["data"]["crop_size"] is None
+        fcn_data_layer = FIGURES.rows[path.stem].table in "134"  # FCN's data layers' mean
+        assert v["model"]["preprocessing"] == ("caffe_fcn" if fcn_data_layer else "caffe_vgg")
     a, c, d = (_row(f"table1_context_baseline_{x}") for x in "acd")
     assert (a["train"]["lr"], a["train"]["momentum"], a["train"]["lr_policy"]) == (
         1e-10, 0.99, "fixed")
@@ -133,3 +136,15 @@ def test_row_loads_validated_and_builds(path: Path) -> None:
     args = {**config.model.args, "width": 0.0625, "weights": None}
     model = build_model(config.model.name, num_classes=3, **args)
     assert model.num_classes == 3 and config.name == path.stem
+
+
+def test_readme_lists_every_row_with_the_papers_figures() -> None:
+    from parsenet.study.paper import format_figures
+
+    text = (PAPER / "README.md").read_text()
+    for row in FIGURES.rows.values():
+        line = next((x for x in text.splitlines()
+                     if x.startswith(f"| {row.table} | {row.label} | ")), None)
+        assert line is not None, row.id
+        assert f"| {format_figures(row)} |" in line
+        assert (f"`{row.id}.yaml`" in line) != bool(row.reported_by)
