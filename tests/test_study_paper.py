@@ -143,6 +143,10 @@ def test_budgeted_paper_table_on_cpu_prints_ours_beside_the_papers(
                          "f.w. IU 76.4 |")
     result = json.loads((out / "paper3" / "results.json").read_text())
     assert result["command"] == "parsenet study --paper --table paper3"
+    # --report finds the budgeted runs (and trains nothing: they are finished).
+    assert cli_main(["study", "--paper", "--table", "3", "--report", "--budget-minutes",
+                     "0.05", "--out-root", str(out)]) == 0
+    assert "| table3_siftflow_pool6_fc7 | 1/1 | " in capsys.readouterr().out
 
 
 @pytest.mark.xfail(not _KNOBS_MERGED, strict=True,

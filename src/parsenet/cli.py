@@ -162,7 +162,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UsageError(f"study: --budget-minutes must be > 0, got {args.budget_minutes}")
     if args.table is not None and args.report:
         report = _optional("parsenet.study", "report", "the study")
-        report(args.table, seeds=args.seeds, out_root=args.out_root, paper=args.paper)
+        report(args.table, seeds=args.seeds, out_root=args.out_root, paper=args.paper,
+               budget_minutes=args.budget_minutes)
     elif args.table is not None:
         run_study = _optional("parsenet.study", "run_study", "the study")
         kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run,

@@ -23,6 +23,7 @@ from parsenet.study.runner import (
     paper_tables,
     resolve_table,
     run_dir,
+    with_overrides,
 )
 
 PAPER_HEADER = "paper (Table: row: figures, src/parsenet/study/paper_figures.yaml)"
@@ -165,10 +166,12 @@ def machine_facts() -> dict[str, Any]:
 
 def report(table: str | int | Table, *, seeds: list[int] | None = None,
            out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE,
-           paper: bool = False) -> list[dict[str, Any]]:
+           paper: bool = False, budget_minutes: float | None = None) -> list[dict[str, Any]]:
     """Tabulate the finished runs of ``table`` (training nothing): print the table and
-    write ``<out_root>/<table>/results.json``; returns the rows."""
-    spec = table if isinstance(table, Table) else resolve_table(table, spec_file, paper)
+    write ``<out_root>/<table>/results.json``; returns the rows. ``budget_minutes``: the
+    runs of a budgeted study (:func:`~parsenet.study.runner.run_study`)."""
+    spec = table if isinstance(table, Table) else with_overrides(
+        resolve_table(table, spec_file, paper), [], budget_minutes)
     rows = collect_rows(spec, out_root, seeds)
     result = {"table": spec.key, "title": spec.title, "paper_tables": spec.paper_tables,
               "protocol": spec.protocol, "note": spec.note,

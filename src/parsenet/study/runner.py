@@ -240,7 +240,7 @@ def _git_commit() -> str:
     return _run("git", "rev-parse", "--short", "HEAD")
 
 
-def _with_overrides(spec: Table, overrides: list[str], budget_minutes: float | None
+def with_overrides(spec: Table, overrides: list[str], budget_minutes: float | None
                     ) -> Table:
     """The table with ``overrides`` added to every variant; a budgeted study gets its own
     run directories (``<protocol>_budget<M>min``), so it never passes for a full run."""
@@ -267,14 +267,15 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     from parsenet.study.budget import plan_iterations
     from parsenet.study.reporting import report  # reporting imports this module
 
-    spec = _with_overrides(resolve_table(table, spec_file, paper), list(overrides or []),
+    spec = with_overrides(resolve_table(table, spec_file, paper), list(overrides or []),
                            budget_minutes)
     jobs = _jobs(spec, seeds, only)
     if dry_run:
         for v, s in jobs:
             path = run_dir(out_root, spec, v, s)
             state = "done" if is_finished(path) else "to run"
-            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path)}")
+            budgeted = " (train.iterations: set from the warm-up)" if budget_minutes else ""
+            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path)}{budgeted}")
         return [{"variant": v.name, "seed": s, "dir": str(run_dir(out_root, spec, v, s)),
                  "finished": is_finished(run_dir(out_root, spec, v, s))} for v, s in jobs]
     pending = [j for j in jobs if not is_finished(run_dir(out_root, spec, *j))]
