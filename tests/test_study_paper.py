@@ -189,3 +189,15 @@ def test_committed_results_md_has_no_paper_cell_left_at_na() -> None:
     assert "not retrieved" not in text
     rows = [line for line in text.splitlines() if line.startswith("| ") and " | " in line]
     assert rows and not [r for r in rows if r.endswith("| n/a |")]
+
+
+def test_a_figures_file_with_a_missing_cell_is_refused(tmp_path: Path) -> None:
+    from parsenet.config import ConfigError
+
+    bad = {"tables": {"3": {"title": "T3", "dataset": "d",
+                            "columns": ["pixel_acc", "mean_iou"]}},
+           "rows": {"r": {"table": "3", "label": "fc7", "figures": {"mean_iou": 35.4}}}}
+    path = tmp_path / "figures.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="row r: columns .*mean_iou.* are not table 3's"):
+        study.load_paper_figures(path)

@@ -96,7 +96,10 @@ def load_paper_figures(path: str | Path | None = None) -> PaperFigures:
 
 
 def _number(value: float | None) -> str:
-    return "-" if value is None else f"{value:g}"
+    """As printed, up to trailing zeros (59.80 -> 59.8; 37.0 stays 37.0); None: the '-'."""
+    if value is None:
+        return "-"
+    return f"{value:.1f}" if value == round(value, 1) else f"{value:g}"
 
 
 def format_figures(row: PaperRow, with_names: bool = True) -> str:
