@@ -96,19 +96,16 @@ def _make_spec(tmp_path: Path, iterations: int = 4) -> Path:
                   "device": "cpu", "checkpoint_every": 2, "log_every": 1},
     }
     (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(config))
-    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(
-        {"rows": {"p": {"mean_iou": 40.4, "pixel_acc": None, "mean_acc": None,
-                        "fw_iou": None}}}))
     variants = [
         {"name": "base", "config": str(tmp_path / "tiny.yaml"),
          "overrides": ["model.args.context=false", "model.args.normalize=false"],
          "seeds": [0], "priority": 1},
-        {"name": "parsenet", "config": str(tmp_path / "tiny.yaml"), "paper": "p",
+        {"name": "parsenet", "config": str(tmp_path / "tiny.yaml"),
+         "paper": "table3_siftflow_pool6_fc7",
          "overrides": ["model.args.context=true", "model.args.normalize=true"],
          "seeds": [0], "priority": 2},
     ]
-    spec = {"paper_figures": str(tmp_path / "paper.yaml"),
-            "tables": {"t": {"title": "tiny", "protocol": "tinyproto", "note": "a note",
+    spec = {"tables": {"t": {"title": "tiny", "protocol": "tinyproto", "note": "a note",
                              "variants": variants,
                              "claims": [["parsenet", "base", "context helps"]]}}}
     path = tmp_path / "study.yaml"
@@ -141,7 +138,7 @@ def test_tiny_study_writes_results_skips_finished_runs_and_resumes(
         norms = row["runs"][0]["feature_norms"]["feature_norm"]
         assert set(norms) == {"conv3", "conv4", "conv5", "fc7", "pool6"}
         assert all(v >= 0 for v in norms.values())
-    assert rows[1]["paper"]["mean_iou"] == 40.4
+    assert rows[1]["paper"][0]["figures"]["mean_iou"] == 35.5  # the packaged figures
     assert rows[1]["runs"][0]["feature_norms"]["l2norm_scale_mean"]  # learned scales
     assert rows[0]["runs"][0]["feature_norms"]["l2norm_scale_mean"] == {}
     # The interrupted run resumed from its checkpoint at iteration 2 and finished at 4.

@@ -15,18 +15,15 @@ from parsenet.study import reporting
 
 
 def _write_spec(tmp_path: Path) -> Path:
-    (tmp_path / "paper.yaml").write_text(yaml.safe_dump(
-        {"rows": {"pa": {"mean_iou": 40.4, "pixel_acc": 85.0, "mean_acc": None,
-                         "fw_iou": None, "table": "Table 9", "row": "the a row"}}}))
     variants = [
         {"name": "a", "label": "variant A", "config": "unused.yaml", "seeds": [0, 1],
-         "paper": "pa"},
+         "paper": ["table3_siftflow_fc7", "table4_context_fc7"]},
         {"name": "b", "label": "variant B", "config": "unused.yaml", "seeds": [0, 1]},
         {"name": "c", "label": "variant C", "config": "unused.yaml", "seeds": [0]},
     ]
-    spec = {"paper_figures": str(tmp_path / "paper.yaml"),
-            "tables": {"t": {"title": "A fake table", "protocol": "proto", "note": "the note",
+    spec = {"tables": {"t": {"title": "A fake table", "protocol": "proto", "note": "the note",
                              "paper_tables": "Table 9", "variants": variants,
+                             "paper_keys": ["3"],
                              "claims": [["a", "b", "a beats b"], ["c", "b", "c beats b"]]}}}
     path = tmp_path / "study.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -78,7 +75,9 @@ def test_rows_average_finished_seeds_and_count_the_others(fake_study) -> None:
     assert a["wall_s"] == pytest.approx(180.0)  # no attempts.json: the trainer's wall time
     assert [r["status"] for r in b["runs"]] == ["finished", "diverged"]
     assert b["runs"][1]["error"] == "loss is nan at iteration 3"
-    assert a["paper"]["mean_iou"] == 40.4 and c["paper"] is None
+    # paper_keys ["3"] keeps the Table 3 row of the two the variant stands for.
+    assert [p["id"] for p in a["paper"]] == ["table3_siftflow_fc7"] and c["paper"] == []
+    assert a["paper"][0]["figures"]["mean_iou"] == 35.4
 
 
 def test_table_cells_claims_and_section(fake_study, capsys) -> None:
@@ -89,10 +88,11 @@ def test_table_cells_claims_and_section(fake_study, capsys) -> None:
     row_a = _row_line(printed, "variant A")
     assert "| 2/2 | 80.0 ± 0.0 | 60.0 ± 0.0 | 52.0 ± 2.8 | 70.0 ± 0.0 | 3.0 |" in row_a
     assert "100 / 10 / 1 / 0.5 / 2 (scale 12.5)" in row_a
-    assert "pixel 85.0, mean IU 40.4 (Table 9: the a row)" in row_a
+    assert row_a.endswith(
+        "| T3 fc7: pixel acc 85.1, mean acc 44.1, mean IU 35.4, f.w. IU 75.6 |")
     row_b = _row_line(printed, "variant B")
     assert "| 1/2 | 80.0 (1 div.) |" in row_b and "45.0 (1 div.)" in row_b
-    assert row_b.endswith("| - | n/a |")
+    assert row_b.endswith("| - | no such row in the paper |")
     assert _row_line(printed, "variant C").startswith("| variant C | 0/1 | - | - | - | - | - |")
     # Claims: the difference of the means, and per seed only where both sides finished.
     claims = study.comparisons(study.resolve_table("t", spec), rows)
@@ -154,7 +154,7 @@ def test_module_main_report_and_write_md_train_nothing(tmp_path: Path, capsys,
                 "--write-md", str(md)])
     printed = capsys.readouterr().out
     expected = f"| {variant.label} | {len(variant.seeds)}/{len(variant.seeds)} | 80.0"
-    assert expected in printed and f"rewrote sections: ['{table.key}']" in printed
+    assert expected in printed and f"rewrote study section(s) {table.key} from" in printed
     assert expected in md.read_text()
     written = sorted(p.name for p in runs.rglob("*") if p.is_file())
     assert written == sorted(["metrics.json"] * len(variant.seeds) + ["results.json"])

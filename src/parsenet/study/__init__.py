@@ -14,17 +14,30 @@ images (the paper's Fig. 2), which tells whether the scale gap that motivates L2
 
 Results go to ``<out_root>/<table>/results.json``; :func:`write_results_md` regenerates the
 marked sections of docs/RESULTS.md from those files, so no figure there is typed by hand.
-The tables (variants, seeds, claims) are data: ``configs/cpu/study.yaml``; the paper's
-figures are in ``configs/paper/paper_results.yaml`` (``n/a`` where not retrieved).
+The tables (variants, seeds, claims) are data: ``configs/cpu/study.yaml``; every figure of
+the paper's Tables 1-8 ships in ``paper_figures.yaml`` beside this module
+(:mod:`parsenet.study.paper`). ``run_study(3, paper=True)`` runs the paper's own rows
+(configs/paper/table3_*.yaml); ``budget_minutes=`` fits them into a time budget
+(:mod:`parsenet.study.budget`).
 """
 
 from __future__ import annotations
 
+from parsenet.study.budget import plan_iterations
+from parsenet.study.paper import (
+    PaperFigures,
+    PaperRow,
+    PaperTable,
+    format_figures,
+    format_paper_list,
+    load_paper_figures,
+)
 from parsenet.study.reporting import (
     collect_rows,
     comparisons,
     format_table,
     machine_facts,
+    refresh_paper_cells,
     render_section,
     report,
     write_results_md,
@@ -39,6 +52,7 @@ from parsenet.study.runner import (
     is_finished,
     load_tables,
     measure_feature_norms,
+    paper_tables,
     resolve_table,
     run_dir,
     run_study,
@@ -47,27 +61,15 @@ from parsenet.study.runner import (
 __all__ = ["run_study", "report", "write_results_md", "collect_rows", "format_table", "load_tables",
            "Table", "Variant", "METRICS", "NORM_IMAGES", "SPEC_FILE", "command_for", "comparisons",
            "is_finished", "machine_facts", "measure_feature_norms", "render_section",
-           "resolve_table", "run_dir", "main"]
+           "resolve_table", "run_dir", "main", "paper_tables", "plan_iterations",
+           "PaperFigures", "PaperRow", "PaperTable", "format_figures", "format_paper_list",
+           "load_paper_figures", "refresh_paper_cells"]
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m parsenet.study --table 3 [--only a b] [--seeds 0 1] [--dry-run]``."""
-    import argparse
+def main(argv: list[str] | None = None) -> int:
+    """``python -m parsenet.study ...`` = ``parsenet study ...`` (the same options)."""
+    import sys
 
-    parser = argparse.ArgumentParser(prog="python -m parsenet.study", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", required=True, help="a key of configs/cpu/study.yaml")
-    parser.add_argument("--only", nargs="+", help="variant names to run")
-    parser.add_argument("--seeds", nargs="+", type=int, help="replace the variants' seeds")
-    parser.add_argument("--out-root", default="runs/study")
-    parser.add_argument("--dry-run", action="store_true")
-    parser.add_argument("--report", action="store_true", help="tabulate finished runs only")
-    parser.add_argument("--write-md", metavar="PATH", help="then regenerate this RESULTS.md")
-    args = parser.parse_args(argv)
-    if args.report:
-        report(args.table, seeds=args.seeds, out_root=args.out_root)
-    else:
-        run_study(args.table, seeds=args.seeds, out_root=args.out_root, only=args.only,
-                  dry_run=args.dry_run)
-    if args.write_md:
-        print("rewrote sections:", write_results_md(args.write_md, args.out_root))
+    from parsenet.cli import main as cli_main
+
+    return cli_main(["study", *(sys.argv[1:] if argv is None else argv)])

@@ -1,5 +1,7 @@
 """``python -m parsenet.study``: see :func:`parsenet.study.main`."""
 
+import sys
+
 from parsenet.study import main
 
-main()
+sys.exit(main())

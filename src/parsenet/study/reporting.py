@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parsenet.study.paper import PaperRow, format_figures
 from parsenet.study.runner import (
     METRICS,
     SPEC_FILE,
@@ -19,9 +20,17 @@ from parsenet.study.runner import (
     _git_commit,
     command_for,
     load_tables,
+    paper_tables,
     resolve_table,
     run_dir,
+    with_overrides,
 )
+
+PAPER_HEADER = "paper (Table: row: figures, src/parsenet/study/paper_figures.yaml)"
+
+
+def _is_paper(key: str) -> bool:
+    return key.startswith("paper")  # the keys of runner.paper_tables
 
 
 def _read_json(path: Path) -> Any:
@@ -67,7 +76,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
                                "overrides": list(v.overrides), "runs": runs,
                                "finished": len(done),
                                "diverged": sum(r["status"] == "diverged" for r in runs),
-                               "paper": table.paper.get(v.paper) if v.paper else None}
+                               "paper": _paper_rows(table, v.paper)}
         for m in METRICS:
             if done:
                 row[m], row[m + "_spread"] = _mean_spread([r[m] for r in done])
@@ -75,6 +84,13 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
         row["wall_s"] = sum(walls) / len(walls) if walls else None
         rows.append(row)
     return rows
+
+
+def _paper_rows(table: Table, ids: tuple[str, ...]) -> list[dict[str, Any]]:
+    """The paper's rows a variant stands for, limited to the table's ``paper_keys``."""
+    rows = [table.paper[i] for i in ids]
+    return [{"id": r.id, "table": r.table, "label": r.label, "figures": r.figures}
+            for r in rows if not table.paper_keys or r.table in table.paper_keys]
 
 
 def _cell(row: dict[str, Any], metric: str) -> str:
@@ -86,14 +102,11 @@ def _cell(row: dict[str, Any], metric: str) -> str:
 
 
 def _paper_cell(row: dict[str, Any]) -> str:
-    """The paper's figures of the matching row (only those retrieved), and where from."""
-    paper = row["paper"] or {}
-    names = {"pixel_acc": "pixel", "mean_acc": "mean acc", "mean_iou": "mean IU",
-             "fw_iou": "f.w. IU"}
-    known = [f"{names[m]} {paper[m]:.1f}" for m in METRICS if paper.get(m) is not None]
-    if not known:
-        return "n/a"
-    return ", ".join(known) + f" ({paper.get('table', '?')}: {paper.get('row', '?')})"
+    """The paper's figures of the rows this variant stands for, each named by table and row."""
+    cells = [f"T{p['table']} {p['label']}: " + format_figures(PaperRow(
+                 id=p["id"], table=p["table"], label=p["label"], figures=p["figures"]))
+             for p in row.get("paper") or []]
+    return "; ".join(cells) or "no such row in the paper"
 
 
 def _norm_cell(row: dict[str, Any]) -> str:
@@ -111,7 +124,7 @@ def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
     """A Markdown table: ours (mean ± sample std over finished seeds) beside the paper's."""
     head = ("| variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | wall (min/run) "
             "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale) "
-            "| paper (n/a: not retrieved) |")
+            f"| {PAPER_HEADER} |")
     lines = [head, "|" + " --- |" * 9]
     for row in rows:
         wall = f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-"
@@ -151,16 +164,19 @@ def machine_facts() -> dict[str, Any]:
             "torch_threads": torch.get_num_threads()}
 
 
-def report(table: str | int, *, seeds: list[int] | None = None,
-           out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE
-           ) -> list[dict[str, Any]]:
+def report(table: str | int | Table, *, seeds: list[int] | None = None,
+           out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE,
+           paper: bool = False, budget_minutes: float | None = None) -> list[dict[str, Any]]:
     """Tabulate the finished runs of ``table`` (training nothing): print the table and
-    write ``<out_root>/<table>/results.json``; returns the rows."""
-    spec = resolve_table(table, spec_file)
+    write ``<out_root>/<table>/results.json``; returns the rows. ``budget_minutes``: the
+    runs of a budgeted study (:func:`~parsenet.study.runner.run_study`)."""
+    spec = table if isinstance(table, Table) else with_overrides(
+        resolve_table(table, spec_file, paper), [], budget_minutes)
     rows = collect_rows(spec, out_root, seeds)
     result = {"table": spec.key, "title": spec.title, "paper_tables": spec.paper_tables,
               "protocol": spec.protocol, "note": spec.note,
-              "command": f"parsenet study --table {spec.key}", "rows": rows,
+              "command": f"parsenet study {'--paper ' if _is_paper(spec.key) else ''}"
+                         f"--table {spec.key}", "rows": rows,
               "claims": comparisons(spec, rows), "machine": machine_facts(),
               "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = Path(out_root) / spec.key / "results.json"
@@ -173,7 +189,7 @@ def report(table: str | int, *, seeds: list[int] | None = None,
 
 def render_section(result: dict[str, Any], spec_file: str | Path = SPEC_FILE) -> str:
     """The Markdown of one table's results.json."""
-    spec = resolve_table(result["table"], spec_file)
+    spec = resolve_table(result["table"], spec_file, _is_paper(result["table"]))
     m = result["machine"]
     runs = [r for row in result["rows"] for r in row["runs"]]
     missing = [f"{row['variant']} seed {r['seed']}" for row in result["rows"]
@@ -196,22 +212,48 @@ def render_section(result: dict[str, Any], spec_file: str | Path = SPEC_FILE) ->
     return "\n".join(lines)
 
 
+def refresh_paper_cells(section: str, table: Table) -> str:
+    """A rendered section with only what does not need the runs redone: the paper column
+    (from the figures file) and the table's note. Every figure of ours is left as it is.
+    Used when a section's results.json is absent (runs/ is not committed)."""
+    labels = {v.label: v for v in table.variants}
+    lines = section.split("\n")
+    for i, line in enumerate(lines):
+        cells = line.split(" | ")
+        if line.startswith("| variant | seeds |"):
+            lines[i] = " | ".join([*cells[:-1], f"{PAPER_HEADER} |"])
+        elif line.startswith("| ") and cells[0][2:] in labels:
+            paper = _paper_rows(table, labels[cells[0][2:]].paper)
+            lines[i] = " | ".join([*cells[:-1], f"{_paper_cell({'paper': paper})} |"])
+    if len(lines) > 2 and lines[0].startswith("Command:") and lines[1] == "" and table.note:
+        lines[2] = table.note
+    return "\n".join(lines)
+
+
 def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path = "runs/study",
                      spec_file: str | Path = SPEC_FILE) -> list[str]:
     """Replace each ``<!-- study:<key>:begin -->`` ... ``<!-- study:<key>:end -->`` section of
     ``path`` by the rendering of ``<out_root>/<key>/results.json``; returns the keys
-    rewritten. Text outside the markers is left as it is."""
+    rewritten. A section whose results.json is absent gets only its paper column and note
+    refreshed (:func:`refresh_paper_cells`; its key is returned with " (paper column)").
+    Text outside the markers is left as it is."""
     path = Path(path)
     text = path.read_text()
     written = []
-    for key in load_tables(spec_file):
+    tables = {**load_tables(spec_file), **paper_tables()}
+    for key, table in tables.items():
         begin, end = f"<!-- study:{key}:begin -->", f"<!-- study:{key}:end -->"
-        result = _read_json(Path(out_root) / key / "results.json")
-        if begin not in text or end not in text or result is None:
+        if begin not in text or end not in text:
             continue
+        result = _read_json(Path(out_root) / key / "results.json")
         head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{render_section(result, spec_file)}\n{end}{tail}"
+        old, tail = rest.split(end, 1)
+        if result is None:
+            body = refresh_paper_cells(old.strip("\n"), table)
+            key = f"{key} (paper column)"
+        else:
+            body = render_section(result, spec_file)
+        text = f"{head}{begin}\n{body}\n{end}{tail}"
         written.append(key)
     path.write_text(text)
     return written

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import yaml
 from tqdm.auto import tqdm
 
 from parsenet.config import ConfigError, load_config
+from parsenet.study.paper import PaperFigures, PaperRow, load_paper_figures
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
 NORM_IMAGES = 16  # validation images used to measure feature norms
@@ -30,7 +31,7 @@ class Variant:
     overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     priority: int = 9  # lower runs first
-    paper: str | None = None  # key of the paper's row in the paper figures file
+    paper: tuple[str, ...] = ()  # ids of the paper's rows it stands for (paper_figures.yaml)
 
 
 @dataclass(frozen=True)
@@ -43,7 +44,9 @@ class Table:
     variants: tuple[Variant, ...]
     claims: tuple[tuple[str, str, str], ...] = ()  # (better, worse, the paper's claim)
     aliases: tuple[str, ...] = ()
-    paper: dict[str, dict[str, Any]] = field(default_factory=dict)
+    paper: dict[str, PaperRow] = field(default_factory=dict)
+    # The paper's tables whose rows the paper column shows (empty: all the variant names).
+    paper_keys: tuple[str, ...] = ()
 
 
 def _spec_path(spec_file: str | Path) -> Path:
@@ -57,19 +60,21 @@ def _spec_path(spec_file: str | Path) -> Path:
 
 
 def _variant(v: dict[str, Any]) -> Variant:
+    paper = v.get("paper") or ()
     return Variant(name=v["name"], label=v.get("label", v["name"]), config=v["config"],
                    overrides=tuple(v.get("overrides", ())), seeds=tuple(v.get("seeds", (0,))),
-                   priority=int(v.get("priority", 9)), paper=v.get("paper"))
+                   priority=int(v.get("priority", 9)),
+                   paper=(paper,) if isinstance(paper, str) else tuple(paper))
 
 
 def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
-    """The tables of a study spec (YAML: ``paper_figures: <file>``, ``tables: {key: ...}``)."""
+    """The tables of a study spec (YAML: ``tables: {key: ...}``; ``paper_figures: <file>``
+    replaces the paper's figures shipped with the package)."""
     path = _spec_path(spec_file)
     try:
         spec = yaml.safe_load(path.read_text()) or {}
-        paper = {}
-        if spec.get("paper_figures"):
-            paper = yaml.safe_load(_spec_path(spec["paper_figures"]).read_text())["rows"]
+        paper = load_paper_figures(_spec_path(spec["paper_figures"]) if spec.get(
+            "paper_figures") else None).rows
         tables, runs = {}, {}
         for key, t in spec["tables"].items():
             variants = tuple(_variant(v) for v in t["variants"])
@@ -78,8 +83,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
             problems = (["duplicate variant names"] if len(set(names)) != len(names) else [])
             problems += [f"claim names unknown variants {c[:2]}" for c in claims
                          if not set(c[:2]) <= set(names)]
-            problems += [f"variant {v.name}: paper row {v.paper!r} unknown" for v in variants
-                         if v.paper and v.paper not in paper]
+            problems += [f"variant {v.name}: paper row {p!r} unknown" for v in variants
+                         for p in v.paper if p not in paper]
             for v in variants:  # one run directory, one definition
                 same = runs.setdefault((t["protocol"], v.name), v)
                 if (same.config, same.overrides) != (v.config, v.overrides):
@@ -91,7 +96,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 key=str(key), title=t["title"], protocol=t["protocol"],
                 paper_tables=t.get("paper_tables", "n/a"), note=t.get("note", "").strip(),
                 variants=variants, claims=claims,  # type: ignore[arg-type]
-                aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper)
+                aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper,
+                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())))
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -99,8 +105,29 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
     return tables
 
 
-def resolve_table(table: str | int, spec_file: str | Path = SPEC_FILE) -> Table:
-    tables = load_tables(spec_file)
+def paper_tables(figures: PaperFigures | None = None) -> dict[str, Table]:
+    """Tables 1-8 as study tables: one variant per row of the paper that has a config
+    (configs/paper/<row>.yaml), run as the paper ran it (``--paper``)."""
+    figures = figures or load_paper_figures()
+    tables = {}
+    for key, t in figures.tables.items():
+        variants = tuple(Variant(name=r.id, label=r.label, config=r.config, paper=(r.id,))
+                         for r in t.rows if r.config)
+        tables[f"paper{key}"] = Table(
+            key=f"paper{key}", aliases=(key,), title=f"{t.title}, as the paper ran it",
+            protocol=f"paper{key}",
+            paper_tables=f"{t.title} ({t.dataset})", variants=variants, paper=figures.rows,
+            paper_keys=(key,),
+            note=f"Configs: configs/paper/ (one per row, README there). Paper: {t.dataset}; "
+                 "ours: the data, weights and iterations of this run (see the command).")
+    return tables
+
+
+def resolve_table(table: str | int, spec_file: str | Path = SPEC_FILE, paper: bool = False
+                  ) -> Table:
+    """A table of the study spec by key or alias; with ``paper``, one of the paper's
+    Tables 1-8 (:func:`paper_tables`)."""
+    tables = paper_tables() if paper else load_tables(spec_file)
     key = str(table)
     for t in tables.values():
         if key == t.key or key in t.aliases:
@@ -213,29 +240,58 @@ def _git_commit() -> str:
     return _run("git", "rev-parse", "--short", "HEAD")
 
 
+def with_overrides(spec: Table, overrides: list[str], budget_minutes: float | None
+                    ) -> Table:
+    """The table with ``overrides`` added to every variant; a budgeted study gets its own
+    run directories (``<protocol>_budget<M>min``), so it never passes for a full run."""
+    if overrides:
+        spec = replace(spec, variants=tuple(replace(v, overrides=(*v.overrides, *overrides))
+                                            for v in spec.variants))
+    if budget_minutes is not None:
+        spec = replace(spec, protocol=f"{spec.protocol}_budget{budget_minutes:g}min")
+    return spec
+
+
 def run_study(table: str | int, *, seeds: list[int] | None = None,
               out_root: str | Path = "runs/study", only: list[str] | None = None,
-              dry_run: bool = False, spec_file: str | Path = SPEC_FILE) -> list[dict[str, Any]]:
+              dry_run: bool = False, spec_file: str | Path = SPEC_FILE, paper: bool = False,
+              overrides: list[str] | None = None, budget_minutes: float | None = None
+              ) -> list[dict[str, Any]]:
     """Train the variants of ``table`` that have not finished, print the table, write
     ``<out_root>/<table>/results.json``; returns the rows. ``only`` restricts to some
-    variant names, ``seeds`` replaces every variant's seeds, ``dry_run`` lists the runs."""
+    variant names, ``seeds`` replaces every variant's seeds, ``dry_run`` lists the runs.
+    ``paper``: the paper's Table ``table`` (configs/paper). ``overrides`` (``key=value``)
+    apply to every run. ``budget_minutes``: the runs still to train share this much
+    time; each one's iterations are set from timed warm-up iterations
+    (:mod:`parsenet.study.budget`)."""
+    from parsenet.study.budget import plan_iterations
     from parsenet.study.reporting import report  # reporting imports this module
 
-    spec = resolve_table(table, spec_file)
+    spec = with_overrides(resolve_table(table, spec_file, paper), list(overrides or []),
+                           budget_minutes)
     jobs = _jobs(spec, seeds, only)
     if dry_run:
         for v, s in jobs:
             path = run_dir(out_root, spec, v, s)
             state = "done" if is_finished(path) else "to run"
-            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path)}")
+            budgeted = " (train.iterations: set from the warm-up)" if budget_minutes else ""
+            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path)}{budgeted}")
         return [{"variant": v.name, "seed": s, "dir": str(run_dir(out_root, spec, v, s)),
                  "finished": is_finished(run_dir(out_root, spec, v, s))} for v, s in jobs]
+    pending = [j for j in jobs if not is_finished(run_dir(out_root, spec, *j))]
+    share = budget_minutes * 60.0 / max(len(pending), 1) if budget_minutes is not None else 0
     for v, s in tqdm(jobs, desc=f"study {spec.key}", unit="run"):
         path = run_dir(out_root, spec, v, s)
         if is_finished(path):
             if (path / "metrics.json").is_file() and not (path / "feature_norms.json").is_file():
                 measure_feature_norms(path)  # stopped between training and measuring
             continue
+        if budget_minutes is not None:
+            plan = plan_iterations(v.config, _overrides(v, s, path), path, share)
+            tqdm.write(f"budget {share / 60:.2f} min: {plan['s_per_iteration']:.3g} s per "
+                       f"iteration over {plan['warmup_iterations']} warm-up iterations -> "
+                       f"{plan['iterations']} iterations")
+            v = replace(v, overrides=(*v.overrides, f"train.iterations={plan['iterations']}"))
         tqdm.write(f"training {v.name} seed {s} -> {path}")
         _train_one(v, s, path)
-    return report(spec.key, seeds=seeds, out_root=out_root, spec_file=spec_file)
+    return report(spec, seeds=seeds, out_root=out_root, spec_file=spec_file)
