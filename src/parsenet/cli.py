@@ -23,12 +23,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from parsenet.config import EVAL_MODES as MODES
 from parsenet.errors import UsageError
 
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
-MODES = ("whole", "slide", "multiscale")
 
 
 # The user's own paths: not found, already there, a folder where a file was meant (or the

@@ -23,11 +23,10 @@ from dataclasses import dataclass
 
 import torch
 
-from parsenet.config import ConfigError
+from parsenet.config import AMP_MODES, ConfigError
 
-__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV"]
-
-AMP_MODES = ("auto", "off", "bf16", "fp16")
+__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
+           "AMP_MODES"]
 
 
 @dataclass(frozen=True)

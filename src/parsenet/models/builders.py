@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -10,10 +11,13 @@ from torch import nn
 from parsenet.backbones.resnet import ResNetBackbone
 from parsenet.backbones.vgg import VGGBackbone
 from parsenet.backbones.weights import load_vgg16_weights
+from parsenet.config import ModelConfig
+from parsenet.errors import ConfigError, ParseNetError
 from parsenet.models.parsenet import ParseNet
 from parsenet.preprocessing import IMAGENET
 
-__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101", "MODELS", "build_model"]
+__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101", "MODELS", "build_model",
+           "build_model_from_config"]
 
 
 def _taps(features: Sequence[str], context: bool, context_source: str) -> tuple[str, ...]:
@@ -102,5 +106,26 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model by name with keyword arguments."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     return MODELS[name](**kwargs)
+
+
+def build_model_from_config(model: ModelConfig, *, num_classes: int) -> nn.Module:
+    """The model a config's ``model`` section describes; a name or argument the builder
+    cannot use is a one-line :class:`ConfigError` naming the key."""
+    if model.name not in MODELS:
+        raise ConfigError(f"model.name: {model.name!r} is not a known model (expected one of "
+                          f"{', '.join(MODELS)})")
+    builder = MODELS[model.name]
+    known = [p for p in inspect.signature(builder).parameters if p != "num_classes"]
+    unknown = sorted(set(model.args) - set(known))
+    if unknown:
+        raise ConfigError(f"model.args.{unknown[0]}: not an argument of {model.name} (known: "
+                          f"{', '.join(known)})")
+    try:
+        return builder(num_classes=num_classes, **model.args)
+    except ValueError as e:
+        if isinstance(e, ParseNetError):  # weights files name themselves
+            raise
+        # The builders and layers raise ValueError only for an argument they cannot use.
+        raise ConfigError(f"model.args: {e} (model {model.name})") from e
