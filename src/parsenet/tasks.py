@@ -66,6 +66,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     if len(dataset.classes) != len(classes):
         raise UsageError(f"{checkpoint}: the model predicts {len(classes)} classes but the "
                          f"{split} split of {cfg.data.root} has {len(dataset.classes)}")
+    # Same count, other names (another dataset, or reordered classes): the scores would be
+    # compared against the wrong classes, and every metric would be wrong without a sign.
+    pairs = zip(classes, dataset.classes, strict=True)  # same length: checked above
+    renamed = [(k, a, b) for k, (a, b) in enumerate(pairs) if a != b]
+    if renamed:
+        k, ours, theirs = renamed[0]
+        raise UsageError(f"{checkpoint}: the model's classes differ from those of the {split} "
+                         f"split of {cfg.data.root}: class {k} is {ours!r} in the checkpoint "
+                         f"but {theirs!r} in the dataset ({len(renamed)} of {len(classes)} "
+                         f"differ)")
     mode = mode or cfg.eval.mode
     metrics = evaluate(model, dataset, num_classes=len(classes), mode=mode, device=device,
                        max_images=max_images, progress=progress, eval_cfg=cfg.eval)
