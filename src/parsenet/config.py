@@ -300,12 +300,15 @@ def _read_yaml_file(path: Path) -> Any:
     if path.is_dir():
         raise ConfigError(f"{path}: is a directory, not a config file (give a .yaml file)")
     try:
-        text = path.read_bytes().decode("utf-8")
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
+    try:
+        text = data.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise ConfigError(f"{path}: not a text (UTF-8) file: byte {e.object[e.start]:#04x} at "
-                          f"offset {e.start}") from None
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte {data[e.start]:#04x} on line {line}); "
+                          f"save it as UTF-8") from None
     try:
         return load_yaml(text)
     except yaml.YAMLError as e:
