@@ -229,7 +229,16 @@ def test_every_field_is_typed_and_every_number_bounded(section: type[BaseModel])
 @pytest.mark.parametrize("model, message", [
     (ModelConfig(name="segnet"), "model.name: 'segnet' is not a known model (expected one of "
      "parsenet_vgg16, parsenet_resnet50, parsenet_resnet101)"),
-    (ModelConfig(args={"widht": 0.5}), "model.args.widht: not an argument of parsenet_vgg16"),
+    (ModelConfig(args={"widht": 0.5}), "model.args.widht: unknown key (known: base, "
+     "features, context, fusion,"),
+    (ModelConfig(args={"width": "abc"}),
+     "model.args.width: 'abc' is not a number (expected a number)"),
+    (ModelConfig(args={"features": "fc7"}),
+     "model.args.features: 'fc7' is a string, not a list (expected a list)"),
+    (ModelConfig(args={"pyramid": [1, "2"]}),
+     "model.args.pyramid[1]: '2' is not an integer (expected an integer)"),
+    (ModelConfig(args={"fc_channels": "x"}),
+     "model.args.fc_channels: 'x' is not an integer (expected an integer or null)"),
     (ModelConfig(args={"width": 0.0625, "fusion": "sideways"}),
      "model.args: fusion mode must be one of ('early', 'late', 'conv1x1'), got 'sideways' "
      "(model parsenet_vgg16)"),
@@ -240,3 +249,18 @@ def test_a_model_section_the_builder_cannot_use_is_a_config_error(model, message
     with pytest.raises(ConfigError) as info:
         build_model_from_config(model, num_classes=3)
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"size": "abc"}, "data.synthetic.size: 'abc' is not an integer (expected an integer)"),
+    ({"size": 2.5}, "data.synthetic.size: 2.5 is not an integer (expected an integer)"),
+    ({"splits": {"train": "x"}},
+     "data.synthetic.splits.train: 'x' is not an integer (expected an integer)"),
+])
+def test_synthetic_parameters_are_typed(params, message):
+    from parsenet.data.synthetic import SyntheticParams
+    from parsenet.errors import DataError
+
+    with pytest.raises(DataError) as info:
+        SyntheticParams.from_kwargs(params)
+    assert str(info.value) == message

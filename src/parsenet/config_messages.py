@@ -9,6 +9,7 @@ user of the YAML files needs: the dotted key, the value given and what is allowe
 from __future__ import annotations
 
 import re
+import types
 import typing
 from collections.abc import Collection, Sequence
 from typing import Any
@@ -32,8 +33,10 @@ _IS_NOT = {
     "list_type": "is not a list",
     "literal_error": "is not allowed", "string_pattern_mismatch": "is not allowed",
     "too_short": "has too few items", "too_long": "has too many items",
-    "string_too_short": "is empty",
+    "string_too_short": "is empty", "sequence_str": "is a string, not a list",
 }
+_NOUNS = {"int": "an integer", "float": "a number", "bool": "true or false",
+          "string": "a string", "dict": "a mapping", "list": "a list"}
 _BOUNDS = (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
 
 
@@ -53,9 +56,12 @@ def _describe_type(annotation: Any, metadata: Sequence[Any]) -> str:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return f"a mapping of {getattr(annotation, 'SECTION', '') or 'config'} settings"
     bounds = _bounds(metadata)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe_type(a, metadata) for a in args)
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-             dict: "a mapping of name: value", list: "a list"}
-    name = names.get(origin or annotation, str(annotation))
+             dict: "a mapping of name: value", list: "a list", Sequence: "a list",
+             tuple: "a list", type(None): "null"}
+    name = names.get(origin or annotation, getattr(annotation, "__name__", str(annotation)))
     return f"{name} {bounds}" if bounds else name
 
 
@@ -86,7 +92,7 @@ def _key(loc: Sequence[Any]) -> str:
     return text
 
 
-def _problem(error: dict[str, Any], model: type[BaseModel], loc: Sequence[Any]) -> str:
+def _problem(error: dict[str, Any], model: type[BaseModel] | None, loc: Sequence[Any]) -> str:
     kind, value = error["type"], error.get("input")
     if kind == "extra_forbidden":
         parent = _field_at(model, loc[:-1])
@@ -97,12 +103,23 @@ def _problem(error: dict[str, Any], model: type[BaseModel], loc: Sequence[Any]) 
         return "is missing"
     if kind in ("value_error", "assertion_error"):  # our own validators: the message says it
         return str(error["ctx"]["error"])
-    field = _field_at(model, loc)
-    allowed = expected(field) if field is not None else error["msg"]
+    field = _field_at(model, loc) if model is not None else None
+    if field is None:  # no field to describe: what pydantic expected, in the same words
+        allowed = _NOUNS.get(kind.split("_")[0], error["msg"])
+    elif loc and isinstance(loc[-1], int) and not field.description:
+        allowed = _describe_type(typing.get_args(_unannotated(field.annotation))[0], ())
+    else:
+        allowed = expected(field)
     return f"{value!r} {_IS_NOT.get(kind, 'is not allowed')} (expected {allowed})"
 
 
-def describe_validation_error(error: ValidationError, model: type[BaseModel], where: str,
+def _unannotated(annotation: Any) -> Any:
+    while typing.get_origin(annotation) is typing.Annotated:
+        annotation = typing.get_args(annotation)[0]
+    return annotation
+
+
+def describe_validation_error(error: ValidationError, model: type[BaseModel] | None, where: str,
                               from_overrides: Collection[str] = (), section: str = "") -> str:
     """One line for every problem pydantic found, each ``<where>: <key>: <problem>``.
 
@@ -124,7 +141,7 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel], wh
         if any(key == k or key.startswith((k + ".", k + "[")) for k in from_overrides):
             lines.append(f"--set {key}: {problem}")
         else:
-            lines.append(f"{where}: {key}: {problem}" if key else f"{where}: {problem}")
+            lines.append(": ".join(part for part in (where, key, problem) if part))
     return "; ".join(lines)
 
 
