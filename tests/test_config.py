@@ -264,3 +264,18 @@ def test_synthetic_parameters_are_typed(params, message):
     with pytest.raises(DataError) as info:
         SyntheticParams.from_kwargs(params)
     assert str(info.value) == message
+
+
+def test_a_checkpoint_whose_stored_config_does_not_fit(tmp_path):
+    import torch
+
+    from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_model
+
+    path = tmp_path / "old.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "iteration": 1, "model": {}, "classes": ["a"],
+                "config": {"train": {"iterations": "x"}}, "preprocessing": {}}, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    assert str(info.value) == (f"{path}: stored config does not fit this version: "
+                               "train.iterations: 'x' is not an integer (expected an integer "
+                               ">= 1)")

@@ -229,8 +229,8 @@ def load_yaml(text: str) -> Any:
 # ---------------------------------------------------------------------------- dicts
 def _validate(values: Any, where: str, from_overrides: Collection[str] = ()) -> Config:
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping of sections, got "
-                          f"{type(values).__name__}")
+        raise ConfigError(": ".join(filter(None, (where, "expected a mapping of sections, got "
+                                                  f"{type(values).__name__}"))))
     try:
         return Config.model_validate(values)
     except ValidationError as e:

@@ -114,7 +114,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
 
     state = load_checkpoint(path)
     try:
-        config = config_from_dict(state["config"], where=f"{path}: config")
+        config = config_from_dict(state["config"], where="")  # the message names path
     except ConfigError as e:
         raise CheckpointError(f"{path}: stored config does not fit this version: {e}") from None
     args = dict(config.model.args)
