@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from parsenet.config import EVAL_MODES as MODES
+from parsenet.choices import EVAL_MODES as MODES
 from parsenet.errors import UsageError
 
 __all__ = ["main", "build_parser"]

@@ -20,7 +20,7 @@ import os
 import re
 from collections.abc import Collection
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal, get_args
+from typing import Annotated, Any, ClassVar
 
 import yaml
 from pydantic import (
@@ -33,6 +33,16 @@ from pydantic import (
     model_validator,
 )
 
+from parsenet.choices import (  # noqa: F401  (re-exported)
+    AMP_MODES,
+    DATA_FORMATS,
+    EVAL_MODES,
+    LOSS_REDUCTIONS,
+    AmpMode,
+    DataFormat,
+    EvalMode,
+    LossReduction,
+)
 from parsenet.config_messages import describe_validation_error, describe_yaml_error
 from parsenet.errors import ConfigError
 
@@ -41,15 +51,6 @@ __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "
            "config_from_dict", "config_to_dict", "check_config", "load_yaml",
            "EVAL_MODES", "AMP_MODES", "DATA_FORMATS", "LOSS_REDUCTIONS"]
 
-# The allowed names, defined once: the CLI's choices, the trainer and the readers use these.
-EvalMode = Literal["whole", "slide", "multiscale"]
-AmpMode = Literal["auto", "off", "bf16", "fp16"]
-DataFormat = Literal["folder", "voc", "context", "siftflow", "camvid", "synthetic"]
-LossReduction = Literal["mean", "sum"]
-EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
-AMP_MODES: tuple[str, ...] = get_args(AmpMode)
-DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
-LOSS_REDUCTIONS: tuple[str, ...] = get_args(LossReduction)
 
 
 def _whole_number(value: Any) -> Any:
