@@ -203,3 +203,9 @@ def test_12e_an_unsafe_pickle_is_refused_without_torchs_advice(tmp_path, capsys)
                     f"objects (exec) that only unpickling could rebuild, and parsenet "
                     f"does not unpickle files (that can run arbitrary code)")
     assert "weights_only" not in line and not mark.exists()
+
+
+def test_12c_an_override_of_a_checkpoints_config_is_reported_as_set(checkpoint, capsys):
+    assert error_line(capsys, ["eval", "--checkpoint", str(checkpoint), "--set",
+                               "eval.window=0"]) == (
+        "parsenet: error: --set eval.window: 0 is not allowed (expected an integer >= 1)")

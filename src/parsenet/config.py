@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Annotated, Any, ClassVar
 
@@ -238,9 +238,12 @@ def _validate(values: Any, where: str, from_overrides: Collection[str] = ()) -> 
         raise ConfigError(describe_validation_error(e, Config, where, from_overrides)) from None
 
 
-def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
-    """A checked :class:`Config` from nested dicts (a file's, a checkpoint's)."""
-    return _validate(values or {}, where)
+def config_from_dict(values: dict[str, Any], where: str = "config", *,
+                     overrides: Sequence[str] = ()) -> Config:
+    """A checked :class:`Config` from nested dicts (a file's, a checkpoint's), with dotted
+    ``overrides`` applied first (to ``values``, in place) and reported as ``--set``."""
+    values = apply_overrides(values or {}, list(overrides))
+    return _validate(values, where, _override_keys(list(overrides)))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:

@@ -36,12 +36,12 @@ def _jsonable(value: Any) -> Any:
 
 def _config_for(checkpoint_meta: dict[str, Any], config_path: str | os.PathLike | None,
                 overrides: Sequence[str]) -> Any:
-    from parsenet.config import apply_overrides, config_from_dict, load_config
+    from parsenet.config import config_from_dict, load_config
 
     if config_path is not None:
         return load_config(config_path, list(overrides))
     values = json.loads(json.dumps(checkpoint_meta["config"]))  # deep copy
-    return config_from_dict(apply_overrides(values, list(overrides)), "checkpoint config")
+    return config_from_dict(values, "checkpoint config", overrides=overrides)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None,
