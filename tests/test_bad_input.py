@@ -17,6 +17,7 @@ from PIL import Image
 
 from parsenet.cli import main
 from parsenet.config import Config, config_to_dict
+from parsenet.errors import DataError
 
 CLASSES = ["sky", "ground", "thing"]
 
@@ -209,3 +210,42 @@ def test_12c_an_override_of_a_checkpoints_config_is_reported_as_set(checkpoint, 
     assert error_line(capsys, ["eval", "--checkpoint", str(checkpoint), "--set",
                                "eval.window=0"]) == (
         "parsenet: error: --set eval.window: 0 is not allowed (expected an integer >= 1)")
+
+
+# ---------------------------------------------------------------------------- case 1, parts
+class _Failing(torch.utils.data.Dataset):
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int):
+        raise self.error
+
+
+def _from_worker(error: Exception) -> Exception:
+    loader = torch.utils.data.DataLoader(_Failing(error), num_workers=1)
+    with pytest.raises(type(error)) as info:
+        next(iter(loader))
+    return info.value
+
+
+@pytest.mark.parametrize("error, message", [
+    (DataError("a.png: broken\nsecond line"),
+     "a.png: broken\nsecond line (in DataLoader worker process 0)"),
+    (PermissionError("b.png: permission denied"),
+     "b.png: permission denied (in DataLoader worker process 0)"),
+])
+def test_a_workers_error_is_its_own_message_and_the_worker(error, message):
+    from parsenet.errors import worker_message
+
+    assert worker_message(_from_worker(error)) == message
+    assert worker_message(error) is None  # not from a worker: shown as it is
+
+
+def test_a_bug_in_a_worker_is_not_a_user_error():
+    from parsenet.cli import _is_user_error
+
+    bug = _from_worker(ZeroDivisionError("division by zero"))
+    assert not _is_user_error(bug)  # so the CLI re-raises it with its traceback
