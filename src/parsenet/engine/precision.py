@@ -25,8 +25,9 @@ import torch
 
 from parsenet.config import AMP_MODES, ConfigError
 
-__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
-           "AMP_MODES"]
+__all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV"]
+
+# AMP_MODES (imported above) is the config's: the names are defined once, in parsenet.choices.
 
 
 @dataclass(frozen=True)
