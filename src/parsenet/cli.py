@@ -25,12 +25,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from parsenet.choices import EVAL_MODES as MODES
 from parsenet.errors import UsageError
 
 __all__ = ["main", "build_parser"]
 
 EXIT_USER_ERROR = 2
-MODES = ("whole", "slide", "multiscale")
 
 
 # The user's own paths: not found, already there, a folder where a file was meant (or the
@@ -48,8 +48,13 @@ def _is_user_error(e: BaseException) -> bool:
 
 
 def _one_line(e: BaseException) -> str:
-    """The error as one line: a multi-line message (a DataLoader worker's, say) is folded."""
-    text = " ".join(part.strip() for part in str(e).strip().splitlines() if part.strip())
+    """The error as one line: a DataLoader worker's error is its own message and the
+    worker's number (not torch's copy of the worker traceback); any other multi-line
+    message is folded."""
+    from parsenet.errors import worker_message
+
+    text = worker_message(e) or str(e)
+    text = " ".join(part.strip() for part in text.strip().splitlines() if part.strip())
     return text or type(e).__name__
 
 

@@ -1,148 +1,289 @@
-"""Run configuration: dataclasses, YAML files and dotted command-line overrides.
+"""Run configuration: typed sections (pydantic v2), YAML files and dotted overrides.
 
 A config is built once (``load_config(path, overrides)``), saved with the run
 (``save_config``) and passed down; nothing else reads files or the environment for settings.
 
     parsenet train --config configs/cpu/siftflow_parsenet.yaml --set train.iterations=500 \
         --set model.args.fusion=early
+
+Every field has a type and bounds, checked when the config is read (from YAML, from
+``--set``, from a checkpoint) and again when training starts (a config changed in Python).
+A bad value is a :class:`ConfigError` of one line naming the key, the value and what is
+allowed (see :mod:`parsenet.config_messages`). YAML is read with YAML 1.2 numbers and
+booleans: ``1e-3`` is a number (YAML 1.1 reads it as a string), ``yes``/``on``/``maybe`` are
+strings, so a boolean field accepts only true/false.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
-from dataclasses import dataclass, field
+import re
+from collections.abc import Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, ClassVar
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
-from parsenet.errors import ConfigError  # noqa: F401  (re-exported)
+from parsenet.choices import (  # noqa: F401  (re-exported)
+    AMP_MODES,
+    DATA_FORMATS,
+    EVAL_MODES,
+    LOSS_REDUCTIONS,
+    AmpMode,
+    DataFormat,
+    EvalMode,
+    LossReduction,
+)
+from parsenet.config_messages import describe_validation_error, describe_yaml_error
+from parsenet.errors import ConfigError
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError",
            "load_config", "read_config_file", "merge_dicts", "save_config", "apply_overrides",
-           "config_from_dict", "config_to_dict"]
+           "config_from_dict", "config_to_dict", "check_config", "load_yaml",
+           "EVAL_MODES", "AMP_MODES", "DATA_FORMATS", "LOSS_REDUCTIONS"]
 
 
-@dataclass
-class ModelConfig:
-    name: str = "parsenet_vgg16"  # a key of parsenet.models.MODELS
+
+def _whole_number(value: Any) -> Any:
+    # 1e3 is a float in YAML; an integer field takes it when it is whole (2.5 stays refused).
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _tuple_to_list(value: Any) -> Any:
+    # Python callers write (0.5, 2.0); YAML gives lists. Items are still checked one by one.
+    return list(value) if isinstance(value, tuple) else value
+
+
+def _not_one(value: int) -> int:
+    if value == 1:
+        raise ValueError("1 is not allowed (expected 0 (off) or an integer >= 2; 1 would "
+                         "leave no training ids)")
+    return value
+
+
+def _ordered(value: list[float]) -> list[float]:
+    if len(value) == 2 and value[0] > value[1]:
+        raise ValueError(f"{value!r} is not allowed (expected [low, high] with "
+                         f"0 < low <= high)")
+    return value
+
+
+def _int(ge: int) -> Any:
+    return Annotated[int, BeforeValidator(_whole_number), Field(ge=ge)]
+
+
+Count = _int(1)  # iterations, sizes, intervals: at least 1
+NonNegative = _int(0)
+Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Floats = Annotated[list[Positive], BeforeValidator(_tuple_to_list)]
+Strings = Annotated[list[str], BeforeValidator(_tuple_to_list)]
+
+
+class _Section(BaseModel):
+    """Strict (no '3' for 3, no 'yes' for true), closed (unknown keys refused), and built
+    with one-line :class:`ConfigError` s instead of pydantic's multi-line report."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    SECTION: ClassVar[str] = ""  # the key of this section in a config file
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as e:
+            raise ConfigError(describe_validation_error(e, type(self), "config",
+                                                        section=self.SECTION)) from None
+
+    # Tells pydantic that this __init__ only validates, as BaseModel's does (RootModel marks
+    # its own the same way), so that a section nested in a file's dict is validated
+    # directly and its problems come back with the whole config's, keyed from the top.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+
+class ModelConfig(_Section):
+    SECTION: ClassVar[str] = "model"
+    name: str = Field("parsenet_vgg16", min_length=1)  # a key of parsenet.models.MODELS
     # Keyword arguments of the builder (num_classes is taken from the dataset):
     # base, features, context, fusion, normalize, scale_init, learn_scale, pyramid, dropout,
     # weights, width, batch_norm, ...
-    args: dict[str, Any] = field(default_factory=dict)
+    args: dict[str, Any] = Field(default_factory=dict)
     # Parameters whose names start with one of these are "pretrained": base LR. Every other
     # parameter is a new layer and gets train.lr * train.new_layer_lr_mult (the paper's 10x).
     # Empty: all parameters are new (training from scratch).
-    pretrained_prefixes: list[str] = field(default_factory=list)
+    pretrained_prefixes: Strings = Field(default_factory=list)
     # Parameters whose names start with one of these are frozen.
-    frozen_prefixes: list[str] = field(default_factory=list)
+    frozen_prefixes: Strings = Field(default_factory=list)
 
 
-@dataclass
-class DataConfig:
+class DataConfig(_Section):
+    SECTION: ClassVar[str] = "data"
     root: str = "data/synthetic"
-    format: str = "folder"  # folder | voc | context | siftflow | camvid | synthetic
-    train_split: str = "train"
-    val_split: str = "val"
+    format: DataFormat = "folder"  # the keys of parsenet.data.build.FORMATS
+    train_split: str = Field("train", min_length=1)
+    val_split: str = Field("val", description="a split name, or '' for no validation")
     # Carve a validation set from one split: of the split's sorted ids, every
     # ``holdout_every``-th (index % holdout_every == 0) is validation, the rest training.
     # Used when train_split == val_split (SiftFlow's trainval).
-    holdout_every: int = 0
-    crop_size: int = 320
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
+    holdout_every: Annotated[NonNegative, AfterValidator(_not_one)] = Field(
+        0, description="0 (off) or an integer >= 2")
+    crop_size: Count = 320
+    scale_range: Annotated[Floats, AfterValidator(_ordered)] = Field(
+        default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2,
+        description="[low, high] with 0 < low <= high")
     flip: bool = True
-    color_jitter: float = 0.0
-    workers: int = 1
+    color_jitter: NonNegativeFloat = 0.0
+    workers: NonNegative = 1  # DataLoader worker processes; 0 loads in the main process
     # Synthetic data only: generated into ``root`` if absent.
-    synthetic: dict[str, Any] = field(default_factory=dict)
+    synthetic: dict[str, Any] = Field(default_factory=dict)
 
 
-@dataclass
-class TrainConfig:
-    iterations: int = 1000
-    batch_size: int = 8
-    accumulate: int = 1  # gradient accumulation steps per iteration
-    lr: float = 1e-3
-    new_layer_lr_mult: float = 10.0
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    warmup_iterations: int = 0
+class TrainConfig(_Section):
+    SECTION: ClassVar[str] = "train"
+    iterations: Count = 1000
+    batch_size: Count = 8
+    accumulate: Count = 1  # gradient accumulation steps per iteration
+    lr: Positive = 1e-3
+    new_layer_lr_mult: NonNegativeFloat = 10.0
+    momentum: Annotated[float, Field(ge=0, lt=1)] = 0.9
+    weight_decay: NonNegativeFloat = 5e-4
+    poly_power: NonNegativeFloat = 0.9
+    warmup_iterations: NonNegative = 0
     # "mean" over non-ignored pixels, or "sum" (Caffe's loss with normalize: false)
-    loss_reduction: str = "mean"
-    amp: str = "auto"  # auto | off | fp16 | bf16; auto = bf16/fp16 only where the device is fast
-    seed: int = 0
+    loss_reduction: LossReduction = "mean"
+    amp: AmpMode = "auto"  # auto = bf16/fp16 only where the device is fast
+    seed: NonNegative = 0  # numpy's seeds must be >= 0
     deterministic: bool = False
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    checkpoint_every: int = 200
-    val_every: int = 0  # 0: validate only at the end
-    log_every: int = 10
-    max_val_images: int = 0  # 0: the whole validation split
-    out_dir: str = "runs/default"
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+)$",
+                        description="auto, cpu, cuda or cuda:N")
+    checkpoint_every: Count = 200
+    val_every: NonNegative = 0  # 0: validate only at the end
+    log_every: Count = 10
+    max_val_images: NonNegative = 0  # 0: the whole validation split
+    out_dir: str = Field("runs/default", min_length=1)
     progress: bool = True
 
 
-@dataclass
-class EvalConfig:
-    mode: str = "whole"  # whole | slide | multiscale
-    window: int = 512  # sliding window size
-    stride: int = 341  # sliding window step
-    scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
+class EvalConfig(_Section):
+    SECTION: ClassVar[str] = "eval"
+    mode: EvalMode = "whole"
+    window: Count = 512  # sliding window size
+    stride: Count = 341  # sliding window step
+    scales: Floats = Field(default_factory=lambda: [0.75, 1.0, 1.25], min_length=1,
+                           description="a non-empty list of numbers > 0")
     flip: bool = False
 
+    @model_validator(mode="after")
+    def _window(self) -> EvalConfig:
+        if self.stride > self.window:
+            # "key: problem": config_messages files it under eval.stride
+            raise ValueError(f"stride: {self.stride} is not allowed (expected an integer <= "
+                             f"eval.window, {self.window}, so that the windows cover the image)")
+        return self
 
-@dataclass
-class Config:
+
+class Config(_Section):
     name: str = "run"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+# ---------------------------------------------------------------------------- YAML
+class _Yaml12Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2 (core schema) floats and booleans.
+
+    YAML 1.1, which PyYAML follows, wants a dot in a float (``1e-3`` is a string) and reads
+    yes/no/on/off as booleans (``amp: off`` would be False). YAML 1.2 reads ``1e-3``, ``1E10``
+    and ``.5`` as numbers and only true/false as booleans.
+    """
+
+
+_BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
+_Yaml12Loader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag not in (_BOOL, _FLOAT)]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+_Yaml12Loader.add_implicit_resolver(
+    _BOOL, re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF"))
+_Yaml12Loader.add_implicit_resolver(  # after int: "12" stays an int
+    _FLOAT, re.compile(r"""^(?:[-+]?(?:\.[0-9]+|[0-9][0-9_]*(?:\.[0-9_]*)?)(?:[eE][-+]?[0-9]+)?
+                          |[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."))
+
+
+def load_yaml(text: str) -> Any:
+    """YAML text as Python values, numbers and booleans read as YAML 1.2 does."""
+    return yaml.load(text, Loader=_Yaml12Loader)  # noqa: S506  (a SafeLoader subclass)
+
+
+# ---------------------------------------------------------------------------- dicts
+def _validate(values: Any, where: str, from_overrides: Collection[str] = ()) -> Config:
     if not isinstance(values, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(values).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(fields)}")
-    kwargs = {}
-    for name, value in values.items():
-        sub = fields[name].default_factory if dataclasses.is_dataclass(
-            fields[name].default_factory) else None  # type: ignore[arg-type]
-        kwargs[name] = _build(sub, value, f"{where}.{name}") if sub else value
-    return cls(**kwargs)
+        raise ConfigError(": ".join(filter(None, (where, "expected a mapping of sections, got "
+                                                  f"{type(values).__name__}"))))
+    try:
+        return Config.model_validate(values)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(e, Config, where, from_overrides)) from None
 
 
-def config_from_dict(values: dict[str, Any], where: str = "config") -> Config:
-    return _build(Config, values or {}, where)
+def config_from_dict(values: dict[str, Any], where: str = "config", *,
+                     overrides: Sequence[str] = ()) -> Config:
+    """A checked :class:`Config` from nested dicts (a file's, a checkpoint's), with dotted
+    ``overrides`` applied first (to ``values``, in place) and reported as ``--set``."""
+    values = apply_overrides(values or {}, list(overrides))
+    return _validate(values, where, _override_keys(list(overrides)))
 
 
 def config_to_dict(config: Config) -> dict[str, Any]:
-    return dataclasses.asdict(config)
+    """Plain nested dicts and lists (what ``save_config`` writes and checkpoints store)."""
+    return config.model_dump(warnings=False)
+
+
+def check_config(config: Config, where: str = "config") -> Config:
+    """Check a config again, e.g. after Python code changed its fields (assignment is not
+    checked); returns the checked copy or raises :class:`ConfigError`."""
+    return _validate(config_to_dict(config), where)
 
 
 def _parse_value(text: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return load_yaml(text)
     except yaml.YAMLError:
-        return text
+        return text  # not YAML (say "[1,"): the string itself, which the field then judges
+
+
+def _override_keys(overrides: list[str]) -> list[str]:
+    return [item.split("=", 1)[0].strip() for item in overrides if "=" in item]
 
 
 def apply_overrides(values: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Apply ``a.b.c=value`` strings (values parsed as YAML) to a nested dict, in place."""
+    """Apply ``a.b.c=value`` strings (values parsed as YAML 1.2) to a nested dict, in place."""
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"override {item!r}: expected key=value")
+            raise ConfigError(f"--set {item!r}: expected key=value")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
+        if not all(parts):
+            raise ConfigError(f"--set {item!r}: {key.strip()!r} is not a dotted key")
         node = values
-        for p in parts[:-1]:
+        for depth, p in enumerate(parts[:-1]):
             node = node.setdefault(p, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {p} is not a section")
+                section = ".".join(parts[:depth + 1])
+                raise ConfigError(f"--set {item}: {section} is {node!r}, not a section "
+                                  f"(a mapping) that could hold {parts[depth + 1]!r}")
         node[parts[-1]] = _parse_value(text)
     return values
 
@@ -158,6 +299,26 @@ def merge_dicts(base: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+# ---------------------------------------------------------------------------- files
+def _read_yaml_file(path: Path) -> Any:
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file (give a .yaml file)")
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (byte {data[e.start]:#04x} on line {line}); "
+                          f"save it as UTF-8") from None
+    try:
+        return load_yaml(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(describe_yaml_error(e, str(path))) from None
+
+
 def read_config_file(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A YAML config as a dict, with its ``base:`` chain resolved.
 
@@ -168,12 +329,7 @@ def read_config_file(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> 
     if path.resolve() in _chain:
         cycle = " -> ".join(str(p) for p in (*_chain, path.resolve()))
         raise ConfigError(f"{path}: base: chain loops ({cycle})")
-    try:
-        values = yaml.safe_load(path.read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such config file") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})") from None
+    values = _read_yaml_file(path) or {}
     if not isinstance(values, dict):
         raise ConfigError(f"{path}: expected a mapping of sections, got {type(values).__name__}")
     base = values.pop("base", None)
@@ -187,14 +343,18 @@ def read_config_file(path: str | os.PathLike, _chain: tuple[Path, ...] = ()) -> 
 
 def load_config(path: str | os.PathLike | None = None, overrides: list[str] | None = None
                 ) -> Config:
-    """Read a YAML config (optional, ``base:`` resolved), apply dotted overrides, validate."""
+    """Read a YAML config (optional, ``base:`` resolved), apply dotted overrides, validate.
+
+    A bad value is reported against the file, or against ``--set`` when an override gave it.
+    """
     values: dict[str, Any] = {}
     where = "config"
     if path is not None:
         values = read_config_file(path)
         where = str(path)
-    apply_overrides(values, list(overrides or []))
-    return config_from_dict(values, where)
+    overrides = list(overrides or [])
+    apply_overrides(values, overrides)
+    return _validate(values, where, _override_keys(overrides))
 
 
 def save_config(config: Config, path: str | os.PathLike) -> None:

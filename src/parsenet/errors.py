@@ -10,8 +10,10 @@ by those names keeps working.
 
 from __future__ import annotations
 
+import re
+
 __all__ = ["ParseNetError", "ConfigError", "DataError", "WeightsError", "CheckpointError",
-           "ExportError", "TrainingDivergedError", "UsageError"]
+           "ExportError", "TrainingDivergedError", "UsageError", "worker_message"]
 
 
 class ParseNetError(Exception):
@@ -44,3 +46,25 @@ class TrainingDivergedError(ParseNetError, RuntimeError):
 
 class UsageError(ParseNetError, ValueError):
     """Arguments that do not go together, or an input that is not what a command takes."""
+
+
+# torch re-raises a DataLoader worker's exception in the main process as the same type with
+# a new message: "Caught DataError in DataLoader worker process 0.\nOriginal Traceback ...",
+# the worker's whole traceback, which ends with "<qualified type name>: <original message>".
+_WORKER_HEADER = re.compile(r"Caught (\w+) (in DataLoader worker process \d+)\.\nOriginal ")
+
+
+def worker_message(error: BaseException) -> str | None:
+    """``"<original message> (in DataLoader worker process N)"`` for an exception a
+    DataLoader worker raised and torch re-raised, else None."""
+    text = str(error)
+    header = _WORKER_HEADER.match(text)
+    if header is None:
+        return None
+    kind = type(error)
+    name = kind.__qualname__
+    if kind.__module__ not in ("builtins", "__main__"):
+        name = f"{kind.__module__}.{name}"
+    start = text.rfind(f"\n{name}: ")
+    original = text[start + len(name) + 3:].strip() if start >= 0 else ""
+    return f"{original or name} ({header.group(2)})"

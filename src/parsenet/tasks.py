@@ -36,12 +36,12 @@ def _jsonable(value: Any) -> Any:
 
 def _config_for(checkpoint_meta: dict[str, Any], config_path: str | os.PathLike | None,
                 overrides: Sequence[str]) -> Any:
-    from parsenet.config import apply_overrides, config_from_dict, load_config
+    from parsenet.config import config_from_dict, load_config
 
     if config_path is not None:
         return load_config(config_path, list(overrides))
     values = json.loads(json.dumps(checkpoint_meta["config"]))  # deep copy
-    return config_from_dict(apply_overrides(values, list(overrides)), "checkpoint config")
+    return config_from_dict(values, "checkpoint config", overrides=overrides)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None,
@@ -66,6 +66,16 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     if len(dataset.classes) != len(classes):
         raise UsageError(f"{checkpoint}: the model predicts {len(classes)} classes but the "
                          f"{split} split of {cfg.data.root} has {len(dataset.classes)}")
+    # Same count, other names (another dataset, or reordered classes): the scores would be
+    # compared against the wrong classes, and every metric would be wrong without a sign.
+    pairs = zip(classes, dataset.classes, strict=True)  # same length: checked above
+    renamed = [(k, a, b) for k, (a, b) in enumerate(pairs) if a != b]
+    if renamed:
+        k, ours, theirs = renamed[0]
+        raise UsageError(f"{checkpoint}: the model's classes differ from those of the {split} "
+                         f"split of {cfg.data.root}: class {k} is {ours!r} in the checkpoint "
+                         f"but {theirs!r} in the dataset ({len(renamed)} of {len(classes)} "
+                         f"differ)")
     mode = mode or cfg.eval.mode
     metrics = evaluate(model, dataset, num_classes=len(classes), mode=mode, device=device,
                        max_images=max_images, progress=progress, eval_cfg=cfg.eval)

@@ -59,7 +59,7 @@ def test_holdout_carves_disjoint_train_and_val(folder_dataset):
 
 
 def test_bad_format_and_split(folder_dataset):
-    with pytest.raises(ConfigError, match="data.format 'coco' unknown"):
+    with pytest.raises(ConfigError, match="data.format: 'coco' is not allowed"):
         build_dataset(DataConfig(root=".", format="coco"), "train")
     with pytest.raises(ValueError, match="split must be 'train' or 'val'"):
         build_dataset(DataConfig(root=str(folder_dataset()), format="folder"), "test")

@@ -25,6 +25,7 @@ from torch import Tensor
 from parsenet.backbones.vgg import VGGBackbone
 from parsenet.errors import WeightsError  # noqa: F401  (re-exported)
 from parsenet.preprocessing import IMAGENET, Preprocessing
+from parsenet.safe_load import load_weights_only
 
 __all__ = ["load_vgg16_weights", "read_state_dict", "convert_torchvision_vgg16", "WeightsError"]
 
@@ -34,14 +35,14 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"{path}: no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
 
+        try:
             return load_file(str(path))
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated, corrupt, or a pickle that is not plain tensors
-        raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
+        except Exception as e:  # truncated or corrupt
+            raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
+    obj = load_weights_only(path, WeightsError, "weights file of tensors")
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
         obj = obj["model"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):

@@ -20,7 +20,7 @@ import numpy as np
 
 from parsenet.data.dataset import SegmentationDataset, Transforms, pair_files
 from parsenet.data.decode import map_label_values, read_label_png
-from parsenet.data.folder import SegmentationFolder, is_folder_layout
+from parsenet.data.folder import SegmentationFolder, is_folder_layout, read_classes
 
 __all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_PALETTE", "camvid_dataset"]
 
@@ -67,6 +67,5 @@ def camvid_dataset(root: str | PathLike, split: str = "train", *,
 
 def _palette_for(root: str | PathLike) -> np.ndarray | None:
     """SegNet's colours when the common-layout classes are SegNet's, else the default."""
-    names = [n.strip() for n in (Path(root) / "classes.txt").read_text().splitlines()
-             if n.strip()]
+    names = read_classes(Path(root) / "classes.txt")
     return CAMVID_PALETTE if tuple(names) == CAMVID_CLASSES else None

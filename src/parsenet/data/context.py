@@ -29,7 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from parsenet.data.dataset import SegmentationDataset, Transforms, pair_files, read_id_list
+from parsenet.data.dataset import (
+    SegmentationDataset,
+    Transforms,
+    pair_files,
+    read_id_list,
+    read_text_file,
+)
 from parsenet.data.decode import map_label_values, read_mat_array
 from parsenet.data.errors import DataError
 from parsenet.data.palette import voc_palette
@@ -65,7 +71,7 @@ def context_label_table() -> np.ndarray:
 def _check_labels_txt(path: Path) -> None:
     """labels.txt, if shipped, must name the 59 classes at the ids used here."""
     names: dict[int, str] = {}
-    for line in path.read_text().splitlines():
+    for line in read_text_file(path, "labels.txt").splitlines():
         match = re.match(r"\s*(\d+)\s*:\s*(.+?)\s*$", line)
         if match:
             names[int(match.group(1))] = match.group(2)

@@ -15,18 +15,33 @@ from parsenet.data.decode import check_label_values, read_image, read_label_png
 from parsenet.data.errors import DataError
 from parsenet.data.palette import as_palette
 
-__all__ = ["SegmentationDataset", "read_id_list", "pair_files", "IMAGE_SUFFIXES"]
+__all__ = ["SegmentationDataset", "read_id_list", "read_text_file", "pair_files", "IMAGE_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 Transforms = Callable[[Any, Any], tuple[Any, Any]]
 
 
+def read_text_file(path: Path, what: str) -> str:
+    """A dataset's text file (``what``: "id list", "class list", ...), as UTF-8.
+
+    Unreadable or not UTF-8 is a :class:`DataError` naming the file: a list saved in another
+    encoding would otherwise be a bare UnicodeDecodeError that names nothing.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read {what} ({e.strerror or e})") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        raise DataError(f"{path}: {what} is not UTF-8 text (byte {data[e.start]:#04x} on line "
+                        f"{line}); save it as UTF-8") from None
+
+
 def read_id_list(path: Path) -> list[str]:
     """Ids listed one per line (blank lines and surrounding spaces ignored)."""
-    try:
-        lines = path.read_text().splitlines()
-    except OSError as e:
-        raise DataError(f"{path}: cannot read id list ({e.strerror or e})") from None
+    lines = read_text_file(path, "id list").splitlines()
     return [line.strip() for line in lines if line.strip()]
 
 

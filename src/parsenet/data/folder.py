@@ -17,17 +17,34 @@ from pathlib import Path
 
 import numpy as np
 
-from parsenet.data.dataset import SegmentationDataset, Transforms, pair_files, read_id_list
+from parsenet.data.dataset import (
+    SegmentationDataset,
+    Transforms,
+    pair_files,
+    read_id_list,
+    read_text_file,
+)
 from parsenet.data.errors import DataError
 
 __all__ = ["SegmentationFolder", "holdout_split", "read_classes", "is_folder_layout"]
 
 
 def read_classes(path: Path) -> list[str]:
-    """Class names from ``classes.txt``: one per line, blank lines ignored."""
+    """Class names from ``classes.txt``: one per line, line k (from 0) naming class k.
+
+    Blank lines at the end are ignored; a blank line before a name is an error, because
+    skipping it would silently give every later class the id of the one before it.
+    """
     if not path.is_file():
         raise DataError(f"{path}: classes.txt not found (one class name per line)")
-    names = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    lines = [line.strip() for line in read_text_file(path, "class list").splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if "" in lines:
+        number = lines.index("") + 1
+        raise DataError(f"{path}: line {number} is blank (each line names one class, in id "
+                        f"order: remove the line or name the class)")
+    names = lines
     if not names:
         raise DataError(f"{path}: no class names in classes.txt")
     duplicates = sorted({n for n in names if names.count(n) > 1})

@@ -58,6 +58,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import typing
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
@@ -67,8 +68,10 @@ from typing import Any
 
 import numpy as np
 from PIL import Image
+from pydantic import TypeAdapter, ValidationError
 from tqdm import tqdm
 
+from parsenet.config_messages import describe_validation_error
 from parsenet.data.errors import DataError
 
 __all__ = ["CLASSES", "SCENES", "AMBIGUOUS_PAIRS", "LOCAL_CLASSES", "PALETTE", "SyntheticParams",
@@ -107,6 +110,13 @@ class SyntheticParams:
         if unknown:
             raise DataError(f"synthetic data: unknown parameter(s) {unknown}; "
                             f"known: {sorted(known)}")
+        hints = typing.get_type_hints(cls)
+        for name, value in params.items():  # strictly: a size of "320" or 2.5 is refused
+            try:
+                TypeAdapter(hints[name]).validate_python(value, strict=True)
+            except ValidationError as e:
+                raise DataError(describe_validation_error(
+                    e, None, "", section=f"data.synthetic.{name}")) from None
         p = cls(**params)
         if p.size < 256:
             raise DataError(f"synthetic data: size must be >= 256 (got {p.size}): smaller "

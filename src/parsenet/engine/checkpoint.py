@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from parsenet.errors import CheckpointError  # noqa: F401  (re-exported)
+from parsenet.safe_load import load_weights_only
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint",
            "load_model", "check_resumable", "rng_state", "set_rng_state"]
@@ -85,13 +86,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises RuntimeError, EOFError, UnpicklingError, ...
-        raise CheckpointError(
-            f"{path}: cannot read checkpoint (truncated or corrupt file?): "
-            f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        ) from None
+    state = load_weights_only(path, CheckpointError, "parsenet checkpoint")
     if not isinstance(state, dict):
         raise CheckpointError(f"{path}: not a parsenet checkpoint (holds a "
                               f"{type(state).__name__}, expected a dict)")
@@ -119,7 +114,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
 
     state = load_checkpoint(path)
     try:
-        config = config_from_dict(state["config"], where=f"{path}: config")
+        config = config_from_dict(state["config"], where="")  # the message names path
     except ConfigError as e:
         raise CheckpointError(f"{path}: stored config does not fit this version: {e}") from None
     args = dict(config.model.args)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor, nn
 
 from parsenet.errors import ExportError as ExportCheckError  # noqa: F401  (re-exported)
+from parsenet.errors import UsageError
 
 __all__ = ["export_onnx", "export_torchscript", "check_export", "ExportCheckError",
            "OnnxPredictor", "ChannelsLastPredictor", "make_predictor", "onnx_cache_path",
@@ -250,7 +251,7 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
                 return model(image.to(device))
         return run, "eager"
     if not _onnxruntime_available():
-        raise ValueError("backend 'onnx' needs onnxruntime (pip install 'parsenet[export]')")
+        raise UsageError("backend 'onnx' needs onnxruntime (pip install 'parsenet[export]')")
     if checkpoint is None:
         raise ValueError("backend 'onnx' needs the checkpoint path to cache the export")
     try:

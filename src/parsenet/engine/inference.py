@@ -22,11 +22,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from parsenet.config import EVAL_MODES
 from parsenet.metrics import SegmentationMetrics
 
 __all__ = ["predict_logits", "evaluate", "MODES", "MIN_SIZE"]
 
-MODES = ("whole", "slide", "multiscale")
+MODES = EVAL_MODES  # defined once, with the config field eval.mode
 MIN_SIZE = 32  # smallest H, W the backbones accept
 
 

@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from parsenet.errors import ConfigError
 from parsenet.layers.l2norm import L2Norm
 
 __all__ = ["param_groups", "build_optimizer", "PolyLR", "build_scheduler", "freeze"]
@@ -88,7 +89,9 @@ def param_groups(
             )
             group["params"].append(p)
     if not groups:
-        raise ValueError("the model has no trainable parameters (all frozen?)")
+        # A ConfigError (a ValueError too): model.frozen_prefixes froze every parameter.
+        raise ConfigError("model.frozen_prefixes: the model has no trainable parameters left "
+                          "(every parameter is frozen)")
     return list(groups.values())
 
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass
 
 import torch
 
-from parsenet.config import ConfigError
+from parsenet.config import AMP_MODES, ConfigError
 
 __all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
            "cpu_kind"]
 
-AMP_MODES = ("auto", "off", "bf16", "fp16")
+# AMP_MODES (imported above) is the config's: the names are defined once, in parsenet.choices.
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler, Sampler
 
+from parsenet.errors import DataError
+
 __all__ = ["ResumableSampler", "SeededSamples", "sample_seed", "worker_init_fn", "seed_everything"]
 
 
@@ -51,7 +53,7 @@ class ResumableSampler(Sampler[tuple[int, int]]):
     def __init__(self, dataset_size: int, *, seed: int, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True) -> None:
         if dataset_size < 1:
-            raise ValueError("the training dataset is empty")
+            raise DataError("the training dataset is empty")  # a ValueError too
         self.dataset_size = dataset_size
         self.seed = seed
         self.rank = rank

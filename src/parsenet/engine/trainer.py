@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from parsenet.config import Config, ConfigError, DataConfig, config_to_dict, save_config
+from parsenet.config import Config, DataConfig, check_config, config_to_dict, save_config
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
@@ -73,15 +73,9 @@ def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) ->
     return evaluate(model, dataset, **kwargs)
 
 
-def _check_config(config: Config) -> None:
-    t = config.train
-    for name in ("iterations", "batch_size", "accumulate", "log_every", "checkpoint_every"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    if t.loss_reduction not in ("mean", "sum"):
-        raise ConfigError(f"train.loss_reduction must be 'mean' or 'sum', got {t.loss_reduction!r}")
-    if t.val_every < 0 or t.max_val_images < 0 or t.warmup_iterations < 0:
-        raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
+def _check_config(config: Config) -> Config:
+    # Fields assigned in Python are not checked on assignment: check them all again here.
+    return check_config(config)
 
 
 def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
@@ -103,7 +97,7 @@ def train(config: Config, *, resume: bool = False,
     **kwargs)`` default to :func:`parsenet.data.build.build_dataset` and
     :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
     """
-    _check_config(config)
+    config = _check_config(config)
     device = resolve_device(config.train.device)
     ctx = dist_utils.init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -144,9 +138,9 @@ class _Training:
         probe = self.dataset_factory(cfg.data, "train", None)
         self.classes = list(probe.classes)
         self.palette = np.asarray(probe.palette).astype(int).tolist()
-        from parsenet.models import build_model
+        from parsenet.models.builders import build_model_from_config
 
-        model = build_model(cfg.model.name, num_classes=len(self.classes), **cfg.model.args)
+        model = build_model_from_config(cfg.model, num_classes=len(self.classes))
         self.preprocessing: Preprocessing = model.preprocessing
         self.train_set = self.dataset_factory(cfg.data, "train", self.preprocessing)
         self.val_set = (self.dataset_factory(cfg.data, "val", self.preprocessing)

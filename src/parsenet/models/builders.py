@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
 from parsenet.backbones.resnet import ResNetBackbone
 from parsenet.backbones.vgg import VGGBackbone
 from parsenet.backbones.weights import load_vgg16_weights
+from parsenet.config import ModelConfig
+from parsenet.config_messages import describe_validation_error
+from parsenet.errors import ConfigError, ParseNetError
 from parsenet.models.parsenet import ParseNet
 from parsenet.preprocessing import IMAGENET
 
-__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101", "MODELS", "build_model"]
+__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101", "MODELS", "build_model",
+           "build_model_from_config"]
 
 
 def _taps(features: Sequence[str], context: bool, context_source: str) -> tuple[str, ...]:
@@ -102,5 +110,37 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model by name with keyword arguments."""
     if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
     return MODELS[name](**kwargs)
+
+
+@functools.cache
+def _arguments_model(name: str) -> type[BaseModel]:
+    """A pydantic model of a builder's keyword arguments, from its signature and hints."""
+    builder = MODELS[name]
+    hints = typing.get_type_hints(builder)
+    fields = {p.name: (hints.get(p.name, Any), p.default)
+              for p in inspect.signature(builder).parameters.values() if p.name != "num_classes"}
+    return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid", strict=True,
+                                                              arbitrary_types_allowed=True),
+                        **fields)
+
+
+def build_model_from_config(model: ModelConfig, *, num_classes: int) -> nn.Module:
+    """The model a config's ``model`` section describes; a name or argument the builder
+    cannot use (unknown, wrong type, bad value) is a one-line :class:`ConfigError`."""
+    if model.name not in MODELS:
+        raise ConfigError(f"model.name: {model.name!r} is not a known model (expected one of "
+                          f"{', '.join(MODELS)})")
+    try:  # types checked against the builder's own hints; the values pass unchanged
+        _arguments_model(model.name).model_validate(model.args)
+    except ValidationError as e:
+        raise ConfigError(describe_validation_error(
+            e, _arguments_model(model.name), "", section="model.args")) from None
+    try:
+        return MODELS[model.name](num_classes=num_classes, **model.args)
+    except ValueError as e:
+        if isinstance(e, ParseNetError):  # weights files name themselves
+            raise
+        # The builders and layers raise ValueError only for an argument they cannot use.
+        raise ConfigError(f"model.args: {e} (model {model.name})") from e

@@ -1,0 +1,21 @@
+"""The allowed names of the config's enum fields, each defined once.
+
+Kept apart from :mod:`parsenet.config` so that the CLI can build its parser (``--mode``
+choices) without importing pydantic: ``parsenet --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = ["EvalMode", "AmpMode", "DataFormat", "LossReduction", "EVAL_MODES", "AMP_MODES",
+           "DATA_FORMATS", "LOSS_REDUCTIONS"]
+
+EvalMode = Literal["whole", "slide", "multiscale"]
+AmpMode = Literal["auto", "off", "bf16", "fp16"]  # auto: bf16/fp16 where the device is fast
+DataFormat = Literal["folder", "voc", "context", "siftflow", "camvid", "synthetic"]
+LossReduction = Literal["mean", "sum"]
+EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
+AMP_MODES: tuple[str, ...] = get_args(AmpMode)
+DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
+LOSS_REDUCTIONS: tuple[str, ...] = get_args(LossReduction)
