@@ -37,6 +37,11 @@ class ModelConfig:
     pretrained_prefixes: list[str] = field(default_factory=list)
     # Parameters whose names start with one of these are frozen.
     frozen_prefixes: list[str] = field(default_factory=list)
+    # paper recipe knobs
+    # Input preparation, overriding the weights' own: None (the weights'), "caffe_vgg" (BGR,
+    # 0-255, minus VGG-16's published mean 103.939/116.779/123.68), "caffe_fcn" (the same
+    # with FCN's data-layer mean 104.007/116.669/122.679) or "imagenet" (torchvision's).
+    preprocessing: str | None = None
 
 
 @dataclass
@@ -49,13 +54,18 @@ class DataConfig:
     # ``holdout_every``-th (index % holdout_every == 0) is validation, the rest training.
     # Used when train_split == val_split (SiftFlow's trainval).
     holdout_every: int = 0
-    crop_size: int = 320
+    crop_size: int | None = 320
     scale_range: list[float] = field(default_factory=lambda: [0.5, 2.0])
     flip: bool = True
     color_jitter: float = 0.0
     workers: int = 1
     # Synthetic data only: generated into ``root`` if absent.
     synthetic: dict[str, Any] = field(default_factory=dict)
+    # paper recipe knobs
+    # crop_size (above) may be null: whole-image training at the image's own size, no crop
+    # and no padding (FCN / the paper: "any size, without warping or cropping"). Needs
+    # train.batch_size 1; train.accumulate is then Caffe's iter_size. scale_range still
+    # applies (an isotropic rescale, never a warp); set [1.0, 1.0] for the images as they are.
 
 
 @dataclass
@@ -81,6 +91,12 @@ class TrainConfig:
     max_val_images: int = 0  # 0: the whole validation split
     out_dir: str = "runs/default"
     progress: bool = True
+    # paper recipe knobs
+    lr_policy: str = "poly"  # "poly" (base_lr * (1 - it/max)^poly_power) | "fixed" (Caffe's)
+    bias_lr_mult: float = 1.0  # biases learn this many times their group's rate (FCN nets: 2)
+    # Whether biases take weight decay. False is this project's rule and every Caffe net the
+    # paper builds on (FCN, DeepLab, ParseNet prototxts: bias decay_mult 0).
+    bias_decay: bool = False
 
 
 @dataclass
@@ -90,6 +106,10 @@ class EvalConfig:
     stride: int = 341  # sliding window step
     scales: list[float] = field(default_factory=lambda: [0.75, 1.0, 1.25])
     flip: bool = False
+    # paper recipe knobs
+    # "present": mean IU over classes with ground truth; "nanmean": FCN score.py's nanmean
+    # over classes with a non-empty union (see parsenet.metrics)
+    mean_iu: str = "present"
 
 
 @dataclass

@@ -153,7 +153,8 @@ def evaluate(
     ``dataset[i]`` is an eval-transformed ``(image 3xHxW float, mask HxW int)``; a uint8
     image is normalised with ``model.preprocessing``. ``eval_cfg`` (a
     :class:`parsenet.config.EvalConfig`) supplies window, stride, scales and flip, and the
-    mode when ``mode`` is None (default ``"whole"``). ``max_images`` > 0 evaluates the
+    mode when ``mode`` is None (default ``"whole"``), and ``mean_iu``, the mean-IU
+    convention (:mod:`parsenet.metrics`; default ``"present"``). ``max_images`` > 0 evaluates the
     first that many images only. Under torch.distributed each rank takes every
     world-size-th image and the confusion matrices are summed, so every rank returns the
     metrics of the whole set.
@@ -163,6 +164,7 @@ def evaluate(
     restored.
     """
     opts: dict[str, Any] = {}
+    mean_iu = getattr(eval_cfg, "mean_iu", None)
     if eval_cfg is not None:
         opts = {"window": eval_cfg.window, "stride": eval_cfg.stride,
                 "scales": tuple(eval_cfg.scales), "flip": eval_cfg.flip}
@@ -172,7 +174,7 @@ def evaluate(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     device = torch.device(device)
     ignore_index = getattr(dataset, "ignore_index", 255)
-    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index)
+    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, mean_iu=mean_iu)
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     rank, world = _dist_rank_world()
     indices = range(rank, total, world)
