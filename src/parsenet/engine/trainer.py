@@ -44,12 +44,12 @@ from tqdm.auto import tqdm
 from parsenet.config import Config, ConfigError, DataConfig, config_to_dict, save_config
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
-from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
+from parsenet.engine.optim import LR_POLICIES, build_optimizer, build_scheduler, freeze, lr_factor
 from parsenet.engine.precision import resolve_amp, resolve_device
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
-from parsenet.preprocessing import Preprocessing
+from parsenet.preprocessing import Preprocessing, preprocessing_by_name
 
 __all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
 
@@ -80,6 +80,14 @@ def _check_config(config: Config) -> None:
             raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
     if t.loss_reduction not in ("mean", "sum"):
         raise ConfigError(f"train.loss_reduction must be 'mean' or 'sum', got {t.loss_reduction!r}")
+    if config.model.preprocessing is not None:
+        preprocessing_by_name(config.model.preprocessing)  # a ConfigError naming the key
+    if t.lr_policy not in LR_POLICIES:
+        raise ConfigError(f"train.lr_policy must be one of {LR_POLICIES}, got {t.lr_policy!r}")
+    if config.data.crop_size is None and t.batch_size != 1:
+        raise ConfigError(f"data.crop_size is null (whole-image training: every image keeps "
+                          f"its own size) so train.batch_size must be 1, got {t.batch_size}; "
+                          f"use train.accumulate for Caffe's iter_size")
     if t.val_every < 0 or t.max_val_images < 0 or t.warmup_iterations < 0:
         raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
 
@@ -147,6 +155,8 @@ class _Training:
         from parsenet.models import build_model
 
         model = build_model(cfg.model.name, num_classes=len(self.classes), **cfg.model.args)
+        if cfg.model.preprocessing is not None:  # the config overrides the weights' own
+            model.preprocessing = preprocessing_by_name(cfg.model.preprocessing)
         self.preprocessing: Preprocessing = model.preprocessing
         self.train_set = self.dataset_factory(cfg.data, "train", self.preprocessing)
         self.val_set = (self.dataset_factory(cfg.data, "val", self.preprocessing)
@@ -157,10 +167,12 @@ class _Training:
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             new_layer_lr_mult=t.new_layer_lr_mult,
-            pretrained_prefixes=cfg.model.pretrained_prefixes)
+            pretrained_prefixes=cfg.model.pretrained_prefixes, bias_lr_mult=t.bias_lr_mult,
+            bias_decay=t.bias_decay)
         self.scheduler = build_scheduler(self.optimizer, max_iterations=t.iterations,
                                          power=t.poly_power,
-                                         warmup_iterations=t.warmup_iterations)
+                                         warmup_iterations=t.warmup_iterations,
+                                         policy=t.lr_policy)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
         self.sampler = ResumableSampler(len(self.train_set), seed=t.seed, rank=self.ctx.rank,
                                         world_size=self.ctx.world_size)
@@ -203,7 +215,9 @@ class _Training:
             raise ckpt.CheckpointError(f"{path}: cannot resume from it: {e}") from None
         # The schedule follows this config (a resume may extend train.iterations).
         t = self.config.train
-        self.scheduler.lr_lambdas[0].__init__(t.iterations, t.poly_power, t.warmup_iterations)
+        self.scheduler.lr_lambdas[0] = lr_factor(t.lr_policy, max_iterations=t.iterations,
+                                                 power=t.poly_power,
+                                                 warmup_iterations=t.warmup_iterations)
         if not self.sampler.load_state_dict(state["sampler"]):
             log.warning("%s: dataset size, seed or process count changed; the resumed run "
                         "continues at the same sample count but not the same sample order",

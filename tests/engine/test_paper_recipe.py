@@ -1,0 +1,69 @@
+"""The paper's training-recipe knobs through the trainer (FCN solver settings, whole-image
+batch-1 training, preprocessing override)."""
+
+import json
+
+import pytest
+import torch
+from trainer_fixtures import tiny_config, tiny_factory
+
+from parsenet.config import ConfigError
+from parsenet.engine.checkpoint import load_checkpoint
+from parsenet.engine.trainer import train
+from parsenet.preprocessing import CAFFE_VGG16
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: conftest.py
+
+
+def _records(out):
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+def test_fcn_solver_settings_train_at_a_constant_tiny_rate(data_root, tmp_path):
+    out = tmp_path / "fcn"
+    config = tiny_config(data_root, out, iterations=3, batch_size=1, accumulate=2,
+                         lr=1e-10, momentum=0.99, loss_reduction="sum", lr_policy="fixed",
+                         bias_lr_mult=2.0, bias_decay=False)
+    result = train(config, dataset_factory=tiny_factory())
+    lrs = [r["lr"] for r in _records(out) if r["kind"] == "train"]
+    assert lrs == [1e-10] * 3  # fixed: no poly decay
+    state = load_checkpoint(result["last_checkpoint"])
+    groups = {g["name"]: g for g in state["optimizer"]["param_groups"]}
+    assert groups["new/bias"]["lr"] == pytest.approx(2e-9)  # 1e-10 x 10 (new) x 2 (bias)
+    assert groups["new/bias"]["weight_decay"] == 0.0
+    assert all(g["momentum"] == 0.99 for g in groups.values())
+    assert all(torch.isfinite(v).all() for v in state["model"].values())
+    # the schedule saved in the checkpoint is the fixed one
+    assert state["scheduler"]["lr_lambdas"][0] == {"warmup_iterations": 0}
+
+
+def test_preprocessing_override_is_used_and_stored(data_root, tmp_path):
+    seen = []
+
+    def factory(data, split, preprocessing):
+        seen.append(preprocessing)
+        return tiny_factory()(data, split, preprocessing)
+
+    config = tiny_config(data_root, tmp_path / "pp", iterations=1)
+    config.model.preprocessing = "caffe_vgg"
+    result = train(config, dataset_factory=factory)
+    assert seen[1:] == [CAFFE_VGG16]  # the probe (None) first, then the training set
+    assert load_checkpoint(result["last_checkpoint"])["preprocessing"] == CAFFE_VGG16.to_dict()
+
+
+@pytest.mark.parametrize("section,field,value,match", [
+    ("train", "lr_policy", "step", "train.lr_policy"),
+    ("model", "preprocessing", "bgr", "model.preprocessing"),
+])
+def test_bad_recipe_knobs_are_config_errors(data_root, tmp_path, section, field, value, match):
+    config = tiny_config(data_root, tmp_path / "bad")
+    setattr(getattr(config, section), field, value)
+    with pytest.raises(ConfigError, match=match):
+        train(config, dataset_factory=tiny_factory())
+
+
+def test_whole_image_training_needs_batch_one(data_root, tmp_path):
+    config = tiny_config(data_root, tmp_path / "whole", batch_size=2)
+    config.data.crop_size = None
+    with pytest.raises(ConfigError, match="crop_size.*batch_size must be 1"):
+        train(config, dataset_factory=tiny_factory())
