@@ -28,6 +28,7 @@ class ParseNet(nn.Module):
         normalize: L2Norm on every branch, each with its own learned scale.
         pyramid: pooling bins of the context branch; ``(1,)`` is pool6.
         context_dropout: dropout on the pooled context (0.3 in the original prototxt).
+        init: initialiser of the head's convolutions (:mod:`parsenet.layers.init`).
 
     ``forward`` maps N x 3 x H x W to N x num_classes x H x W logits, pixel-aligned.
     """
@@ -48,6 +49,7 @@ class ParseNet(nn.Module):
         context_dropout: float = 0.3,
         hidden_channels: int | None = None,
         preprocessing: Preprocessing = IMAGENET,
+        init: str = "xavier_uniform",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -70,7 +72,7 @@ class ParseNet(nn.Module):
         self.head = ContextFusion(
             [ch[f] for f in self.features], [ch[context_source]] * n_ctx, num_classes,
             mode=fusion, normalize=normalize, scale_init=scale_init, learn_scale=learn_scale,
-            hidden_channels=hidden_channels,
+            hidden_channels=hidden_channels, init=init,
         )
 
     def forward_branches(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
