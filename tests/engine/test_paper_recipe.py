@@ -67,3 +67,40 @@ def test_whole_image_training_needs_batch_one(data_root, tmp_path):
     config.data.crop_size = None
     with pytest.raises(ConfigError, match="crop_size.*batch_size must be 1"):
         train(config, dataset_factory=tiny_factory())
+
+
+def test_whole_image_batch_one_training_with_iter_size_runs_the_default_path(data_root,
+                                                                            tmp_path):
+    from parsenet.engine.trainer import build_dataset_default
+
+    config = tiny_config(data_root, tmp_path / "whole", iterations=2, batch_size=1,
+                         accumulate=2, loss_reduction="sum", lr=1e-6, lr_policy="fixed")
+    config.data.crop_size = None
+    config.data.scale_range = [1.0, 1.0]
+    config.data.flip = False
+    item = build_dataset_default(config.data, "train", CAFFE_VGG16)[0]
+    image, mask, valid = item  # whole image, its own size, every pixel real
+    assert image.shape == (3, 56, 64) and mask.shape == (56, 64) and bool(valid.all())
+    result = train(config)
+    start = _records(tmp_path / "whole")[0]
+    assert start["images_per_iteration"] == 2  # batch 1 x iter_size 2
+    assert result["iteration"] == 2 and result["final_loss"] > 0
+
+
+def test_padded_crops_reach_the_model_with_their_validity_mask(data_root, tmp_path,
+                                                              monkeypatch):
+    from parsenet.models.parsenet import ParseNet
+
+    seen = []
+    original = ParseNet.forward
+
+    def spy(self, x, valid=None):
+        seen.append(None if valid is None else (tuple(valid.shape), bool(valid.all())))
+        return original(self, x, valid)
+
+    monkeypatch.setattr(ParseNet, "forward", spy)
+    config = tiny_config(data_root, tmp_path / "pad", iterations=1, batch_size=2)
+    config.data.crop_size = 72  # larger than the 56 x 64 images: every crop is padded
+    config.data.scale_range = [1.0, 1.0]
+    train(config)
+    assert seen and all(s == ((2, 72, 72), False) for s in seen)

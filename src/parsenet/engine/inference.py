@@ -5,10 +5,11 @@ modes are the usual ways to run a segmentation model on images too large for mem
 (``slide``) or to buy accuracy with compute (``multiscale``).
 
 Sliding windows are clipped to the image, as in mmsegmentation's ``slide_inference``: an
-image smaller than the window is one window, the whole image, not a padded one. Padding
-would change what ParseNet's global-context branch sees (pool6 averages over the padding),
-so padding is used only where the model needs it: images below its 32-pixel minimum are
-padded with 0, the mean colour of a normalised image, and the logits cropped back.
+image smaller than the window is one window, the whole image, not a padded one. Padding is
+used only where the model needs it: images below its 32-pixel minimum are padded with 0, the
+mean colour of a normalised image, and the logits cropped back. A model that
+``accepts_valid_mask`` (ParseNet) is told which pixels are padding, so its pool6 averages
+the real pixels only, as in training.
 """
 
 from __future__ import annotations
@@ -38,7 +39,13 @@ def _forward(model: Predictor, x: Tensor) -> Tensor:
     h, w = x.shape[-2:]
     pad_h, pad_w = max(0, MIN_SIZE - h), max(0, MIN_SIZE - w)
     if pad_h or pad_w:
-        return model(F.pad(x, (0, pad_w, 0, pad_h)))[..., :h, :w]
+        padded = F.pad(x, (0, pad_w, 0, pad_h))
+        if getattr(model, "accepts_valid_mask", False):
+            valid = torch.zeros(x.shape[0], h + pad_h, w + pad_w, dtype=torch.bool,
+                                device=x.device)
+            valid[:, :h, :w] = True
+            return model(padded, valid=valid)[..., :h, :w]
+        return model(padded)[..., :h, :w]
     return model(x)
 
 

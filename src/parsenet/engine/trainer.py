@@ -64,7 +64,8 @@ def build_dataset_default(data: DataConfig, split: str, preprocessing: Preproces
                           ) -> Dataset:
     from parsenet.data.build import build_dataset
 
-    return build_dataset(data, split, preprocessing=preprocessing)
+    # Training items carry the validity mask of their crop padding (pool6 leaves it out).
+    return build_dataset(data, split, preprocessing=preprocessing, with_valid=split == "train")
 
 
 def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) -> dict:
@@ -92,13 +93,19 @@ def _check_config(config: Config) -> None:
         raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
 def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
-                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                   ) -> list[Batch]:
+    """``accumulate`` batches of (images, targets, valid or None): datasets may yield the
+    validity mask of their padding as a third element."""
     out = []
     for _ in range(accumulate):
-        images, targets = next(loader_iter)
+        images, targets, *rest = next(loader_iter)
+        valid = rest[0].to(device, non_blocking=True) if rest else None
         out.append((images.to(device, non_blocking=True),
-                    targets.to(device, non_blocking=True).long()))
+                    targets.to(device, non_blocking=True).long(), valid))
     return out
 
 
@@ -272,28 +279,29 @@ class _Training:
         dist_utils.barrier(self.ctx)
 
     # ----------------------------------------------------------------- one iteration
-    def _step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], stop: bool
+    def _step(self, batches: list[Batch], stop: bool
               ) -> tuple[float, bool]:
         """Forward/backward over the micro-batches, then (if the loss is finite) one
         optimizer step. Returns the iteration's loss and whether any rank wants to stop."""
         t = self.config.train
         if t.loss_reduction == "mean":
-            local = sum(int((target != IGNORE_INDEX).sum()) for _, target in batches)
+            local = sum(int((target != IGNORE_INDEX).sum()) for _, target, _ in batches)
         else:
-            local = sum(target.shape[0] for _, target in batches)
+            local = sum(target.shape[0] for _, target, _ in batches)
         denominator = dist_utils.all_reduce_sum(
             torch.tensor([float(local)], dtype=torch.float64), self.ctx).item()
         scale = self.ctx.world_size / max(denominator, 1.0)
 
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, (images, targets) in enumerate(batches):
+        for i, (images, targets, valid) in enumerate(batches):
             last = i == len(batches) - 1
             sync = (self.ddp_model.no_sync() if self.ctx.enabled and not last
                     else contextlib.nullcontext())
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp.dtype,
                                     enabled=self.amp.dtype is not None):
-                    logits = self.ddp_model(images)
+                    logits = (self.ddp_model(images) if valid is None
+                              else self.ddp_model(images, valid=valid))
                 micro = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
                                         reduction="sum")
                 loss = micro * scale
