@@ -54,6 +54,7 @@ def test_preprocessing_override_is_used_and_stored(data_root, tmp_path):
 @pytest.mark.parametrize("section,field,value,match", [
     ("train", "lr_policy", "step", "train.lr_policy"),
     ("model", "preprocessing", "bgr", "model.preprocessing"),
+    ("eval", "mean_iu", "fcn", "eval.mean_iu"),
 ])
 def test_bad_recipe_knobs_are_config_errors(data_root, tmp_path, section, field, value, match):
     config = tiny_config(data_root, tmp_path / "bad")

@@ -23,7 +23,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from parsenet.metrics import SegmentationMetrics
+from parsenet.errors import ConfigError
+from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
 
 __all__ = ["predict_logits", "evaluate", "MODES", "MIN_SIZE"]
 
@@ -172,6 +173,9 @@ def evaluate(
     """
     opts: dict[str, Any] = {}
     mean_iu = getattr(eval_cfg, "mean_iu", None)
+    if mean_iu is not None and mean_iu not in MEAN_IU_CONVENTIONS:
+        raise ConfigError(f"eval.mean_iu must be one of {sorted(MEAN_IU_CONVENTIONS)}, got "
+                          f"{mean_iu!r}")
     if eval_cfg is not None:
         opts = {"window": eval_cfg.window, "stride": eval_cfg.stride,
                 "scales": tuple(eval_cfg.scales), "flip": eval_cfg.flip}

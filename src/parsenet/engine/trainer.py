@@ -41,10 +41,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from parsenet.config import Config, ConfigError, DataConfig, config_to_dict, save_config
+from parsenet.config import Config, DataConfig, config_to_dict, save_config
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
-from parsenet.engine.optim import LR_POLICIES, build_optimizer, build_scheduler, freeze, lr_factor
+from parsenet.engine.checks import check_train_config
+from parsenet.engine.optim import build_optimizer, build_scheduler, freeze, lr_factor
 from parsenet.engine.precision import resolve_amp, resolve_device
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
@@ -74,25 +75,6 @@ def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) ->
     return evaluate(model, dataset, **kwargs)
 
 
-def _check_config(config: Config) -> None:
-    t = config.train
-    for name in ("iterations", "batch_size", "accumulate", "log_every", "checkpoint_every"):
-        if getattr(t, name) < 1:
-            raise ConfigError(f"train.{name} must be at least 1, got {getattr(t, name)}")
-    if t.loss_reduction not in ("mean", "sum"):
-        raise ConfigError(f"train.loss_reduction must be 'mean' or 'sum', got {t.loss_reduction!r}")
-    if config.model.preprocessing is not None:
-        preprocessing_by_name(config.model.preprocessing)  # a ConfigError naming the key
-    if t.lr_policy not in LR_POLICIES:
-        raise ConfigError(f"train.lr_policy must be one of {LR_POLICIES}, got {t.lr_policy!r}")
-    if config.data.crop_size is None and t.batch_size != 1:
-        raise ConfigError(f"data.crop_size is null (whole-image training: every image keeps "
-                          f"its own size) so train.batch_size must be 1, got {t.batch_size}; "
-                          f"use train.accumulate for Caffe's iter_size")
-    if t.val_every < 0 or t.max_val_images < 0 or t.warmup_iterations < 0:
-        raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
-
-
 Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 
 
@@ -118,7 +100,7 @@ def train(config: Config, *, resume: bool = False,
     **kwargs)`` default to :func:`parsenet.data.build.build_dataset` and
     :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
     """
-    _check_config(config)
+    check_train_config(config)
     device = resolve_device(config.train.device)
     ctx = dist_utils.init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
