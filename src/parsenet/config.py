@@ -29,10 +29,11 @@ class ModelConfig:
     name: str = "parsenet_vgg16"  # a key of parsenet.models.MODELS
     # Keyword arguments of the builder (num_classes is taken from the dataset):
     # base, features, context, fusion, normalize, scale_init, learn_scale, pyramid, dropout,
-    # weights, width, batch_norm, ...
+    # weights, width, batch_norm, conv1_pad, init, fusion_grid, ...
     args: dict[str, Any] = field(default_factory=dict)
     # Parameters whose names start with one of these are "pretrained": base LR. Every other
-    # parameter is a new layer and gets train.lr * train.new_layer_lr_mult (the paper's 10x).
+    # parameter is a new layer and gets train.lr * train.new_layer_lr_mult (10x: DeepLab's
+    # prototxts give fc8 lr_mult 10; the paper itself states no multiplier).
     # Empty: all parameters are new (training from scratch).
     pretrained_prefixes: list[str] = field(default_factory=list)
     # Parameters whose names start with one of these are frozen.

@@ -3,8 +3,9 @@
 Groups. Parameters whose names start with one of ``pretrained_prefixes`` learn at the base
 rate; every other parameter belongs to a layer that starts from scratch ("new layers": the
 classifier, the L2Norm scales, ...) and learns ``new_layer_lr_mult`` times faster (the
-paper's 10x). Parameters under ``frozen_prefixes`` get ``requires_grad=False`` and are
-left out of the optimizer.
+10x of DeepLab's prototxts, where fc8 has ``lr_mult: 10``; the paper states no multiplier,
+and FCN's score layers learn at 1x). Parameters under ``frozen_prefixes`` get
+``requires_grad=False`` and are left out of the optimizer.
 
 Weight decay is not applied to biases, to normalisation parameters (BatchNorm / GroupNorm /
 LayerNorm affine terms) and to the L2Norm scales. Decay is a prior that weights are small;
