@@ -133,3 +133,69 @@ def test_all_reduce_in_a_process_group(tmp_path):
         assert m.confusion.dtype == torch.int64
     finally:
         dist.destroy_process_group()
+
+
+def _siftflow_like() -> tuple[torch.Tensor, torch.Tensor]:
+    """33 classes as SiftFlow; classes 30, 31, 32 absent from this 'split', 31 predicted."""
+    g = torch.Generator().manual_seed(3)
+    target = torch.randint(0, 30, (2, 40, 40), generator=g)
+    pred = torch.where(torch.rand(target.shape, generator=g) < 0.7, target,
+                       torch.randint(0, 30, target.shape, generator=g))
+    pred[0, :3, :5] = 31  # 15 pixels of an absent class predicted
+    return pred, target
+
+
+def test_siftflow_like_split_both_mean_iu_conventions():
+    tm = pytest.importorskip("torchmetrics.classification")
+    pred, target = _siftflow_like()
+    present = SegmentationMetrics(33, mean_iu="present")
+    nanmean = SegmentationMetrics(33, mean_iu="nanmean")
+    for m in (present, nanmean):
+        m.update(pred, target)
+    a, b = present.compute(), nanmean.compute()
+    hist = present.confusion.double()
+    iou = hist.diag() / (hist.sum(0) + hist.sum(1) - hist.diag())
+    # present: the 30 classes with ground truth; nanmean: those plus class 31 at IoU 0.
+    assert a["mean_iou"] == pytest.approx(float(iou[:30].mean()))
+    assert b["mean_iou"] == pytest.approx(float(iou[:30].sum() / 31))
+    assert b["per_class_iou"][31] == 0.0
+    assert math.isnan(b["per_class_iou"][30]) and math.isnan(b["per_class_iou"][32])
+    assert math.isnan(a["per_class_iou"][31])
+    assert b["mean_iou"] < a["mean_iou"]
+    # Both are reported whichever is chosen, and the choice is named.
+    assert a["mean_iou_nanmean"] == b["mean_iou"] and b["mean_iou_present"] == a["mean_iou"]
+    assert (a["mean_iou_convention"], b["mean_iou_convention"]) == ("present", "nanmean")
+    # torchmetrics' macro Jaccard is score.py's nanmean convention.
+    macro = tm.MulticlassJaccardIndex(33, average="macro", ignore_index=255)(pred, target)
+    assert b["mean_iou"] == pytest.approx(float(macro), abs=1e-6)
+    # The other metrics do not depend on the convention.
+    for key in ("pixel_acc", "mean_acc", "fw_iou"):
+        assert a[key] == b[key]
+
+
+def test_mean_iu_convention_names_checked():
+    with pytest.raises(ValueError, match="mean_iu"):
+        SegmentationMetrics(3, mean_iu="fcn")
+    assert SegmentationMetrics(3, skip_absent=True, mean_iu="nanmean").skip_absent is False
+
+
+def test_evaluate_reports_the_configured_convention():
+    from parsenet.config import EvalConfig
+    from parsenet.engine.inference import evaluate
+
+    class Predicts(torch.nn.Module):  # class 2 everywhere on the left, 0 on the right
+        def forward(self, x):
+            out = torch.zeros(x.shape[0], 3, *x.shape[-2:])
+            out[:, 2, :, :4] = 1.0
+            out[:, 0, :, 4:] = 1.0
+            return out
+
+    target = torch.zeros(8, 8, dtype=torch.int64)
+    target[:, :4] = 1  # class 2 never present, but predicted
+    dataset = [(torch.zeros(3, 8, 8), target)]
+    res = {conv: evaluate(Predicts(), dataset, num_classes=3, progress=False,
+                          eval_cfg=EvalConfig(mean_iu=conv))["mean_iou"]
+           for conv in ("present", "nanmean")}
+    # class 0: right half, predicted exactly (IoU 1); class 1: left half, never predicted
+    # (IoU 0); class 2: absent but predicted on the left (IoU 0 under nanmean only).
+    assert res == {"present": pytest.approx(0.5), "nanmean": pytest.approx(1 / 3)}

@@ -1,24 +1,18 @@
 """configs/paper: one file per row of Tables 1-8, every value sourced, every model buildable.
 
-Two loaders are checked. ``read_config_file`` (the raw YAML with ``base:`` resolved) works
-whatever fields the config classes have; ``load_config`` validates every field and needs
-the recipe knobs of the "knobs" branch (model.args.base "deeplab", conv1_pad, init,
-fusion_grid; model.preprocessing; train.lr_policy, bias_lr_mult, bias_decay; eval.mean_iu).
-Until those are merged, the load_config test is an expected failure (see _KNOBS_MERGED).
+Every row passes ``load_config`` (every field typed and checked, ``base:`` resolved) and
+builds with every one of its model arguments at reduced width.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import inspect
 import re
 from pathlib import Path
 
 import pytest
 
-from parsenet.config import TrainConfig, load_config, read_config_file
+from parsenet.config import load_config, read_config_file
 from parsenet.models import build_model
-from parsenet.models.builders import parsenet_vgg16
 from parsenet.study.paper import load_paper_figures
 
 REPO = Path(__file__).resolve().parents[1]
@@ -27,10 +21,6 @@ ROWS = sorted(p for p in PAPER.glob("table*.yaml"))
 BASES = sorted((PAPER / "base").glob("*.yaml"))
 FIGURES = load_paper_figures()
 SOURCE = re.compile(r"#.*\b(paper|reference|paper's words|guessed|ours)\b")
-
-# The lead drops this condition (and the xfail) once "knobs" is merged.
-_KNOBS_MERGED = "lr_policy" in {f.name for f in dataclasses.fields(TrainConfig)}
-
 
 def test_one_config_per_row_of_the_paper_and_no_other() -> None:
     trained = {r.id for r in FIGURES.rows.values() if not r.reported_by}
@@ -57,23 +47,6 @@ def test_every_value_names_its_source(path: Path) -> None:
             sourced = SOURCE.search(line) or any(SOURCE.search(c) for c in comment_block)
             assert sourced, f"{path.name}: {stripped!r} names no source"
         comment_block = []
-
-
-@pytest.mark.parametrize("path", ROWS, ids=lambda p: p.stem)
-def test_row_resolves_and_builds_at_tiny_width(path: Path) -> None:
-    """The branch-independent check: the raw config builds with the builder's current
-    keyword arguments (the knobs' arguments are set aside until they exist)."""
-    values = read_config_file(path)
-    assert values["name"] == path.stem and values["train"]["out_dir"].endswith(path.stem)
-    accepted = set(inspect.signature(parsenet_vgg16).parameters)
-    args = {k: v for k, v in values["model"]["args"].items() if k in accepted}
-    awaiting = set(values["model"]["args"]) - accepted
-    assert awaiting <= {"base", "conv1_pad", "init", "fusion_grid"}, awaiting
-    if args.get("base") == "deeplab":  # awaiting knobs; the LargeFOV layout stands in
-        args["base"] = "largefov"
-    args |= {"width": 0.0625, "weights": None}
-    model = build_model(values["model"]["name"], num_classes=3, **args)
-    assert model.num_classes == 3
 
 
 def _row(stem: str) -> dict:
@@ -127,12 +100,10 @@ def test_fusion_norm_and_network_per_row() -> None:
         == (10.0, True)
 
 
-@pytest.mark.xfail(not _KNOBS_MERGED, strict=True,
-                   reason="needs the knobs branch's config fields (lr_policy, init, ...)")
 @pytest.mark.parametrize("path", ROWS, ids=lambda p: p.stem)
 def test_row_loads_validated_and_builds(path: Path) -> None:
-    """After the knobs merge: every row passes load_config and builds with every argument."""
     config = load_config(path)
+    assert config.train.out_dir.endswith(path.stem)
     args = {**config.model.args, "width": 0.0625, "weights": None}
     model = build_model(config.model.name, num_classes=3, **args)
     assert model.num_classes == 3 and config.name == path.stem

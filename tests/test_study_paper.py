@@ -14,11 +14,9 @@ from PIL import Image
 
 from parsenet import study
 from parsenet.cli import main as cli_main
-from parsenet.config import TrainConfig
 from parsenet.study import budget, runner
 
 REPO = Path(__file__).resolve().parents[1]
-_KNOBS_MERGED = "lr_policy" in {f.name for f in dataclasses.fields(TrainConfig)}
 
 
 @pytest.fixture()
@@ -149,11 +147,9 @@ def test_budgeted_paper_table_on_cpu_prints_ours_beside_the_papers(
     assert "| table3_siftflow_pool6_fc7 | 1/1 | " in capsys.readouterr().out
 
 
-@pytest.mark.xfail(not _KNOBS_MERGED, strict=True,
-                   reason="the paper's configs need the knobs branch's config fields")
 @pytest.mark.slow
 def test_the_real_table3_rows_run_on_a_budget(in_repo: Path, tmp_path: Path, capsys) -> None:
-    """After the knobs merge: Table 3's own configs, at tiny width on tiny data, on a budget."""
+    """Table 3's own configs, at tiny width on tiny data, on a budget."""
     data = _tiny_data(tmp_path / "data")
     sets = [f"data.root={data}", "data.format=folder", "data.train_split=all",
             "data.val_split=all", "data.holdout_every=4", "data.workers=0",

@@ -42,6 +42,9 @@ from parsenet.choices import (  # noqa: F401  (re-exported)
     DataFormat,
     EvalMode,
     LossReduction,
+    LrPolicy,
+    MeanIuConvention,
+    PreprocessingName,
 )
 from parsenet.config_messages import describe_validation_error, describe_yaml_error
 from parsenet.errors import ConfigError
@@ -116,14 +119,19 @@ class ModelConfig(_Section):
     name: str = Field("parsenet_vgg16", min_length=1)  # a key of parsenet.models.MODELS
     # Keyword arguments of the builder (num_classes is taken from the dataset):
     # base, features, context, fusion, normalize, scale_init, learn_scale, pyramid, dropout,
-    # weights, width, batch_norm, ...
+    # weights, width, batch_norm, conv1_pad, init, fusion_grid, ...
     args: dict[str, Any] = Field(default_factory=dict)
     # Parameters whose names start with one of these are "pretrained": base LR. Every other
-    # parameter is a new layer and gets train.lr * train.new_layer_lr_mult (the paper's 10x).
+    # parameter is a new layer and gets train.lr * train.new_layer_lr_mult (10x: DeepLab's
+    # prototxts give fc8 lr_mult 10; the paper itself states no multiplier).
     # Empty: all parameters are new (training from scratch).
     pretrained_prefixes: Strings = Field(default_factory=list)
     # Parameters whose names start with one of these are frozen.
     frozen_prefixes: Strings = Field(default_factory=list)
+    # Input preparation, overriding the weights' own: None (the weights'), "caffe_vgg" (BGR,
+    # 0-255, minus VGG-16's published mean 103.939/116.779/123.68), "caffe_fcn" (the same
+    # with FCN's data-layer mean 104.007/116.669/122.679) or "imagenet" (torchvision's).
+    preprocessing: PreprocessingName | None = None
 
 
 class DataConfig(_Section):
@@ -137,7 +145,11 @@ class DataConfig(_Section):
     # Used when train_split == val_split (SiftFlow's trainval).
     holdout_every: Annotated[NonNegative, AfterValidator(_not_one)] = Field(
         0, description="0 (off) or an integer >= 2")
-    crop_size: Count = 320
+    # null: whole-image training at the image's own size, no crop and no padding (FCN / the
+    # paper: "any size, without warping or cropping"). Needs train.batch_size 1;
+    # train.accumulate is then Caffe's iter_size. scale_range still applies (an isotropic
+    # rescale, never a warp); set [1.0, 1.0] for the images as they are.
+    crop_size: Count | None = 320
     scale_range: Annotated[Floats, AfterValidator(_ordered)] = Field(
         default_factory=lambda: [0.5, 2.0], min_length=2, max_length=2,
         description="[low, high] with 0 < low <= high")
@@ -172,6 +184,13 @@ class TrainConfig(_Section):
     max_val_images: NonNegative = 0  # 0: the whole validation split
     out_dir: str = Field("runs/default", min_length=1)
     progress: bool = True
+    # "poly" (base_lr * (1 - it/max)^poly_power) or "fixed" (Caffe's constant rate)
+    lr_policy: LrPolicy = "poly"
+    # biases learn this many times their group's rate (FCN nets: 2)
+    bias_lr_mult: NonNegativeFloat = 1.0
+    # Whether biases take weight decay. False is this project's rule and every Caffe net the
+    # paper builds on (FCN, DeepLab, ParseNet prototxts: bias decay_mult 0).
+    bias_decay: bool = False
 
 
 class EvalConfig(_Section):
@@ -182,6 +201,9 @@ class EvalConfig(_Section):
     scales: Floats = Field(default_factory=lambda: [0.75, 1.0, 1.25], min_length=1,
                            description="a non-empty list of numbers > 0")
     flip: bool = False
+    # "present": mean IU over classes with ground truth; "nanmean": FCN score.py's nanmean
+    # over classes with a non-empty union (see parsenet.metrics)
+    mean_iu: MeanIuConvention = "present"
 
     @model_validator(mode="after")
     def _window(self) -> EvalConfig:

@@ -9,14 +9,25 @@ With ``n_ij`` the number of pixels of class ``i`` predicted as class ``j`` and
     mean IU    = (1/K') sum_i n_ii / (t_i + sum_j n_ji - n_ii)
     f.w. IU    = (sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)
 
-Which classes enter the means (``K'``):
+Which classes enter mean IU (``K'``), by name (``mean_iu=``, config ``eval.mean_iu``):
 
-* ``skip_absent=True`` (default; FCN's ``score.py`` and ParseNet): only classes with ground
-  truth pixels (``t_i > 0``). A class that is predicted but never present is not averaged.
-* ``skip_absent=False`` (mmsegmentation's ``IoUMetric``): IoU is ``n_ii / union_i`` and the
-  mean is a nanmean, so every class with a non-empty union (present in the ground truth *or*
-  predicted) is averaged; a class predicted but absent counts with IoU 0. Accuracy is
-  ``n_ii / t_i`` with a nanmean, i.e. still over present classes only.
+* ``"present"`` (default; ``skip_absent=True``): only classes with ground-truth pixels
+  (``t_i > 0``). A class predicted but never present is left out. This is the project's
+  long-standing default; we found no public ParseNet or PASCAL-Context evaluation script to
+  pin it to, so it is named for what it does. (The VOC devkit's ``VOCevalseg.m``, which
+  DeepLab and ParseNet used for VOC, takes a plain ``mean`` over all classes: with every
+  class present in VOC val/test, all three conventions agree there.)
+* ``"nanmean"`` (``skip_absent=False``): FCN's ``score.py`` (``np.nanmean`` of
+  ``diag / (gt + pred - diag)``), also torchmetrics' ``MulticlassJaccardIndex(average=
+  "macro")`` and mmsegmentation's ``IoUMetric``: every class with a non-empty union
+  (present in the ground truth *or* predicted) is averaged, so a class predicted but absent
+  counts with IoU 0; a class neither present nor predicted is 0/0 and skipped.
+
+On a split that lacks some classes (SiftFlow test lacks 3 of its 33) the two differ as soon
+as one absent class is predicted anywhere. Mean accuracy is ``n_ii / t_i`` averaged over
+present classes in both (score.py's nanmean of ``diag / gt`` skips 0/0 the same way).
+``compute()`` reports ``mean_iou`` in the chosen convention and, for comparisons,
+``mean_iou_present`` and ``mean_iou_nanmean`` both.
 
 Per-class values of classes left out of the means are NaN. f.w. IU weights by ``t_i``, so
 absent classes never contribute in either mode.
@@ -30,7 +41,10 @@ from typing import Any
 import torch
 from torch import Tensor
 
-__all__ = ["SegmentationMetrics", "metrics_from_confusion"]
+__all__ = ["SegmentationMetrics", "metrics_from_confusion", "MEAN_IU_CONVENTIONS"]
+
+# name -> skip_absent (see the module docstring)
+MEAN_IU_CONVENTIONS = {"present": True, "nanmean": False}
 
 
 def _nanmean(values: Tensor) -> float:
@@ -38,8 +52,21 @@ def _nanmean(values: Tensor) -> float:
     return float(kept.mean()) if kept.numel() else math.nan
 
 
-def metrics_from_confusion(confusion: Tensor, skip_absent: bool = True) -> dict[str, Any]:
-    """Metrics of a K x K confusion matrix (rows: ground truth, columns: prediction)."""
+def _skip_absent(skip_absent: bool, mean_iu: str | None) -> bool:
+    if mean_iu is None:
+        return skip_absent
+    if mean_iu not in MEAN_IU_CONVENTIONS:
+        raise ValueError(f"mean_iu must be one of {sorted(MEAN_IU_CONVENTIONS)}, got {mean_iu!r}")
+    return MEAN_IU_CONVENTIONS[mean_iu]
+
+
+def metrics_from_confusion(confusion: Tensor, skip_absent: bool = True, *,
+                           mean_iu: str | None = None) -> dict[str, Any]:
+    """Metrics of a K x K confusion matrix (rows: ground truth, columns: prediction).
+
+    ``mean_iu`` (``"present"`` or ``"nanmean"``), when given, overrides ``skip_absent``.
+    """
+    skip_absent = _skip_absent(skip_absent, mean_iu)
     hist = confusion.to(torch.float64)
     diag = hist.diag()
     gt = hist.sum(dim=1)
@@ -48,8 +75,9 @@ def metrics_from_confusion(confusion: Tensor, skip_absent: bool = True) -> dict[
     total = gt.sum()
     nan = torch.full_like(diag, math.nan)
     per_class_acc = torch.where(gt > 0, diag / gt.clamp(min=1), nan)
-    iou_defined = gt > 0 if skip_absent else union > 0
-    per_class_iou = torch.where(iou_defined, diag / union.clamp(min=1), nan)
+    iou_present = torch.where(gt > 0, diag / union.clamp(min=1), nan)
+    iou_nanmean = torch.where(union > 0, diag / union.clamp(min=1), nan)
+    per_class_iou = iou_present if skip_absent else iou_nanmean
     if total > 0:
         pixel_acc = float(diag.sum() / total)
         present = gt > 0
@@ -61,6 +89,9 @@ def metrics_from_confusion(confusion: Tensor, skip_absent: bool = True) -> dict[
         "mean_acc": _nanmean(per_class_acc),
         "mean_iou": _nanmean(per_class_iou),
         "fw_iou": fw_iou,
+        "mean_iou_convention": "present" if skip_absent else "nanmean",
+        "mean_iou_present": _nanmean(iou_present),
+        "mean_iou_nanmean": _nanmean(iou_nanmean),
         "per_class_iou": per_class_iou.tolist(),
         "per_class_acc": per_class_acc.tolist(),
         "confusion": confusion.to(torch.int64).tolist(),
@@ -74,17 +105,19 @@ class SegmentationMetrics:
         num_classes: K; valid targets and predictions are ``0 .. K-1``.
         ignore_index: target value whose pixels are dropped (255 in every dataset here).
         skip_absent: which classes enter the means, see the module docstring.
+        mean_iu: the same choice by name, ``"present"`` or ``"nanmean"``; overrides
+            ``skip_absent`` when given.
 
     ``update`` takes class-index tensors of any (equal) shape; it does not take logits.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, skip_absent: bool = True
-                 ) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = 255, skip_absent: bool = True,
+                 *, mean_iu: str | None = None) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
-        self.skip_absent = skip_absent
+        self.skip_absent = _skip_absent(skip_absent, mean_iu)
         self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64)
 
     def reset(self) -> None:

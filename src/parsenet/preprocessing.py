@@ -13,7 +13,10 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import Tensor
 
-__all__ = ["Preprocessing", "IMAGENET", "CAFFE_VGG"]
+from parsenet.errors import ConfigError
+
+__all__ = ["Preprocessing", "IMAGENET", "CAFFE_VGG", "CAFFE_VGG16", "PREPROCESSINGS",
+           "preprocessing_by_name"]
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,26 @@ class Preprocessing:
 
 
 IMAGENET = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
-# Mean in BGR order, as in the Caffe VGG-16 / DeepLab / ParseNet prototxts.
+# Mean in BGR order: FCN's data layers (voc_layers.py, pascalcontext_layers.py,
+# siftflow_layers.py) and HED subtract this one (the mean of the ILSVRC mean image).
 CAFFE_VGG = Preprocessing(
     mean=(104.00699, 116.66877, 122.67892), std=(1.0, 1.0, 1.0), channel_order="BGR",
     pixel_max=255.0,
 )
+# The original Caffe VGG_ILSVRC_16_layers (Simonyan & Zisserman's model page): BGR, 0-255,
+# minus the per-channel mean (B, G, R) = (103.939, 116.779, 123.68), as TABLES.md records.
+CAFFE_VGG16 = Preprocessing(
+    mean=(103.939, 116.779, 123.68), std=(1.0, 1.0, 1.0), channel_order="BGR", pixel_max=255.0,
+)
+
+# Names for ``model.preprocessing`` in a config: prepare images this way whatever the
+# weights file says (a Caffe-converted VGG-16 saved in torchvision's layout, for instance).
+PREPROCESSINGS = {"caffe_vgg": CAFFE_VGG16, "caffe_fcn": CAFFE_VGG, "imagenet": IMAGENET}
+
+
+def preprocessing_by_name(name: str) -> Preprocessing:
+    """The :data:`PREPROCESSINGS` entry ``name``; a ConfigError naming the key otherwise."""
+    if name not in PREPROCESSINGS:
+        raise ConfigError(f"model.preprocessing must be null or one of "
+                          f"{sorted(PREPROCESSINGS)}, got {name!r}")
+    return PREPROCESSINGS[name]

@@ -179,3 +179,42 @@ def test_random_scale_crop_rejects_bad_arguments_and_mismatched_sizes():
     image, _ = pair(10, 12)
     with pytest.raises(ValueError, match="sizes differ"):
         RandomScaleCrop(8)(image, tv_tensors.Mask(torch.zeros(9, 12, dtype=torch.uint8)))
+
+
+def test_validity_mask_marks_exactly_the_crop_padding():
+    image, mask = pair(30, 40)
+    torch.manual_seed(0)
+    out_image, out_mask, valid = train_transforms(48, (1.0, 1.0), flip=False,
+                                                  with_valid=True)(image, mask)
+    assert valid.dtype == torch.bool and valid.shape == (48, 48)
+    assert valid[:30, :40].all() and not valid[30:].any() and not valid[:, 40:].any()
+    assert torch.equal(out_mask[:30, :40], mask.long()) and (out_mask[~valid] == 255).all()
+    # The same random draw without the mask gives the same image and labels.
+    torch.manual_seed(0)
+    plain_image, plain_mask = train_transforms(48, (1.0, 1.0), flip=False)(image, mask)
+    assert torch.equal(plain_image, out_image) and torch.equal(plain_mask, out_mask)
+
+
+def test_validity_mask_follows_scale_and_flip():
+    label = blocky_label(30, 40, 5, seed=1, ignore_fraction=0.0)
+    image = tv_tensors.Image(torch.from_numpy(image_for(label, 1)).permute(2, 0, 1).contiguous())
+    mask = tv_tensors.Mask(torch.from_numpy(label))
+    for seed in range(6):
+        torch.manual_seed(seed)
+        _, out_mask, valid = train_transforms(64, (0.5, 1.5), flip=True,
+                                              with_valid=True)(image, mask)
+        # Real pixels are exactly the non-padding ones (the source labels have no 255).
+        assert torch.equal(valid, out_mask != 255)
+        assert valid.any()
+
+
+def test_whole_image_training_keeps_the_image_as_it_is():
+    image, mask = pair(30, 41)
+    out_image, out_mask, valid = train_transforms(None, (1.0, 1.0), flip=False,
+                                                  with_valid=True)(image, mask)
+    assert out_image.shape == (3, 30, 41) and valid.all()  # any size, no crop, no padding
+    torch.testing.assert_close(out_image, IMAGENET(image.as_subclass(torch.Tensor)))
+    assert torch.equal(out_mask, mask.long())
+    torch.manual_seed(0)
+    scaled_image, scaled_mask = train_transforms(None, (2.0, 2.0), flip=False)(image, mask)
+    assert scaled_image.shape == (3, 60, 82) and scaled_mask.shape == (60, 82)  # no warp

@@ -56,3 +56,47 @@ def test_pyramid_cells_match_adaptive_avg_pool(size, bins):
     x = torch.randn(2, 3, *size, dtype=torch.float64)
     expected = torch.nn.functional.adaptive_avg_pool2d(x, bins)
     torch.testing.assert_close(global_pool(x, bins), expected)
+
+
+# ---- context that padding cannot dilute ------------------------------------------------
+
+from parsenet.layers.context import mask_to_grid  # noqa: E402
+from parsenet.layers.resample import Grid  # noqa: E402
+
+
+@pytest.mark.parametrize("normalize", [False, True])
+def test_pool6_of_a_padded_map_equals_pool6_of_the_unpadded_map(normalize):
+    torch.manual_seed(0)
+    x = torch.randn(2, 5, 7, 9, dtype=torch.float64) + 3
+    padded = torch.nn.functional.pad(x, (0, 4, 0, 3), value=-50.0)  # any padding value
+    valid = torch.zeros(2, 10, 13, dtype=torch.bool)
+    valid[:, :7, :9] = True
+    ctx = GlobalContext(5, normalize=normalize, dropout=0.0).double()
+    weight = mask_to_grid(valid, Grid(1, 0.0), padded.shape[-2:])
+    (ours,) = ctx(padded, weight)
+    (unpadded,) = ctx(x)
+    torch.testing.assert_close(ours, unpadded, rtol=1e-12, atol=1e-12)
+    (diluted,) = ctx(padded)
+    assert not torch.allclose(diluted, unpadded)  # without the mask the padding counts
+
+
+def test_mask_to_grid_is_the_real_fraction_of_each_cell():
+    valid = torch.zeros(1, 20, 16, dtype=torch.bool)
+    valid[:, :12, :] = True  # 12 real rows of 20
+    # stride 8, offset 0 (LargeFOV): cell i holds pixels 8i-4 .. 8i+3
+    w = mask_to_grid(valid, Grid(8, 0.0), (3, 2))
+    # cells hold rows 0-3, 4-11 and 12-19 (the last one to the end)
+    torch.testing.assert_close(w[0, 0, :, 0], torch.tensor([1.0, 1.0, 0.0]))
+    # stride 32, offset 15.5 (FCN-32s): cell 0 holds pixels 0..31, here only 20 rows exist
+    w = mask_to_grid(valid, Grid(32, 15.5), (1, 1))
+    torch.testing.assert_close(w.flatten(), torch.tensor([12 / 20]))
+    ones = mask_to_grid(torch.ones(2, 37, 41, dtype=torch.bool), Grid(8, 0.0), (5, 6))
+    assert torch.equal(ones, torch.ones(2, 1, 5, 6))
+
+
+def test_weighted_pyramid_cells_skip_padding_and_empty_cells_are_zero():
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    weight = torch.zeros(1, 1, 4, 4)
+    weight[..., :2, :] = 1.0  # top half real
+    p2 = global_pool(x, 2, weight)
+    torch.testing.assert_close(p2[0, 0], torch.tensor([[2.5, 4.5], [0.0, 0.0]]))

@@ -21,3 +21,20 @@ def test_half_offset_grid_hits_feature_centres():
     assert out.shape[-2:] == (60, 90)
     ys = torch.arange(16, 80, dtype=torch.float32)
     torch.testing.assert_close(out[0, 0, 0, 16:80], (ys - 15.5) / 32)
+
+
+def test_align_to_grid_upsamples_and_shifts_by_whole_cells():
+    from parsenet.layers.resample import Grid, align_to_grid
+
+    # fc7 of FCN with conv1_1 pad 100 (stride 32, offset 12.5) onto its conv4 grid (stride
+    # 8, offset -95.5): fine cell j reads coarse coordinate (8 j - 95.5 - 12.5) / 32,
+    # clamped to the map, including the cells before the coarse map starts.
+    n = 5
+    coarse = torch.arange(float(n)).view(1, 1, 1, n).expand(1, 1, 2, n).contiguous()
+    fine = align_to_grid(coarse, Grid(32, 12.5), Grid(8, -95.5), (2, 40))
+    j = torch.arange(40, dtype=torch.float32)
+    expected = ((8 * j - 108) / 32).clamp(0, n - 1)
+    torch.testing.assert_close(fine[0, 0, 0], expected)
+    # A pure shift (equal strides) crops whole cells.
+    shifted = align_to_grid(coarse, Grid(32, -83.5), Grid(32, 12.5), (2, 2))
+    torch.testing.assert_close(shifted[0, 0, 0], torch.tensor([3.0, 4.0]))

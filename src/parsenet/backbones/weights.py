@@ -10,7 +10,14 @@ Sources (``weights=`` of the builders):
 FCN-32s takes fc6/fc7 by an exact reshape (4096 x 25088 -> 4096 x 512 x 7 x 7). LargeFOV
 takes DeepLab's decimation: every 4th output channel of fc6 and every 3rd of its 7 x 7 taps
 (-> 1024 x 512 x 3 x 3, used with dilation 12), and every 4th row and column of fc7
-(-> 1024 x 1024). Layers without a source keep their xavier initialisation.
+(-> 1024 x 1024). DeepLab (non-LargeFOV) keeps all 4096 channels and decimates fc6's 7 x 7
+taps to 4 x 4, rows and columns 0, 2, 4, 6 (used with dilation 4). Chen et al. (ICLR 2015,
+Sec. 4.1 and Table 2) say "spatially subsample (by simple decimation)" without listing the
+taps; every second tap is the decimation that keeps both ends of the kernel. Their table is
+consistent with it: the taps sit 4 x 8 = 32 pixels apart on the stride-8 trunk, the
+kernel half the 7 x 7's span, for a 128-pixel receptive field ("DeepLab-CRF": kernel 4x4,
+input stride 4, RF 128, 65.1M parameters). fc7 is copied whole. Layers without a source
+keep their xavier initialisation.
 """
 
 from __future__ import annotations
@@ -78,6 +85,8 @@ def convert_torchvision_vgg16(state: dict[str, Tensor], base: str) -> dict[str, 
         if base == "largefov":
             w6, b6 = w6[::4, :, ::3, ::3], b6[::4]
             w7, b7 = w7[::4, ::4], b7[::4]
+        elif base == "deeplab":
+            w6 = w6[:, :, ::2, ::2]
         out.update({"fc6.weight": w6.contiguous(), "fc6.bias": b6.contiguous(),
                     "fc7.weight": w7.contiguous(), "fc7.bias": b7.contiguous()})
     return out

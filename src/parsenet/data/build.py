@@ -30,7 +30,8 @@ FORMATS: dict[str, Callable[..., SegmentationDataset]] = {
 
 
 def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = None,
-                  preprocessing: Preprocessing | None = None) -> SegmentationDataset:
+                  preprocessing: Preprocessing | None = None,
+                  with_valid: bool = False) -> SegmentationDataset:
     """The ``split`` ("train" or "val") of the dataset ``cfg`` describes.
 
     ``split`` maps to ``cfg.train_split`` / ``cfg.val_split``. With ``cfg.holdout_every``
@@ -38,6 +39,8 @@ def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = N
     held-out ids of ``cfg.val_split`` (see ``holdout_split``). Without ``transforms`` but
     with ``preprocessing``, "train" gets ``train_transforms`` from cfg's crop/scale/flip/
     jitter and "val" gets ``eval_transforms``; with neither, items are raw uint8 pairs.
+    ``with_valid``: "train" items are ``(image, mask, valid)``, ``valid`` true on the
+    image's own pixels (false on crop padding), for pool6 to leave padding out.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
@@ -56,7 +59,7 @@ def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = N
     if transforms is None and preprocessing is not None:
         if split == "train":
             transforms = train_transforms(cfg.crop_size, tuple(cfg.scale_range), cfg.flip,
-                                          cfg.color_jitter, preprocessing)
+                                          cfg.color_jitter, preprocessing, with_valid)
         else:
             transforms = eval_transforms(preprocessing)
     split_name = cfg.train_split if split == "train" else cfg.val_split

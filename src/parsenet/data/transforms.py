@@ -13,6 +13,15 @@ single-channel uint8 until the last step and are only ever resampled with neares
 neighbour; normalisation is one uint8 -> float conversion followed by an in-place
 multiply-add. Padding: the image gets the uint8 colour nearest the preprocessing mean
 (within half a grey level of zero once normalised), the label 255.
+
+Validity. ``with_valid=True`` makes the pipeline also return a bool H x W mask, true on the
+image's own pixels and false on padding, so that pool6 can leave padding out (see
+:mod:`parsenet.layers.context`). It rides through the same v2 steps as a second channel of
+the label mask (1 on real pixels; the crop pads masks with 255), so every geometric step
+moves it exactly as it moves the labels.
+
+Whole-image training (``crop_size=None``): no crop and no padding; the random scale, if
+``scale_range`` is not (1, 1), resizes the whole image isotropically (never a warp).
 """
 
 from __future__ import annotations
@@ -47,7 +56,7 @@ def mean_fill(preprocessing: Preprocessing) -> tuple[int, int, int]:
                  for m in mean)  # type: ignore[return-value]
 
 
-def _window(size: int, scale: float, crop: int) -> tuple[int, int, int]:
+def _window(size: int, scale: float, crop: int | None) -> tuple[int, int, int]:
     """One axis of a random crop of the image scaled by ``scale``.
 
     Returns (source start, source length, output length): the source span to resize to
@@ -55,6 +64,8 @@ def _window(size: int, scale: float, crop: int) -> tuple[int, int, int]:
     is used and the rest of the crop is padding (after the content, as Caffe/DeepLab pad).
     """
     scaled = max(1, round(size * scale))
+    if crop is None:  # scale only: the whole axis, resized
+        return 0, size, scaled
     start = int(torch.randint(0, scaled - crop + 1, ()).item()) if scaled > crop else 0
     out = min(crop, scaled - start)
     src_start = min(int(round(start / scale)), size - 1)
@@ -97,17 +108,20 @@ def resize_bilinear(image: Tensor, height: int, width: int) -> Tensor:
 
 
 class RandomScaleCrop(v2.Transform):
-    """Scale by a random factor in ``scale_range``, then take a random ``crop_size`` crop.
+    """Scale by a random factor in ``scale_range``, then take a random ``crop_size`` crop
+    (``crop_size=None``: no crop, the whole scaled image).
 
     Images are resampled bilinearly (antialiased when shrinking) and padded with
     ``image_fill``; masks with nearest neighbour and padded with ``mask_fill`` (ignore).
     """
 
-    def __init__(self, crop_size: int | Sequence[int], scale_range: Sequence[float] = (0.5, 2.0),
+    def __init__(self, crop_size: int | Sequence[int] | None,
+                 scale_range: Sequence[float] = (0.5, 2.0),
                  image_fill: Sequence[int] = (0, 0, 0), mask_fill: int = 255) -> None:
         super().__init__()
-        crop = (crop_size, crop_size) if isinstance(crop_size, int) else tuple(crop_size)
-        if len(crop) != 2 or min(crop) < 1:
+        crop = (None if crop_size is None else (crop_size, crop_size)
+                if isinstance(crop_size, int) else tuple(crop_size))
+        if crop is not None and (len(crop) != 2 or min(crop) < 1):
             raise ValueError(f"crop_size must be a positive int or (h, w), got {crop_size}")
         low, high = (float(s) for s in scale_range)
         if not 0 < low <= high:
@@ -124,8 +138,9 @@ class RandomScaleCrop(v2.Transform):
         height, width = sizes.pop()
         low, high = self.scale_range
         scale = low + (high - low) * float(torch.rand(()).item())
-        return {"rows": _window(height, scale, self.crop_size[0]),
-                "cols": _window(width, scale, self.crop_size[1])}
+        crop = self.crop_size or (None, None)
+        return {"rows": _window(height, scale, crop[0]),
+                "cols": _window(width, scale, crop[1])}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         top, src_h, out_h = params["rows"]
@@ -138,8 +153,11 @@ class RandomScaleCrop(v2.Transform):
             resized = resize_nearest(region, out_h, out_w)
         else:
             resized = resize_bilinear(region, out_h, out_w)
-        out = region.new_empty((*region.shape[:-2], *self.crop_size))
-        if (out_h, out_w) != self.crop_size:
+        canvas = self.crop_size or (out_h, out_w)
+        if self.crop_size is None and resized is not region:  # scaled whole image
+            return tv_tensors.wrap(resized, like=inpt)
+        out = region.new_empty((*region.shape[:-2], *canvas))
+        if (out_h, out_w) != canvas:
             out.copy_(torch.tensor(self.mask_fill, dtype=out.dtype) if is_mask
                       else self.image_fill.to(out.dtype).expand_as(out))
         out[..., :out_h, :out_w] = resized
@@ -172,40 +190,54 @@ class ToModelInput(v2.Transform):
 
 
 class JointTransforms:
-    """Applies a v2 pipeline to an (image, mask) pair and returns plain tensors."""
+    """Applies a v2 pipeline to an (image, mask) pair and returns plain tensors:
+    ``(image, mask)``, or ``(image, mask, valid)`` with ``with_valid`` (module docstring)."""
 
-    def __init__(self, pipeline: v2.Transform) -> None:
+    def __init__(self, pipeline: v2.Transform, with_valid: bool = False) -> None:
         self.pipeline = pipeline
+        self.with_valid = with_valid
 
-    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def __call__(self, image: Tensor, mask: Tensor) -> tuple[Tensor, ...]:
         if not isinstance(image, tv_tensors.Image):
             image = tv_tensors.Image(image)
+        if self.with_valid:
+            label = mask.as_subclass(Tensor)
+            mask = torch.stack([label, torch.ones_like(label)])
         if not isinstance(mask, tv_tensors.Mask):
             mask = tv_tensors.Mask(mask)
         image, mask = self.pipeline(image, mask)
-        return image.as_subclass(Tensor), mask.as_subclass(Tensor)
+        image, mask = image.as_subclass(Tensor), mask.as_subclass(Tensor)
+        if self.with_valid:
+            return image, mask[0], mask[1] == 1
+        return image, mask
 
     def __repr__(self) -> str:
         return f"JointTransforms({self.pipeline!r})"
 
 
-def train_transforms(crop_size: int | Sequence[int], scale_range: Sequence[float] = (0.5, 2.0),
+def train_transforms(crop_size: int | Sequence[int] | None,
+                     scale_range: Sequence[float] = (0.5, 2.0),
                      flip: bool = True, color_jitter: float = 0.0,
-                     preprocessing: Preprocessing = IMAGENET) -> JointTransforms:
+                     preprocessing: Preprocessing = IMAGENET,
+                     with_valid: bool = False) -> JointTransforms:
     """The training pipeline: jitter?, random scale + crop (padded), flip?, normalise.
 
     ``color_jitter`` > 0 jitters brightness, contrast and saturation by that fraction. It
     runs before the crop so the padding keeps the mean colour (zero after normalisation).
+    ``crop_size=None``: whole images (scaled only if ``scale_range`` is not (1, 1)).
+    ``with_valid``: also return the validity mask (module docstring).
     """
     steps: list[v2.Transform] = []
     if color_jitter > 0:
         steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter,
                                     saturation=color_jitter))
-    steps.append(RandomScaleCrop(crop_size, scale_range, image_fill=mean_fill(preprocessing)))
+    if crop_size is not None or tuple(scale_range) != (1.0, 1.0):
+        steps.append(RandomScaleCrop(crop_size, scale_range,
+                                     image_fill=mean_fill(preprocessing)))
     if flip:
         steps.append(v2.RandomHorizontalFlip(p=0.5))
     steps.append(ToModelInput(preprocessing))
-    return JointTransforms(v2.Compose(steps))
+    return JointTransforms(v2.Compose(steps), with_valid=with_valid)
 
 
 def eval_transforms(preprocessing: Preprocessing = IMAGENET) -> JointTransforms:

@@ -5,10 +5,11 @@ modes are the usual ways to run a segmentation model on images too large for mem
 (``slide``) or to buy accuracy with compute (``multiscale``).
 
 Sliding windows are clipped to the image, as in mmsegmentation's ``slide_inference``: an
-image smaller than the window is one window, the whole image, not a padded one. Padding
-would change what ParseNet's global-context branch sees (pool6 averages over the padding),
-so padding is used only where the model needs it: images below its 32-pixel minimum are
-padded with 0, the mean colour of a normalised image, and the logits cropped back.
+image smaller than the window is one window, the whole image, not a padded one. Padding is
+used only where the model needs it: images below its 32-pixel minimum are padded with 0, the
+mean colour of a normalised image, and the logits cropped back. A model that
+``accepts_valid_mask`` (ParseNet) is told which pixels are padding, so its pool6 averages
+the real pixels only, as in training.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from parsenet.config import EVAL_MODES
-from parsenet.metrics import SegmentationMetrics
+from parsenet.errors import ConfigError
+from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
 
 __all__ = ["predict_logits", "evaluate", "MODES", "MIN_SIZE"]
 
@@ -39,7 +41,13 @@ def _forward(model: Predictor, x: Tensor) -> Tensor:
     h, w = x.shape[-2:]
     pad_h, pad_w = max(0, MIN_SIZE - h), max(0, MIN_SIZE - w)
     if pad_h or pad_w:
-        return model(F.pad(x, (0, pad_w, 0, pad_h)))[..., :h, :w]
+        padded = F.pad(x, (0, pad_w, 0, pad_h))
+        if getattr(model, "accepts_valid_mask", False):
+            valid = torch.zeros(x.shape[0], h + pad_h, w + pad_w, dtype=torch.bool,
+                                device=x.device)
+            valid[:, :h, :w] = True
+            return model(padded, valid=valid)[..., :h, :w]
+        return model(padded)[..., :h, :w]
     return model(x)
 
 
@@ -154,7 +162,8 @@ def evaluate(
     ``dataset[i]`` is an eval-transformed ``(image 3xHxW float, mask HxW int)``; a uint8
     image is normalised with ``model.preprocessing``. ``eval_cfg`` (a
     :class:`parsenet.config.EvalConfig`) supplies window, stride, scales and flip, and the
-    mode when ``mode`` is None (default ``"whole"``). ``max_images`` > 0 evaluates the
+    mode when ``mode`` is None (default ``"whole"``), and ``mean_iu``, the mean-IU
+    convention (:mod:`parsenet.metrics`; default ``"present"``). ``max_images`` > 0 evaluates the
     first that many images only. Under torch.distributed each rank takes every
     world-size-th image and the confusion matrices are summed, so every rank returns the
     metrics of the whole set.
@@ -164,6 +173,10 @@ def evaluate(
     restored.
     """
     opts: dict[str, Any] = {}
+    mean_iu = getattr(eval_cfg, "mean_iu", None)
+    if mean_iu is not None and mean_iu not in MEAN_IU_CONVENTIONS:
+        raise ConfigError(f"eval.mean_iu must be one of {sorted(MEAN_IU_CONVENTIONS)}, got "
+                          f"{mean_iu!r}")
     if eval_cfg is not None:
         opts = {"window": eval_cfg.window, "stride": eval_cfg.stride,
                 "scales": tuple(eval_cfg.scales), "flip": eval_cfg.flip}
@@ -173,7 +186,7 @@ def evaluate(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     device = torch.device(device)
     ignore_index = getattr(dataset, "ignore_index", 255)
-    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index)
+    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, mean_iu=mean_iu)
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     rank, world = _dist_rank_world()
     indices = range(rank, total, world)

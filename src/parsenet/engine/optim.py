@@ -3,8 +3,9 @@
 Groups. Parameters whose names start with one of ``pretrained_prefixes`` learn at the base
 rate; every other parameter belongs to a layer that starts from scratch ("new layers": the
 classifier, the L2Norm scales, ...) and learns ``new_layer_lr_mult`` times faster (the
-paper's 10x). Parameters under ``frozen_prefixes`` get ``requires_grad=False`` and are
-left out of the optimizer.
+10x of DeepLab's prototxts, where fc8 has ``lr_mult: 10``; the paper states no multiplier,
+and FCN's score layers learn at 1x). Parameters under ``frozen_prefixes`` get
+``requires_grad=False`` and are left out of the optimizer.
 
 Weight decay is not applied to biases, to normalisation parameters (BatchNorm / GroupNorm /
 LayerNorm affine terms) and to the L2Norm scales. Decay is a prior that weights are small;
@@ -14,10 +15,16 @@ whose right size is what the layer exists to learn (ParseNet's point is that the
 fc7, pool6 and conv4 must be *learned* to balance), so decay only drags every branch towards
 zero without regularising anything.
 
-Biases. Caffe's prototxts (DeepLab, ParseNet) also give every bias ``lr_mult: 2``. We keep
-biases at their group's rate by default (``bias_lr_mult=1``), as torchvision's segmentation
-recipe does, because the 2x is a Caffe convention the paper does not discuss and the config
-has no field for it; pass ``bias_lr_mult=2`` to reproduce the prototxts.
+Biases. Caffe's prototxts (FCN, DeepLab, ParseNet) give every bias ``lr_mult: 2`` and
+``decay_mult: 0``. We keep biases at their group's rate by default (``bias_lr_mult=1``), as
+torchvision's segmentation recipe does, because the 2x is a Caffe convention the paper does
+not discuss; ``train.bias_lr_mult: 2`` reproduces the prototxts. ``bias_decay=True`` gives
+biases the weight decay (Caffe's own default, ``decay_mult: 1``, which none of those nets
+use).
+
+Schedules (``train.lr_policy``): ``"poly"``, DeepLab's and the paper's Baseline D
+(``base_lr * (1 - it/max_iter) ** power``), and ``"fixed"``, Caffe's constant rate, which
+the FCN solvers (Baselines A-C) use.
 """
 
 from __future__ import annotations
@@ -29,10 +36,13 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
+from parsenet.choices import LR_POLICIES
 from parsenet.errors import ConfigError
 from parsenet.layers.l2norm import L2Norm
 
-__all__ = ["param_groups", "build_optimizer", "PolyLR", "build_scheduler", "freeze"]
+__all__ = ["param_groups", "build_optimizer", "PolyLR", "FixedLR", "LR_POLICIES",
+           "lr_factor", "build_scheduler", "freeze"]
+
 
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
     L2Norm, nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm,
@@ -61,6 +71,7 @@ def param_groups(
     new_layer_lr_mult: float = 10.0,
     pretrained_prefixes: Sequence[str] = (),
     bias_lr_mult: float = 1.0,
+    bias_decay: bool = False,
 ) -> list[dict[str, Any]]:
     """Split trainable parameters into optimizer groups (see the module docstring).
 
@@ -78,7 +89,8 @@ def param_groups(
             group_lr = lr if origin == "pretrained" else lr * new_layer_lr_mult
             is_bias = pname == "bias"
             if is_bias and not is_norm:
-                kind, group_lr, decay = "bias", group_lr * bias_lr_mult, 0.0
+                kind, group_lr = "bias", group_lr * bias_lr_mult
+                decay = weight_decay if bias_decay else 0.0
             elif is_norm:
                 kind, decay = "no_decay", 0.0
             else:
@@ -97,11 +109,13 @@ def param_groups(
 
 def build_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float,
                     new_layer_lr_mult: float = 10.0, pretrained_prefixes: Sequence[str] = (),
-                    bias_lr_mult: float = 1.0) -> torch.optim.SGD:
-    """SGD with momentum over :func:`param_groups`."""
+                    bias_lr_mult: float = 1.0, bias_decay: bool = False) -> torch.optim.SGD:
+    """SGD with momentum over :func:`param_groups` (PyTorch's SGD is Caffe's: v = m v + g,
+    w -= lr v, with the weight decay added to g)."""
     groups = param_groups(model, lr=lr, weight_decay=weight_decay,
                           new_layer_lr_mult=new_layer_lr_mult,
-                          pretrained_prefixes=pretrained_prefixes, bias_lr_mult=bias_lr_mult)
+                          pretrained_prefixes=pretrained_prefixes, bias_lr_mult=bias_lr_mult,
+                          bias_decay=bias_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 
 
@@ -127,7 +141,29 @@ class PolyLR:
         return factor
 
 
+class FixedLR:
+    """Caffe's ``lr_policy: "fixed"``: factor 1 at every iteration, times the same linear
+    warmup as :class:`PolyLR`. A callable object for the same state_dict reason."""
+
+    def __init__(self, warmup_iterations: int = 0):
+        self.warmup_iterations = int(warmup_iterations)
+
+    def __call__(self, it: int) -> float:
+        return (it + 1) / self.warmup_iterations if it < self.warmup_iterations else 1.0
+
+
+def lr_factor(policy: str, *, max_iterations: int, power: float = 0.9,
+              warmup_iterations: int = 0) -> PolyLR | FixedLR:
+    """The per-iteration LR factor of ``policy`` (one of :data:`LR_POLICIES`)."""
+    if policy == "poly":
+        return PolyLR(max_iterations, power, warmup_iterations)
+    if policy == "fixed":
+        return FixedLR(warmup_iterations)
+    raise ValueError(f"lr policy must be one of {LR_POLICIES}, got {policy!r}")
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, *, max_iterations: int, power: float = 0.9,
-                    warmup_iterations: int = 0) -> LambdaLR:
-    """Poly schedule, stepped once per iteration (not per epoch)."""
-    return LambdaLR(optimizer, PolyLR(max_iterations, power, warmup_iterations))
+                    warmup_iterations: int = 0, policy: str = "poly") -> LambdaLR:
+    """The ``policy`` schedule, stepped once per iteration (not per epoch)."""
+    return LambdaLR(optimizer, lr_factor(policy, max_iterations=max_iterations, power=power,
+                                         warmup_iterations=warmup_iterations))

@@ -44,12 +44,13 @@ from tqdm.auto import tqdm
 from parsenet.config import Config, DataConfig, check_config, config_to_dict, save_config
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
-from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
+from parsenet.engine.checks import check_train_config
+from parsenet.engine.optim import build_optimizer, build_scheduler, freeze, lr_factor
 from parsenet.engine.precision import resolve_amp, resolve_device
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
-from parsenet.preprocessing import Preprocessing
+from parsenet.preprocessing import Preprocessing, preprocessing_by_name
 
 __all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
 
@@ -64,7 +65,8 @@ def build_dataset_default(data: DataConfig, split: str, preprocessing: Preproces
                           ) -> Dataset:
     from parsenet.data.build import build_dataset
 
-    return build_dataset(data, split, preprocessing=preprocessing)
+    # Training items carry the validity mask of their crop padding (pool6 leaves it out).
+    return build_dataset(data, split, preprocessing=preprocessing, with_valid=split == "train")
 
 
 def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) -> dict:
@@ -78,13 +80,19 @@ def _check_config(config: Config) -> Config:
     return check_config(config)
 
 
+Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
 def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
-                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+                   ) -> list[Batch]:
+    """``accumulate`` batches of (images, targets, valid or None): datasets may yield the
+    validity mask of their padding as a third element."""
     out = []
     for _ in range(accumulate):
-        images, targets = next(loader_iter)
+        images, targets, *rest = next(loader_iter)
+        valid = rest[0].to(device, non_blocking=True) if rest else None
         out.append((images.to(device, non_blocking=True),
-                    targets.to(device, non_blocking=True).long()))
+                    targets.to(device, non_blocking=True).long(), valid))
     return out
 
 
@@ -98,6 +106,7 @@ def train(config: Config, *, resume: bool = False,
     :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
     """
     config = _check_config(config)
+    check_train_config(config)
     device = resolve_device(config.train.device)
     ctx = dist_utils.init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
@@ -141,6 +150,8 @@ class _Training:
         from parsenet.models.builders import build_model_from_config
 
         model = build_model_from_config(cfg.model, num_classes=len(self.classes))
+        if cfg.model.preprocessing is not None:  # the config overrides the weights' own
+            model.preprocessing = preprocessing_by_name(cfg.model.preprocessing)
         self.preprocessing: Preprocessing = model.preprocessing
         self.train_set = self.dataset_factory(cfg.data, "train", self.preprocessing)
         self.val_set = (self.dataset_factory(cfg.data, "val", self.preprocessing)
@@ -151,10 +162,12 @@ class _Training:
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             new_layer_lr_mult=t.new_layer_lr_mult,
-            pretrained_prefixes=cfg.model.pretrained_prefixes)
+            pretrained_prefixes=cfg.model.pretrained_prefixes, bias_lr_mult=t.bias_lr_mult,
+            bias_decay=t.bias_decay)
         self.scheduler = build_scheduler(self.optimizer, max_iterations=t.iterations,
                                          power=t.poly_power,
-                                         warmup_iterations=t.warmup_iterations)
+                                         warmup_iterations=t.warmup_iterations,
+                                         policy=t.lr_policy)
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp.use_scaler else None
         self.sampler = ResumableSampler(len(self.train_set), seed=t.seed, rank=self.ctx.rank,
                                         world_size=self.ctx.world_size)
@@ -197,7 +210,9 @@ class _Training:
             raise ckpt.CheckpointError(f"{path}: cannot resume from it: {e}") from None
         # The schedule follows this config (a resume may extend train.iterations).
         t = self.config.train
-        self.scheduler.lr_lambdas[0].__init__(t.iterations, t.poly_power, t.warmup_iterations)
+        self.scheduler.lr_lambdas[0] = lr_factor(t.lr_policy, max_iterations=t.iterations,
+                                                 power=t.poly_power,
+                                                 warmup_iterations=t.warmup_iterations)
         if not self.sampler.load_state_dict(state["sampler"]):
             log.warning("%s: dataset size, seed or process count changed; the resumed run "
                         "continues at the same sample count but not the same sample order",
@@ -252,28 +267,29 @@ class _Training:
         dist_utils.barrier(self.ctx)
 
     # ----------------------------------------------------------------- one iteration
-    def _step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], stop: bool
+    def _step(self, batches: list[Batch], stop: bool
               ) -> tuple[float, bool]:
         """Forward/backward over the micro-batches, then (if the loss is finite) one
         optimizer step. Returns the iteration's loss and whether any rank wants to stop."""
         t = self.config.train
         if t.loss_reduction == "mean":
-            local = sum(int((target != IGNORE_INDEX).sum()) for _, target in batches)
+            local = sum(int((target != IGNORE_INDEX).sum()) for _, target, _ in batches)
         else:
-            local = sum(target.shape[0] for _, target in batches)
+            local = sum(target.shape[0] for _, target, _ in batches)
         denominator = dist_utils.all_reduce_sum(
             torch.tensor([float(local)], dtype=torch.float64), self.ctx).item()
         scale = self.ctx.world_size / max(denominator, 1.0)
 
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, (images, targets) in enumerate(batches):
+        for i, (images, targets, valid) in enumerate(batches):
             last = i == len(batches) - 1
             sync = (self.ddp_model.no_sync() if self.ctx.enabled and not last
                     else contextlib.nullcontext())
             with sync:
                 with torch.autocast(self.device.type, dtype=self.amp.dtype,
                                     enabled=self.amp.dtype is not None):
-                    logits = self.ddp_model(images)
+                    logits = (self.ddp_model(images) if valid is None
+                              else self.ddp_model(images, valid=valid))
                 micro = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
                                         reduction="sum")
                 loss = micro * scale

@@ -9,6 +9,13 @@ The module returns the *pooled* maps (N x C x b x b). Replicating them to H x W 
 whoever consumes them: a linear classifier applied to a replicated vector equals the
 classifier applied once at b x b and replicated, which is what :mod:`parsenet.layers.fusion`
 does. :meth:`GlobalContext.unpool` gives the literal replicated map.
+
+Padding. When a training crop (or an evaluation window) pads an image, the padded pixels are
+not part of the image and must not dilute its context. A validity mask (1 on real pixels)
+travels with the batch; :func:`mask_to_grid` turns it into per-cell weights on the feature
+grid (the fraction of each cell's pixels that are real) and pool6 becomes the weighted mean,
+so a padded image's pool6 is the unpadded one's wherever the feature map itself is. An
+all-real mask is the plain mean, bit for bit (the weights are skipped).
 """
 
 from __future__ import annotations
@@ -20,17 +27,47 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parsenet.layers.l2norm import L2Norm
+from parsenet.layers.resample import Grid
 
-__all__ = ["GlobalContext", "global_pool", "unpool"]
+__all__ = ["GlobalContext", "global_pool", "unpool", "mask_to_grid"]
 
 
-def global_pool(x: Tensor, bins: int = 1) -> Tensor:
+def _cell_of_pixel(n_pixels: int, n_cells: int, stride: int, offset: float,
+                   like: Tensor) -> Tensor:
+    """One-hot n_cells x n_pixels: the cell whose centre is nearest to each pixel."""
+    pixels = torch.arange(n_pixels, device=like.device, dtype=torch.float64)
+    cell = torch.floor((pixels - offset) / stride + 0.5).clamp(0, n_cells - 1).long()
+    return F.one_hot(cell, n_cells).T.to(like.dtype)
+
+
+def mask_to_grid(valid: Tensor, grid: Grid, size: Sequence[int]) -> Tensor:
+    """Validity mask N x H x W (1 = real pixel) -> weights N x 1 x h x w on ``grid``: the
+    fraction of real pixels among the pixels nearest to each cell (0 for a cell with none)."""
+    v = valid.reshape(valid.shape[0], valid.shape[-2], valid.shape[-1]).to(torch.float32)
+    rows = _cell_of_pixel(v.shape[-2], size[0], grid.stride, grid.offset, v)
+    cols = _cell_of_pixel(v.shape[-1], size[1], grid.stride, grid.offset, v)
+    real = rows @ v @ cols.T
+    area = rows.sum(1, keepdim=True) @ cols.sum(1, keepdim=True).T
+    return (real / area.clamp(min=1)).unsqueeze(1)
+
+
+def _weighted_pool(x: Tensor, bins: int, weight: Tensor) -> Tensor:
+    # Ratio of cell means = ratio of cell sums: sum(w x) / sum(w) over each cell.
+    num = global_pool(x * weight, bins)
+    den = global_pool(weight, bins)
+    return torch.where(den > 0, num / den.clamp(min=torch.finfo(den.dtype).tiny), 0.0)
+
+
+def global_pool(x: Tensor, bins: int = 1, weight: Tensor | None = None) -> Tensor:
     """Mean over each of ``bins`` x ``bins`` cells; bins=1 is the exact image mean.
 
     Cell (i, j) spans rows floor(i*H/b) .. ceil((i+1)*H/b) - 1, as ``adaptive_avg_pool2d``;
     written with explicit slices because exporters mishandle adaptive pooling whose input
-    size is symbolic.
+    size is symbolic. ``weight`` (N x 1 x H x W, e.g. from :func:`mask_to_grid`) makes it a
+    weighted mean; the pyramid cells are then still cells of the whole (padded) map.
     """
+    if weight is not None:
+        return _weighted_pool(x, bins, weight.to(x.dtype))
     if bins == 1:
         return x.mean(dim=(2, 3), keepdim=True)
     H, W = x.shape[-2], x.shape[-1]
@@ -87,10 +124,12 @@ class GlobalContext(nn.Module):
         )
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
-    def forward(self, x: Tensor) -> list[Tensor]:
+    def forward(self, x: Tensor, weight: Tensor | None = None) -> list[Tensor]:
+        """Pooled levels of ``x``; ``weight`` (N x 1 x h x w, see :func:`mask_to_grid`)
+        leaves padding out of the averages."""
         out = []
         for b, norm in zip(self.bins, self.norms, strict=True):
-            out.append(self.dropout(norm(global_pool(x, b))))
+            out.append(self.dropout(norm(global_pool(x, b, weight))))
         return out
 
     @staticmethod

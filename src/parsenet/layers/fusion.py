@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parsenet.layers.context import unpool
+from parsenet.layers.init import INITS, init_conv_
 from parsenet.layers.l2norm import L2Norm
 
 __all__ = ["ContextFusion", "FUSION_MODES"]
@@ -53,6 +54,7 @@ class ContextFusion(nn.Module):
         scale_init, learn_scale: see :class:`~parsenet.layers.L2Norm`.
         hidden_channels: width of the 1x1 conv for ``"conv1x1"`` (default: the last local
             branch's channels).
+        init: initialiser of the convolutions, one of :data:`~parsenet.layers.init.INITS`.
     """
 
     def __init__(
@@ -65,8 +67,12 @@ class ContextFusion(nn.Module):
         scale_init: float = 10.0,
         learn_scale: bool = True,
         hidden_channels: int | None = None,
+        init: str = "xavier_uniform",
     ) -> None:
         super().__init__()
+        if init not in INITS:
+            raise ValueError(f"init must be one of {INITS}, got {init!r}")
+        self.init = init
         if mode not in FUSION_MODES:
             raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
         if not local_channels:
@@ -95,8 +101,7 @@ class ContextFusion(nn.Module):
     def reset_parameters(self) -> None:
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.xavier_uniform_(m.weight)
-                nn.init.zeros_(m.bias)
+                init_conv_(m, self.init)
 
     def _normalized(self, local: Sequence[Tensor]) -> list[Tensor]:
         if len(local) != len(self.norms):

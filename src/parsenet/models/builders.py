@@ -46,16 +46,28 @@ def parsenet_vgg16(
     context_dropout: float = 0.3,
     fc_channels: int | None = None,
     hidden_channels: int | None = None,
+    conv1_pad: int = 1,
+    init: str = "xavier_uniform",
+    fusion_grid: str = "coarsest",
 ) -> ParseNet:
-    """ParseNet on VGG-16 (DeepLab-LargeFOV or FCN-32s).
+    """ParseNet on VGG-16 (DeepLab-LargeFOV, DeepLab or FCN-32s).
 
     ``context=False, normalize=False, features=("fc7",)`` is the paper's baseline
-    (DeepLab-LargeFOV; FCN-32s with ``base="fcn32s"``). ``weights``: ``None`` (xavier),
-    torchvision's ``VGG16_Weights``, a path to a torchvision VGG-16 state dict, or ``"hed"``.
+    (DeepLab-LargeFOV; DeepLab with ``base="deeplab"``; FCN-32s with ``base="fcn32s"``).
+    ``weights``: ``None`` (xavier), torchvision's ``VGG16_Weights``, a path to a torchvision
+    VGG-16 state dict, or ``"hed"``.
+
+    Paper-recipe knobs: ``conv1_pad`` (FCN-32s: 100 is FCN's padding of conv1_1, with the
+    crop that realigns the scores; 1, the default, is Baseline C's "removed" padding),
+    ``init`` (the head's initialiser: ``"xavier_uniform"``, ``"caffe_xavier"``, ``"zeros"``;
+    :mod:`parsenet.layers.init`) and ``fusion_grid`` (FCN-32s multi-layer fusion on stride
+    32, ``"coarsest"``, or on the finest tap's stride, ``"finest"``; see
+    :mod:`parsenet.backbones.vgg`).
     """
     backbone = VGGBackbone(
         base, taps=_taps(features, context, "fc7"), width=width, batch_norm=batch_norm,
-        dropout=dropout, fc_channels=fc_channels,
+        dropout=dropout, fc_channels=fc_channels, conv1_pad=conv1_pad,
+        fusion_grid=fusion_grid,
     )
     preprocessing = IMAGENET
     if weights is not None:
@@ -64,7 +76,7 @@ def parsenet_vgg16(
         backbone, num_classes, features=features, context=context, fusion=fusion,
         normalize=normalize, scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
         context_dropout=context_dropout, hidden_channels=hidden_channels,
-        preprocessing=preprocessing,
+        preprocessing=preprocessing, init=init,
     )
 
 

@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from parsenet.layers.context import GlobalContext, global_pool
+from parsenet.layers.context import GlobalContext, global_pool, mask_to_grid
 from parsenet.layers.fusion import ContextFusion
-from parsenet.layers.resample import resize_to_input
+from parsenet.layers.resample import Grid, resize_to_input
 from parsenet.preprocessing import IMAGENET, Preprocessing
 
 __all__ = ["ParseNet"]
@@ -28,9 +28,14 @@ class ParseNet(nn.Module):
         normalize: L2Norm on every branch, each with its own learned scale.
         pyramid: pooling bins of the context branch; ``(1,)`` is pool6.
         context_dropout: dropout on the pooled context (0.3 in the original prototxt).
+        init: initialiser of the head's convolutions (:mod:`parsenet.layers.init`).
 
-    ``forward`` maps N x 3 x H x W to N x num_classes x H x W logits, pixel-aligned.
+    ``forward`` maps N x 3 x H x W to N x num_classes x H x W logits, pixel-aligned. Its
+    optional ``valid`` (N x H x W, true on real pixels, false on padding) keeps padding out
+    of pool6 (see :mod:`parsenet.layers.context`).
     """
+
+    accepts_valid_mask = True  # inference passes the mask of the padding it adds
 
     def __init__(
         self,
@@ -48,6 +53,7 @@ class ParseNet(nn.Module):
         context_dropout: float = 0.3,
         hidden_channels: int | None = None,
         preprocessing: Preprocessing = IMAGENET,
+        init: str = "xavier_uniform",
     ) -> None:
         super().__init__()
         if num_classes < 1:
@@ -70,18 +76,25 @@ class ParseNet(nn.Module):
         self.head = ContextFusion(
             [ch[f] for f in self.features], [ch[context_source]] * n_ctx, num_classes,
             mode=fusion, normalize=normalize, scale_init=scale_init, learn_scale=learn_scale,
-            hidden_channels=hidden_channels,
+            hidden_channels=hidden_channels, init=init,
         )
 
-    def forward_branches(self, x: Tensor) -> tuple[list[Tensor], list[Tensor]]:
+    def forward_branches(self, x: Tensor, valid: Tensor | None = None
+                         ) -> tuple[list[Tensor], list[Tensor]]:
         """Local branches (on the output grid) and pooled context branches, before fusion."""
         taps = self.backbone(x)
         local = [taps[f] for f in self.features]
-        context = self.context(taps[self.context_source]) if self.context is not None else []
-        return local, context
+        if self.context is None:
+            return local, []
+        source = taps[self.context_source]
+        weight = None
+        if valid is not None and not bool(valid.all()):  # all real: the plain mean
+            grid = Grid(self.backbone.output_stride, self.backbone.grid_offset)
+            weight = mask_to_grid(valid, grid, source.shape[-2:])
+        return local, self.context(source, weight)
 
-    def forward(self, x: Tensor) -> Tensor:
-        local, context = self.forward_branches(x)
+    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+        local, context = self.forward_branches(x, valid)
         scores = self.head(local, context)
         return resize_to_input(
             scores, x.shape[-2:], self.backbone.output_stride, self.backbone.grid_offset
