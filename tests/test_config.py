@@ -149,7 +149,7 @@ def test_unknown_keys_are_refused_with_the_known_ones(tmp_path):
     assert _error([], path) == (f"{path}: trian: unknown key (known: name, model, data, "
                                 "train, eval)")
     assert _error(["eval.windw=3"]) == ("--set eval.windw: unknown key (known: mode, window, "
-                                        "stride, scales, flip)")
+                                        "stride, scales, flip, mean_iu)")
 
 
 def test_problems_are_reported_against_their_source_on_one_line(tmp_path):
