@@ -68,4 +68,4 @@ def decode_upload(data: bytes, name: str, limits: UploadLimits) -> np.ndarray:
     except Exception as e:  # truncated or corrupt data: OSError, SyntaxError, ValueError, ...
         raise UploadRejected(422, f"{name}: cannot decode the image, is the file truncated "
                                   f"or corrupt? ({e})") from None
-    return np.asarray(rgb)
+    return np.array(rgb)  # writable, as torch.from_numpy wants
