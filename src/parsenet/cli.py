@@ -171,8 +171,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     limits = UploadLimits(max_bytes=int(args.max_mb * 1e6),
                           max_pixels=int(args.max_megapixels * 1e6))
-    serve(args.model, args.checkpoint, host=args.host, port=args.port,
-          settings=ServeSettings(limits=limits))
+    settings = ServeSettings(limits=limits,
+                             slide_above_pixels=int(args.slide_above_megapixels * 1e6))
+    serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings)
     return 0
 
 
@@ -291,6 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-mb", type=float, default=20.0, help="upload limit in MB")
     p.add_argument("--max-megapixels", type=float, default=40.0,
                    help="upload limit in megapixels")
+    p.add_argument("--slide-above-megapixels", type=float, default=4.0,
+                   help="larger images run in sliding windows (the checkpoint's eval window "
+                        "and stride) rather than whole")
 
     p = add("bench", cmd_bench, "run the benchmarks (from a source checkout)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")

@@ -81,8 +81,10 @@ async function segment(file) {
     if (!response.ok) { showError(await errorText(response)); return; }
     for await (const event of lines(response)) {
       if (event.progress !== undefined) {
-        setBusy("segmenting: pass " + event.progress + " of " + event.total, event.progress,
-                event.total);
+        const text = event.progress < event.total
+          ? "segmenting: pass " + event.progress + " of " + event.total
+          : "drawing the results…";
+        setBusy(text, event.progress, event.total);
       } else if (event.error) {
         showError(event.error);
       } else if (event.result) {
@@ -98,6 +100,9 @@ async function segment(file) {
 
 function png(base64) { return "data:image/png;base64," + base64; }
 
+// A class on a few pixels of a big image is present, not "0.0%".
+function percent(share) { return share < 0.0005 ? "<0.1%" : (100 * share).toFixed(1) + "%"; }
+
 function legendItems(list, legend) {
   for (const entry of legend) {
     const item = document.createElement("li");
@@ -106,7 +111,7 @@ function legendItems(list, legend) {
     swatch.style.background = entry.color;
     item.appendChild(swatch);
     item.appendChild(document.createTextNode(
-      entry.name + " " + (100 * entry.share).toFixed(1) + "%"));
+      entry.name + " " + percent(entry.share)));
     list.appendChild(item);
   }
 }
@@ -135,7 +140,7 @@ function show(file, result) {
     const share = card.querySelector(".disagree-share");
     const strong = document.createElement("span");
     strong.className = "magenta";
-    strong.textContent = (100 * result.disagreement.share).toFixed(1) + "%";
+    strong.textContent = percent(result.disagreement.share);
     share.append("the models name different classes on ", strong, " of the pixels (magenta)");
     panels.appendChild(card);
   }
