@@ -241,3 +241,15 @@ def test_cli_serve_refuses_with_one_line(tmp_path, monkeypatch, capsys, argv, me
 def test_served_title_comes_from_the_run_name(models):
     assert [m.name for m in models] == ["tiny-baseline", "tiny-parsenet"]
     assert models[0].checkpoint.name == "baseline.pt" and Path(models[1].checkpoint).is_file()
+
+
+def test_cli_serve_on_a_taken_port_is_one_line(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--checkpoint", "a.pt", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"parsenet: error: cannot listen on 127.0.0.1:{port} (")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import socket
 from collections.abc import Sequence
 
 from parsenet.apps.serve.app import ServeSettings, create_app
@@ -42,13 +43,29 @@ def serve(model: str | None = None, checkpoints: Sequence[str | os.PathLike] = (
     """Load the models and serve the page until interrupted."""
     import uvicorn
 
-    served = load_served_models(resolve_checkpoints(model, checkpoints))
+    pairs = resolve_checkpoints(model, checkpoints)
+    sock = _listen(host, port)  # a taken port fails before seconds of model loading
+    served = load_served_models(pairs)
     app = create_app(served, settings)
     names = ", ".join(f"{m.name} ({m.checkpoint})" for m in served)
-    print(f"parsenet serve: {names}")
+    print(f"parsenet serve: {names}", flush=True)
     if not _is_loopback(host):
         print(f"parsenet serve: listening on {host}: the page is reachable from other "
               f"machines, and it has no authentication")
     shown = f"[{host}]" if ":" in host else host
     print(f"open http://{shown}:{port}/  (Ctrl+C stops)", flush=True)
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port, so a taken port is one clear line before the URL is
+    printed (uvicorn would log it after)."""
+    try:
+        info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(info[0], socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(info[4])
+    except OSError as e:
+        raise UsageError(f"cannot listen on {host}:{port} ({e.strerror or e}); choose "
+                         f"another --port or --host") from None
+    return sock
