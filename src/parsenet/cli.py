@@ -9,6 +9,7 @@
     parsenet study --list                              # Tables 1-8: paper figures, configs
     parsenet study --paper --table 3 --device cuda --weights hed --budget-minutes 10
     parsenet demo | bench --quick
+    parsenet serve [--model demo | --checkpoint A.pt [--checkpoint B.pt]] [--port 7860]
 
 User errors (bad config, data, weights, checkpoint, missing files, bad arguments) are one
 line ``parsenet: error: ...`` on stderr and exit code 2; ``--traceback`` shows the
@@ -187,6 +188,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from parsenet.apps.serve import ServeSettings, UploadLimits, serve
+    except ModuleNotFoundError as e:
+        if e.name and e.name.split(".")[0] in ("fastapi", "uvicorn", "multipart",
+                                                "python_multipart", "starlette"):
+            raise _Unavailable(f"serve needs the serve extra ({e.name} is missing): "
+                               f"pip install 'parsenet[serve]'") from None
+        raise
+    limits = UploadLimits(max_bytes=int(args.max_mb * 1e6),
+                          max_pixels=int(args.max_megapixels * 1e6))
+    settings = ServeSettings(limits=limits,
+                             slide_above_pixels=int(args.slide_above_megapixels * 1e6))
+    serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings)
+    return 0
+
+
 def _repo_root() -> Path:
     return Path(__file__).resolve().parents[2]
 
@@ -305,6 +323,22 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="PATH",
                    help="then rewrite the marked study sections of PATH (default "
                         "docs/RESULTS.md) from <out-root>/<table>/results.json")
+
+    p = add("serve", cmd_serve, "a local web page that segments your own images with one "
+            "or two models side by side (default: the demo's baseline and ParseNet)")
+    p.add_argument("--model", default=None, help="named models; known: demo (the two "
+                   "models `make demo` leaves in runs/demo; the default)")
+    p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
+                   help="a checkpoint to serve instead (give it twice to compare two)")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default: this machine only)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--max-mb", type=float, default=20.0, help="upload limit in MB")
+    p.add_argument("--max-megapixels", type=float, default=40.0,
+                   help="upload limit in megapixels")
+    p.add_argument("--slide-above-megapixels", type=float, default=4.0,
+                   help="larger images run in sliding windows (the checkpoint's eval window "
+                        "and stride) rather than whole")
 
     p = add("bench", cmd_bench, "run the benchmarks (from a source checkout)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")

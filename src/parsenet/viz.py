@@ -21,7 +21,7 @@ from torch import Tensor, nn
 from parsenet.data.palette import voc_palette
 from parsenet.layers.l2norm import L2Norm
 
-__all__ = ["voc_palette", "IGNORE_COLOR", "colorize", "overlay", "save_label_png",
+__all__ = ["voc_palette", "IGNORE_COLOR", "colorize", "overlay", "save_label_png", "label_image",
            "side_by_side", "plot_curves", "feature_norms", "plot_feature_norms",
            "FIG2_LAYERS"]
 
@@ -70,6 +70,14 @@ def overlay(image: Any, mask: Any, palette: Any, alpha: float = 0.5) -> np.ndarr
 def save_label_png(mask: Any, palette: Any, path: str | os.PathLike) -> None:
     """Save class indices as a palette ("P" mode) PNG: pixel values are the class ids, the
     embedded palette shows them in colour (VOC's convention)."""
+    image = label_image(mask, palette)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+
+
+def label_image(mask: Any, palette: Any) -> Image.Image:
+    """Class indices as a palette ("P" mode) image, as :func:`save_label_png` writes it (for
+    callers that encode it themselves, e.g. into memory)."""
     mask = _as_numpy(mask)
     if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
         raise ValueError(f"mask must be H x W with values in 0..255, got shape {mask.shape}")
@@ -79,8 +87,7 @@ def save_label_png(mask: Any, palette: Any, path: str | os.PathLike) -> None:
     flat[: len(palette)] = palette
     flat[255] = IGNORE_COLOR if len(palette) < 256 else flat[255]
     image.putpalette(flat.reshape(-1).tolist())
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    return image
 
 
 def _font(size: int) -> ImageFont.ImageFont:

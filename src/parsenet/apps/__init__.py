@@ -1,0 +1,1 @@
+"""User-facing applications built on the library (``parsenet serve``: :mod:`.serve`)."""

@@ -1,0 +1,255 @@
+"""parsenet serve at the HTTP level: predictions, limits, bad uploads, concurrency, CLI."""
+
+import base64
+import io
+import json
+import re
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("fastapi")
+httpx = pytest.importorskip("httpx2")  # what starlette's TestClient uses
+
+from fastapi.testclient import TestClient  # noqa: E402
+from serve_helpers import image_bytes, running_server, write_tiny_pair  # noqa: E402
+
+from parsenet.apps.serve import (  # noqa: E402
+    ServeSettings,
+    UploadLimits,
+    create_app,
+    load_served_models,
+    named_checkpoints,
+)
+from parsenet.apps.serve.app import STATIC  # noqa: E402
+from parsenet.cli import main  # noqa: E402
+from parsenet.engine.inference import predict_logits  # noqa: E402
+
+CLASSES = ["sky", "ground", "thing", "water"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    # A 40 px window makes a 100 x 100 image take 3 x 3 sliding windows.
+    paths = write_tiny_pair(tmp_path_factory.mktemp("ckpt"), CLASSES, eval_window=40,
+                            eval_stride=30)
+    return load_served_models([(None, p) for p in paths])
+
+
+@pytest.fixture(scope="module")
+def client(models):
+    with TestClient(create_app(models)) as c:
+        yield c
+
+
+def _decode_png(b64: str) -> Image.Image:
+    return Image.open(io.BytesIO(base64.b64decode(b64)))
+
+
+def _expected_labels(served, data: bytes, mode: str = "whole") -> np.ndarray:
+    rgb = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB")))
+    x = served.model.preprocessing(rgb.permute(2, 0, 1)).unsqueeze(0)
+    with torch.inference_mode():
+        return predict_logits(served.model, x, mode, **served.options).argmax(1)[0].numpy()
+
+
+def _post(client, data: bytes, name: str = "photo.png", url: str = "/api/predict"):
+    return client.post(url, files={"image": (name, data, "application/octet-stream")})
+
+
+def test_info_names_models_limits_and_examples(client):
+    info = client.get("/api/info").json()
+    assert [m["name"] for m in info["models"]] == ["tiny-baseline", "tiny-parsenet"]
+    assert info["models"][0]["classes"] == CLASSES
+    assert info["limits"]["max_bytes"] == 20_000_000
+    assert info["limits"]["max_pixels"] == 40_000_000
+    assert len(info["examples"]) == 3
+    example = client.get(info["examples"][0]["url"])
+    assert example.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(example.content)).size == (320, 320)
+    assert client.get("/api/examples/9.png").status_code == 404
+
+
+def test_page_and_its_files_reference_nothing_outside_the_server(client):
+    page = client.get("/")
+    assert page.status_code == 200 and 'id="drop"' in page.text
+    for path in STATIC.iterdir():
+        text = path.read_text(encoding="utf-8")
+        assert not re.search(r"(https?:)?//[a-z0-9.-]+\.[a-z]{2,}", text, re.I), path.name
+        assert client.get(f"/static/{path.name}").status_code == 200
+    # FastAPI's interactive docs load scripts from a CDN: they are switched off.
+    assert client.get("/docs").status_code == 404
+
+
+def test_prediction_matches_the_models_and_draws_everything(client, models):
+    data = image_bytes(72, 96, seed=3)
+    result = _post(client, data).json()
+    assert (result["width"], result["height"], result["mode"]) == (96, 72, "whole")
+    labels = []
+    for served, entry in zip(models, result["models"], strict=True):
+        expected = _expected_labels(served, data)
+        label_png = _decode_png(entry["label_png"])
+        assert label_png.mode == "P"  # pixel values are class ids, the palette colours them
+        np.testing.assert_array_equal(np.asarray(label_png), expected)
+        assert np.asarray(label_png.getpalette()[:3 * len(CLASSES)]).reshape(-1, 3).tolist() \
+            == served.palette.tolist()
+        for key in ("color_png", "overlay_png"):
+            assert _decode_png(entry[key]).size == (96, 72)
+        counts = np.bincount(expected.ravel(), minlength=len(CLASSES))
+        assert {e["name"]: e["share"] for e in entry["legend"]} == {
+            CLASSES[k]: counts[k] / expected.size for k in np.flatnonzero(counts)}
+        labels.append(expected)
+    differ = labels[0] != labels[1]
+    assert result["disagreement"]["share"] == pytest.approx(differ.mean())
+    picture = np.asarray(_decode_png(result["disagreement"]["png"]))
+    assert np.all((picture == (255, 0, 255)).all(axis=2) == differ)
+
+
+def test_png_endpoint_returns_the_second_models_label_map(client, models):
+    data = image_bytes(50, 64, seed=4)
+    response = _post(client, data, name="my photo é.jpg", url="/api/predict.png?model=1")
+    assert response.status_code == 200 and response.headers["content-type"] == "image/png"
+    assert 'filename="my_photo___labels.png"' in response.headers["content-disposition"]
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(response.content))),
+                                  _expected_labels(models[1], data))
+    bad = _post(client, data, url="/api/predict.png?model=2")
+    assert bad.status_code == 400 and "models 0..1" in bad.json()["detail"]
+
+
+def test_big_images_slide_and_stream_one_progress_line_per_window(models):
+    settings = ServeSettings(slide_above_pixels=50 * 50)
+    with TestClient(create_app(models, settings)) as client:
+        data = image_bytes(100, 100, seed=5)
+        response = client.post("/api/predict?stream=true", files={"image": ("big.png", data)})
+    events = [json.loads(line) for line in response.text.splitlines()]
+    progress = [e for e in events if "progress" in e]
+    # 3 x 3 windows of 40 px every 30 px, for each of the two models.
+    assert [(e["progress"], e["total"]) for e in progress] == [(i, 18) for i in range(1, 19)]
+    result = events[-1]["result"]
+    assert result["mode"] == "slide"
+    np.testing.assert_array_equal(np.asarray(_decode_png(result["models"][1]["label_png"])),
+                                  _expected_labels(models[1], data, "slide"))
+
+
+def _flat_png(height: int, width: int) -> bytes:
+    buffer = io.BytesIO()  # a few hundred bytes however many pixels
+    Image.new("RGB", (width, height), (90, 140, 200)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _truncated_jpeg() -> bytes:
+    data = image_bytes(120, 160, fmt="JPEG")
+    return data[: len(data) // 2]
+
+
+@pytest.mark.parametrize("name, data, status, message", [
+    ("notes.txt", b"these are not pixels\n", 415, "notes.txt: not an image"),
+    ("cut.jpg", _truncated_jpeg(), 422, "cut.jpg: cannot decode the image, is the file "
+                                        "truncated"),
+    ("empty.png", b"", 400, "empty.png: the file is empty"),
+    ("huge.png", _flat_png(300, 300), 413, "huge.png: 300 x 300 is 0.1 megapixels, over "
+                                             "the limit of 0.05"),
+    ("heavy.bmp", image_bytes(100, 100, fmt="BMP"), 413, "heavy.bmp: 0.0 MB is over the "
+                                                         "upload limit of 0.02 MB"),
+])
+def test_bad_uploads_get_a_4xx_with_one_clear_line(models, name, data, status, message):
+    limits = UploadLimits(max_bytes=20_000, max_pixels=50_000)
+    with TestClient(create_app(models, ServeSettings(limits=limits)),
+                    raise_server_exceptions=False) as client:
+        for url in ("/api/predict", "/api/predict?stream=true", "/api/predict.png"):
+            response = _post(client, data, name=name, url=url)
+            assert response.status_code == status, (url, response.text)
+            assert response.json()["detail"].startswith(message), response.json()
+            assert "Traceback" not in response.text
+
+
+def test_upload_over_the_byte_limit_is_refused_before_it_is_read(models):
+    limits = UploadLimits(max_bytes=20_000)
+    with TestClient(create_app(models, ServeSettings(limits=limits))) as client:
+        big = _post(client, image_bytes(300, 300, fmt="BMP"))  # 270 kB, over limit + slack
+        assert big.status_code == 413
+        assert big.json()["detail"] == "upload: 0.3 MB is over the upload limit of 0.02 MB"
+        chunked = client.post("/api/predict", content=iter([b"--x\r\n"]),
+                              headers={"content-type": "multipart/form-data; boundary=x"})
+        assert chunked.status_code == 411
+        missing = client.post("/api/predict", files={"photo": ("a.png", b"123")})
+        assert missing.status_code == 400
+        assert "multipart form field 'image'" in missing.json()["detail"]
+
+
+def test_uploads_leave_no_file_behind(client, tmp_path, monkeypatch):
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    monkeypatch.chdir(tmp_path)
+    data = image_bytes(700, 700, fmt="BMP")  # 1.5 MB: past the 1 MB kept in memory
+    assert _post(client, data, url="/api/predict?images=false").status_code == 200
+    assert list(tmp_path.rglob("*")) == [spool]
+
+
+def test_eight_concurrent_requests_each_get_their_own_result(models):
+    # Different sizes and contents: a mixed-up answer shows in the size and the labels.
+    sizes = [(40 + 8 * i, 96 - 4 * i) for i in range(8)]
+    uploads = [image_bytes(h, w, seed=10 + i) for i, (h, w) in enumerate(sizes)]
+    with running_server(create_app(models)) as url, httpx.Client(base_url=url,
+                                                                 timeout=60) as http:
+        def ask(data: bytes) -> dict:
+            response = http.post("/api/predict", files={"image": ("x.png", data)})
+            response.raise_for_status()
+            return response.json()
+
+        with ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(ask, uploads))
+    for (h, w), data, result in zip(sizes, uploads, results, strict=True):
+        assert (result["height"], result["width"]) == (h, w)
+        for served, entry in zip(models, result["models"], strict=True):
+            np.testing.assert_array_equal(np.asarray(_decode_png(entry["label_png"])),
+                                          _expected_labels(served, data))
+
+
+def test_demo_lookup_finds_the_pair_or_says_how_to_get_it(tmp_path):
+    with pytest.raises(ValueError, match=r"run `make demo` first .* or pass --checkpoint"):
+        named_checkpoints("demo", demo_dir=tmp_path)
+    for name in ("baseline", "parsenet"):
+        (tmp_path / name / "checkpoints").mkdir(parents=True)
+        (tmp_path / name / "checkpoints" / "last.pt").write_bytes(b"")
+    pairs = named_checkpoints("demo", demo_dir=tmp_path)
+    assert [t for t, _ in pairs] == ["baseline", "ParseNet"]
+    assert pairs[1][1] == tmp_path / "parsenet" / "checkpoints" / "last.pt"
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "the demo models are not there (runs/demo/baseline/checkpoints/last.pt"),
+    (["--model", "released"], "--model 'released': unknown model (known: demo)"),
+    (["--model", "demo", "--checkpoint", "a.pt"], "give --model NAME or --checkpoint PATH"),
+    (["--checkpoint", "a.pt", "--checkpoint", "b.pt", "--checkpoint", "c.pt"],
+     "serve compares at most two models"),
+    (["--checkpoint", "missing.pt"], "missing.pt: no such checkpoint file"),
+])
+def test_cli_serve_refuses_with_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)  # no runs/demo here
+    assert main(["serve", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"parsenet: error: {message}") and "\n" not in err
+
+
+def test_served_title_comes_from_the_run_name(models):
+    assert [m.name for m in models] == ["tiny-baseline", "tiny-parsenet"]
+    assert models[0].checkpoint.name == "baseline.pt" and Path(models[1].checkpoint).is_file()
+
+
+def test_cli_serve_on_a_taken_port_is_one_line(capsys):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", "--checkpoint", "a.pt", "--port", str(port)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"parsenet: error: cannot listen on 127.0.0.1:{port} (")
