@@ -61,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from parsenet.engine.trainer import train
 
     config = load_config(args.config, args.set)
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
     metrics = result.get("metrics") or {}
@@ -201,6 +201,9 @@ def build_parser() -> argparse.ArgumentParser:
     sets(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from <out_dir>/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an out_dir that holds an earlier run (deletes its "
+                        "checkpoints and log)")
 
     p = add("eval", cmd_eval, "evaluate a checkpoint (pixel acc, mean acc, mean IoU, f.w. IoU)")
     p.add_argument("--checkpoint", required=True)

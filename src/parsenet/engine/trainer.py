@@ -22,6 +22,11 @@ Files in ``train.out_dir``: config.yaml, log.jsonl, checkpoints/last.pt (and bes
 validation mean IoU), metrics.json. SIGTERM (a scheduler's preemption) saves last.pt at the
 end of the current iteration and exits with status 143; ``train(config, resume=True)``
 continues exactly where it stopped.
+
+An out_dir holds one run (:mod:`parsenet.engine.rundir`): ``run.lock`` refuses a second
+concurrent run, and a fresh run into a directory holding an earlier one needs
+``overwrite=True``. A checkpoint is written only if every parameter and floating buffer
+(BatchNorm's running statistics too) is finite.
 """
 
 from __future__ import annotations
@@ -41,11 +46,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from parsenet.config import Config, ConfigError, DataConfig, config_to_dict, save_config
+from parsenet.config import (Config, ConfigError, DataConfig, config_from_dict, config_to_dict,
+                             save_config)
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
 from parsenet.engine.precision import resolve_amp, resolve_device
+from parsenet.engine.rundir import claim_out_dir, resume_changes
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
@@ -94,10 +101,19 @@ def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
     return out
 
 
-def train(config: Config, *, resume: bool = False,
+def train(config: Config, *, resume: bool = False, overwrite: bool = False,
           dataset_factory: DatasetFactory | None = None,
           evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
     """Train ``config``; returns final metrics and paths (see the module docstring).
+
+    ``resume`` continues from ``<out_dir>/checkpoints/last.pt``. The config may differ from
+    the checkpoint's only in :data:`parsenet.engine.rundir.APPLIED_ON_RESUME` (iterations,
+    reporting intervals, progress, device, data root and workers): those changes are applied
+    and logged as ``key: old -> new``; any other change (lr, batch size, seed, ...) is
+    refused with the list of changes, since the restored optimizer, scheduler and sampler
+    belong to the old values. ``overwrite`` starts afresh in an out_dir holding an earlier
+    run, deleting its checkpoints and log; without it (or ``resume``) such a directory is
+    refused.
 
     ``dataset_factory(data_config, split, preprocessing)`` and ``evaluate_fn(model, dataset,
     **kwargs)`` default to :func:`parsenet.data.build.build_dataset` and
@@ -108,10 +124,14 @@ def train(config: Config, *, resume: bool = False,
     ctx = dist_utils.init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device(f"cuda:{ctx.local_rank}")
+    lock = None
     try:
+        lock = claim_out_dir(config.train.out_dir, ctx, resume=resume, overwrite=overwrite)
         return _Training(config, ctx, device, dataset_factory or build_dataset_default,
                          evaluate_fn or evaluate_default).run(resume)
     finally:
+        if lock is not None:
+            lock.release()
         dist_utils.cleanup(ctx)
 
 
@@ -128,6 +148,8 @@ class _Training:
         self.images_per_iteration = t.batch_size * t.accumulate * ctx.world_size
         self.best_mean_iou: float | None = None
         self.val_metrics: dict[str, Any] | None = None
+        self.last_good = "none (no checkpoint was written)"  # for the divergence message
+        self.resume_changes: list[str] = []
 
     # ----------------------------------------------------------------- setup
     def _setup(self, resume: bool) -> int:
@@ -178,7 +200,8 @@ class _Training:
                      train_images=len(self.train_set),
                      val_images=len(self.val_set) if self.val_set is not None else 0,
                      parameters=sum(p.numel() for p in model.parameters()),
-                     images_per_iteration=self.images_per_iteration, resumed_from=start)
+                     images_per_iteration=self.images_per_iteration, resumed_from=start,
+                     changed_on_resume=self.resume_changes)
         if self.ctx.is_main:  # the decisions, once: in the log, and on screen with progress
             summary = (f"training on {self.device}, {self.amp.name} ({self.amp.reason}), "
                        f"{self.ctx.world_size} process(es), {len(self.train_set)} training "
@@ -193,6 +216,12 @@ class _Training:
         state = ckpt.load_checkpoint(self.last_path)
         path = self.last_path
         ckpt.check_resumable(state, path, config_to_dict(self.config)["model"], self.classes)
+        # Through config_from_dict: fields added since the checkpoint compare as defaults.
+        stored = config_to_dict(config_from_dict(state["config"], where=f"{path}: config"))
+        self.resume_changes = resume_changes(stored, config_to_dict(self.config), str(path))
+        if self.resume_changes and self.ctx.is_main:
+            log.warning("%s: resuming with changed settings (applied): %s", path,
+                        "; ".join(self.resume_changes))
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -211,6 +240,7 @@ class _Training:
         if state["rng"]["world_size"] == self.ctx.world_size:
             ckpt.set_rng_state(state["rng"]["ranks"][self.ctx.rank])
         self.best_mean_iou = state.get("best_mean_iou")
+        self.last_good = f"{path} (iteration {int(state['iteration'])})"
         return int(state["iteration"])
 
     def _loader(self) -> Iterator:
@@ -247,15 +277,24 @@ class _Training:
         }
 
     def _save(self, iteration: int, path: Path) -> None:
-        # A finite loss can still leave overflowed weights; never replace a good checkpoint
-        # with them (the ranks hold the same weights, so they all stop here together).
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            raise TrainingDivergedError(f"weights are NaN or infinite after iteration "
-                                        f"{iteration}; stopped without saving {path}")
+        # A finite loss can still leave overflowed weights, or BatchNorm running statistics
+        # that evaluate to nothing; never replace a good checkpoint with them (the ranks
+        # hold the same weights, so they all stop here together).
+        bad = [name for name, value in self.model.state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if bad:
+            self.runlog.log("event", iteration, event="diverged", nonfinite=bad)
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise TrainingDivergedError(
+                f"weights are NaN or infinite after iteration {iteration} ({shown}); stopped "
+                f"without saving {path}. The last good checkpoint is {self.last_good}; lower "
+                f"train.lr or check the data")
         state = self._state(iteration)  # collective under DDP: every rank calls it
         if self.ctx.is_main:
             ckpt.save_checkpoint(path, state)
         dist_utils.barrier(self.ctx)
+        if path == self.last_path:
+            self.last_good = f"{path} (iteration {iteration})"
 
     # ----------------------------------------------------------------- one iteration
     def _step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], stop: bool
@@ -346,8 +385,8 @@ class _Training:
                         self.runlog.log("event", iteration + 1, event="diverged", loss=loss)
                         raise TrainingDivergedError(
                             f"loss is {loss} at iteration {iteration + 1}; stopped without "
-                            f"saving. The last good checkpoint is {self.last_path} (if any); "
-                            f"lower train.lr or check the data")
+                            f"saving. The last good checkpoint is {self.last_good}; lower "
+                            f"train.lr or check the data")
                     iteration += 1
                     train_time += time.perf_counter() - tic
                     window_iters += 1
