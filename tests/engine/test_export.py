@@ -13,6 +13,7 @@ from parsenet.engine.export import (
     make_predictor,
     onnx_cache_path,
 )
+from parsenet.engine.onnx_cache import record_digest
 from parsenet.models import parsenet_vgg16
 
 SIZES = ((64, 64), (57, 85))
@@ -68,6 +69,7 @@ def test_make_predictor_backends(model, onnx_file, tmp_path):
     # Seed the cache with the fixture's export (same model): make_predictor must reuse it,
     # not export again (exporting is tested above and takes seconds).
     shutil.copy(onnx_file, onnx_cache_path(checkpoint))
+    record_digest(onnx_cache_path(checkpoint))  # a cache entry is used only with its hash
     run, backend = make_predictor(model, backend="onnx", checkpoint=checkpoint)
     assert backend == "onnx" and isinstance(run, OnnxPredictor)
     cache = onnx_cache_path(checkpoint)
