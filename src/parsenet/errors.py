@@ -11,7 +11,7 @@ by those names keeps working.
 from __future__ import annotations
 
 __all__ = ["ParseNetError", "ConfigError", "DataError", "WeightsError", "CheckpointError",
-           "ExportError", "TrainingDivergedError", "UsageError"]
+           "ExportError", "TrainingDivergedError", "UsageError", "ResourceError"]
 
 
 class ParseNetError(Exception):
@@ -44,3 +44,7 @@ class TrainingDivergedError(ParseNetError, RuntimeError):
 
 class UsageError(ParseNetError, ValueError):
     """Arguments that do not go together, or an input that is not what a command takes."""
+
+
+class ResourceError(ParseNetError, RuntimeError):
+    """Not enough memory for the work asked; the message names the input and what would fit."""

@@ -25,8 +25,8 @@ from typing import Any
 
 from parsenet.errors import ConfigError, UsageError
 
-__all__ = ["RunLock", "claim_out_dir", "check_out_dir", "clear_run", "resume_changes", "APPLIED_ON_RESUME",
-           "RUN_FILES"]
+__all__ = ["RunLock", "claim_out_dir", "check_out_dir", "clear_run", "resume_changes",
+           "APPLIED_ON_RESUME", "RUN_FILES"]
 
 log = logging.getLogger(__name__)
 

@@ -46,8 +46,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from parsenet.config import (Config, ConfigError, DataConfig, config_from_dict, config_to_dict,
-                             save_config)
+from parsenet.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
