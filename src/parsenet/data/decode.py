@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from parsenet.data.errors import DataError
@@ -80,6 +80,9 @@ def _pil_to_rgb(path: Path, data: bytes) -> Tensor:
                 array = np.array(im.convert("RGB"))
     except DataError:
         raise
+    except UnidentifiedImageError:  # its message names our BytesIO, not the file
+        raise DataError(f"{path}: cannot decode image (not an image format Pillow "
+                        f"knows)") from None
     except Exception as e:  # Pillow raises many types for corrupt files
         raise DataError(f"{path}: cannot decode image ({e})") from None
     return torch.from_numpy(array).permute(2, 0, 1)
