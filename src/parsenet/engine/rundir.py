@@ -67,16 +67,21 @@ class RunLock:
     def acquire(self) -> RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         me = {"pid": os.getpid(), "host": socket.gethostname()}
-        for _ in range(3):  # create; or find it stale, move it aside, create again
-            try:
-                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                self._take_over_if_stale()
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            self.held = True
-            return self
+        # The lock appears with its content (a hard link of a written file), so another run
+        # never reads a half-written lock and takes it for a stale one.
+        mine = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
+        mine.write_text(json.dumps(me))
+        try:
+            for _ in range(3):  # create; or find it stale, move it aside, create again
+                try:
+                    os.link(mine, self.path)
+                except FileExistsError:
+                    self._take_over_if_stale()
+                    continue
+                self.held = True
+                return self
+        finally:
+            mine.unlink(missing_ok=True)
         raise UsageError(f"{self.path}: cannot take the run lock (another run keeps taking "
                          f"it); choose another train.out_dir")
 

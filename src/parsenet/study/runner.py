@@ -155,7 +155,9 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
     attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else []
     start, outcome = time.perf_counter(), "interrupted"
     try:
-        train(config, resume=resume)
+        # The study owns its run folders: one without a checkpoint (a run killed before
+        # its first one) is started again from scratch.
+        train(config, resume=resume, overwrite=not resume)
         outcome = "finished"
     except TrainingDivergedError as e:
         outcome = "diverged"
