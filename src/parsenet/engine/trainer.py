@@ -31,7 +31,6 @@ concurrent run, and a fresh run into a directory holding an earlier one needs
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -42,7 +41,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
@@ -56,6 +54,7 @@ from parsenet.config import (
 )
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
+from parsenet.engine.iteration import IGNORE_INDEX, micro_batches, run_iteration
 from parsenet.engine.optim import build_optimizer, build_scheduler, freeze
 from parsenet.engine.precision import resolve_amp, resolve_device
 from parsenet.engine.rundir import claim_out_dir, resume_changes
@@ -67,7 +66,6 @@ from parsenet.preprocessing import Preprocessing
 __all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
 
 log = logging.getLogger(__name__)
-IGNORE_INDEX = 255
 
 DatasetFactory = Callable[[DataConfig, str, "Preprocessing | None"], Dataset]
 EvaluateFn = Callable[..., dict]
@@ -95,16 +93,6 @@ def _check_config(config: Config) -> None:
         raise ConfigError(f"train.loss_reduction must be 'mean' or 'sum', got {t.loss_reduction!r}")
     if t.val_every < 0 or t.max_val_images < 0 or t.warmup_iterations < 0:
         raise ConfigError("train.val_every, max_val_images and warmup_iterations must be >= 0")
-
-
-def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
-                   ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    out = []
-    for _ in range(accumulate):
-        images, targets = next(loader_iter)
-        out.append((images.to(device, non_blocking=True),
-                    targets.to(device, non_blocking=True).long()))
-    return out
 
 
 def train(config: Config, *, resume: bool = False, overwrite: bool = False,
@@ -305,45 +293,10 @@ class _Training:
     # ----------------------------------------------------------------- one iteration
     def _step(self, batches: list[tuple[torch.Tensor, torch.Tensor]], stop: bool
               ) -> tuple[float, bool]:
-        """Forward/backward over the micro-batches, then (if the loss is finite) one
-        optimizer step. Returns the iteration's loss and whether any rank wants to stop."""
-        t = self.config.train
-        if t.loss_reduction == "mean":
-            local = sum(int((target != IGNORE_INDEX).sum()) for _, target in batches)
-        else:
-            local = sum(target.shape[0] for _, target in batches)
-        denominator = dist_utils.all_reduce_sum(
-            torch.tensor([float(local)], dtype=torch.float64), self.ctx).item()
-        scale = self.ctx.world_size / max(denominator, 1.0)
-
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, (images, targets) in enumerate(batches):
-            last = i == len(batches) - 1
-            sync = (self.ddp_model.no_sync() if self.ctx.enabled and not last
-                    else contextlib.nullcontext())
-            with sync:
-                with torch.autocast(self.device.type, dtype=self.amp.dtype,
-                                    enabled=self.amp.dtype is not None):
-                    logits = self.ddp_model(images)
-                micro = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
-                                        reduction="sum")
-                loss = micro * scale
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            loss_sum += micro.detach().double()
-
-        stats = torch.stack([loss_sum.cpu(), torch.tensor(float(stop), dtype=torch.float64)])
-        stats = dist_utils.all_reduce_sum(stats, self.ctx)
-        loss_value = stats[0].item() / max(denominator, 1.0)
-        if not math.isfinite(loss_value):
-            return loss_value, bool(stats[1].item())
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return loss_value, bool(stats[1].item())
+        return run_iteration(self.ddp_model, batches, stop, self.config.train.loss_reduction,
+                             ctx=self.ctx, device=self.device, amp=self.amp,
+                             scaler=self.scaler, optimizer=self.optimizer,
+                             scheduler=self.scheduler)
 
     # ----------------------------------------------------------------- validation
     def _validate(self, iteration: int) -> None:
@@ -385,7 +338,7 @@ class _Training:
             with dist_utils.StopOnSigterm() as sigterm:
                 while iteration < t.iterations:
                     tic = time.perf_counter()
-                    batches = _micro_batches(loader_iter, t.accumulate, self.device)
+                    batches = micro_batches(loader_iter, t.accumulate, self.device)
                     loss, stop = self._step(batches, sigterm.requested)
                     if not math.isfinite(loss):
                         self.runlog.log("event", iteration + 1, event="diverged", loss=loss)
