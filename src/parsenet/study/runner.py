@@ -146,6 +146,7 @@ def command_for(variant: Variant, seed: int, path: Path) -> str:
 
 
 def _train_one(variant: Variant, seed: int, path: Path) -> None:
+    from parsenet.engine.rundir import clear_run
     from parsenet.engine.trainer import TrainingDivergedError, train
 
     config = load_config(variant.config, _overrides(variant, seed, path))
@@ -155,9 +156,9 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
     attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else []
     start, outcome = time.perf_counter(), "interrupted"
     try:
-        # The study owns its run folders: one without a checkpoint (a run killed before
-        # its first one) is started again from scratch.
-        train(config, resume=resume, overwrite=not resume)
+        if not resume:  # a run killed before its first checkpoint starts again afresh
+            clear_run(path)
+        train(config, resume=resume)
         outcome = "finished"
     except TrainingDivergedError as e:
         outcome = "diverged"
