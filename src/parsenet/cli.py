@@ -69,7 +69,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from parsenet.engine.trainer import train
 
     config = load_config(args.config, args.set)
-    result = train(config, resume=args.resume)
+    result = train(config, resume=args.resume, overwrite=args.overwrite)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
     metrics = result.get("metrics") or {}
@@ -100,10 +100,20 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
     result = predict_images(args.checkpoint, args.inputs, args.out, backend=args.backend,
                             mode=args.mode, device=args.device,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, skip_errors=args.skip_errors,
+                            onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
+                            window=args.window)
+    modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
     print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
-          f"{result['mode']}: labels and overlays in {args.out}")
-    return 0
+          f"{result['mode']}{f' ({modes})' if result['mode'] == 'auto' else ''}: labels and "
+          f"overlays in {args.out}")
+    if not result["skipped"]:
+        return 0
+    print(f"parsenet: skipped {len(result['skipped'])} of "
+          f"{len(result['skipped']) + len(result['outputs'])} image(s):", file=sys.stderr)
+    for _, message in result["skipped"]:
+        print(f"  {message}", file=sys.stderr)
+    return EXIT_USER_ERROR
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -247,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     sets(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from <out_dir>/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an out_dir that holds an earlier run (deletes its "
+                        "checkpoints and log)")
 
     p = add("eval", cmd_eval, "evaluate a checkpoint (pixel acc, mean acc, mean IoU, f.w. IoU)")
     p.add_argument("--checkpoint", required=True)
@@ -267,9 +280,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--backend", default="auto", choices=("auto", "eager", "onnx"),
-                   help="auto: ONNX Runtime on CPU when installed (export cached next to "
-                        "the checkpoint), else eager PyTorch")
-    p.add_argument("--mode", default=None, choices=MODES)
+                   help="auto: ONNX Runtime on CPU when installed and --onnx-cache is given, "
+                        "else eager PyTorch")
+    p.add_argument("--onnx-cache", default=None, metavar="DIR",
+                   help="folder to keep the ONNX export in (verified by hash, rebuilt when "
+                        "corrupt); without it an ONNX export is temporary")
+    p.add_argument("--mode", default=None, choices=(*MODES, "auto"),
+                   help="default auto: whole images when they fit in --memory-budget, else "
+                        "sliding windows")
+    p.add_argument("--memory-budget", type=float, default=2.0, metavar="GB",
+                   help="estimated inference memory above which auto slides (default 2)")
+    p.add_argument("--window", type=int, default=None,
+                   help="sliding window size (default: the checkpoint config's eval.window)")
+    p.add_argument("--skip-errors", action="store_true",
+                   help="skip images that cannot be read or predicted, list them at the "
+                        "end (exit status 2)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 

@@ -219,7 +219,9 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
         say(f"\n== training {TITLES[name]} ({c.train.iterations} iterations x batch "
             f"{c.train.batch_size}, seed {c.train.seed}) -> {c.train.out_dir}")
         last = Path(c.train.out_dir) / "checkpoints" / "last.pt"
-        results[name] = train(c, resume=resume and last.is_file())
+        resumed = resume and last.is_file()
+        # The demo owns its output folder: without resume it trains afresh each time.
+        results[name] = train(c, resume=resumed, overwrite=not resumed)
 
     classes = list(results["parsenet"]["metrics"].get("classes") or [])
     models = {name: load_model(results[name]["last_checkpoint"])[0] for name in MODELS}

@@ -13,7 +13,8 @@ from __future__ import annotations
 import re
 
 __all__ = ["ParseNetError", "ConfigError", "DataError", "WeightsError", "CheckpointError",
-           "ExportError", "TrainingDivergedError", "UsageError", "worker_message"]
+           "ExportError", "TrainingDivergedError", "UsageError", "ResourceError",
+           "worker_message"]
 
 
 class ParseNetError(Exception):
@@ -46,6 +47,10 @@ class TrainingDivergedError(ParseNetError, RuntimeError):
 
 class UsageError(ParseNetError, ValueError):
     """Arguments that do not go together, or an input that is not what a command takes."""
+
+
+class ResourceError(ParseNetError, RuntimeError):
+    """Not enough memory for the work asked; the message names the input and what would fit."""
 
 
 # torch re-raises a DataLoader worker's exception in the main process as the same type with

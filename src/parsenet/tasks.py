@@ -11,14 +11,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from tqdm import tqdm
 
-from parsenet.errors import UsageError
+from parsenet.engine.memory import DEFAULT_BUDGET_GB
+from parsenet.errors import ParseNetError, UsageError
+from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionJob
 
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "collect_images",
-           "format_metrics", "IMAGE_SUFFIXES"]
+           "collect_named_images", "format_metrics", "IMAGE_SUFFIXES", "OVERLAY_MAX_SIDE"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -108,71 +108,112 @@ def format_metrics(metrics: dict[str, Any], classes: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
-    """Image files named by ``inputs``: files as given, directories' images (sorted, not
-    recursive). Raises FileNotFoundError for a missing path, ValueError if none found."""
-    files: list[Path] = []
+def collect_named_images(inputs: Sequence[str | os.PathLike]) -> list[tuple[Path, str]]:
+    """(image file, output name) for each image named by ``inputs``: files as given,
+    directories' images (sorted, not recursive). The output name is the file's stem.
+    Raises FileNotFoundError for a missing path, UsageError if no image is found or two
+    images would get the same output name (``a/x.jpg b/x.jpg``: one would overwrite the
+    other)."""
+    named: list[tuple[Path, str]] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
-            files.extend(sorted(p for p in path.iterdir()
-                                if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
+            named.extend((p, p.stem) for p in sorted(path.iterdir())
+                         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
         elif path.is_file():
-            files.append(path)
+            named.append((path, path.stem))
         else:
             raise FileNotFoundError(f"{path}: no such image file or directory")
-    if not files:
+    if not named:
         raise UsageError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in "
                          f"{', '.join(map(str, inputs))}")
-    return files
+    first: dict[str, Path] = {}
+    for path, name in named:
+        other = first.setdefault(name, path)
+        if other != path:
+            raise UsageError(f"{other} and {path} would both be written as {name}.png; "
+                             f"predict them into separate --out folders or rename one")
+    return named
+
+
+def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
+    """The image files of :func:`collect_named_images`."""
+    return [path for path, _ in collect_named_images(inputs)]
+
+
+def _check_out_folder(out_dir: Path, named: list[tuple[Path, str]]) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir}: is a file, not a folder; --out names the folder that "
+                         f"predict writes label PNGs and overlays into")
+    for path, name in named:
+        for written in (out_dir / f"{name}.png", out_dir / f"{name}_overlay.jpg"):
+            if written.exists() and written.resolve() == path.resolve():
+                raise UsageError(f"{path}: predicting into {out_dir} would overwrite this "
+                                 f"input with its labels; choose another --out")
 
 
 def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike],
                    out_dir: str | os.PathLike, *, backend: str = "auto",
                    mode: str | None = None, device: str = "cpu", alpha: float = 0.5,
-                   progress: bool = True) -> dict[str, Any]:
+                   progress: bool = True, skip_errors: bool = False,
+                   onnx_cache: str | os.PathLike | None = None,
+                   memory_budget_gb: float = DEFAULT_BUDGET_GB, window: int | None = None
+                   ) -> dict[str, Any]:
     """Segment images of any size with a checkpoint.
 
     Writes ``<out_dir>/<stem>.png`` (palette PNG: pixel values are class ids) and
-    ``<out_dir>/<stem>_overlay.jpg`` (image | overlay | prediction). ``backend``: see
-    :func:`parsenet.engine.export.make_predictor`; ``mode``: whole | slide | multiscale
-    (default: the checkpoint config's eval mode). Returns ``backend``, ``mode`` and
-    ``outputs`` (list of (label png, overlay) paths)."""
-    from parsenet.data.decode import read_image
+    ``<out_dir>/<stem>_overlay.jpg`` (image | overlay | prediction, drawn at most
+    ``OVERLAY_MAX_SIDE`` pixels high or wide). Two inputs with one stem are refused.
+
+    ``mode``: whole | slide | multiscale | auto; default auto: each image in the checkpoint
+    config's eval mode (whole, the paper's protocol, unless the config says otherwise) when
+    the memory estimate (:mod:`parsenet.engine.memory`) fits in ``memory_budget_gb``, else in
+    sliding windows of ``window`` (default the config's eval.window). ``backend``: see
+    :func:`parsenet.engine.export.make_predictor`; ONNX exports are cached only in
+    ``onnx_cache`` (a folder), verified by hash there. ``skip_errors``: an image that cannot
+    be read or predicted is reported in ``skipped`` and the others are processed.
+
+    Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
+    ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
+    """
     from parsenet.engine.checkpoint import load_model
     from parsenet.engine.export import make_predictor
-    from parsenet.engine.inference import predict_logits
-    from parsenet.viz import colorize, overlay, save_label_png, side_by_side, voc_palette
+    from parsenet.engine.memory import ONNX_OVERHEAD, InferenceMemory
 
-    files = collect_images(inputs)  # fail on a bad path before loading anything
+    named = collect_named_images(inputs)  # fail on a bad path before loading anything
+    out_dir = Path(out_dir)
+    _check_out_folder(out_dir, named)
     checkpoint = Path(checkpoint)
     model, meta = load_model(checkpoint, device=device)
     cfg = _config_for(meta, None, ())
-    mode = mode or cfg.eval.mode
-    opts = {"window": cfg.eval.window, "stride": cfg.eval.stride,
-            "scales": tuple(cfg.eval.scales), "flip": cfg.eval.flip}
-    classes = list(meta["classes"])
-    palette = np.asarray(meta["palette"] if meta.get("palette") is not None
-                         else voc_palette(len(classes)), dtype=np.uint8)
-    preprocessing = model.preprocessing
-    run, backend = make_predictor(model, backend=backend, checkpoint=checkpoint, device=device)
-    out_dir = Path(out_dir)
+    mode = mode or "auto"
+    window = window or cfg.eval.window
+    job = PredictionJob(
+        classes=list(meta["classes"]), preprocessing=model.preprocessing, device=device,
+        palette=meta.get("palette"), alpha=alpha, mode=mode, preferred=cfg.eval.mode,
+        budget=memory_budget_gb * 1e9,
+        opts={"window": window, "stride": min(cfg.eval.stride, window),
+              "scales": tuple(cfg.eval.scales), "flip": cfg.eval.flip})
+    run, backend = make_predictor(model, backend=backend, device=device,
+                                  checkpoint=checkpoint if onnx_cache is not None else None,
+                                  cache_dir=onnx_cache)
+    job.run = run
+    job.memory = InferenceMemory.of(model, len(job.classes),
+                                    overhead=ONNX_OVERHEAD if backend == "onnx" else 1.0)
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs = []
-    for path in tqdm(files, desc=f"predict ({backend})", disable=not progress):
-        image = read_image(path)
-        x = preprocessing(image).unsqueeze(0).to(device)
-        with torch.inference_mode():
-            pred = predict_logits(run, x, mode, **opts).argmax(1)[0].to(torch.uint8).cpu()
-        label_png = out_dir / f"{path.stem}.png"
-        save_label_png(pred.numpy(), palette, label_png)
-        rgb = image.permute(1, 2, 0).contiguous().numpy()
-        panels = [("image", rgb), ("overlay", overlay(rgb, pred, palette, alpha)),
-                  ("prediction", colorize(pred, palette))]
-        overlay_path = out_dir / f"{path.stem}_overlay.jpg"
-        side_by_side(panels).save(overlay_path, quality=92)
+    outputs, modes, skipped = [], [], []
+    for path, name in tqdm(named, desc=f"predict ({backend})", disable=not progress):
+        try:
+            label_png, overlay_path, used = job.predict(path, out_dir / name)
+        except (ParseNetError, OSError) as e:
+            if not skip_errors:
+                raise
+            skipped.append((str(path), " ".join(str(e).split())))
+            continue
         outputs.append((label_png, overlay_path))
-    return {"backend": backend, "mode": mode, "outputs": outputs}
+        modes.append(used)
+    return {"backend": backend, "mode": mode, "outputs": outputs, "modes": modes,
+            "skipped": skipped}
 
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *,

@@ -1,3 +1,4 @@
+import errno
 import random
 
 import numpy as np
@@ -131,3 +132,38 @@ def test_rng_states_survive_a_weights_only_roundtrip(tmp_path):
     assert torch.equal(got[0], expected[0])
     assert np.array_equal(got[1], expected[1]) and got[2] == expected[2]
     assert got[3] == expected[3] and got[4] == expected[4]
+
+
+@pytest.mark.parametrize("disk_full", [
+    OSError(errno.ENOSPC, "No space left on device"),
+    RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 4096 vs 2048: "
+                 "file write failed, error code 28"),
+])
+def test_a_full_disk_keeps_the_previous_checkpoint_and_says_so(tmp_path, monkeypatch,
+                                                               disk_full):
+    path = tmp_path / "last.pt"
+    save_checkpoint(path, {"iteration": 1})
+
+    def fails(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise disk_full
+
+    monkeypatch.setattr(torch, "save", fails)
+    with pytest.raises(CheckpointError) as error:
+        save_checkpoint(path, {"iteration": 2})
+    assert str(error.value) == (f"{path}: cannot write checkpoint: no space left on the "
+                                f"device (the previous checkpoint is kept); free space and "
+                                f"resume")
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"iteration": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_other_write_errors_keep_their_type(tmp_path, monkeypatch):
+    def fails(obj, f, *args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . error code 5")
+
+    monkeypatch.setattr(torch, "save", fails)
+    with pytest.raises(RuntimeError, match="error code 5"):
+        save_checkpoint(tmp_path / "last.pt", {"iteration": 2})
+    assert list(tmp_path.iterdir()) == []

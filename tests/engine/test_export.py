@@ -13,6 +13,7 @@ from parsenet.engine.export import (
     make_predictor,
     onnx_cache_path,
 )
+from parsenet.engine.onnx_cache import record_digest
 from parsenet.models import parsenet_vgg16
 
 SIZES = ((64, 64), (57, 85))
@@ -68,6 +69,7 @@ def test_make_predictor_backends(model, onnx_file, tmp_path):
     # Seed the cache with the fixture's export (same model): make_predictor must reuse it,
     # not export again (exporting is tested above and takes seconds).
     shutil.copy(onnx_file, onnx_cache_path(checkpoint))
+    record_digest(onnx_cache_path(checkpoint))  # a cache entry is used only with its hash
     run, backend = make_predictor(model, backend="onnx", checkpoint=checkpoint)
     assert backend == "onnx" and isinstance(run, OnnxPredictor)
     cache = onnx_cache_path(checkpoint)
@@ -102,3 +104,20 @@ def test_auto_backend_falls_back_to_eager_when_export_is_wrong(tmp_path, monkeyp
         run, backend = make_predictor(model, backend="auto", checkpoint=checkpoint)
     assert backend == "eager" and isinstance(run, ChannelsLastPredictor)
     assert not onnx_cache_path(checkpoint).exists()  # the bad export is not kept
+
+
+def test_a_failed_export_leaves_no_tmp_and_a_directory_is_refused(model, tmp_path,
+                                                                  monkeypatch):
+    adir = tmp_path / "adir"
+    adir.mkdir()
+    with pytest.raises(ExportCheckError, match=f"{adir}: is a directory; name the file to "
+                                               f"export to, e.g. {adir}/model.pt"):
+        export_torchscript(model, adir, sample_size=(32, 32))
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch.jit, "save", disk_full)
+    with pytest.raises(OSError, match="No space"):
+        export_torchscript(model, tmp_path / "m.pt", sample_size=(32, 32))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]

@@ -145,3 +145,20 @@ def test_evaluate_shards_images_across_ranks(monkeypatch):
     assert oracle.calls == 1
     assert sum(map(sum, out["confusion"])) == int((data.items[1][1] != 255).sum())
     assert out["images"] == 3  # the whole set, once the ranks' matrices are summed
+
+
+@pytest.mark.parametrize("size, window, stride, flip", [
+    ((90, 130), 48, 32, False), ((90, 130), 48, 32, True), ((40, 150), 64, 64, True),
+    ((70, 50), 96, 60, False)])
+def test_streamed_sliding_labels_equal_the_argmax_of_the_logits(size, window, stride, flip):
+    from parsenet.engine.inference import predict_labels
+    from parsenet.models import parsenet_vgg16
+
+    torch.manual_seed(0)
+    model = parsenet_vgg16(num_classes=5, width=0.0625).eval()
+    x = torch.randn(1, 3, *size)
+    with torch.inference_mode():
+        expected = predict_logits(model, x, "slide", window=window, stride=stride,
+                                  flip=flip).argmax(1)
+        got = predict_labels(model, x, "slide", window=window, stride=stride, flip=flip)
+    assert torch.equal(got, expected)

@@ -179,3 +179,23 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data_root, 
     assert np.sum(metrics[0]["confusion"]) == np.sum(metrics[1]["confusion"]) > 0
     assert metrics[0]["pixel_acc"] == pytest.approx(metrics[1]["pixel_acc"], abs=1e-3)
     assert (ddp_out / "checkpoints" / "best.pt").exists()
+
+
+@pytest.mark.slow
+def test_under_ddp_every_rank_gets_rank_0s_refusal_of_a_used_out_dir(data_root, tmp_path):
+    # Rank 0 holds the lock and checks the folder; had the other rank not heard of the
+    # refusal it would wait for rank 0 in the first collective until the timeout.
+    out = tmp_path / "used"
+    out.mkdir()
+    (out / "log.jsonl").write_text("{}\n")
+    config = tiny_config(data_root, out, iterations=2)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ranks = [start(config, tmp_path, env={"RANK": str(r), "LOCAL_RANK": str(r),
+                                          "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                          "MASTER_PORT": str(port)}) for r in (0, 1)]
+    for proc in ranks:
+        assert finish(proc, timeout=120) == 1, proc.log.read_text()
+        assert f"UsageError: {out}: holds an earlier run (log.jsonl)" in proc.log.read_text()
+    assert (out / "log.jsonl").read_text() == "{}\n" and not (out / "run.lock").exists()

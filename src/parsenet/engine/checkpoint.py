@@ -20,6 +20,7 @@ A training checkpoint is a dict of plain containers and tensors only, so that it
 
 from __future__ import annotations
 
+import errno
 import os
 import random
 import tempfile
@@ -57,11 +58,30 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp_name).unlink(missing_ok=True)
+        if _is_disk_full(e):
+            kept = "the previous checkpoint is kept" if path.is_file() else "nothing written"
+            raise CheckpointError(f"{path}: cannot write checkpoint: no space left on the "
+                                  f"device ({kept}); free space and resume") from None
         raise
     _fsync_dir(path.parent)
     return path
+
+
+# torch's zip writer reports a failed write(2) as RuntimeError("[enforce fail at
+# inline_container.cc:...] ... error code 28"), the errno in its text only.
+_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _is_disk_full(e: BaseException) -> bool:
+    if isinstance(e, OSError):
+        return e.errno in _DISK_FULL_ERRNOS
+    if isinstance(e, RuntimeError):
+        text = str(e)
+        return any(f"error code {n}" in text for n in _DISK_FULL_ERRNOS) \
+            or "No space left on device" in text
+    return False
 
 
 def _fsync_dir(directory: Path) -> None:

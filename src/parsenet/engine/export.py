@@ -16,8 +16,9 @@ Function; the two shape checks the tracer warns about (context replication, outp
 bound) do not depend on the input size for a given model, so the trace holds for any size.
 
 The ``predict`` command's CPU path: ``backend="auto"`` uses ONNX Runtime when it is
-importable (the model exported once to a cache file next to the checkpoint, named by the
-checkpoint's hash) and eager PyTorch in channels_last memory format otherwise.
+importable and the user named a cache folder (``--onnx-cache``: the model exported once,
+named by the checkpoint's hash, verified by its own hash on reuse), and eager PyTorch in
+channels_last memory format otherwise; nothing is written next to the checkpoint unasked.
 
 Known limit: a context pyramid (bins > 1) does not export reliably with dynamic sizes (the
 dynamo exporter's adaptive pooling is wrong or fails at some sizes, the other one refuses);
@@ -70,16 +71,30 @@ def _quiet():
         yield
 
 
+@contextlib.contextmanager
+def _written_atomically(path: Path, example: str):
+    """Yield a temporary name beside ``path``, renamed over it on success and removed on any
+    failure: a half-written export never sits at ``path`` nor lingers as ``.tmp``."""
+    if path.is_dir():
+        raise ExportCheckError(f"{path}: is a directory; name the file to export to, e.g. "
+                               f"{path / example}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18,
                 sample_size: tuple[int, int] = (321, 321)) -> str:
     """Write ``model`` as ONNX with dynamic batch-1 height and width (input ``image``
     1 x 3 x H x W, output ``logits`` 1 x K x H x W). Returns the exporter used:
     ``"dynamo"`` or ``"torchscript"``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     sample = torch.randn(1, 3, *sample_size)
-    tmp = path.with_name(path.name + ".tmp")
-    with _eval_no_grad(model), _quiet():
+    with _written_atomically(path, "model.onnx") as tmp, _eval_no_grad(model), _quiet():
         try:
             height = torch.export.Dim("height", min=32, max=8192)
             width = torch.export.Dim("width", min=32, max=8192)
@@ -97,7 +112,6 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18,
                               OUTPUT_NAME: {2: "height", 3: "width"}},
             )
             exporter = "torchscript"
-    os.replace(tmp, path)  # a half-written file never sits at ``path``
     return exporter
 
 
@@ -105,13 +119,10 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
                        sample_size: tuple[int, int] = (321, 321)) -> None:
     """Write a traced TorchScript module (input 1 x 3 x H x W, any H, W >= 32)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _eval_no_grad(model), _quiet():
+    with _written_atomically(path, "model.pt") as tmp, _eval_no_grad(model), _quiet():
         # check_trace off: check_export compares with eager at other sizes, a stronger check.
         traced = torch.jit.trace(model, torch.randn(1, 3, *sample_size), check_trace=False)
-        tmp = path.with_name(path.name + ".tmp")
         torch.jit.save(traced, str(tmp))
-    os.replace(tmp, path)
 
 
 def _usable_cores() -> int:
@@ -211,10 +222,13 @@ def _file_hash(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
-def onnx_cache_path(checkpoint: str | os.PathLike) -> Path:
-    """``<checkpoint dir>/<stem>.<sha256[:16] of the checkpoint>.onnx``."""
+def onnx_cache_path(checkpoint: str | os.PathLike,
+                    cache_dir: str | os.PathLike | None = None) -> Path:
+    """``<cache_dir>/<stem>.<sha256[:16] of the checkpoint>.onnx``; ``cache_dir`` defaults
+    to the checkpoint's directory."""
     checkpoint = Path(checkpoint)
-    return checkpoint.with_name(f"{checkpoint.stem}.{_file_hash(checkpoint)}.onnx")
+    folder = Path(cache_dir) if cache_dir is not None else checkpoint.parent
+    return folder / f"{checkpoint.stem}.{_file_hash(checkpoint)}.onnx"
 
 
 def _onnxruntime_available() -> bool:
@@ -226,21 +240,27 @@ def _onnxruntime_available() -> bool:
 
 
 def make_predictor(model: nn.Module, *, backend: str = "auto",
-                   checkpoint: str | os.PathLike | None = None, device: str = "cpu"
+                   checkpoint: str | os.PathLike | None = None, device: str = "cpu",
+                   cache_dir: str | os.PathLike | None = None
                    ) -> tuple[Callable[[Tensor], Tensor], str]:
     """A callable image -> logits for ``predict``, and the backend it uses.
 
-    ``"onnx"`` exports ``model`` once to :func:`onnx_cache_path` of ``checkpoint`` (checked
-    against eager on first export) and runs it with ONNX Runtime; ``"eager"`` runs the model
-    in channels_last on CPU (as is on other devices); ``"auto"`` is onnx on CPU when
-    onnxruntime is importable, else eager.
+    ``"onnx"`` runs ``model`` with ONNX Runtime. Given ``checkpoint``, the export is cached
+    at :func:`onnx_cache_path` (in ``cache_dir``, default the checkpoint's folder), checked
+    against eager when written and verified by hash when reused (see
+    :mod:`parsenet.engine.onnx_cache`); without it the export is temporary. ``"eager"`` runs
+    the model in channels_last on CPU (as is on other devices). ``"auto"`` is onnx on CPU
+    when onnxruntime is importable and a ``checkpoint`` names the cache, else eager.
     """
+    from parsenet.engine import onnx_cache
+
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
     on_cpu = torch.device(device).type == "cpu"
     automatic = backend == "auto"
     if automatic:
-        backend = "onnx" if on_cpu and _onnxruntime_available() else "eager"
+        backend = ("onnx" if on_cpu and checkpoint is not None and _onnxruntime_available()
+                   else "eager")
     if backend == "eager":
         model = model.to(device).eval()
         if on_cpu:
@@ -252,25 +272,13 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
         return run, "eager"
     if not _onnxruntime_available():
         raise UsageError("backend 'onnx' needs onnxruntime (pip install 'parsenet[export]')")
-    if checkpoint is None:
-        raise ValueError("backend 'onnx' needs the checkpoint path to cache the export")
     try:
-        return _cached_onnx_predictor(model, Path(checkpoint)), "onnx"
+        if checkpoint is None:
+            return onnx_cache.temporary_onnx_predictor(model), "onnx"
+        cache = onnx_cache_path(checkpoint, cache_dir)
+        return onnx_cache.cached_onnx_predictor(model, cache), "onnx"
     except ExportCheckError as e:
         if not automatic:
             raise
         warnings.warn(f"ONNX export unusable, running eager instead: {e}", stacklevel=2)
         return ChannelsLastPredictor(model), "eager"
-
-
-def _cached_onnx_predictor(model: nn.Module, checkpoint: Path) -> OnnxPredictor:
-    cache = onnx_cache_path(checkpoint)
-    model = model.to("cpu").eval()
-    if not cache.is_file():
-        export_onnx(model, cache)
-        try:  # at a size other than the export's sample: shapes must really be dynamic
-            check_export(cache, model, sizes=CHECK_SIZES)
-        except ExportCheckError:
-            cache.unlink(missing_ok=True)
-            raise
-    return OnnxPredictor(cache)

@@ -27,7 +27,7 @@ from parsenet.config import EVAL_MODES
 from parsenet.errors import ConfigError
 from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
 
-__all__ = ["predict_logits", "evaluate", "MODES", "MIN_SIZE"]
+__all__ = ["predict_logits", "predict_labels", "evaluate", "MODES", "MIN_SIZE"]
 
 MODES = EVAL_MODES  # defined once, with the config field eval.mode
 MIN_SIZE = 32  # smallest H, W the backbones accept
@@ -136,6 +136,71 @@ def predict_logits(
             n += 1
     assert total is not None
     return total.div_(n) if n > 1 else total
+
+
+def _band_windows(model: Predictor, x: Tensor, y: int, xs: list[int], window: int,
+                  flip: bool, acc: list[Tensor | None], count: Tensor) -> None:
+    """Add the logits of the windows at row ``y`` into the band accumulators ``acc`` (rows
+    from ``y``), in the order :func:`_slide` adds them; ``acc[1]``: the flipped image's."""
+    w = x.shape[-1]
+    for x0 in xs:
+        crop = x[..., y:y + window, x0:x0 + window]
+        ch, cw = crop.shape[-2:]
+        logits = _forward(model, crop)
+        if acc[0] is None:
+            acc[0] = x.new_zeros(x.shape[0], logits.shape[1], count.shape[-2], w)
+            acc[1] = torch.zeros_like(acc[0]) if flip else None
+        acc[0][..., :ch, x0:x0 + cw] += logits
+        count[..., :ch, x0:x0 + cw] += 1
+        if flip:  # the flipped image's window at x0 covers columns w - x0 - cw ..  w - x0
+            mirrored = x[..., y:y + ch, w - x0 - cw:w - x0].flip(-1)
+            acc[1][..., :ch, w - x0 - cw:w - x0] += _forward(model, mirrored).flip(-1)
+
+
+def _slide_labels(model: Predictor, x: Tensor, window: int, stride: int, flip: bool
+                  ) -> Tensor:
+    """argmax of ``predict_logits(mode="slide")`` holding only a band of window rows of
+    logits: rows above the next window row are final and are reduced to labels at once."""
+    n, _, h, w = x.shape
+    ys, xs = _window_starts(h, window, stride), _window_starts(w, window, stride)
+    band = min(window, h)
+    labels = torch.empty(n, h, w, dtype=torch.int64, device=x.device)
+    acc: list[Tensor | None] = [None, None]
+    count = torch.zeros(1, 1, band, w, dtype=x.dtype, device=x.device)
+    for i, y in enumerate(ys):
+        _band_windows(model, x, y, xs, window, flip, acc, count)
+        done = (ys[i + 1] - y) if i + 1 < len(ys) else min(band, h - y)
+        assert acc[0] is not None
+        logits = acc[0][..., :done, :].div(count[..., :done, :])
+        if flip:
+            logits = logits.add_(acc[1][..., :done, :].div(count[..., :done, :].flip(-1))
+                                 ).div_(2)
+        labels[:, y:y + done] = logits.argmax(1)
+        for a in (*[t for t in acc if t is not None], count):  # shift the band up
+            a[..., :band - done, :] = a[..., done:, :].clone()
+            a[..., band - done:, :] = 0
+    return labels
+
+
+def predict_labels(model: Predictor, image: Tensor, mode: str = "whole", *,
+                   window: int = 512, stride: int = 341,
+                   scales: Sequence[float] = (0.75, 1.0, 1.25), flip: bool = False
+                   ) -> Tensor:
+    """Class ids N x H x W: the argmax of :func:`predict_logits`.
+
+    In ``"slide"`` mode the logits are never held for the whole image, only for one band of
+    window rows (``K x window x W``), so a 6000 x 6000 photo needs about a tenth of the
+    memory. The labels equal ``predict_logits(...).argmax(1)`` exactly, with or without
+    ``flip``: the same windows, summed in the same order.
+    """
+    if mode != "slide":
+        return predict_logits(model, image, mode, window=window, stride=stride,
+                              scales=scales, flip=flip).argmax(1)
+    if image.dim() != 4 or image.shape[1] != 3:
+        raise ValueError(f"image must be N x 3 x H x W, got {tuple(image.shape)}")
+    if window < 1 or stride < 1 or stride > window:
+        raise ValueError(f"need 1 <= stride <= window, got window={window} stride={stride}")
+    return _slide_labels(model, image, window, stride, flip)
 
 
 def _dist_rank_world() -> tuple[int, int]:

@@ -22,11 +22,15 @@ Files in ``train.out_dir``: config.yaml, log.jsonl, checkpoints/last.pt (and bes
 validation mean IoU), metrics.json. SIGTERM (a scheduler's preemption) saves last.pt at the
 end of the current iteration and exits with status 143; ``train(config, resume=True)``
 continues exactly where it stopped.
+
+An out_dir holds one run (:mod:`parsenet.engine.rundir`): ``run.lock`` refuses a second
+concurrent run, and a fresh run into a directory holding an earlier one needs
+``overwrite=True``. A checkpoint is written only if every parameter and floating buffer
+(BatchNorm's running statistics too) is finite.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
@@ -37,16 +41,24 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from parsenet.config import Config, DataConfig, check_config, config_to_dict, save_config
+from parsenet.config import (
+    Config,
+    DataConfig,
+    check_config,
+    config_from_dict,
+    config_to_dict,
+    save_config,
+)
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checks import check_train_config
+from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
 from parsenet.engine.optim import build_optimizer, build_scheduler, freeze, lr_factor
 from parsenet.engine.precision import resolve_amp, resolve_device
+from parsenet.engine.rundir import claim_out_dir, resume_changes
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
@@ -55,7 +67,6 @@ from parsenet.preprocessing import Preprocessing, preprocessing_by_name
 __all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
 
 log = logging.getLogger(__name__)
-IGNORE_INDEX = 255
 
 DatasetFactory = Callable[[DataConfig, str, "Preprocessing | None"], Dataset]
 EvaluateFn = Callable[..., dict]
@@ -80,26 +91,21 @@ def _check_config(config: Config) -> Config:
     return check_config(config)
 
 
-Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
 
 
-def _micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
-                   ) -> list[Batch]:
-    """``accumulate`` batches of (images, targets, valid or None): datasets may yield the
-    validity mask of their padding as a third element."""
-    out = []
-    for _ in range(accumulate):
-        images, targets, *rest = next(loader_iter)
-        valid = rest[0].to(device, non_blocking=True) if rest else None
-        out.append((images.to(device, non_blocking=True),
-                    targets.to(device, non_blocking=True).long(), valid))
-    return out
-
-
-def train(config: Config, *, resume: bool = False,
+def train(config: Config, *, resume: bool = False, overwrite: bool = False,
           dataset_factory: DatasetFactory | None = None,
           evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
     """Train ``config``; returns final metrics and paths (see the module docstring).
+
+    ``resume`` continues from ``<out_dir>/checkpoints/last.pt``. The config may differ from
+    the checkpoint's only in :data:`parsenet.engine.rundir.APPLIED_ON_RESUME` (iterations,
+    reporting intervals, progress, device, data root and workers): those changes are applied
+    and logged as ``key: old -> new``; any other change (lr, batch size, seed, ...) is
+    refused with the list of changes, since the restored optimizer, scheduler and sampler
+    belong to the old values. ``overwrite`` starts afresh in an out_dir holding an earlier
+    run, deleting its checkpoints and log; without it (or ``resume``) such a directory is
+    refused.
 
     ``dataset_factory(data_config, split, preprocessing)`` and ``evaluate_fn(model, dataset,
     **kwargs)`` default to :func:`parsenet.data.build.build_dataset` and
@@ -111,10 +117,14 @@ def train(config: Config, *, resume: bool = False,
     ctx = dist_utils.init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
         device = torch.device(f"cuda:{ctx.local_rank}")
+    lock = None
     try:
+        lock = claim_out_dir(config.train.out_dir, ctx, resume=resume, overwrite=overwrite)
         return _Training(config, ctx, device, dataset_factory or build_dataset_default,
                          evaluate_fn or evaluate_default).run(resume)
     finally:
+        if lock is not None:
+            lock.release()
         dist_utils.cleanup(ctx)
 
 
@@ -131,6 +141,8 @@ class _Training:
         self.images_per_iteration = t.batch_size * t.accumulate * ctx.world_size
         self.best_mean_iou: float | None = None
         self.val_metrics: dict[str, Any] | None = None
+        self.last_good = "none (no checkpoint was written)"  # for the divergence message
+        self.resume_changes: list[str] = []
 
     # ----------------------------------------------------------------- setup
     def _setup(self, resume: bool) -> int:
@@ -185,7 +197,8 @@ class _Training:
                      train_images=len(self.train_set),
                      val_images=len(self.val_set) if self.val_set is not None else 0,
                      parameters=sum(p.numel() for p in model.parameters()),
-                     images_per_iteration=self.images_per_iteration, resumed_from=start)
+                     images_per_iteration=self.images_per_iteration, resumed_from=start,
+                     changed_on_resume=self.resume_changes)
         if self.ctx.is_main:  # the decisions, once: in the log, and on screen with progress
             summary = (f"training on {self.device}, {self.amp.name} ({self.amp.reason}), "
                        f"{self.ctx.world_size} process(es), {len(self.train_set)} training "
@@ -200,6 +213,12 @@ class _Training:
         state = ckpt.load_checkpoint(self.last_path)
         path = self.last_path
         ckpt.check_resumable(state, path, config_to_dict(self.config)["model"], self.classes)
+        # Through config_from_dict: fields added since the checkpoint compare as defaults.
+        stored = config_to_dict(config_from_dict(state["config"], where=f"{path}: config"))
+        self.resume_changes = resume_changes(stored, config_to_dict(self.config), str(path))
+        if self.resume_changes and self.ctx.is_main:
+            log.warning("%s: resuming with changed settings (applied): %s", path,
+                        "; ".join(self.resume_changes))
         try:
             self.model.load_state_dict(state["model"])
             self.optimizer.load_state_dict(state["optimizer"])
@@ -220,6 +239,7 @@ class _Training:
         if state["rng"]["world_size"] == self.ctx.world_size:
             ckpt.set_rng_state(state["rng"]["ranks"][self.ctx.rank])
         self.best_mean_iou = state.get("best_mean_iou")
+        self.last_good = f"{path} (iteration {int(state['iteration'])})"
         return int(state["iteration"])
 
     def _loader(self) -> Iterator:
@@ -256,59 +276,32 @@ class _Training:
         }
 
     def _save(self, iteration: int, path: Path) -> None:
-        # A finite loss can still leave overflowed weights; never replace a good checkpoint
-        # with them (the ranks hold the same weights, so they all stop here together).
-        if not all(bool(torch.isfinite(p).all()) for p in self.model.parameters()):
-            raise TrainingDivergedError(f"weights are NaN or infinite after iteration "
-                                        f"{iteration}; stopped without saving {path}")
+        # A finite loss can still leave overflowed weights, or BatchNorm running statistics
+        # that evaluate to nothing; never replace a good checkpoint with them (the ranks
+        # hold the same weights, so they all stop here together).
+        bad = [name for name, value in self.model.state_dict().items()
+               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if bad:
+            self.runlog.log("event", iteration, event="diverged", nonfinite=bad)
+            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise TrainingDivergedError(
+                f"weights are NaN or infinite after iteration {iteration} ({shown}); stopped "
+                f"without saving {path}. The last good checkpoint is {self.last_good}; lower "
+                f"train.lr or check the data")
         state = self._state(iteration)  # collective under DDP: every rank calls it
         if self.ctx.is_main:
             ckpt.save_checkpoint(path, state)
         dist_utils.barrier(self.ctx)
+        if path == self.last_path:
+            self.last_good = f"{path} (iteration {iteration})"
 
     # ----------------------------------------------------------------- one iteration
     def _step(self, batches: list[Batch], stop: bool
               ) -> tuple[float, bool]:
-        """Forward/backward over the micro-batches, then (if the loss is finite) one
-        optimizer step. Returns the iteration's loss and whether any rank wants to stop."""
-        t = self.config.train
-        if t.loss_reduction == "mean":
-            local = sum(int((target != IGNORE_INDEX).sum()) for _, target, _ in batches)
-        else:
-            local = sum(target.shape[0] for _, target, _ in batches)
-        denominator = dist_utils.all_reduce_sum(
-            torch.tensor([float(local)], dtype=torch.float64), self.ctx).item()
-        scale = self.ctx.world_size / max(denominator, 1.0)
-
-        loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
-        for i, (images, targets, valid) in enumerate(batches):
-            last = i == len(batches) - 1
-            sync = (self.ddp_model.no_sync() if self.ctx.enabled and not last
-                    else contextlib.nullcontext())
-            with sync:
-                with torch.autocast(self.device.type, dtype=self.amp.dtype,
-                                    enabled=self.amp.dtype is not None):
-                    logits = (self.ddp_model(images) if valid is None
-                              else self.ddp_model(images, valid=valid))
-                micro = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
-                                        reduction="sum")
-                loss = micro * scale
-                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
-            loss_sum += micro.detach().double()
-
-        stats = torch.stack([loss_sum.cpu(), torch.tensor(float(stop), dtype=torch.float64)])
-        stats = dist_utils.all_reduce_sum(stats, self.ctx)
-        loss_value = stats[0].item() / max(denominator, 1.0)
-        if not math.isfinite(loss_value):
-            return loss_value, bool(stats[1].item())
-        if self.scaler is not None:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
-        return loss_value, bool(stats[1].item())
+        return run_iteration(self.ddp_model, batches, stop, self.config.train.loss_reduction,
+                             ctx=self.ctx, device=self.device, amp=self.amp,
+                             scaler=self.scaler, optimizer=self.optimizer,
+                             scheduler=self.scheduler)
 
     # ----------------------------------------------------------------- validation
     def _validate(self, iteration: int) -> None:
@@ -350,14 +343,14 @@ class _Training:
             with dist_utils.StopOnSigterm() as sigterm:
                 while iteration < t.iterations:
                     tic = time.perf_counter()
-                    batches = _micro_batches(loader_iter, t.accumulate, self.device)
+                    batches = micro_batches(loader_iter, t.accumulate, self.device)
                     loss, stop = self._step(batches, sigterm.requested)
                     if not math.isfinite(loss):
                         self.runlog.log("event", iteration + 1, event="diverged", loss=loss)
                         raise TrainingDivergedError(
                             f"loss is {loss} at iteration {iteration + 1}; stopped without "
-                            f"saving. The last good checkpoint is {self.last_path} (if any); "
-                            f"lower train.lr or check the data")
+                            f"saving. The last good checkpoint is {self.last_good}; lower "
+                            f"train.lr or check the data")
                     iteration += 1
                     train_time += time.perf_counter() - tic
                     window_iters += 1

@@ -173,6 +173,7 @@ def command_for(variant: Variant, seed: int, path: Path) -> str:
 
 
 def _train_one(variant: Variant, seed: int, path: Path) -> None:
+    from parsenet.engine.rundir import clear_run
     from parsenet.engine.trainer import TrainingDivergedError, train
 
     config = load_config(variant.config, _overrides(variant, seed, path))
@@ -182,6 +183,8 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
     attempts = json.loads(attempts_file.read_text()) if attempts_file.is_file() else []
     start, outcome = time.perf_counter(), "interrupted"
     try:
+        if not resume:  # a run killed before its first checkpoint starts again afresh
+            clear_run(path)
         train(config, resume=resume)
         outcome = "finished"
     except TrainingDivergedError as e:

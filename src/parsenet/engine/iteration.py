@@ -1,0 +1,79 @@
+"""One training iteration: micro-batches, the iteration's global loss denominator, backward,
+and one optimizer step when the loss is finite (see the loss conventions in
+:mod:`parsenet.engine.trainer`)."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from parsenet.engine import distributed as dist_utils
+
+__all__ = ["run_iteration", "micro_batches", "IGNORE_INDEX", "Batch"]
+
+IGNORE_INDEX = 255
+
+
+# (images, targets, valid or None): datasets may yield the validity mask of their padding
+Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+
+
+def micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
+                  ) -> list[Batch]:
+    """The next ``accumulate`` batches of the loader, on ``device``; a third element, the
+    validity mask of the batch's padding, travels with it (pool6 averages real pixels only)."""
+    out = []
+    for _ in range(accumulate):
+        images, targets, *rest = next(loader_iter)
+        valid = rest[0].to(device, non_blocking=True) if rest else None
+        out.append((images.to(device, non_blocking=True),
+                    targets.to(device, non_blocking=True).long(), valid))
+    return out
+
+
+def run_iteration(model: torch.nn.Module, batches: list[Batch],
+                  stop: bool, loss_reduction: str, *, ctx: dist_utils.DistContext,
+                  device: torch.device, amp: Any, scaler: Any, optimizer: Any,
+                  scheduler: Any) -> tuple[float, bool]:
+    """Forward/backward over the micro-batches, then (if the loss is finite) one optimizer
+    step. Returns the iteration's loss and whether any rank wants to stop."""
+    if loss_reduction == "mean":
+        local = sum(int((target != IGNORE_INDEX).sum()) for _, target, _ in batches)
+    else:
+        local = sum(target.shape[0] for _, target, _ in batches)
+    denominator = dist_utils.all_reduce_sum(
+        torch.tensor([float(local)], dtype=torch.float64), ctx).item()
+    scale = ctx.world_size / max(denominator, 1.0)
+
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    for i, (images, targets, valid) in enumerate(batches):
+        last = i == len(batches) - 1
+        sync = model.no_sync() if ctx.enabled and not last else contextlib.nullcontext()
+        with sync:
+            with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.dtype is not None):
+                logits = model(images) if valid is None else model(images, valid=valid)
+            micro = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
+                                    reduction="sum")
+            loss = micro * scale
+            (scaler.scale(loss) if scaler is not None else loss).backward()
+        loss_sum += micro.detach().double()
+
+    stats = torch.stack([loss_sum.cpu(), torch.tensor(float(stop), dtype=torch.float64)])
+    stats = dist_utils.all_reduce_sum(stats, ctx)
+    loss_value = stats[0].item() / max(denominator, 1.0)
+    if not math.isfinite(loss_value):
+        return loss_value, bool(stats[1].item())
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    scheduler.step()
+    return loss_value, bool(stats[1].item())
+
