@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from bad_input_data import CLASSES, write_dataset
 from PIL import Image
 
 from parsenet.cli import main
@@ -22,8 +23,6 @@ from parsenet.engine import checkpoint as ckpt
 from parsenet.engine.rundir import APPLIED_ON_RESUME
 from parsenet.models import parsenet_vgg16
 
-CLASSES = ["sky", "ground", "thing"]
-
 
 @pytest.fixture(autouse=True)
 def one_thread():
@@ -31,20 +30,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def write_dataset(root: Path, n: int = 2) -> Path:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
-                root / "images" / split / f"im{i}.png")
-            label = rng.integers(0, len(CLASSES), (40, 48)).astype(np.uint8)
-            Image.fromarray(label).save(root / "labels" / split / f"im{i}.png")
-    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    return root
 
 
 @pytest.fixture(scope="module")
