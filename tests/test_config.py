@@ -205,9 +205,10 @@ def test_the_allowed_names_are_defined_once():
     assert inference.MODES is EVAL_MODES and precision.AMP_MODES is AMP_MODES
     assert set(FORMATS) == set(DATA_FORMATS)
     sub = build_parser()._subparsers._group_actions[0].choices
-    for command in ("eval", "predict"):
+    # predict adds "auto": whole or sliding windows, by the memory estimate
+    for command, extra in (("eval", ()), ("predict", ("auto",))):
         mode = next(a for a in sub[command]._actions if a.dest == "mode")
-        assert tuple(mode.choices) == EVAL_MODES
+        assert tuple(mode.choices) == (*EVAL_MODES, *extra)
 
 
 def _numeric(annotation) -> bool:
