@@ -44,6 +44,19 @@ def _config_for(checkpoint_meta: dict[str, Any], config_path: str | os.PathLike 
     return config_from_dict(apply_overrides(values, list(overrides)), "checkpoint config")
 
 
+def _load_source(source: Any, device: str) -> tuple[Any, dict[str, Any], Path]:
+    """(model, meta, path) of a checkpoint path or a released model
+    (:class:`parsenet.models.released.Release`; its path is runs/released/<name>)."""
+    from parsenet.engine.checkpoint import load_model
+    from parsenet.models.released import Release, load_released
+
+    if isinstance(source, Release):
+        model, meta = load_released(source, device)
+        return model, meta, Path("runs") / "released" / source.name
+    model, meta = load_model(source, device=device)
+    return model, meta, Path(source)
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None,
                         overrides: Sequence[str] = (), split: str = "val",
                         mode: str | None = None, device: str = "cpu", max_images: int = 0,
@@ -55,11 +68,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``,
     ``mode``, ``iteration``, ``json``."""
     from parsenet.data.build import build_dataset
-    from parsenet.engine.checkpoint import load_model
     from parsenet.engine.inference import evaluate
 
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, device=device)
+    model, meta, checkpoint = _load_source(checkpoint, device)
     cfg = _config_for(meta, config, overrides)
     dataset = build_dataset(cfg.data, split, preprocessing=model.preprocessing)
     classes = list(meta["classes"])
@@ -129,14 +140,14 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     (default: the checkpoint config's eval mode). Returns ``backend``, ``mode`` and
     ``outputs`` (list of (label png, overlay) paths)."""
     from parsenet.data.decode import read_image
-    from parsenet.engine.checkpoint import load_model
     from parsenet.engine.export import make_predictor
     from parsenet.engine.inference import predict_logits
     from parsenet.viz import colorize, overlay, save_label_png, side_by_side, voc_palette
 
     files = collect_images(inputs)  # fail on a bad path before loading anything
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, device=device)
+    model, meta, checkpoint = _load_source(checkpoint, device)
+    if checkpoint.suffix != ".pt" and backend == "auto":
+        backend = "eager"  # a released model: no writable place to cache an ONNX export
     cfg = _config_for(meta, None, ())
     mode = mode or cfg.eval.mode
     opts = {"window": cfg.eval.window, "stride": cfg.eval.stride,
