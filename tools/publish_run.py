@@ -86,7 +86,8 @@ def _plots(out: Path, metrics: dict, classes: list[str], title: str) -> None:
     plt.close(fig)
 
 
-def publish(run: Path, dataset: str, command: str, release: str | None, overlays: int) -> Path:
+def publish(run: Path, dataset: str, command: str, release: str | None, overlays: int,
+            commit: str | None = None) -> Path:
     from parsenet.viz import plot_curves
 
     out = DOCS / run.name
@@ -101,8 +102,8 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
     classes = list(state["classes"])
     plot_curves(run / "log.jsonl", out / "curves.png", title=run.name)
     _plots(out, metrics, classes, run.name)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
-                            capture_output=True, text=True).stdout.strip()
+    commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                      capture_output=True, text=True).stdout.strip()
     card = {"dataset": dataset, "run": run.name, "command": command, "commit": commit,
             "cpu": _cpu_kind(), "precision": result["amp"],
             "wall_time_min": round(_wall_seconds(run / "log.jsonl") / 60, 1),
@@ -193,9 +194,12 @@ def main() -> None:
     ap.add_argument("--command", default="")
     ap.add_argument("--release", default=None)
     ap.add_argument("--overlays", type=int, default=3)
+    ap.add_argument("--commit", default=None,
+                    help="the commit the run trained at (default: HEAD now)")
     args = ap.parse_args()
     if args.run is not None:
-        print(publish(args.run, args.dataset, args.command, args.release, args.overlays))
+        print(publish(args.run, args.dataset, args.command, args.release, args.overlays,
+                      args.commit))
     print(write_index())
 
 
