@@ -83,6 +83,7 @@ class ReleasedWeights(Enum):
     SIFTFLOW = Release("siftflow")
     CAMVID = Release("camvid")
     STANFORD = Release("stanford")
+    STANFORD_BASELINE = Release("stanford_baseline")  # no pool6/L2Norm: best Stanford val
 
     @classmethod
     def available(cls) -> list[ReleasedWeights]:
