@@ -16,7 +16,8 @@ from parsenet.models import parsenet_vgg16
 from parsenet.summary import model_summary
 
 CLASSES = ["sky", "ground", "thing"]
-COMMANDS = ("train", "eval", "predict", "export", "summary", "demo", "study", "bench", "serve")
+COMMANDS = ("models", "train", "eval", "predict", "export", "summary", "demo", "study", "bench",
+            "serve")
 
 
 def _write_dataset(root: Path, n: int = 2) -> None:

@@ -81,11 +81,40 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _source(args: argparse.Namespace) -> object:
+    """--checkpoint PATH, or --model NAME as its :class:`Release`."""
+    if args.model is None:
+        return args.checkpoint
+    from parsenet.models.released import released
+
+    return released(args.model)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from parsenet.models.released import ReleasedWeights
+
+    for member in ReleasedWeights.available():
+        meta = member.value.meta
+        val = meta.get("val_metrics", {})
+        print(f"{member.value.name:10s} {meta.get('dataset', '?')}, {len(meta['classes'])} "
+              f"classes, {meta['model']} ({meta.get('variant', '')}); val mean IoU "
+              f"{100 * val.get('mean_iou', float('nan')):.1f}, pixel acc "
+              f"{100 * val.get('pixel_acc', float('nan')):.1f}")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     from parsenet.tasks import evaluate_checkpoint, format_metrics
 
-    result = evaluate_checkpoint(args.checkpoint, config=args.config, overrides=args.set,
-                                 split=args.split, mode=args.mode, device=args.device,
+    split, overrides = args.split, list(args.set)
+    if args.data_root is not None:  # any folder-layout dataset; the split is a folder name
+        overrides += [f"data.root={args.data_root}", "data.format=folder",
+                      f"data.val_split={split}", "data.holdout_every=0"]
+        split = "val"
+    elif split not in ("train", "val"):
+        raise UsageError(f"--split {split!r}: give train or val, or --data-root with it")
+    result = evaluate_checkpoint(_source(args), config=args.config, overrides=overrides,
+                                 split=split, mode=args.mode, device=args.device,
                                  max_images=args.max_images, out=args.out,
                                  progress=not args.no_progress)
     print(f"{result['checkpoint']} (iteration {result['iteration']}) on {result['split']} "
@@ -98,7 +127,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     from parsenet.tasks import predict_images
 
-    result = predict_images(args.checkpoint, args.inputs, args.out, backend=args.backend,
+    result = predict_images(_source(args), args.inputs, args.out, backend=args.backend,
                             mode=args.mode, device=args.device,
                             progress=not args.no_progress, skip_errors=args.skip_errors,
                             onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
@@ -252,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config value, e.g. train.iterations=500 (repeatable)")
 
+    def model_source(p: argparse.ArgumentParser) -> None:
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument("--checkpoint", help="a training checkpoint (.pt)")
+        which.add_argument("--model", help="a released model (see `parsenet models`)")
+
+    p = add("models", cmd_models, "list the released (pretrained, shipped) models")
+
     p = add("train", cmd_train, "train a model from a config file")
     p.add_argument("--config", required=True, help="YAML config file")
     sets(p)
@@ -262,11 +298,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "checkpoints and log)")
 
     p = add("eval", cmd_eval, "evaluate a checkpoint (pixel acc, mean acc, mean IoU, f.w. IoU)")
-    p.add_argument("--checkpoint", required=True)
+    model_source(p)
     p.add_argument("--config", default=None,
                    help="config file (default: the one stored in the checkpoint)")
     sets(p)
-    p.add_argument("--split", default="val", choices=("train", "val"))
+    p.add_argument("--data-root", default=None,
+                   help="a folder-layout dataset (images/<split>/, labels/<split>/) with the "
+                        "model's classes; --split then names a folder there")
+    p.add_argument("--split", default="val",
+                   help="train | val (the config's splits), or with --data-root any split")
     p.add_argument("--mode", default=None, choices=MODES,
                    help="default: the config's eval.mode (whole, as the paper)")
     p.add_argument("--out", default=None,
@@ -277,8 +317,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("predict", cmd_predict, "segment images; writes label PNGs and overlays")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--out", required=True, help="output directory")
+    model_source(p)
+    p.add_argument("--out", default="predictions", help="output directory")
     p.add_argument("--backend", default="auto", choices=("auto", "eager", "onnx"),
                    help="auto: ONNX Runtime on CPU when installed and --onnx-cache is given, "
                         "else eager PyTorch")

@@ -44,6 +44,19 @@ def _config_for(checkpoint_meta: dict[str, Any], config_path: str | os.PathLike 
     return config_from_dict(values, "checkpoint config", overrides=overrides)
 
 
+def _load_source(source: Any, device: str) -> tuple[Any, dict[str, Any], Path]:
+    """(model, meta, path) of a checkpoint path or a released model
+    (:class:`parsenet.models.released.Release`; its path is runs/released/<name>)."""
+    from parsenet.engine.checkpoint import load_model
+    from parsenet.models.released import Release, load_released
+
+    if isinstance(source, Release):
+        model, meta = load_released(source, device)
+        return model, meta, Path("runs") / "released" / source.name
+    model, meta = load_model(source, device=device)
+    return model, meta, Path(source)
+
+
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None,
                         overrides: Sequence[str] = (), split: str = "val",
                         mode: str | None = None, device: str = "cpu", max_images: int = 0,
@@ -55,11 +68,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``,
     ``mode``, ``iteration``, ``json``."""
     from parsenet.data.build import build_dataset
-    from parsenet.engine.checkpoint import load_model
     from parsenet.engine.inference import evaluate
 
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, device=device)
+    model, meta, checkpoint = _load_source(checkpoint, device)
     cfg = _config_for(meta, config, overrides)
     dataset = build_dataset(cfg.data, split, preprocessing=model.preprocessing)
     classes = list(meta["classes"])
@@ -176,15 +187,13 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
     ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
     """
-    from parsenet.engine.checkpoint import load_model
     from parsenet.engine.export import make_predictor
     from parsenet.engine.memory import ONNX_OVERHEAD, InferenceMemory
 
     named = collect_named_images(inputs)  # fail on a bad path before loading anything
     out_dir = Path(out_dir)
     _check_out_folder(out_dir, named)
-    checkpoint = Path(checkpoint)
-    model, meta = load_model(checkpoint, device=device)
+    model, meta, checkpoint = _load_source(checkpoint, device)
     cfg = _config_for(meta, None, ())
     mode = mode or "auto"
     window = window or cfg.eval.window

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from parsenet.models import parsenet_resnet50, parsenet_vgg16
+from parsenet.models import parsenet_efficientnet_lite0, parsenet_resnet50, parsenet_vgg16
 
 from model_test_base import ModelTestBase
 
@@ -69,3 +69,14 @@ class TestParseNetResNet50(ModelTestBase):
 
     def build(self):
         return parsenet_resnet50(num_classes=self.num_classes, features=("conv4", "fc7"))
+
+
+@pytest.mark.slow
+class TestParseNetEfficientNetLite0MultiTap(ModelTestBase):
+    flip_symmetric = False
+    # The ONNX check passed here (2026-12-01) but took minutes on a loaded 2-core machine.
+    onnx = False
+
+    def build(self):
+        return parsenet_efficientnet_lite0(num_classes=self.num_classes, output_stride=16,
+                                           features=("stride8", "stride16", "head"))

@@ -15,6 +15,9 @@ Deconvolution, which is this canvas shifted by 16) computes the same crop. Inter
 identical to the Deconvolution's; within half a cell of the border the Deconvolution fades
 towards zero (its kernel has no neighbour there) where we clamp, which scales every class
 score of the pixel by the same positive factor, so the predicted class is the same.
+
+TF-"SAME" strided convs (EfficientNet-Lite) put cells at a whole offset, stride - 1: the
+same shifted canvas.
 """
 
 from __future__ import annotations

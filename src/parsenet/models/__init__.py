@@ -1,11 +1,13 @@
 from parsenet.models.builders import (
     MODELS,
     build_model,
+    parsenet_efficientnet_lite0,
     parsenet_resnet50,
     parsenet_resnet101,
     parsenet_vgg16,
 )
 from parsenet.models.parsenet import ParseNet
 
-__all__ = ["ParseNet", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101", "MODELS",
+__all__ = ["ParseNet", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
+           "parsenet_efficientnet_lite0", "MODELS",
            "build_model"]

