@@ -390,9 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "docs/RESULTS.md) from <out-root>/<table>/results.json")
 
     p = add("serve", cmd_serve, "a local web page that segments your own images with one "
-            "or two models side by side (default: the demo's baseline and ParseNet)")
-    p.add_argument("--model", default=None, help="named models; known: demo (the two "
-                   "models `make demo` leaves in runs/demo; the default)")
+            "or two models side by side (default: the released Stanford Background baseline "
+            "and ParseNet, else the demo's pair)")
+    p.add_argument("--model", default=None, help="named models: demo (the two models "
+                   "`make demo` leaves in runs/demo) or a released model (parsenet models)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
                    help="a checkpoint to serve instead (give it twice to compare two)")
     p.add_argument("--host", default="127.0.0.1",

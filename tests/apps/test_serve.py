@@ -224,12 +224,13 @@ def test_demo_lookup_finds_the_pair_or_says_how_to_get_it(tmp_path):
 
 
 @pytest.mark.parametrize("argv, message", [
-    ([], "the demo models are not there (runs/demo/baseline/checkpoints/last.pt"),
-    (["--model", "released"], "--model 'released': unknown model (known: demo)"),
+    (["--model", "demo"], "the demo models are not there (runs/demo/baseline/checkpoints/last.pt"),
+    (["--model", "released"], "--model 'released': unknown model (known: demo"),
     (["--model", "demo", "--checkpoint", "a.pt"], "give --model NAME or --checkpoint PATH"),
     (["--checkpoint", "a.pt", "--checkpoint", "b.pt", "--checkpoint", "c.pt"],
      "serve compares at most two models"),
-    (["--checkpoint", "missing.pt"], "missing.pt: no such checkpoint file"),
+    # port 0: any free port, so that a server of another test run cannot be in the way
+    (["--checkpoint", "missing.pt", "--port", "0"], "missing.pt: no such checkpoint file"),
 ])
 def test_cli_serve_refuses_with_one_line(tmp_path, monkeypatch, capsys, argv, message):
     monkeypatch.chdir(tmp_path)  # no runs/demo here
@@ -253,3 +254,22 @@ def test_cli_serve_on_a_taken_port_is_one_line(capsys):
         assert main(["serve", "--checkpoint", "a.pt", "--port", str(port)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"parsenet: error: cannot listen on 127.0.0.1:{port} (")
+
+
+def test_released_models_are_served_beside_their_baseline_and_are_the_default():
+    from parsenet.apps.serve.models import default_model, known_models
+    from parsenet.errors import ParseNetError
+    from parsenet.models.released import Release, ReleasedWeights
+
+    shipped = [m.value.name for m in ReleasedWeights.available()]
+    if "stanford" not in shipped:
+        pytest.skip("the released Stanford Background models are not in this install")
+    assert default_model() == "stanford" and set(shipped) <= set(known_models())
+    pairs = named_checkpoints("stanford")
+    assert [title for title, _ in pairs] == ["stanford_baseline (baseline)", "stanford"]
+    assert all(isinstance(source, Release) for _, source in pairs)
+    served = load_served_models(pairs)
+    assert [m.name for m in served] == ["stanford_baseline (baseline)", "stanford"]
+    assert served[0].classes == served[1].classes and len(served[1].classes) == 8
+    with pytest.raises(ParseNetError, match="unknown model .*stanford"):
+        named_checkpoints("nonesuch")

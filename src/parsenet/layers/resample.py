@@ -90,6 +90,18 @@ def resize_to_input(x: Tensor, size: tuple[int, int], stride: int, offset: float
     elif offset == (stride - 1) / 2:
         h, w = x.shape[-2:]
         x = F.interpolate(x, size=(stride * h, stride * w), mode="bilinear", align_corners=False)
+    elif float(offset).is_integer() and 0 < offset < stride:
+        # TF-"SAME" strided convs (EfficientNet-Lite): cells at stride*i + offset, a whole
+        # offset. Padded cell q = i + 1 lands on pixel stride*q; cell i belongs at
+        # stride*i + offset, so the offset-0 canvas is shifted by stride - offset pixels.
+        x = F.pad(x, (1, 1, 1, 1), mode="replicate")
+        h, w = x.shape[-2:]
+        x = F.interpolate(
+            x, size=(stride * (h - 1) + 1, stride * (w - 1) + 1), mode="bilinear",
+            align_corners=True,
+        )
+        start = stride - int(offset)
+        x = x[..., start:, start:]
     else:  # e.g. FCN's conv1_1 pad 100: the crop of FCN's Crop layer (module docstring)
         return align_to_grid(x, Grid(stride, offset), Grid(1, 0.0), (H, W))
     if x.shape[-2] < H or x.shape[-1] < W:

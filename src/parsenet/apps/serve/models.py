@@ -20,20 +20,36 @@ from torch import Tensor, nn
 
 from parsenet.errors import UsageError
 
-__all__ = ["ServedModel", "KNOWN_MODELS", "named_checkpoints", "load_served_models"]
+__all__ = ["ServedModel", "known_models", "default_model", "named_checkpoints",
+           "load_served_models"]
 
 # configs/demo.yaml's train.out_dir, where `make demo` leaves the two runs.
 DEMO_DIR = Path("runs") / "demo"
-KNOWN_MODELS = ("demo",)
+
+
+def known_models() -> tuple[str, ...]:
+    """``demo`` and the released models shipped with the package (``parsenet models``)."""
+    from parsenet.models.released import ReleasedWeights
+
+    return ("demo", *(m.value.name for m in ReleasedWeights.available()))
+
+
+def default_model() -> str:
+    """What serve shows with no --model/--checkpoint: the released Stanford Background pair
+    (natural photos, baseline beside ParseNet) where it ships, else the demo's pair."""
+    return "stanford" if "stanford" in known_models() else "demo"
 
 
 def named_checkpoints(name: str, *, demo_dir: str | os.PathLike = DEMO_DIR
-                      ) -> list[tuple[str, Path]]:
-    """The (title, checkpoint) pairs that ``--model NAME`` stands for.
+                      ) -> list[tuple[str, Any]]:
+    """The (title, checkpoint path or :class:`~parsenet.models.released.Release`) pairs that
+    ``--model NAME`` stands for.
 
-    Today only ``"demo"``: the baseline and ParseNet that ``make demo`` trains. Released
-    models get their own branch here. Raises :class:`UsageError` saying how to get the
-    files when they are missing."""
+    ``"demo"``: the baseline and ParseNet that ``make demo`` trains (a UsageError says how to
+    get them when they are missing). A released model's name: that model, beside its
+    ``<name>_baseline`` release when one ships (the paper's Fig. 3, live)."""
+    from parsenet.models.released import released
+
     if name == "demo":
         from parsenet.demo import MODELS, TITLES
 
@@ -45,8 +61,13 @@ def named_checkpoints(name: str, *, demo_dir: str | os.PathLike = DEMO_DIR
                              f"`make demo` first (a few minutes on a CPU), or pass "
                              f"--checkpoint PATH")
         return pairs
-    raise UsageError(f"--model {name!r}: unknown model (known: {', '.join(KNOWN_MODELS)}); "
-                     f"or pass --checkpoint PATH")
+    known = known_models()
+    if name not in known:
+        raise UsageError(f"--model {name!r}: unknown model (known: {', '.join(known)}); "
+                         f"or pass --checkpoint PATH")
+    baseline = f"{name}_baseline"
+    pair = [(f"{baseline} (baseline)", released(baseline))] if baseline in known else []
+    return [*pair, (name, released(name))]
 
 
 def _windows(size: int, window: int, stride: int) -> int:
@@ -109,19 +130,26 @@ def _unique_titles(titles: list[str]) -> list[str]:
     return out
 
 
-def load_served_models(checkpoints: Sequence[tuple[str | None, str | os.PathLike]]
+def load_served_models(checkpoints: Sequence[tuple[str | None, Any]]
                        ) -> list[ServedModel]:
     """Load (title, checkpoint) pairs on the CPU; a None title becomes the run's config name
     (or the file name). One or two models: the page compares at most two."""
     from parsenet.config import config_from_dict
     from parsenet.data.palette import voc_palette
     from parsenet.engine.checkpoint import load_model
+    from parsenet.models.released import Release, load_released
 
     if not 1 <= len(checkpoints) <= 2:
         raise UsageError(f"serve shows one or two models, got {len(checkpoints)} checkpoints")
+
     loaded = []
-    for title, path in checkpoints:
-        model, meta = load_model(path, device="cpu")
+    for title, source in checkpoints:
+        if isinstance(source, Release):
+            model, meta = load_released(source)
+            path: Path = Path("released") / source.name
+        else:
+            path = Path(source)
+            model, meta = load_model(path, device="cpu")
         # load_model has checked the stored config; this fills in the defaults it omits.
         config = config_from_dict(meta["config"], f"{path}: config")
         ev = config.eval
@@ -131,7 +159,7 @@ def load_served_models(checkpoints: Sequence[tuple[str | None, str | os.PathLike
         options = {"window": ev.window, "stride": ev.stride, "scales": tuple(ev.scales),
                    "flip": ev.flip}
         loaded.append(ServedModel(
-            name=title or config.name or Path(path).stem, checkpoint=Path(path),
+            name=title or config.name or path.stem, checkpoint=path,
             model=model, classes=classes,
             palette=np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:len(classes)],
             mode=ev.mode, options=options))

@@ -8,7 +8,7 @@ import socket
 from collections.abc import Sequence
 
 from parsenet.apps.serve.app import ServeSettings, create_app
-from parsenet.apps.serve.models import load_served_models, named_checkpoints
+from parsenet.apps.serve.models import default_model, load_served_models, named_checkpoints
 from parsenet.errors import UsageError
 
 __all__ = ["resolve_checkpoints", "serve"]
@@ -17,7 +17,7 @@ __all__ = ["resolve_checkpoints", "serve"]
 def resolve_checkpoints(model: str | None, checkpoints: Sequence[str | os.PathLike]
                         ) -> list[tuple[str | None, str | os.PathLike]]:
     """(title, path) pairs from ``--model NAME`` or ``--checkpoint PATH`` (one or two);
-    neither means ``--model demo``."""
+    neither means :func:`default_model` (the released pair where it ships, else the demo)."""
     if model and checkpoints:
         raise UsageError("give --model NAME or --checkpoint PATH, not both")
     if checkpoints:
@@ -25,7 +25,7 @@ def resolve_checkpoints(model: str | None, checkpoints: Sequence[str | os.PathLi
             raise UsageError(f"serve compares at most two models, got {len(checkpoints)} "
                              f"--checkpoint options")
         return [(None, path) for path in checkpoints]
-    return list(named_checkpoints(model or "demo"))
+    return list(named_checkpoints(model or default_model()))
 
 
 def _is_loopback(host: str) -> bool:
