@@ -154,7 +154,9 @@ def render_page(runs: list[Path], notes: str) -> str:
         reading_file = path.with_suffix(".reading.md")
         reading = reading_file.read_text() if reading_file.is_file() else ""
         meta = results["meta"]
-        parts.append(f"## {machine_kind(results)}: {meta['cpu']}, {meta['started_utc'][:10]}\n\n"
+        sections = ", ".join(results["sections"])
+        parts.append(f"## {machine_kind(results)}: {meta['cpu']}, {meta['started_utc'][:10]} "
+                     f"({sections})\n\n"
                      f"From `{path.as_posix()}`.\n")
         parts.append(_demote(render(results, notes, reading)))
     return "\n".join(parts)

@@ -23,13 +23,7 @@ from parsenet.engine import checkpoint as ckpt
 from parsenet.engine.rundir import APPLIED_ON_RESUME
 from parsenet.models import parsenet_vgg16
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/conftest.py
 
 
 @pytest.fixture(scope="module")

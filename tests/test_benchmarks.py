@@ -168,6 +168,7 @@ def test_the_page_has_one_part_per_machine_kind(tmp_path):
     (tmp_path / "AVX2.reading.md").write_text("what was tried on the AVX2 run\n")
     page = render_page(runs, NOTES.read_text())
     assert page.count("\n## AVX512-BF16: ") == 1 and page.count("\n## AVX2: ") == 1
+    assert f"({', '.join(_fake_results()['sections'])})" in page  # which sections ran
     bf16_part, avx2_part = page.split("\n## AVX2: ")
     assert "trains under bf16 autocast here" in bf16_part
     assert "stays in float32 here" in avx2_part

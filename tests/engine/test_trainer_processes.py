@@ -136,6 +136,16 @@ def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_weights(data_r
     assert [r["iteration"] for r in records if r["kind"] == "train"] == list(range(1, 13))
 
 
+def start_two_ranks(config, tmp_path):
+    """Two torchrun-style ranks of ``config`` on a free loopback port (gloo)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return [start(config, tmp_path, env={"RANK": str(r), "LOCAL_RANK": str(r),
+                                         "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+                                         "MASTER_PORT": str(port)}) for r in (0, 1)]
+
+
 @pytest.mark.slow
 def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data_root, tmp_path):
     # No dropout (masks are drawn per process, so they depend on the split of the batch) and
@@ -145,12 +155,7 @@ def test_two_process_ddp_equals_one_process_on_the_same_global_batch(data_root, 
     ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
     config = tiny_config(data_root, ddp_out, iterations=3, batch_size=2, checkpoint_every=3)
     config.data.val_split = "val"  # the final validation is sharded over the 2 ranks
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ranks = [start(config, tmp_path, env={"RANK": str(r), "LOCAL_RANK": str(r),
-                                          "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                                          "MASTER_PORT": str(port)}) for r in (0, 1)]
+    ranks = start_two_ranks(config, tmp_path)
     for proc in ranks:
         assert finish(proc) == 0, proc.log.read_text()
 
@@ -189,12 +194,7 @@ def test_under_ddp_every_rank_gets_rank_0s_refusal_of_a_used_out_dir(data_root, 
     out.mkdir()
     (out / "log.jsonl").write_text("{}\n")
     config = tiny_config(data_root, out, iterations=2)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    ranks = [start(config, tmp_path, env={"RANK": str(r), "LOCAL_RANK": str(r),
-                                          "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                                          "MASTER_PORT": str(port)}) for r in (0, 1)]
+    ranks = start_two_ranks(config, tmp_path)
     for proc in ranks:
         assert finish(proc, timeout=120) == 1, proc.log.read_text()
         assert f"UsageError: {out}: holds an earlier run (log.jsonl)" in proc.log.read_text()
