@@ -221,6 +221,16 @@ class Config(_Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
+    @model_validator(mode="after")
+    def _whole_images_come_one_at_a_time(self) -> Config:
+        if self.data.crop_size is None and self.train.batch_size != 1:
+            # "key: problem": config_messages files it under data
+            raise ValueError(f"data: crop_size is null (whole-image training: every image keeps "
+                             f"its own size) so train.batch_size must be 1, got "
+                             f"{self.train.batch_size}; use train.accumulate for Caffe's "
+                             f"iter_size")
+        return self
+
 
 # ---------------------------------------------------------------------------- YAML
 class _Yaml12Loader(yaml.SafeLoader):

@@ -54,7 +54,6 @@ from parsenet.config import (
 )
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
-from parsenet.engine.checks import check_train_config
 from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
 from parsenet.engine.optim import build_optimizer, build_scheduler, freeze, lr_factor
 from parsenet.engine.precision import resolve_amp, resolve_device
@@ -112,7 +111,6 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
     """
     config = _check_config(config)
-    check_train_config(config)
     device = resolve_device(config.train.device)
     ctx = dist_utils.init_distributed(device.type)
     if ctx.enabled and device.type == "cuda":
