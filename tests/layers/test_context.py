@@ -1,13 +1,16 @@
+from functools import partial
+
 import pytest
 import torch
+from torch import nn
 
-from parsenet.layers import GlobalContext, global_pool, unpool
+from parsenet.layers import GlobalContext, L2Norm, global_pool, unpool
 
 
 @pytest.mark.parametrize("size", [(1, 1), (7, 5), (33, 17)])
 def test_global_pool_is_exact_mean_any_size_batch_one(size):
     x = torch.randn(1, 6, *size, dtype=torch.float64)
-    ctx = GlobalContext(6, normalize=False, dropout=0.0)
+    ctx = GlobalContext(6, norm_layer=nn.Identity, dropout=0.0)
     (pooled,) = ctx(x)
     torch.testing.assert_close(pooled[0, :, 0, 0], x[0].reshape(6, -1).mean(dim=1))
 
@@ -21,7 +24,7 @@ def test_unpool_replicates_to_every_position():
 
 def test_pyramid_bins_and_replication_regions():
     x = torch.arange(16.0).reshape(1, 1, 4, 4)
-    ctx = GlobalContext(1, bins=(1, 2, 4), normalize=False, dropout=0.0)
+    ctx = GlobalContext(1, bins=(1, 2, 4), norm_layer=nn.Identity, dropout=0.0)
     p1, p2, p4 = ctx(x)
     assert p1.shape[-2:] == (1, 1) and p2.shape[-2:] == (2, 2) and p4.shape[-2:] == (4, 4)
     torch.testing.assert_close(p2[0, 0], torch.tensor([[2.5, 4.5], [10.5, 12.5]]))
@@ -32,7 +35,7 @@ def test_pyramid_bins_and_replication_regions():
 
 
 def test_normalised_context_has_scale_norm():
-    ctx = GlobalContext(8, normalize=True, scale_init=10.0, dropout=0.0)
+    ctx = GlobalContext(8, norm_layer=partial(L2Norm, scale_init=10.0), dropout=0.0)
     (pooled,) = ctx(torch.rand(3, 8, 5, 5) * 50)
     torch.testing.assert_close(pooled.norm(dim=1), torch.full((3, 1, 1), 10.0))
 
@@ -71,7 +74,8 @@ def test_pool6_of_a_padded_map_equals_pool6_of_the_unpadded_map(normalize):
     padded = torch.nn.functional.pad(x, (0, 4, 0, 3), value=-50.0)  # any padding value
     valid = torch.zeros(2, 10, 13, dtype=torch.bool)
     valid[:, :7, :9] = True
-    ctx = GlobalContext(5, normalize=normalize, dropout=0.0).double()
+    ctx = GlobalContext(5, norm_layer=L2Norm if normalize else nn.Identity,
+                        dropout=0.0).double()
     weight = mask_to_grid(valid, Grid(1, 0.0), padded.shape[-2:])
     (ours,) = ctx(padded, weight)
     (unpadded,) = ctx(x)

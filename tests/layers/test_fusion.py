@@ -1,7 +1,10 @@
+from functools import partial
+
 import pytest
 import torch
+from torch import nn
 
-from parsenet.layers import FUSION_MODES, ContextFusion, GlobalContext
+from parsenet.layers import FUSION_MODES, ContextFusion, GlobalContext, L2Norm
 
 
 @pytest.mark.parametrize("mode", FUSION_MODES)
@@ -29,14 +32,14 @@ def test_linear_fusion_context_is_a_per_image_bias(mode):
 
 
 def test_per_branch_norms_have_own_scales():
-    fusion = ContextFusion([3, 5], [5], num_classes=2, scale_init=7.0)
+    fusion = ContextFusion([3, 5], [5], num_classes=2, norm_layer=partial(L2Norm, scale_init=7.0))
     scales = [n.weight for n in fusion.norms]
     assert [s.numel() for s in scales] == [3, 5]
     assert all(torch.all(s == 7.0) for s in scales)
 
 
 def test_without_normalize_no_l2norm():
-    fusion = ContextFusion([3], [], num_classes=2, normalize=False)
+    fusion = ContextFusion([3], [], num_classes=2, norm_layer=nn.Identity)
     assert all(isinstance(n, torch.nn.Identity) for n in fusion.norms)
 
 

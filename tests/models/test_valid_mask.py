@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from parsenet.engine.inference import MIN_SIZE, predict_logits
+from parsenet.layers import ContextFusion, GlobalContext
 from parsenet.layers.context import global_pool, mask_to_grid
 from parsenet.layers.resample import Grid
 from parsenet.models import ParseNet, parsenet_vgg16
@@ -27,7 +28,9 @@ class PointwiseBackbone(nn.Module):
 
 def test_pool6_of_a_padded_image_equals_pool6_of_the_image_unpadded():
     torch.manual_seed(0)
-    model = ParseNet(PointwiseBackbone(), 3, context_dropout=0.0).double().eval()
+    parts = GlobalContext(6, dropout=0.0), ContextFusion([6], [6], num_classes=3)
+    model = ParseNet(PointwiseBackbone(), *parts, features=("fc7",), context_source="fc7")
+    model = model.double().eval()
     image = torch.randn(1, 3, 11, 14, dtype=torch.float64)
     padded = torch.nn.functional.pad(image, (0, 6, 0, 5))  # as a crop pads: bottom/right
     valid = torch.zeros(1, 16, 20, dtype=torch.bool)

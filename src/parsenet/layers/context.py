@@ -8,7 +8,7 @@ cell's mean is replicated over the cell.
 The module returns the *pooled* maps (N x C x b x b). Replicating them to H x W is left to
 whoever consumes them: a linear classifier applied to a replicated vector equals the
 classifier applied once at b x b and replicated, which is what :mod:`parsenet.layers.fusion`
-does. :meth:`GlobalContext.unpool` gives the literal replicated map.
+does. :func:`unpool` gives the literal replicated map.
 
 Padding. When a training crop (or an evaluation window) pads an image, the padded pixels are
 not part of the image and must not dilute its context. A validity mask (1 on real pixels)
@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from parsenet.layers.l2norm import L2Norm
+from parsenet.layers.l2norm import L2Norm, NormLayer
 from parsenet.layers.resample import Grid
 
 __all__ = ["GlobalContext", "global_pool", "unpool", "mask_to_grid"]
@@ -92,36 +92,27 @@ def unpool(pooled: Tensor, size: tuple[int, int] | Sequence[int]) -> Tensor:
 
 
 class GlobalContext(nn.Module):
-    """pool6: global (or pyramid) average pooling, optional L2Norm and dropout.
+    """pool6: global (or pyramid) average pooling, then a normaliser and dropout per level.
 
     Args:
         channels: channels of the pooled feature map (fc7's in ParseNet).
         bins: pyramid levels; ``(1,)`` is ParseNet's pool6, ``(1, 2, 4)`` the pyramid variant.
-        normalize: L2-normalise each pooled level with its own learned scale.
-        scale_init, learn_scale: see :class:`~parsenet.layers.L2Norm`.
+        norm_layer: builds the normaliser of one level from its channel count; each level
+            gets its own (ParseNet: :class:`~parsenet.layers.L2Norm` with its learned scale;
+            ``nn.Identity`` for none).
         dropout: dropout on the pooled features (the original prototxt used 0.3).
 
     ``forward`` returns one N x C x b x b tensor per level, in the order of ``bins``.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        bins: Sequence[int] = (1,),
-        normalize: bool = True,
-        scale_init: float = 10.0,
-        learn_scale: bool = True,
-        dropout: float = 0.3,
-    ) -> None:
+    def __init__(self, channels: int, *, bins: Sequence[int] = (1,),
+                 norm_layer: NormLayer = L2Norm, dropout: float = 0.3) -> None:
         super().__init__()
         if not bins or any(int(b) < 1 for b in bins):
             raise ValueError(f"bins must be positive integers, got {tuple(bins)}")
         self.channels = channels
         self.bins = tuple(int(b) for b in bins)
-        self.norms = nn.ModuleList(
-            [L2Norm(channels, scale_init, learn_scale) if normalize else nn.Identity()
-             for _ in self.bins]
-        )
+        self.norms = nn.ModuleList([norm_layer(channels) for _ in self.bins])
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
 
     def forward(self, x: Tensor, weight: Tensor | None = None) -> list[Tensor]:
@@ -131,7 +122,3 @@ class GlobalContext(nn.Module):
         for b, norm in zip(self.bins, self.norms, strict=True):
             out.append(self.dropout(norm(global_pool(x, b, weight))))
         return out
-
-    @staticmethod
-    def unpool(pooled: Tensor, size: Sequence[int]) -> Tensor:
-        return unpool(pooled, size)

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from parsenet.layers.context import unpool
 from parsenet.layers.init import INITS, init_conv_
-from parsenet.layers.l2norm import L2Norm
+from parsenet.layers.l2norm import L2Norm, NormLayer
 
 __all__ = ["ContextFusion", "FUSION_MODES"]
 
@@ -49,9 +49,10 @@ class ContextFusion(nn.Module):
         context_channels: channels of each context map (pool6, or one per pyramid level).
         num_classes: output channels.
         mode: ``"early"``, ``"late"`` or ``"conv1x1"``.
-        normalize: L2-normalise each local branch with its own learned scale (context
-            branches are normalised by :class:`~parsenet.layers.GlobalContext`).
-        scale_init, learn_scale: see :class:`~parsenet.layers.L2Norm`.
+        norm_layer: builds the normaliser of one local branch from its channel count; each
+            branch gets its own (ParseNet: :class:`~parsenet.layers.L2Norm`; ``nn.Identity``
+            for none). Context branches are normalised by
+            :class:`~parsenet.layers.GlobalContext`.
         hidden_channels: width of the 1x1 conv for ``"conv1x1"`` (default: the last local
             branch's channels).
         init: initialiser of the convolutions, one of :data:`~parsenet.layers.init.INITS`.
@@ -62,10 +63,9 @@ class ContextFusion(nn.Module):
         local_channels: Sequence[int],
         context_channels: Sequence[int],
         num_classes: int,
+        *,
         mode: str = "late",
-        normalize: bool = True,
-        scale_init: float = 10.0,
-        learn_scale: bool = True,
+        norm_layer: NormLayer = L2Norm,
         hidden_channels: int | None = None,
         init: str = "xavier_uniform",
     ) -> None:
@@ -75,15 +75,15 @@ class ContextFusion(nn.Module):
         self.init = init
         if mode not in FUSION_MODES:
             raise ValueError(f"fusion mode must be one of {FUSION_MODES}, got {mode!r}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be positive, got {num_classes}")
         if not local_channels:
             raise ValueError("at least one local feature map is needed")
         self.mode = mode
+        self.num_classes = num_classes
         self.local_channels = tuple(local_channels)
         self.context_channels = tuple(context_channels)
-        self.norms = nn.ModuleList(
-            [L2Norm(c, scale_init, learn_scale) if normalize else nn.Identity()
-             for c in self.local_channels]
-        )
+        self.norms = nn.ModuleList([norm_layer(c) for c in self.local_channels])
         total = sum(self.local_channels) + sum(self.context_channels)
         if mode == "late":
             self.classifiers = nn.ModuleList(

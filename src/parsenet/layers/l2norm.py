@@ -12,10 +12,18 @@ against ``F.normalize``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import Tensor, nn
 
-__all__ = ["L2Norm", "l2_normalize", "l2_normalize_reference", "compiled_l2_normalize"]
+__all__ = ["L2Norm", "NormLayer", "l2_normalize", "l2_normalize_reference",
+           "compiled_l2_normalize"]
+
+# What a layer's ``norm_layer=`` takes (timm style): a callable that builds the normaliser
+# of a C-channel branch from C, e.g. ``L2Norm``, ``partial(L2Norm, scale_init=20.0)`` or
+# ``nn.Identity`` (which ignores C).
+NormLayer = Callable[[int], nn.Module]
 
 
 def _reduce_dims(x: Tensor, across_spatial: bool) -> tuple[int, ...]:

@@ -1,5 +1,6 @@
 from parsenet.models.builders import (
     MODELS,
+    HeadOptions,
     build_model,
     parsenet_efficientnet_lite0,
     parsenet_resnet50,
@@ -8,6 +9,6 @@ from parsenet.models.builders import (
 )
 from parsenet.models.parsenet import ParseNet
 
-__all__ = ["ParseNet", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
+__all__ = ["ParseNet", "HeadOptions", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
            "parsenet_efficientnet_lite0", "MODELS",
            "build_model"]

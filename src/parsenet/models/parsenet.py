@@ -8,6 +8,7 @@ from torch import Tensor, nn
 
 from parsenet.layers.context import GlobalContext, global_pool, mask_to_grid
 from parsenet.layers.fusion import ContextFusion
+from parsenet.layers.l2norm import L2Norm
 from parsenet.layers.resample import Grid, resize_to_input
 from parsenet.preprocessing import IMAGENET, Preprocessing
 
@@ -17,18 +18,19 @@ __all__ = ["ParseNet"]
 class ParseNet(nn.Module):
     """A segmentation model made of a backbone with named taps and a ParseNet head.
 
+    Built from its parts (the builders in :mod:`parsenet.models.builders` assemble them):
+
     Args:
         backbone: module returning ``{tap: N x C x h x w}`` on one output grid, with
             ``out_channels``, ``output_stride`` and ``grid_offset`` attributes.
-        num_classes: number of output classes.
-        features: taps used as local branches, e.g. ``("fc7",)`` or
+        context: pool6 (:class:`~parsenet.layers.GlobalContext`) over the tap
+            ``context_source``, or None for no context branch.
+        head: normalises, fuses and classifies the local and context branches
+            (:class:`~parsenet.layers.ContextFusion`); it fixes ``num_classes``.
+        features: taps used as local branches, in the head's order, e.g. ``("fc7",)`` or
             ``("conv3", "conv4", "conv5", "fc7")``.
-        context: add pool6 (global average of ``context_source``) as a branch.
-        fusion: ``"late"``, ``"early"`` or ``"conv1x1"`` (see :mod:`parsenet.layers.fusion`).
-        normalize: L2Norm on every branch, each with its own learned scale.
-        pyramid: pooling bins of the context branch; ``(1,)`` is pool6.
-        context_dropout: dropout on the pooled context (0.3 in the original prototxt).
-        init: initialiser of the head's convolutions (:mod:`parsenet.layers.init`).
+        context_source: the tap pool6 averages (needed with a context).
+        preprocessing: how an image becomes the model's input.
 
     ``forward`` maps N x 3 x H x W to N x num_classes x H x W logits, pixel-aligned. Its
     optional ``valid`` (N x H x W, true on real pixels, false on padding) keeps padding out
@@ -40,44 +42,22 @@ class ParseNet(nn.Module):
     def __init__(
         self,
         backbone: nn.Module,
-        num_classes: int,
+        context: GlobalContext | None,
+        head: ContextFusion,
         *,
-        features: Sequence[str] = ("fc7",),
-        context: bool = True,
-        context_source: str = "fc7",
-        fusion: str = "late",
-        normalize: bool = True,
-        scale_init: float = 10.0,
-        learn_scale: bool = True,
-        pyramid: Sequence[int] = (1,),
-        context_dropout: float = 0.3,
-        hidden_channels: int | None = None,
+        features: Sequence[str],
+        context_source: str | None = None,
         preprocessing: Preprocessing = IMAGENET,
-        init: str = "xavier_uniform",
     ) -> None:
         super().__init__()
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be positive, got {num_classes}")
-        self.backbone = backbone
-        self.num_classes = num_classes
         self.features = tuple(features)
-        self.context_source = context_source if context else None
+        self.context_source = context_source if context is not None else None
+        _check_parts(backbone, context, head, self.features, self.context_source)
+        self.backbone = backbone
+        self.num_classes = head.num_classes
         self.preprocessing = preprocessing
-        ch = backbone.out_channels
-        missing = [f for f in self.features + ((context_source,) if context else ())
-                   if f not in ch]
-        if missing:
-            raise ValueError(f"backbone does not provide taps {missing}; it has {tuple(ch)}")
-        self.context = (
-            GlobalContext(ch[context_source], pyramid, normalize, scale_init, learn_scale,
-                          context_dropout) if context else None
-        )
-        n_ctx = len(self.context.bins) if self.context is not None else 0
-        self.head = ContextFusion(
-            [ch[f] for f in self.features], [ch[context_source]] * n_ctx, num_classes,
-            mode=fusion, normalize=normalize, scale_init=scale_init, learn_scale=learn_scale,
-            hidden_channels=hidden_channels, init=init,
-        )
+        self.context = context
+        self.head = head
 
     def forward_branches(self, x: Tensor, valid: Tensor | None = None
                          ) -> tuple[list[Tensor], list[Tensor]]:
@@ -109,3 +89,34 @@ class ParseNet(nn.Module):
         out = {t: maps[t] for t in taps}
         out["pool6"] = global_pool(maps[source]).expand_as(maps[source])
         return out
+
+    def branch_norms(self) -> dict[str, L2Norm]:
+        """The L2Norm layer of each normalised branch, by branch name: a local branch by its
+        tap name, a context level as ``pool6`` (bins 1) or ``pool6_{b}x{b}``. Branches
+        without L2Norm (the baseline's) are left out."""
+        names = list(self.features)
+        if self.context is not None:
+            names += ["pool6" if b == 1 else f"pool6_{b}x{b}" for b in self.context.bins]
+        norms = list(self.head.norms) + (list(self.context.norms) if self.context else [])
+        return {n: m for n, m in zip(names, norms, strict=True) if isinstance(m, L2Norm)}
+
+
+def _check_parts(backbone: nn.Module, context: GlobalContext | None, head: ContextFusion,
+                 features: tuple[str, ...], context_source: str | None) -> None:
+    """The parts fit: taps the backbone has, and the channels the head expects."""
+    ch = backbone.out_channels
+    if context is not None and context_source is None:
+        raise ValueError("a context branch needs context_source, the tap it pools")
+    taps = features + ((context_source,) if context_source is not None else ())
+    missing = [t for t in taps if t not in ch]
+    if missing:
+        raise ValueError(f"backbone does not provide taps {missing}; it has {tuple(ch)}")
+    context_channels = (ch[context_source],) * len(context.bins) if context is not None else ()
+    if context is not None and context.channels != ch[context_source]:
+        raise ValueError(f"context pools {context.channels} channels, tap {context_source!r} "
+                         f"has {ch[context_source]}")
+    expected = (tuple(ch[f] for f in features), context_channels)
+    if (head.local_channels, head.context_channels) != expected:
+        raise ValueError(f"head expects (local, context) channels "
+                         f"{(head.local_channels, head.context_channels)}, the parts give "
+                         f"{expected}")
