@@ -139,7 +139,8 @@ def test_tiny_study_writes_results_skips_finished_runs_and_resumes(
         assert set(norms) == {"conv3", "conv4", "conv5", "fc7", "pool6"}
         assert all(v >= 0 for v in norms.values())
     assert rows[1]["paper"][0]["figures"]["mean_iou"] == 35.5  # the packaged figures
-    assert rows[1]["runs"][0]["feature_norms"]["l2norm_scale_mean"]  # learned scales
+    # learned scales, by branch name (ParseNet.branch_norms)
+    assert set(rows[1]["runs"][0]["feature_norms"]["l2norm_scale_mean"]) == {"fc7", "pool6"}
     assert rows[0]["runs"][0]["feature_norms"]["l2norm_scale_mean"] == {}
     # The interrupted run resumed from its checkpoint at iteration 2 and finished at 4.
     attempts = json.loads((run / "attempts.json").read_text())

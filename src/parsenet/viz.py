@@ -19,7 +19,6 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from parsenet.data.palette import voc_palette
-from parsenet.layers.l2norm import L2Norm
 
 __all__ = ["voc_palette", "IGNORE_COLOR", "colorize", "overlay", "save_label_png", "label_image",
            "side_by_side", "plot_curves", "feature_norms", "plot_feature_norms",
@@ -222,21 +221,6 @@ def _save_figure(fig, out_png: str | os.PathLike) -> Path:
 
 
 # ---------------------------------------------------------------------------- Fig. 2
-def _norm_modules(model: nn.Module) -> dict[str, nn.Module]:
-    """Tap name -> the model's L2Norm applied to it (local branches and pool6)."""
-    modules: dict[str, nn.Module] = {}
-    head = getattr(model, "head", None)
-    for name, norm in zip(getattr(model, "features", ()), getattr(head, "norms", ()),
-                          strict=False):
-        if isinstance(norm, L2Norm):
-            modules[name] = norm
-    context = getattr(model, "context", None)
-    norms = getattr(context, "norms", ())
-    if len(norms) and isinstance(norms[0], L2Norm):
-        modules["pool6"] = norms[0]
-    return modules
-
-
 def _mean_pixel_norm(x: Tensor) -> tuple[float, int]:
     norms = x.float().pow(2).sum(dim=1).sqrt()  # N x h x w: per-pixel channel L2 norm
     return float(norms.sum()), norms.numel()
@@ -250,16 +234,15 @@ def feature_norms(model: nn.Module, images: Tensor | Iterable[Tensor],
 
     ``images``: normalised N x 3 x H x W, or an iterable of 3 x H x W / 1 x 3 x H x W
     tensors (any sizes). Uses ``model.feature_maps`` (raw ``taps`` maps and ``pool6``);
-    "after" applies the model's own L2Norm of that branch (``model.head.norms[i]`` for the
-    i-th of ``model.features``, ``model.context.norms[0]`` for pool6), and is None for a
-    layer the model does not normalise (e.g. every layer of the baseline). Returns
+    "after" applies the model's own L2Norm of that branch (``model.branch_norms()``), and is
+    None for a layer the model does not normalise (e.g. every layer of the baseline). Returns
     ``{tap: (before, after)}`` in the order of ``taps`` then pool6.
     """
     if isinstance(images, Tensor) and images.dim() == 4:
         batches: Iterable[Tensor] = [images]
     else:
         batches = images
-    norms = _norm_modules(model)
+    norms = model.branch_norms()
     sums: dict[str, list[float]] = {}
     was_training = model.training
     model.eval()

@@ -220,8 +220,8 @@ def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, An
         batch = [F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
                  for x in batch]
     norms = feature_norms(model, batch, taps=("conv3", "conv4", "conv5", "fc7"))
-    scales = {name.removesuffix(".weight"): float(p.detach().abs().mean())
-              for name, p in model.named_parameters() if ".norms." in name}
+    scales = {name: float(norm.weight.detach().abs().mean())
+              for name, norm in model.branch_norms().items() if norm.weight.requires_grad}
     result = {"images": count, "input_scale": scale,
               "feature_norm": {k: before for k, (before, _) in norms.items()},
               "after_l2norm": {k: after for k, (_, after) in norms.items()},
