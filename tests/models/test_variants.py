@@ -68,7 +68,7 @@ class TestParseNetResNet50(ModelTestBase):
     onnx = False
 
     def build(self):
-        return parsenet_resnet50(num_classes=self.num_classes, features=("conv4", "fc7"))
+        return parsenet_resnet50(num_classes=self.num_classes, features=("layer3", "layer4"))
 
 
 @pytest.mark.slow

@@ -1,8 +1,8 @@
 """Dilated ResNet-50/101 (torchvision) with the same tap interface as the VGG backbone.
 
-layer3 and layer4 trade their stride for dilation (output stride 8, as DeepLab). Taps:
-``conv3`` = layer2, ``conv4`` = layer3, ``conv5`` = layer4; ``fc7`` is an alias of layer4 so
-that the ParseNet head (pool6 over the last map) is written once for both families.
+layer3 and layer4 trade their stride for dilation (output stride 8, as DeepLab). Taps are
+named for the stage they are read after: ``layer2``, ``layer3``, ``layer4`` (the ParseNet
+head pools layer4, as it pools VGG's fc7).
 """
 
 from __future__ import annotations
@@ -20,18 +20,23 @@ from parsenet.preprocessing import IMAGENET, Preprocessing
 
 __all__ = ["ResNetBackbone"]
 
-TAPS = ("conv3", "conv4", "conv5", "fc7")
-_LAYER_OF = {"conv3": "layer2", "conv4": "layer3", "conv5": "layer4", "fc7": "layer4"}
+TAPS = ("layer2", "layer3", "layer4")
+_WIDTHS = {"layer2": 512, "layer3": 1024, "layer4": 2048}
+# The tap names before issue 16 (VGG's, which these layers are not), named in the refusal.
+_RENAMED = {"conv3": "layer2", "conv4": "layer3", "conv5": "layer4", "fc7": "layer4"}
 
 
 class ResNetBackbone(nn.Module):
-    def __init__(self, depth: int = 50, taps: Sequence[str] = ("fc7",)) -> None:
+    def __init__(self, depth: int = 50, taps: Sequence[str] = ("layer4",)) -> None:
         super().__init__()
         if depth not in (50, 101):
             raise ValueError(f"depth must be 50 or 101, got {depth}")
         unknown = [t for t in taps if t not in TAPS]
         if unknown or not taps:
-            raise ValueError(f"taps must be a non-empty subset of {TAPS}, got {tuple(taps)}")
+            renamed = ", ".join(f"{t} is {_RENAMED[t]}" for t in unknown if t in _RENAMED)
+            raise ValueError(f"taps must be a non-empty subset of {TAPS}, got {tuple(taps)}"
+                             + (f" (ResNet taps are named for their stage: {renamed})"
+                                if renamed else ""))
         net = (resnet50 if depth == 50 else resnet101)(
             weights=None, replace_stride_with_dilation=[False, True, True]
         )
@@ -42,9 +47,7 @@ class ResNetBackbone(nn.Module):
         self.taps = tuple(taps)
         self.output_stride = 8
         self.grid_offset = 0.0  # stride-2 3x3 convs/pools with padding 1 keep cells centred
-        widths = {"layer2": 512, "layer3": 1024, "layer4": 2048}
-        self.out_channels = {t: widths[_LAYER_OF[t]] for t in self.taps}
-        self.all_channels = {t: widths[_LAYER_OF[t]] for t in TAPS}
+        self.out_channels = {t: _WIDTHS[t] for t in self.taps}
 
     def load_weights(self, weights: Any) -> Preprocessing:
         """torchvision ResNet weights (enum or state-dict path); the fc layer is ignored."""
@@ -73,7 +76,7 @@ class ResNetBackbone(nn.Module):
 
     def forward(self, x: Tensor, taps: Sequence[str] | None = None) -> dict[str, Tensor]:
         taps = self.taps if taps is None else tuple(taps)
-        last = max(int(_LAYER_OF[t][-1]) for t in taps)
+        last = max(int(t[-1]) for t in taps)
         feats: dict[str, Tensor] = {}
         x = self.layer1(self.stem(x))
         for i in (2, 3, 4):
@@ -81,4 +84,4 @@ class ResNetBackbone(nn.Module):
             feats[f"layer{i}"] = x
             if i == last:
                 break
-        return {t: feats[_LAYER_OF[t]] for t in taps}
+        return {t: feats[t] for t in taps}

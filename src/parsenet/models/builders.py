@@ -97,22 +97,24 @@ def parsenet_vgg16(
 def _parsenet_resnet(depth: int, num_classes: int, weights: Any, features: Sequence[str],
                      head: dict[str, Any]) -> ParseNet:
     options = HeadOptions(**head)
-    backbone = ResNetBackbone(depth, taps=_taps(features, options.context, "fc7"))
+    backbone = ResNetBackbone(depth, taps=_taps(features, options.context, "layer4"))
     preprocessing = backbone.load_weights(weights) if weights is not None else IMAGENET
-    return _parsenet(backbone, num_classes, features=features, context_source="fc7",
+    return _parsenet(backbone, num_classes, features=features, context_source="layer4",
                      head=options, preprocessing=preprocessing)
 
 
 def parsenet_resnet50(*, num_classes: int, weights: Any = None,
-                      features: Sequence[str] = ("fc7",), **head: Any) -> ParseNet:
-    """ParseNet on a dilated ResNet-50 (output stride 8); pool6 averages ``fc7`` (layer4).
+                      features: Sequence[str] = ("layer4",), **head: Any) -> ParseNet:
+    """ParseNet on a dilated ResNet-50 (output stride 8); pool6 averages ``layer4``; taps
+    ``layer2``, ``layer3``, ``layer4``.
     ``**head``: :class:`HeadOptions`."""
     return _parsenet_resnet(50, num_classes, weights, features, head)
 
 
 def parsenet_resnet101(*, num_classes: int, weights: Any = None,
-                       features: Sequence[str] = ("fc7",), **head: Any) -> ParseNet:
-    """ParseNet on a dilated ResNet-101 (output stride 8); pool6 averages ``fc7`` (layer4).
+                       features: Sequence[str] = ("layer4",), **head: Any) -> ParseNet:
+    """ParseNet on a dilated ResNet-101 (output stride 8); pool6 averages ``layer4``; taps
+    ``layer2``, ``layer3``, ``layer4``.
     ``**head``: :class:`HeadOptions`."""
     return _parsenet_resnet(101, num_classes, weights, features, head)
 
