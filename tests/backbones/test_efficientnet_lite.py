@@ -55,8 +55,10 @@ def test_taps_shapes_and_output_stride(output_stride):
         out = net(torch.randn(1, 3, 64, 96))
     cells = (64 // output_stride, 96 // output_stride)
     assert set(out) == set(TAPS)
+    channels = {"stride4": 24, "stride8": 40, "stride16": 112, "stride32": 320, "head": 1280}
+    assert net.out_channels == channels
     for tap, fmap in out.items():
-        assert fmap.shape == (1, net.all_channels[tap], *cells), tap
+        assert fmap.shape == (1, channels[tap], *cells), tap
     assert net.grid_offset == output_stride - 1
 
 

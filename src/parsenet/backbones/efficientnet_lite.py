@@ -132,9 +132,8 @@ class EfficientNetLite(nn.Module):
             self._stage_stride.append(stride)
         self.head = nn.Sequential(*_conv_bn(LITE0_STAGES[-1][5], HEAD_CHANNELS, 1))
         channels = [st[5] for st in LITE0_STAGES]
-        self.all_channels = {t: (HEAD_CHANNELS if i < 0 else channels[i])
-                             for t, (i, _) in _TAP_AT.items()}
-        self.out_channels = {t: self.all_channels[t] for t in self.taps}
+        self.out_channels = {t: HEAD_CHANNELS if _TAP_AT[t][0] < 0 else channels[_TAP_AT[t][0]]
+                             for t in self.taps}
         self.input_multiple = stride * 1  # product of the strides actually applied
 
     def tap_stride(self, tap: str) -> int:

@@ -108,7 +108,6 @@ class VGGBackbone(nn.Module):
         channels["fc7"] = fc
         self.layers = nn.ModuleDict(layers)
         self.out_channels = {t: channels[t] for t in self.taps}
-        self.all_channels = {t: channels[t] for t in TAPS}
 
         # Where each tap is read, and how it reaches the common grid.
         if not fcn:
