@@ -97,28 +97,14 @@ class VGGBackbone(nn.Module):
         self.fusion_grid = fusion_grid
         fcn = base == "fcn32s"
         layers, channels = self._trunk(fcn, width, batch_norm)
-        k6, d6, fc_default = _FC6[base]
-        fc = _scaled(fc_channels or fc_default, width)
-        in_ch = channels["conv5"]
-        pad6 = 0 if (fcn and self.conv1_pad != 1) else None  # FCN's net.py: fc6 pad 0
-        layers["fc6"] = nn.Sequential(*_conv_block(in_ch, fc, k6, d6, batch_norm, pad6),
-                                      nn.Dropout(dropout) if dropout > 0 else nn.Identity())
-        layers["fc7"] = nn.Sequential(*_conv_block(fc, fc, 1, 1, batch_norm),
-                                      nn.Dropout(dropout) if dropout > 0 else nn.Identity())
-        channels["fc7"] = fc
+        # fc6/fc7 after the trunk: the order in which their weights are drawn
+        layers["fc6"], layers["fc7"] = self._fc_layers(channels["conv5"], fc_channels,
+                                                       batch_norm, dropout)
+        channels["fc7"] = layers["fc7"][0].out_channels
         self.layers = nn.ModuleDict(layers)
         self.out_channels = {t: channels[t] for t in self.taps}
 
-        # Where each tap is read, and how it reaches the common grid.
-        if not fcn:
-            self._read_after = {"conv3": "pool3", "conv4": "conv4", "conv5": "conv5", "fc7": "fc7"}
-            self.to_grid = nn.ModuleDict()
-        else:
-            self._read_after = {t: t for t in TAPS}
-            self.to_grid = nn.ModuleDict(
-                {t: nn.MaxPool2d(k, k, ceil_mode=True)
-                 for t, k in (("conv3", 8), ("conv4", 4), ("conv5", 2))}
-            )
+        self._read_after, self.to_grid = self._tap_reading(fcn)
         self._grids = self._layer_grids()
         self._target = self._target_tap()
         target = self.tap_grid(self._target)
@@ -126,6 +112,29 @@ class VGGBackbone(nn.Module):
         # Input coordinate of the centre of output cell 0 (see layers/resample.py).
         self.grid_offset = target.offset
         self.reset_parameters()
+
+    @staticmethod
+    def _tap_reading(fcn: bool) -> tuple[dict[str, str], nn.ModuleDict]:
+        """The layer each tap is read after, and the pools that bring FCN's finer taps onto
+        fc7's stride-32 grid (LargeFOV and DeepLab read conv3_3 after pool3: no pools)."""
+        if not fcn:
+            return ({"conv3": "pool3", "conv4": "conv4", "conv5": "conv5", "fc7": "fc7"},
+                    nn.ModuleDict())
+        pools = {t: nn.MaxPool2d(k, k, ceil_mode=True)
+                 for t, k in (("conv3", 8), ("conv4", 4), ("conv5", 2))}
+        return {t: t for t in TAPS}, nn.ModuleDict(pools)
+
+    def _fc_layers(self, in_ch: int, fc_channels: int | None, batch_norm: bool,
+                   dropout: float) -> tuple[nn.Sequential, nn.Sequential]:
+        """fc6 and fc7 as convolutions, each followed by dropout (``_FC6`` per base)."""
+        k6, d6, fc_default = _FC6[self.base]
+        fc = _scaled(fc_channels or fc_default, self.width)
+        pad6 = 0 if (self.base == "fcn32s" and self.conv1_pad != 1) else None  # FCN: pad 0
+        fc6 = nn.Sequential(*_conv_block(in_ch, fc, k6, d6, batch_norm, pad6),
+                            nn.Dropout(dropout) if dropout > 0 else nn.Identity())
+        fc7 = nn.Sequential(*_conv_block(fc, fc, 1, 1, batch_norm),
+                            nn.Dropout(dropout) if dropout > 0 else nn.Identity())
+        return fc6, fc7
 
     @staticmethod
     def _check_args(base: str, taps: Sequence[str], width: float, conv1_pad: int,
