@@ -66,3 +66,34 @@ def test_head_options_are_declared_once_and_refuse_unknown_names():
     assert HeadOptions(normalize=False).norm_layer() is nn.Identity
     with pytest.raises(TypeError, match="scale_int"):
         parsenet_vgg16(**TINY, scale_int=10.0)
+
+
+@pytest.mark.parametrize("name", ["parsenet_vgg16", "parsenet_resnet50",
+                                  "parsenet_efficientnet_lite0"])
+def test_every_builder_takes_the_head_options_from_a_config(name):
+    import dataclasses
+
+    from parsenet.config import ModelConfig
+    from parsenet.errors import ConfigError
+    from parsenet.models.builders import _arguments_model, build_model_from_config
+
+    known = _arguments_model(name).model_fields
+    assert {f.name for f in dataclasses.fields(HeadOptions)} <= set(known)
+    assert "features" in known and "weights" in known
+    with pytest.raises(ConfigError, match=r"^model.args.scale_init: 'x' is not a number"):
+        build_model_from_config(ModelConfig(name=name, args={"scale_init": "x"}),
+                                num_classes=3)
+    with pytest.raises(ConfigError, match=r"^model.args.scale_int: unknown key \(known: "):
+        build_model_from_config(ModelConfig(name=name, args={"scale_int": 1.0}),
+                                num_classes=3)
+
+
+def test_a_head_option_a_layer_refuses_is_a_config_error_for_any_backbone():
+    from parsenet.config import ModelConfig
+    from parsenet.errors import ConfigError
+    from parsenet.models.builders import build_model_from_config
+
+    model = ModelConfig(name="parsenet_efficientnet_lite0", args={"init": "sideways"})
+    with pytest.raises(ConfigError, match=r"^model.args: init must be one of .* got "
+                                          r"'sideways' \(model parsenet_efficientnet_lite0\)"):
+        build_model_from_config(model, num_classes=3)
