@@ -25,7 +25,7 @@ from torchvision import tv_tensors
 from parsenet.errors import ConfigError
 
 __all__ = ["Preprocessing", "ToModelInput", "IMAGENET", "CAFFE_VGG", "CAFFE_VGG16",
-           "PREPROCESSINGS", "preprocessing_by_name"]
+           "PREPROCESSINGS", "preprocessing_by_name", "preprocessing_for"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class ToModelInput(v2.Transform):
         self.scale = preprocessing.pixel_max / 255.0 / std  # per uint8 grey level
         self.shift = -mean / std
         self.bgr = preprocessing.channel_order == "BGR"
-        self.preprocessing = preprocessing
+        self.spec = preprocessing
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.TVTensor) and not isinstance(inpt, tv_tensors.Image):
@@ -92,7 +92,7 @@ class ToModelInput(v2.Transform):
         return tv_tensors.Image(out) if isinstance(inpt, tv_tensors.Image) else out
 
     def extra_repr(self) -> str:
-        return repr(self.preprocessing)
+        return repr(self.spec)
 
 
 IMAGENET = Preprocessing(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
@@ -119,3 +119,10 @@ def preprocessing_by_name(name: str) -> Preprocessing:
         raise ConfigError(f"model.preprocessing must be null or one of "
                           f"{sorted(PREPROCESSINGS)}, got {name!r}")
     return PREPROCESSINGS[name]
+
+
+def preprocessing_for(model: Any, given: Preprocessing | None = None) -> Preprocessing | None:
+    """``given`` if not None, else the preprocessing ``model`` carries (None if it carries
+    none): the one lookup evaluate and export make, so where a model's preprocessing comes
+    from is decided here."""
+    return given if given is not None else getattr(model, "preprocessing", None)

@@ -46,7 +46,7 @@ from torch import Tensor, nn
 
 from parsenet.errors import ExportError as ExportCheckError  # noqa: F401  (re-exported)
 from parsenet.errors import UsageError
-from parsenet.preprocessing import Preprocessing
+from parsenet.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["export_onnx", "export_torchscript", "check_export", "ExportCheckError",
            "OnnxPredictor", "ChannelsLastPredictor", "make_predictor", "onnx_cache_path",
@@ -96,10 +96,9 @@ def _written_atomically(path: Path, example: str):
         tmp.unlink(missing_ok=True)
 
 
-def _preprocessing_json(model: nn.Module, preprocessing: Preprocessing | None) -> str | None:
-    if preprocessing is None:
-        preprocessing = getattr(model, "preprocessing", None)
-    return None if preprocessing is None else json.dumps(preprocessing.to_dict())
+def _preprocessing_json(model: nn.Module, given: Preprocessing | None) -> str | None:
+    recorded = preprocessing_for(model, given)
+    return None if recorded is None else json.dumps(recorded.to_dict())
 
 
 def _record_onnx_preprocessing(path: Path, text: str | None) -> None:

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from parsenet.config import EVAL_MODES
 from parsenet.errors import ConfigError
 from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
-from parsenet.preprocessing import Preprocessing
+from parsenet.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["predict_logits", "predict_labels", "evaluate", "MODES", "MIN_SIZE"]
 
@@ -276,8 +276,7 @@ def evaluate(
                                   mean_iu=mean_iu)
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     rank, world = _dist_rank_world()
-    if preprocessing is None:
-        preprocessing = getattr(model, "preprocessing", None)
+    prepare = preprocessing_for(model, preprocessing)
     was_training = model.training
     model.to(device).eval()
     try:
@@ -285,7 +284,7 @@ def evaluate(
             for i in tqdm(range(rank, total, world), desc=f"eval ({mode})",
                           disable=not progress or rank != 0, leave=False):
                 image, mask = dataset[i]
-                logits = predict_logits(model, _model_input(image, preprocessing, device),
+                logits = predict_logits(model, _model_input(image, prepare, device),
                                         mode, **opts)
                 metrics.update(logits.argmax(1)[0].cpu(), torch.as_tensor(mask).to(torch.int64))
     finally:
