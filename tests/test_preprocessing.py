@@ -59,3 +59,17 @@ def test_a_seed_draws_the_scale_then_the_crop_row_then_the_column():
     scaled = torch.nn.functional.interpolate(label[None, None].float(), size=(height, width),
                                              mode="nearest-exact")[0, 0].long()
     assert (height, width) != (40, 50) and torch.equal(out, scaled[top:top + 24, left:left + 24])
+
+
+def test_dataset_pipelines_and_direct_calls_give_the_same_bits():
+    """One normalisation: what eval and train transforms end with is what evaluate, predict
+    and serve run when they call the preprocessing on a uint8 image."""
+    from parsenet.data.transforms import eval_transforms
+
+    image = torch.randint(0, 256, (3, 9, 11), dtype=torch.uint8)
+    mask = torch.zeros(9, 11, dtype=torch.uint8)
+    for preprocessing in (IMAGENET, CAFFE_VGG):
+        direct = preprocessing(image)
+        assert torch.equal(eval_transforms(preprocessing)(image, mask)[0], direct)
+        trained = train_transforms(None, (1.0, 1.0), flip=False, preprocessing=preprocessing)
+        assert torch.equal(trained(image, mask)[0], direct)
