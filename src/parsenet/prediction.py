@@ -14,6 +14,7 @@ from PIL import Image
 
 from parsenet.engine.memory import InferenceMemory, choose_mode, is_out_of_memory
 from parsenet.errors import ResourceError
+from parsenet.preprocessing import Preprocessing
 
 __all__ = ["PredictionJob", "OVERLAY_MAX_SIDE"]
 
@@ -38,7 +39,7 @@ class PredictionJob:
     """What every image of one ``predict`` call shares; :meth:`predict` does one image."""
 
     classes: list[str]
-    preprocessing: Any
+    preprocessing: Preprocessing  # its ToModelInput, as in the datasets
     device: str
     palette: Any
     alpha: float

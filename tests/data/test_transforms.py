@@ -8,13 +8,11 @@ import torch
 from data_helpers import blocky_label, image_for
 from torchvision import tv_tensors
 
-import parsenet.data.transforms as transforms_module
 from parsenet.data.transforms import (
-    RandomScaleCrop,
+    PadToSize,
+    RandomScale,
     eval_transforms,
     mean_fill,
-    resize_bilinear,
-    resize_nearest,
     train_transforms,
 )
 from parsenet.preprocessing import CAFFE_VGG, IMAGENET, Preprocessing
@@ -86,12 +84,9 @@ def test_labels_are_only_resampled_nearest():
         assert set(np.unique(out_mask.numpy()).tolist()) <= present | {255}
 
 
-@pytest.mark.parametrize("use_cv2", [True, False])
-def test_image_and_mask_stay_aligned(monkeypatch, use_cv2):
+def test_image_and_mask_stay_aligned():
     """Each class has its own colour: after scaling, cropping and flipping, the pixels inside
     a class region (away from its edges) must still show that class's colour."""
-    if not use_cv2:
-        monkeypatch.setattr(transforms_module, "_cv2", None)
     label = np.repeat(np.repeat(np.arange(48, dtype=np.uint8).reshape(6, 8), 8, 0), 8, 1)
     colors = image_for(np.arange(256, dtype=np.uint8), seed=5)
     image = tv_tensors.Image(torch.from_numpy(colors[label]).permute(2, 0, 1).contiguous())
@@ -160,25 +155,27 @@ def _padded(mask, size):
     return out
 
 
-def test_cv2_and_torch_resizes_agree(monkeypatch):
-    image, mask = pair(30, 40, seed=4)
-    region = image.as_subclass(torch.Tensor)[:, 3:27, 5:35]
-    label = mask.as_subclass(torch.Tensor)[3:27, 5:35]
-    fast_image, fast_mask = resize_bilinear(region, 50, 62), resize_nearest(label, 50, 62)
-    monkeypatch.setattr(transforms_module, "_cv2", None)
-    slow_image, slow_mask = resize_bilinear(region, 50, 62), resize_nearest(label, 50, 62)
-    assert torch.equal(fast_mask, slow_mask)
-    assert (fast_image.int() - slow_image.int()).abs().max() <= 2
+def test_scaled_labels_are_sampled_at_pixel_centres():
+    # A 2x enlargement repeats every label twice; a 1/2 shrink keeps every other label
+    # starting from the second (the centre of output pixel j is source pixel 2j + 0.5).
+    label = torch.arange(24, dtype=torch.uint8).view(4, 6)
+    image = tv_tensors.Image(torch.zeros(3, 4, 6, dtype=torch.uint8))
+    _, up = RandomScale((2.0, 2.0))(image, tv_tensors.Mask(label))
+    assert torch.equal(up, label.repeat_interleave(2, 0).repeat_interleave(2, 1))
+    _, down = RandomScale((0.5, 0.5))(image, tv_tensors.Mask(label))
+    assert torch.equal(down, label[1::2, 1::2])
 
 
-def test_random_scale_crop_rejects_bad_arguments_and_mismatched_sizes():
+def test_scale_and_pad_reject_bad_arguments_and_mismatched_sizes():
     with pytest.raises(ValueError, match="crop_size"):
-        RandomScaleCrop(0)
+        PadToSize(0)
     with pytest.raises(ValueError, match="scale_range"):
-        RandomScaleCrop(8, (2.0, 1.0))
+        RandomScale((2.0, 1.0))
     image, _ = pair(10, 12)
     with pytest.raises(ValueError, match="sizes differ"):
-        RandomScaleCrop(8)(image, tv_tensors.Mask(torch.zeros(9, 12, dtype=torch.uint8)))
+        RandomScale((0.5, 2.0))(image, tv_tensors.Mask(torch.zeros(9, 12, dtype=torch.uint8)))
+    with pytest.raises(ValueError, match="sizes differ"):
+        PadToSize(8)(image, tv_tensors.Mask(torch.zeros(9, 12, dtype=torch.uint8)))
 
 
 def test_validity_mask_marks_exactly_the_crop_padding():

@@ -1,4 +1,5 @@
 import shutil
+import warnings
 
 import pytest
 import torch
@@ -121,3 +122,22 @@ def test_a_failed_export_leaves_no_tmp_and_a_directory_is_refused(model, tmp_pat
     with pytest.raises(OSError, match="No space"):
         export_torchscript(model, tmp_path / "m.pt", sample_size=(32, 32))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir"]
+
+
+def test_exports_record_the_preprocessing_their_input_needs(model, onnx_file, tmp_path):
+    from parsenet.engine.export import exported_preprocessing
+    from parsenet.preprocessing import CAFFE_VGG
+
+    assert exported_preprocessing(onnx_file) == model.preprocessing
+    path = tmp_path / "m.pt"
+    export_torchscript(model, path, sample_size=(32, 32), preprocessing=CAFFE_VGG)
+    assert exported_preprocessing(path) == CAFFE_VGG  # an explicit one wins
+    bare = tmp_path / "bare.pt"
+    with warnings.catch_warnings():  # TorchScript's deprecation notice
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.script(torch.nn.Identity()), str(bare))
+    assert exported_preprocessing(bare) is None  # exported without one
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a protobuf")
+    with pytest.raises(ExportCheckError, match="broken.onnx: not a readable ONNX file"):
+        exported_preprocessing(broken)

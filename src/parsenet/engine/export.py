@@ -20,6 +20,12 @@ importable and the user named a cache folder (``--onnx-cache``: the model export
 named by the checkpoint's hash, verified by its own hash on reuse), and eager PyTorch in
 channels_last memory format otherwise; nothing is written next to the checkpoint unasked.
 
+The exported graph takes normalised images, as the model does. So that a file alone says how
+to prepare them, both formats record the model's :class:`~parsenet.preprocessing.Preprocessing`
+(ONNX: metadata entry ``parsenet.preprocessing``; TorchScript: extra file of that name), as
+JSON; :func:`exported_preprocessing` reads it back and ``exported_preprocessing(path)(image)``
+prepares a uint8 RGB image exactly as datasets, evaluate, predict and serve do.
+
 Known limit: a context pyramid (bins > 1) does not export reliably with dynamic sizes (the
 dynamo exporter's adaptive pooling is wrong or fails at some sizes, the other one refuses);
 ``check_export`` catches it and ``predict`` falls back to eager.
@@ -29,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,16 +46,18 @@ from torch import Tensor, nn
 
 from parsenet.errors import ExportError as ExportCheckError  # noqa: F401  (re-exported)
 from parsenet.errors import UsageError
+from parsenet.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["export_onnx", "export_torchscript", "check_export", "ExportCheckError",
            "OnnxPredictor", "ChannelsLastPredictor", "make_predictor", "onnx_cache_path",
-           "BACKENDS"]
+           "exported_preprocessing", "BACKENDS", "PREPROCESSING_KEY"]
 
 BACKENDS = ("auto", "eager", "onnx")
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Odd sizes other than the export's sample, small and large, wide and tall: a graph with a
 # shape baked in fails on at least one.
 CHECK_SIZES = ((97, 131), (57, 85), (203, 61))
+PREPROCESSING_KEY = "parsenet.preprocessing"  # ONNX metadata key, TorchScript extra file
 
 
 @contextlib.contextmanager
@@ -87,12 +96,61 @@ def _written_atomically(path: Path, example: str):
         tmp.unlink(missing_ok=True)
 
 
+def _preprocessing_json(model: nn.Module, given: Preprocessing | None) -> str | None:
+    recorded = preprocessing_for(model, given)
+    return None if recorded is None else json.dumps(recorded.to_dict())
+
+
+def _record_onnx_preprocessing(path: Path, text: str | None) -> None:
+    if text is None:
+        return
+    import onnx
+
+    proto = onnx.load(str(path))
+    entry = proto.metadata_props.add()
+    entry.key, entry.value = PREPROCESSING_KEY, text
+    onnx.save(proto, str(path))
+
+
+def exported_preprocessing(path: str | os.PathLike) -> Preprocessing | None:
+    """The preprocessing an exported file (``.onnx``, else TorchScript) records; None for a
+    file exported without one."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such exported model")
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            props = onnx.load(str(path), load_external_data=False).metadata_props
+        except Exception as e:  # protobuf's DecodeError and kin: a damaged or foreign file
+            raise ExportCheckError(f"{path}: not a readable ONNX file ({e})") from None
+        text = next((p.value for p in props if p.key == PREPROCESSING_KEY), "")
+    else:
+        extra = {PREPROCESSING_KEY: ""}
+        try:
+            _load_torchscript(path, extra)
+        except RuntimeError as e:  # torch.jit.load's error for anything it cannot read
+            raise ExportCheckError(f"{path}: not a readable TorchScript file ({e})") from None
+        text = extra[PREPROCESSING_KEY]
+    if not text:
+        return None
+    try:
+        return Preprocessing.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as e:
+        raise ExportCheckError(f"{path}: its {PREPROCESSING_KEY} entry is not a "
+                               f"preprocessing ({e})") from None
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18,
-                sample_size: tuple[int, int] = (321, 321)) -> str:
+                sample_size: tuple[int, int] = (321, 321),
+                preprocessing: Preprocessing | None = None) -> str:
     """Write ``model`` as ONNX with dynamic batch-1 height and width (input ``image``
-    1 x 3 x H x W, output ``logits`` 1 x K x H x W). Returns the exporter used:
+    1 x 3 x H x W, output ``logits`` 1 x K x H x W) and the preprocessing its input needs
+    (default ``model.preprocessing``; module docstring). Returns the exporter used:
     ``"dynamo"`` or ``"torchscript"``."""
     path = Path(path)
+    recorded = _preprocessing_json(model, preprocessing)
     sample = torch.randn(1, 3, *sample_size)
     with _written_atomically(path, "model.onnx") as tmp, _eval_no_grad(model), _quiet():
         try:
@@ -112,17 +170,22 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18,
                               OUTPUT_NAME: {2: "height", 3: "width"}},
             )
             exporter = "torchscript"
+        _record_onnx_preprocessing(tmp, recorded)
     return exporter
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike,
-                       sample_size: tuple[int, int] = (321, 321)) -> None:
-    """Write a traced TorchScript module (input 1 x 3 x H x W, any H, W >= 32)."""
+                       sample_size: tuple[int, int] = (321, 321),
+                       preprocessing: Preprocessing | None = None) -> None:
+    """Write a traced TorchScript module (input 1 x 3 x H x W, any H, W >= 32) and the
+    preprocessing its input needs (default ``model.preprocessing``; module docstring)."""
     path = Path(path)
+    recorded = _preprocessing_json(model, preprocessing)
+    extra = {} if recorded is None else {PREPROCESSING_KEY: recorded}
     with _written_atomically(path, "model.pt") as tmp, _eval_no_grad(model), _quiet():
         # check_trace off: check_export compares with eager at other sizes, a stronger check.
         traced = torch.jit.trace(model, torch.randn(1, 3, *sample_size), check_trace=False)
-        torch.jit.save(traced, str(tmp))
+        torch.jit.save(traced, str(tmp), _extra_files=extra)
 
 
 def _usable_cores() -> int:
@@ -175,10 +238,11 @@ class ChannelsLastPredictor:
         return out.contiguous()
 
 
-def _load_torchscript(path: Path) -> Callable[[Tensor], Tensor]:
+def _load_torchscript(path: Path, extra_files: dict[str, str] | None = None
+                      ) -> Callable[[Tensor], Tensor]:
     with warnings.catch_warnings():  # TorchScript is deprecated; tracing is still our path
         warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files)
     module.eval()
     return module
 

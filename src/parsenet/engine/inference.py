@@ -26,6 +26,7 @@ from tqdm import tqdm
 from parsenet.config import EVAL_MODES
 from parsenet.errors import ConfigError
 from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
+from parsenet.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["predict_logits", "predict_labels", "evaluate", "MODES", "MIN_SIZE"]
 
@@ -211,32 +212,8 @@ def _dist_rank_world() -> tuple[int, int]:
     return 0, 1
 
 
-def evaluate(
-    model: nn.Module,
-    dataset: Any,
-    *,
-    num_classes: int,
-    mode: str | None = None,
-    device: str | torch.device = "cpu",
-    max_images: int = 0,
-    progress: bool = True,
-    eval_cfg: Any = None,
-) -> dict[str, Any]:
-    """Evaluate ``model`` on ``dataset`` one image at a time, at native size.
-
-    ``dataset[i]`` is an eval-transformed ``(image 3xHxW float, mask HxW int)``; a uint8
-    image is normalised with ``model.preprocessing``. ``eval_cfg`` (a
-    :class:`parsenet.config.EvalConfig`) supplies window, stride, scales and flip, and the
-    mode when ``mode`` is None (default ``"whole"``), and ``mean_iu``, the mean-IU
-    convention (:mod:`parsenet.metrics`; default ``"present"``). ``max_images`` > 0 evaluates the
-    first that many images only. Under torch.distributed each rank takes every
-    world-size-th image and the confusion matrices are summed, so every rank returns the
-    metrics of the whole set.
-
-    Returns :meth:`SegmentationMetrics.compute`'s dict plus ``images`` (number evaluated)
-    and ``mode``. The model is moved to ``device`` and left there; its train/eval state is
-    restored.
-    """
+def _eval_options(eval_cfg: Any, mode: str | None) -> tuple[str, dict[str, Any], str | None]:
+    """(mode, predict_logits options, mean-IU convention) from ``eval_cfg`` and ``mode``."""
     opts: dict[str, Any] = {}
     mean_iu = getattr(eval_cfg, "mean_iu", None)
     if mean_iu is not None and mean_iu not in MEAN_IU_CONVENTIONS:
@@ -249,30 +226,67 @@ def evaluate(
     mode = mode or "whole"
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    return mode, opts, mean_iu
+
+
+def _model_input(image: Any, preprocessing: Preprocessing | None, device: torch.device
+                 ) -> Tensor:
+    """A dataset item's image as a 1 x 3 x H x W float32 batch on ``device``: normalised
+    already (eval transforms), or uint8, normalised here by ``preprocessing``."""
+    image = torch.as_tensor(image)
+    if image.dtype == torch.uint8:
+        if preprocessing is None:
+            raise ValueError("dataset yields uint8 images and no preprocessing is known "
+                             "(pass preprocessing= or eval transforms)")
+        image = preprocessing(image)
+    return image.unsqueeze(0).to(device, torch.float32)
+
+
+def evaluate(
+    model: nn.Module,
+    dataset: Any,
+    *,
+    num_classes: int,
+    mode: str | None = None,
+    device: str | torch.device = "cpu",
+    max_images: int = 0,
+    progress: bool = True,
+    eval_cfg: Any = None,
+    preprocessing: Preprocessing | None = None,
+) -> dict[str, Any]:
+    """Evaluate ``model`` on ``dataset`` one image at a time, at native size.
+
+    ``dataset[i]`` is an eval-transformed ``(image 3xHxW float, mask HxW int)``; a uint8
+    image is normalised with ``preprocessing`` (default ``model.preprocessing``), the same
+    transform the eval pipeline ends with. ``eval_cfg`` (a
+    :class:`parsenet.config.EvalConfig`) supplies window, stride, scales and flip, and the
+    mode when ``mode`` is None (default ``"whole"``), and ``mean_iu``, the mean-IU
+    convention (:mod:`parsenet.metrics`; default ``"present"``). ``max_images`` > 0
+    evaluates the first that many images only. Under torch.distributed each rank takes
+    every world-size-th image and the confusion matrices are summed, so every rank returns
+    the metrics of the whole set.
+
+    Returns :meth:`SegmentationMetrics.compute`'s dict plus ``images`` (number evaluated)
+    and ``mode``. The model is moved to ``device`` and left there; its train/eval state is
+    restored.
+    """
+    mode, opts, mean_iu = _eval_options(eval_cfg, mode)
     device = torch.device(device)
-    ignore_index = getattr(dataset, "ignore_index", 255)
-    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, mean_iu=mean_iu)
+    metrics = SegmentationMetrics(num_classes, ignore_index=getattr(dataset, "ignore_index", 255),
+                                  mean_iu=mean_iu)
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     rank, world = _dist_rank_world()
-    indices = range(rank, total, world)
-    preprocessing = getattr(model, "preprocessing", None)
+    prepare = preprocessing_for(model, preprocessing)
     was_training = model.training
     model.to(device).eval()
     try:
         with torch.inference_mode():
-            for i in tqdm(indices, desc=f"eval ({mode})", disable=not progress or rank != 0,
-                          leave=False):
+            for i in tqdm(range(rank, total, world), desc=f"eval ({mode})",
+                          disable=not progress or rank != 0, leave=False):
                 image, mask = dataset[i]
-                image = torch.as_tensor(image)
-                if image.dtype == torch.uint8:
-                    if preprocessing is None:
-                        raise ValueError("dataset yields uint8 images and the model has no "
-                                         "preprocessing: pass eval transforms")
-                    image = preprocessing(image)
-                image = image.unsqueeze(0).to(device, torch.float32)
-                logits = predict_logits(model, image, mode, **opts)
-                pred = logits.argmax(1)[0].cpu()
-                metrics.update(pred, torch.as_tensor(mask).to(torch.int64))
+                logits = predict_logits(model, _model_input(image, prepare, device),
+                                        mode, **opts)
+                metrics.update(logits.argmax(1)[0].cpu(), torch.as_tensor(mask).to(torch.int64))
     finally:
         model.train(was_training)
     metrics.all_reduce()

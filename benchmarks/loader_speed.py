@@ -1,13 +1,15 @@
 """Measure the training input pipeline: images per second for one worker.
 
-    python -m parsenet.data.speed [--size 500x375] [--crop 320] [--seconds 5] [--baseline]
+    python -m benchmarks.loader_speed [--size 500x375] [--crop 320] [--seconds 5] [--baseline]
 
 Writes a synthetic JPEG + label PNG pair (smooth colours, 21 classes) to a temporary
 folder and times decode + checks + ``train_transforms`` per item, single-threaded (torch
 and OpenCV both limited to one thread, as in one DataLoader worker). Not a test: the figure
 depends on the machine and on what else runs on it, so ``--baseline`` also times a plain
 torchvision v2 pipeline (decode, RandomResize, pad, RandomCrop, flip, ToDtype + Normalize)
-on the same pair for a same-machine comparison.
+on the same pair for a same-machine comparison: what our own two steps (RandomScale,
+PadToSize) and the one-pass normalisation cost or save against stock v2. Section 4 of
+``python -m benchmarks`` compares the same pipeline with the train step.
 """
 
 from __future__ import annotations
