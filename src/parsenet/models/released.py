@@ -59,8 +59,8 @@ class Release(ModelWeights):
         card = folder / f"{name}.json"
         # A card absent from an install leaves an entry that available() passes over.
         meta = json.loads(card.read_text()) if card.is_file() else {}
-        preprocessing = (Preprocessing.from_dict(meta["preprocessing"]) if meta else IMAGENET)
-        return cls(Fp16Safetensors(folder / f"{name}.safetensors"), preprocessing,
+        return cls(Fp16Safetensors(folder / f"{name}.safetensors"),
+                   Preprocessing.from_dict(meta["preprocessing"]) if meta else IMAGENET,
                    meta=meta, name=name)
 
     @property
