@@ -90,8 +90,6 @@ def _check_config(config: Config) -> Config:
     return check_config(config)
 
 
-
-
 def train(config: Config, *, resume: bool = False, overwrite: bool = False,
           dataset_factory: DatasetFactory | None = None,
           evaluate_fn: EvaluateFn | None = None) -> dict[str, Any]:
@@ -153,23 +151,7 @@ class _Training:
         # Rank-dependent seed: dropout differs across ranks; DDP makes the weights equal.
         seed_everything(t.seed + self.ctx.rank)
 
-        # The weights entry gives the preprocessing before anything is built, so each
-        # dataset is built once; the training set gives the classes, then the model is built.
-        weights = weights_of(cfg.model)
-        self.preprocessing: Preprocessing = (
-            preprocessing_by_name(cfg.model.preprocessing) if cfg.model.preprocessing
-            else weights_enum_of(cfg.model.name).preprocessing_of(weights))
-        self.train_set, self.val_set = self._datasets()
-        self.classes = list(self.train_set.classes)
-        self.palette = np.asarray(self.train_set.palette).astype(int).tolist()
-        model = build_model_from_config(cfg.model, num_classes=len(self.classes))
-        freeze(model, cfg.model.freeze)
-        self.model = model.to(self.device)
-        self.optimizer = build_optimizer(
-            self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-            new_layer_lr_mult=t.new_layer_lr_mult,
-            pretrained=pretrained_parameter_names(model, weights), bias_lr_mult=t.bias_lr_mult,
-            bias_decay=t.bias_decay)
+        self._build_data_and_model()
         self.scheduler = build_scheduler(self.optimizer, max_iterations=t.iterations,
                                          power=t.poly_power,
                                          warmup_iterations=t.warmup_iterations,
@@ -190,7 +172,7 @@ class _Training:
                      world_size=self.ctx.world_size, classes=len(self.classes),
                      train_images=len(self.train_set),
                      val_images=len(self.val_set) if self.val_set is not None else 0,
-                     parameters=sum(p.numel() for p in model.parameters()),
+                     parameters=sum(p.numel() for p in self.model.parameters()),
                      images_per_iteration=self.images_per_iteration, resumed_from=start,
                      changed_on_resume=self.resume_changes)
         if self.ctx.is_main:  # the decisions, once: in the log, and on screen with progress
@@ -202,6 +184,27 @@ class _Training:
                 tqdm.write(summary)
         self.runlog.log("event", start, event="resume" if resume else "start", **setup)
         return start
+
+    def _build_data_and_model(self) -> None:
+        """The weights entry gives the preprocessing before anything is built, so each
+        dataset is built once; the training set gives the classes, then the model is built
+        and its optimizer groups follow from what the entry filled."""
+        cfg, t = self.config, self.config.train
+        weights = weights_of(cfg.model)
+        self.preprocessing: Preprocessing = (
+            preprocessing_by_name(cfg.model.preprocessing) if cfg.model.preprocessing
+            else weights_enum_of(cfg.model.name).preprocessing_of(weights))
+        self.train_set, self.val_set = self._datasets()
+        self.classes = list(self.train_set.classes)
+        self.palette = np.asarray(self.train_set.palette).astype(int).tolist()
+        model = build_model_from_config(cfg.model, num_classes=len(self.classes))
+        freeze(model, cfg.model.freeze)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(
+            self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+            new_layer_lr_mult=t.new_layer_lr_mult,
+            pretrained=pretrained_parameter_names(model, weights), bias_lr_mult=t.bias_lr_mult,
+            bias_decay=t.bias_decay)
 
     def _datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.config.data
