@@ -67,7 +67,7 @@ from parsenet.engine.rundir import claim_out_dir, resume_changes
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
-from parsenet.models.builders import build_model_from_config
+from parsenet.models import builders  # looked up at call time: tests wrap the builder
 from parsenet.models.weights import weights_enum_of, weights_of
 from parsenet.preprocessing import Preprocessing, preprocessing_by_name
 
@@ -197,7 +197,7 @@ class _Training:
         self.train_set, self.val_set = self._datasets()
         self.classes = list(self.train_set.classes)
         self.palette = np.asarray(self.train_set.palette).astype(int).tolist()
-        model = build_model_from_config(cfg.model, num_classes=len(self.classes))
+        model = builders.build_model_from_config(cfg.model, num_classes=len(self.classes))
         freeze(model, cfg.model.freeze)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(
