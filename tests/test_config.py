@@ -87,7 +87,7 @@ def test_unquoted_off_is_the_amp_name_not_false(tmp_path):
     ("data.root=3", "data.root: 3 is not a string (expected a string)"),
     ("eval.scales=[1, x]",
      "eval.scales[1]: 'x' is not a number (expected a non-empty list of numbers > 0)"),
-    ("model.frozen_prefixes=conv1", "model.frozen_prefixes: 'conv1' is not a list "
+    ("model.freeze=conv1", "model.freeze: 'conv1' is not a list "
      "(expected a list)"),
 ])
 def test_a_wrong_type_names_key_value_and_what_is_allowed(override, message):

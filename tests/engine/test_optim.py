@@ -10,6 +10,7 @@ from parsenet.engine.optim import (
     freeze,
     lr_factor,
     param_groups,
+    stage_parameter_names,
 )
 from parsenet.layers.l2norm import L2Norm
 from parsenet.models import parsenet_vgg16
@@ -17,6 +18,11 @@ from parsenet.models import parsenet_vgg16
 
 def tiny_model(**kwargs):
     return parsenet_vgg16(num_classes=3, width=0.0625, **kwargs)
+
+
+def backbone_names(model):
+    """Every backbone parameter, found through the stage names the backbone gives."""
+    return stage_parameter_names(model, list(model.backbone.named_stages()))
 
 
 def groups_by_name(groups):
@@ -71,7 +77,7 @@ def test_new_layers_learn_ten_times_faster_than_pretrained():
     model = tiny_model()
     groups = groups_by_name(param_groups(model, lr=0.01, weight_decay=5e-4,
                                          new_layer_lr_mult=10.0,
-                                         pretrained_prefixes=["backbone."]))
+                                         pretrained=backbone_names(model)))
     assert groups["pretrained/decay"]["lr"] == 0.01
     assert groups["new/decay"]["lr"] == pytest.approx(0.1)
     assert groups["new/no_decay"]["lr"] == pytest.approx(0.1)
@@ -86,7 +92,7 @@ def test_new_layers_learn_ten_times_faster_than_pretrained():
 
 def test_no_weight_decay_on_l2norm_scales_batchnorm_and_biases():
     model = tiny_model(batch_norm=True)
-    groups = param_groups(model, lr=0.01, weight_decay=5e-4, pretrained_prefixes=["backbone."])
+    groups = param_groups(model, lr=0.01, weight_decay=5e-4, pretrained=backbone_names(model))
     decay_of = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
     checked = {"l2norm": 0, "bn": 0, "bias": 0, "conv": 0}
     for module in model.modules():
@@ -105,15 +111,16 @@ def test_no_weight_decay_on_l2norm_scales_batchnorm_and_biases():
 
 
 def test_bias_lr_mult_reproduces_caffe_two_x():
-    groups = groups_by_name(param_groups(tiny_model(), lr=0.01, weight_decay=0.0,
-                                         pretrained_prefixes=["backbone."], bias_lr_mult=2.0))
+    model = tiny_model()
+    groups = groups_by_name(param_groups(model, lr=0.01, weight_decay=0.0,
+                                         pretrained=backbone_names(model), bias_lr_mult=2.0))
     assert groups["pretrained/bias"]["lr"] == pytest.approx(0.02)
     assert groups["new/bias"]["lr"] == pytest.approx(0.2)
 
 
-def test_frozen_prefixes_are_left_out_of_the_optimizer():
+def test_frozen_stages_are_left_out_of_the_optimizer():
     model = tiny_model()
-    frozen = freeze(model, ["backbone.layers.conv1", "backbone.layers.conv2"])
+    frozen = freeze(model, ["conv1", "conv2"])
     assert len(frozen) == 8  # two stages of two convs, weight and bias each
     opt = build_optimizer(model, lr=0.01, momentum=0.9, weight_decay=5e-4)
     in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
@@ -125,7 +132,7 @@ def test_frozen_prefixes_are_left_out_of_the_optimizer():
 
 def test_everything_frozen_is_an_error():
     model = nn.Linear(2, 2)
-    freeze(model, [""])
+    model.requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
         param_groups(model, lr=0.1, weight_decay=0.0)
 
@@ -147,7 +154,7 @@ def test_fixed_policy_is_caffe_constant_rate_with_optional_warmup():
 
 
 def test_bias_decay_knob_gives_biases_the_weight_decay():
-    kwargs = dict(lr=0.01, weight_decay=5e-4, pretrained_prefixes=["backbone."])
+    kwargs = dict(lr=0.01, weight_decay=5e-4, pretrained=backbone_names(tiny_model()))
     default = groups_by_name(param_groups(tiny_model(), **kwargs))
     decayed = groups_by_name(param_groups(tiny_model(), bias_decay=True, **kwargs))
     assert default["new/bias"]["weight_decay"] == 0.0  # FCN / DeepLab: decay_mult 0
@@ -169,7 +176,7 @@ def test_summed_loss_momentum_099_tiny_rates_match_a_hand_computed_sgd(base_lr):
     x = torch.randn(2, 3, 128, 128) * 50
     y = torch.randint(0, 3, (2, 128, 128))
     opt = build_optimizer(model, lr=base_lr, momentum=0.99, weight_decay=5e-4,
-                          new_layer_lr_mult=10.0, pretrained_prefixes=["backbone."],
+                          new_layer_lr_mult=10.0, pretrained=backbone_names(model),
                           bias_lr_mult=2.0)
     sched = build_scheduler(opt, max_iterations=3, policy="fixed")
     lr_of = {id(p): g["lr"] for g in opt.param_groups for p in g["params"]}

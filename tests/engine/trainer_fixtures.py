@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 from parsenet.config import Config, DataConfig, ModelConfig, TrainConfig
-from parsenet.engine.trainer import build_dataset_default, train
+from parsenet.data.build import build_dataset
+from parsenet.engine.trainer import train
 from parsenet.preprocessing import IMAGENET
 
 CLASSES = ["background", "disc", "square"]
@@ -125,7 +126,8 @@ class Delayed(torch.utils.data.Dataset):
 def delayed_factory(delay: float):
     """The trainer's default ``build_dataset`` path, training samples delayed by ``delay``."""
     def factory(data: DataConfig, split: str, preprocessing):
-        dataset = build_dataset_default(data, split, preprocessing)
+        dataset = build_dataset(data, split, preprocessing=preprocessing,
+                                with_valid=split == "train")
         return Delayed(dataset, delay) if split == "train" and preprocessing else dataset
 
     return factory

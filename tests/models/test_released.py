@@ -49,7 +49,7 @@ def release(tmp_path_factory):
     write_release(ckpt, base / "out", "tiny", {"dataset": "test", "variant": "parsenet",
                                                "val_metrics": {"mean_iou": 0.5,
                                                                "pixel_acc": 0.6}})
-    return model, Release("tiny", root=str(base / "out")), base
+    return model, Release.from_card("tiny", root=str(base / "out")), base
 
 
 def test_release_is_fp16_and_rebuilds_the_model(release):

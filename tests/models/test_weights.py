@@ -62,3 +62,16 @@ def test_truncated_file_named_in_error(tv_vgg_path, tmp_path):
 def test_missing_file(tmp_path):
     with pytest.raises(WeightsError, match="no such weights file"):
         parsenet_vgg16(num_classes=2, weights=tmp_path / "nope.pth")
+
+
+def test_file_without_classifier_is_refused_not_half_loaded(tv_vgg_path, tmp_path):
+    net, _ = tv_vgg_path
+    features_only = tmp_path / "features.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()
+               if k.startswith("features.")}, str(features_only))
+    # A path entry fills fc6/fc7 too (the pretrained group says so): a file without them
+    # is an error rather than fc6/fc7 silently left at their initialisation.
+    with pytest.raises(WeightsError, match="features.safetensors: no classifier"):
+        parsenet_vgg16(num_classes=2, weights=features_only)

@@ -136,6 +136,12 @@ class EfficientNetLite(nn.Module):
                              for t in self.taps}
         self.input_multiple = stride * 1  # product of the strides actually applied
 
+    def named_stages(self) -> dict[str, nn.Module]:
+        """Stage name -> module (``stem``, ``stage1`` ... ``stage7``, ``head``), for weights'
+        ``fills`` and ``model.freeze``."""
+        return {"stem": self.stem, **{f"stage{i + 1}": s for i, s in enumerate(self.stages)},
+                "head": self.head}
+
     def tap_stride(self, tap: str) -> int:
         """Stride of ``tap`` before it is brought onto the output grid."""
         i = _TAP_AT[tap][0]

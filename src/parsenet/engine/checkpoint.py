@@ -123,14 +123,15 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
                ) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model stored in a checkpoint and load its weights; returns (model, meta).
 
-    The model is built by name from the stored config with ``weights=None`` (the state dict
-    supplies every weight) and its ``preprocessing`` is the stored one. It is returned in
-    eval mode on ``device``. ``meta`` has ``config`` (dict), ``classes``, ``palette``,
-    ``preprocessing`` (dict), ``iteration`` and ``best_mean_iou``.
+    The model is built by name from the stored config, its weights a whole-model entry of
+    the stored state and preprocessing (so ``model.preprocessing`` is the stored one). It is
+    returned in eval mode on ``device``. ``meta`` has ``config`` (dict), ``classes``,
+    ``palette``, ``preprocessing`` (dict), ``iteration`` and ``best_mean_iou``.
     """
     from parsenet.config import ConfigError, config_from_dict
     from parsenet.models import build_model
     from parsenet.preprocessing import Preprocessing
+    from parsenet.weights_api import InMemory, ModelWeights
 
     state = load_checkpoint(path)
     try:
@@ -138,14 +139,13 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     except ConfigError as e:
         raise CheckpointError(f"{path}: stored config does not fit this version: {e}") from None
     args = dict(config.model.args)
-    args["weights"] = None
+    args["weights"] = ModelWeights(InMemory(state["model"], str(path)),
+                                   Preprocessing.from_dict(state["preprocessing"]))
     try:
         model = build_model(config.model.name, num_classes=len(state["classes"]), **args)
-        model.load_state_dict(state["model"])
     except (ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: weights do not fit model {config.model.name!r}: "
                               f"{str(e).splitlines()[0]}") from None
-    model.preprocessing = Preprocessing.from_dict(state["preprocessing"])
     model.to(device).eval()
     meta = {
         "config": state["config"],

@@ -1,11 +1,13 @@
 """Parameter groups and the poly learning-rate schedule of ParseNet / DeepLab.
 
-Groups. Parameters whose names start with one of ``pretrained_prefixes`` learn at the base
-rate; every other parameter belongs to a layer that starts from scratch ("new layers": the
+Groups. The ``pretrained`` parameters (:func:`pretrained_parameter_names`: the backbone stages
+the weights entry filled, every parameter for a whole-model entry) learn at the base rate;
+every other parameter belongs to a layer that starts from scratch ("new layers": the
 classifier, the L2Norm scales, ...) and learns ``new_layer_lr_mult`` times faster (the
 10x of DeepLab's prototxts, where fc8 has ``lr_mult: 10``; the paper states no multiplier,
-and FCN's score layers learn at 1x). Parameters under ``frozen_prefixes`` get
-``requires_grad=False`` and are left out of the optimizer.
+and FCN's score layers learn at 1x). The parameters of the backbone stages ``model.freeze``
+names get ``requires_grad=False`` and are left out of the optimizer (:func:`freeze`).
+Stages are named by the backbone (``named_stages()``), never by module path.
 
 Weight decay is not applied to biases, to normalisation parameters (BatchNorm / GroupNorm /
 LayerNorm affine terms) and to the L2Norm scales. Decay is a prior that weights are small;
@@ -29,7 +31,7 @@ the FCN solvers (Baselines A-C) use.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import torch
@@ -39,9 +41,11 @@ from torch.optim.lr_scheduler import LambdaLR
 from parsenet.choices import LR_POLICIES
 from parsenet.errors import ConfigError
 from parsenet.layers.l2norm import L2Norm
+from parsenet.weights_api import ModelWeights, Weights
 
 __all__ = ["param_groups", "build_optimizer", "PolyLR", "FixedLR", "LR_POLICIES",
-           "lr_factor", "build_scheduler", "freeze"]
+           "lr_factor", "build_scheduler", "freeze", "stage_parameter_names",
+           "pretrained_parameter_names"]
 
 
 _NORM_TYPES: tuple[type[nn.Module], ...] = (
@@ -49,17 +53,36 @@ _NORM_TYPES: tuple[type[nn.Module], ...] = (
 )
 
 
-def _matches(name: str, prefixes: Iterable[str]) -> bool:
-    return any(name.startswith(p) for p in prefixes)
+def stage_parameter_names(model: nn.Module, stages: Sequence[str],
+                          key: str = "model.freeze") -> list[str]:
+    """Names (in ``model``) of the parameters of the backbone stages ``stages``.
+
+    An unknown stage is a :class:`ConfigError` naming ``key`` and the backbone's stages.
+    """
+    named = model.backbone.named_stages()
+    unknown = [s for s in stages if s not in named]
+    if unknown:
+        raise ConfigError(f"{key}: {unknown[0]!r} is not a stage of the "
+                          f"{type(model.backbone).__name__} (stages: {', '.join(named)})")
+    owner = {id(p): s for s in stages for p in named[s].parameters()}
+    return [name for name, p in model.named_parameters() if id(p) in owner]
 
 
-def freeze(model: nn.Module, frozen_prefixes: Sequence[str]) -> list[str]:
-    """Set ``requires_grad=False`` on parameters under ``frozen_prefixes``; return their names."""
-    frozen = []
+def pretrained_parameter_names(model: nn.Module, weights: Weights | None) -> list[str]:
+    """The parameters ``weights`` filled: its stages; all of them for a whole model."""
+    if weights is None:
+        return []
+    if isinstance(weights, ModelWeights):
+        return [name for name, _ in model.named_parameters()]
+    return stage_parameter_names(model, weights.fills, key="model.args.weights")
+
+
+def freeze(model: nn.Module, stages: Sequence[str]) -> list[str]:
+    """Set ``requires_grad=False`` on the backbone stages ``stages``; return the names."""
+    frozen = stage_parameter_names(model, stages) if stages else []
     for name, p in model.named_parameters():
-        if _matches(name, frozen_prefixes):
+        if name in frozen:
             p.requires_grad_(False)
-            frozen.append(name)
     return frozen
 
 
@@ -69,15 +92,17 @@ def param_groups(
     lr: float,
     weight_decay: float,
     new_layer_lr_mult: float = 10.0,
-    pretrained_prefixes: Sequence[str] = (),
+    pretrained: Collection[str] = (),
     bias_lr_mult: float = 1.0,
     bias_decay: bool = False,
 ) -> list[dict[str, Any]]:
     """Split trainable parameters into optimizer groups (see the module docstring).
 
+    ``pretrained``: names of the parameters that start from pretrained weights.
     Each group has ``params``, ``lr``, ``weight_decay`` and a ``name`` such as
     ``"pretrained/decay"``, ``"new/no_decay"`` or ``"new/bias"``. Empty groups are dropped.
     """
+    pretrained = set(pretrained)
     groups: dict[str, dict[str, Any]] = {}
     for module_name, module in model.named_modules():
         is_norm = isinstance(module, _NORM_TYPES)
@@ -85,7 +110,7 @@ def param_groups(
             if not p.requires_grad:
                 continue
             name = f"{module_name}.{pname}" if module_name else pname
-            origin = "pretrained" if _matches(name, pretrained_prefixes) else "new"
+            origin = "pretrained" if name in pretrained else "new"
             group_lr = lr if origin == "pretrained" else lr * new_layer_lr_mult
             is_bias = pname == "bias"
             if is_bias and not is_norm:
@@ -101,20 +126,20 @@ def param_groups(
             )
             group["params"].append(p)
     if not groups:
-        # A ConfigError (a ValueError too): model.frozen_prefixes froze every parameter.
-        raise ConfigError("model.frozen_prefixes: the model has no trainable parameters left "
+        # A ConfigError (a ValueError too): model.freeze froze every parameter.
+        raise ConfigError("model.freeze: the model has no trainable parameters left "
                           "(every parameter is frozen)")
     return list(groups.values())
 
 
 def build_optimizer(model: nn.Module, *, lr: float, momentum: float, weight_decay: float,
-                    new_layer_lr_mult: float = 10.0, pretrained_prefixes: Sequence[str] = (),
+                    new_layer_lr_mult: float = 10.0, pretrained: Collection[str] = (),
                     bias_lr_mult: float = 1.0, bias_decay: bool = False) -> torch.optim.SGD:
     """SGD with momentum over :func:`param_groups` (PyTorch's SGD is Caffe's: v = m v + g,
     w -= lr v, with the weight decay added to g)."""
     groups = param_groups(model, lr=lr, weight_decay=weight_decay,
                           new_layer_lr_mult=new_layer_lr_mult,
-                          pretrained_prefixes=pretrained_prefixes, bias_lr_mult=bias_lr_mult,
+                          pretrained=pretrained, bias_lr_mult=bias_lr_mult,
                           bias_decay=bias_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum)
 

@@ -55,28 +55,28 @@ from parsenet.config import (
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
-from parsenet.engine.optim import build_optimizer, build_scheduler, freeze, lr_factor
+from parsenet.engine.optim import (
+    build_optimizer,
+    build_scheduler,
+    freeze,
+    lr_factor,
+    pretrained_parameter_names,
+)
 from parsenet.engine.precision import resolve_amp, resolve_device
 from parsenet.engine.rundir import claim_out_dir, resume_changes
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
+from parsenet.models import builders  # looked up at call time: tests wrap the builder
+from parsenet.models.weights import weights_enum_of, weights_of
 from parsenet.preprocessing import Preprocessing, preprocessing_by_name
 
 __all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
 
 log = logging.getLogger(__name__)
 
-DatasetFactory = Callable[[DataConfig, str, "Preprocessing | None"], Dataset]
+DatasetFactory = Callable[[DataConfig, str, Preprocessing], Dataset]
 EvaluateFn = Callable[..., dict]
-
-
-def build_dataset_default(data: DataConfig, split: str, preprocessing: Preprocessing | None
-                          ) -> Dataset:
-    from parsenet.data.build import build_dataset
-
-    # Training items carry the validity mask of their crop padding (pool6 leaves it out).
-    return build_dataset(data, split, preprocessing=preprocessing, with_valid=split == "train")
 
 
 def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) -> dict:
@@ -88,8 +88,6 @@ def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) ->
 def _check_config(config: Config) -> Config:
     # Fields assigned in Python are not checked on assignment: check them all again here.
     return check_config(config)
-
-
 
 
 def train(config: Config, *, resume: bool = False, overwrite: bool = False,
@@ -107,8 +105,8 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     refused.
 
     ``dataset_factory(data_config, split, preprocessing)`` and ``evaluate_fn(model, dataset,
-    **kwargs)`` default to :func:`parsenet.data.build.build_dataset` and
-    :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
+    **kwargs)`` default to :func:`parsenet.data.build.build_datasets` (each split listed
+    once) and :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
     """
     config = _check_config(config)
     device = resolve_device(config.train.device)
@@ -118,7 +116,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     lock = None
     try:
         lock = claim_out_dir(config.train.out_dir, ctx, resume=resume, overwrite=overwrite)
-        return _Training(config, ctx, device, dataset_factory or build_dataset_default,
+        return _Training(config, ctx, device, dataset_factory,
                          evaluate_fn or evaluate_default).run(resume)
     finally:
         if lock is not None:
@@ -128,7 +126,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
 
 class _Training:
     def __init__(self, config: Config, ctx: dist_utils.DistContext, device: torch.device,
-                 dataset_factory: DatasetFactory, evaluate_fn: EvaluateFn) -> None:
+                 dataset_factory: DatasetFactory | None, evaluate_fn: EvaluateFn) -> None:
         self.config, self.ctx, self.device = config, ctx, device
         self.dataset_factory, self.evaluate_fn = dataset_factory, evaluate_fn
         t = config.train
@@ -153,27 +151,7 @@ class _Training:
         # Rank-dependent seed: dropout differs across ranks; DDP makes the weights equal.
         seed_everything(t.seed + self.ctx.rank)
 
-        # Datasets: a first look gives the classes, the model gives the preprocessing.
-        probe = self.dataset_factory(cfg.data, "train", None)
-        self.classes = list(probe.classes)
-        self.palette = np.asarray(probe.palette).astype(int).tolist()
-        from parsenet.models.builders import build_model_from_config
-
-        model = build_model_from_config(cfg.model, num_classes=len(self.classes))
-        if cfg.model.preprocessing is not None:  # the config overrides the weights' own
-            model.preprocessing = preprocessing_by_name(cfg.model.preprocessing)
-        self.preprocessing: Preprocessing = model.preprocessing
-        self.train_set = self.dataset_factory(cfg.data, "train", self.preprocessing)
-        self.val_set = (self.dataset_factory(cfg.data, "val", self.preprocessing)
-                        if cfg.data.val_split else None)
-
-        freeze(model, cfg.model.frozen_prefixes)
-        self.model = model.to(self.device)
-        self.optimizer = build_optimizer(
-            self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-            new_layer_lr_mult=t.new_layer_lr_mult,
-            pretrained_prefixes=cfg.model.pretrained_prefixes, bias_lr_mult=t.bias_lr_mult,
-            bias_decay=t.bias_decay)
+        self._build_data_and_model()
         self.scheduler = build_scheduler(self.optimizer, max_iterations=t.iterations,
                                          power=t.poly_power,
                                          warmup_iterations=t.warmup_iterations,
@@ -194,7 +172,7 @@ class _Training:
                      world_size=self.ctx.world_size, classes=len(self.classes),
                      train_images=len(self.train_set),
                      val_images=len(self.val_set) if self.val_set is not None else 0,
-                     parameters=sum(p.numel() for p in model.parameters()),
+                     parameters=sum(p.numel() for p in self.model.parameters()),
                      images_per_iteration=self.images_per_iteration, resumed_from=start,
                      changed_on_resume=self.resume_changes)
         if self.ctx.is_main:  # the decisions, once: in the log, and on screen with progress
@@ -206,6 +184,39 @@ class _Training:
                 tqdm.write(summary)
         self.runlog.log("event", start, event="resume" if resume else "start", **setup)
         return start
+
+    def _build_data_and_model(self) -> None:
+        """The weights entry gives the preprocessing before anything is built, so each
+        dataset is built once; the training set gives the classes, then the model is built
+        and its optimizer groups follow from what the entry filled."""
+        cfg, t = self.config, self.config.train
+        weights = weights_of(cfg.model)
+        self.preprocessing: Preprocessing = (
+            preprocessing_by_name(cfg.model.preprocessing) if cfg.model.preprocessing
+            else weights_enum_of(cfg.model.name).preprocessing_of(weights))
+        self.train_set, self.val_set = self._datasets()
+        self.classes = list(self.train_set.classes)
+        self.palette = np.asarray(self.train_set.palette).astype(int).tolist()
+        model = builders.build_model_from_config(cfg.model, num_classes=len(self.classes))
+        freeze(model, cfg.model.freeze)
+        self.model = model.to(self.device)
+        self.optimizer = build_optimizer(
+            self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+            new_layer_lr_mult=t.new_layer_lr_mult,
+            pretrained=pretrained_parameter_names(model, weights), bias_lr_mult=t.bias_lr_mult,
+            bias_decay=t.bias_decay)
+
+    def _datasets(self) -> tuple[Dataset, Dataset | None]:
+        data = self.config.data
+        if self.dataset_factory is None:  # each split's folders listed once
+            from parsenet.data.build import build_datasets
+
+            # Training items carry the validity mask of their crop padding (pool6 leaves
+            # it out).
+            return build_datasets(data, self.preprocessing, with_valid=True)
+        return (self.dataset_factory(data, "train", self.preprocessing),
+                self.dataset_factory(data, "val", self.preprocessing) if data.val_split
+                else None)
 
     def _resume(self) -> int:
         state = ckpt.load_checkpoint(self.last_path)

