@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from parsenet.apps.summary import model_summary
 from parsenet.cli import build_parser, main
 from parsenet.config import Config, config_to_dict
 from parsenet.models import parsenet_vgg16
-from parsenet.summary import model_summary
 
 CLASSES = ["sky", "ground", "thing"]
 COMMANDS = ("models", "train", "eval", "predict", "export", "summary", "demo", "study", "bench",

@@ -104,7 +104,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from parsenet.tasks import evaluate_checkpoint, format_metrics
+    from parsenet.apps.tasks import evaluate_checkpoint, format_metrics
 
     split, overrides = args.split, list(args.set)
     if args.data_root is not None:  # any folder-layout dataset; the split is a folder name
@@ -125,7 +125,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from parsenet.tasks import predict_images
+    from parsenet.apps.tasks import predict_images
 
     result = predict_images(_source(args), args.inputs, args.out, backend=args.backend,
                             mode=args.mode, device=args.device,
@@ -146,7 +146,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from parsenet.tasks import export_checkpoint
+    from parsenet.apps.tasks import export_checkpoint
 
     result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check)
     print(f"exported {result['path']} ({result['format']}, {result['exporter']} exporter)")
@@ -156,7 +156,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from parsenet.summary import format_table, variants_table
+    from parsenet.apps.summary import format_table, variants_table
 
     print(format_table(variants_table(args.size, args.num_classes)))
     return 0
@@ -175,7 +175,7 @@ def _optional(module: str, attribute: str, what: str) -> Callable[..., Any]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    run_demo = _optional("parsenet.demo", "run_demo", "the demo")
+    run_demo = _optional("parsenet.apps.demo", "run_demo", "the demo")
     kwargs: dict[str, Any] = {"config": args.config, "overrides": args.set}
     if args.seed is not None:
         kwargs["seed"] = args.seed

@@ -51,7 +51,7 @@ def named_checkpoints(name: str, *, demo_dir: str | os.PathLike = DEMO_DIR
     from parsenet.models.released import released
 
     if name == "demo":
-        from parsenet.demo import MODELS, TITLES
+        from parsenet.apps.demo import MODELS, TITLES
 
         root = Path(demo_dir)
         pairs = [(TITLES[m], root / m / "checkpoints" / "last.pt") for m in MODELS]
