@@ -128,7 +128,7 @@ def test_predict_writes_labels_and_overlays(checkpoint, tmp_path, capsys):
     from parsenet.data.decode import read_image
     from parsenet.engine.checkpoint import load_model
 
-    model, _ = load_model(checkpoint)
+    model = load_model(checkpoint).model
     with torch.no_grad():
         x = model.preprocessing(read_image(images / "b.png")).unsqueeze(0)
         expected = model(x).argmax(1)[0].numpy()

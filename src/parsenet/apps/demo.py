@@ -224,9 +224,10 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
         results[name] = train(c, resume=resumed, overwrite=not resumed)
 
     classes = list(results["parsenet"]["metrics"].get("classes") or [])
-    models = {name: load_model(results[name]["last_checkpoint"])[0] for name in MODELS}
+    loaded = {name: load_model(results[name]["last_checkpoint"]) for name in MODELS}
+    models = {name: loaded[name].model for name in MODELS}
     val_cfg = cfg.data
-    test_set = build_dataset(val_cfg, "val", preprocessing=models["parsenet"].preprocessing)
+    test_set = build_dataset(val_cfg, "val", preprocessing=loaded["parsenet"].preprocessing)
     raw_test = build_dataset(val_cfg, "val")
     classes = classes or list(test_set.classes)
 

@@ -24,6 +24,7 @@ import errno
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from parsenet.config import Config, ConfigError, config_from_dict
 from parsenet.errors import CheckpointError  # noqa: F401  (re-exported)
+from parsenet.models import build_model
+from parsenet.preprocessing import Preprocessing
 from parsenet.safe_load import load_weights_only
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint",
-           "load_model", "check_resumable", "rng_state", "set_rng_state"]
+           "load_model", "LoadedModel", "palette_tuple", "check_resumable", "rng_state",
+           "set_rng_state"]
 
 CHECKPOINT_FORMAT = 1
 _REQUIRED = ("format", "iteration", "model", "config", "classes", "preprocessing")
@@ -119,19 +124,28 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
-               ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint and load its weights; returns (model, meta).
+@dataclass(frozen=True)
+class LoadedModel:
+    """A trained model with what was stored beside its weights, checked once on loading:
+    callers read these fields rather than parsing the stored config again."""
+
+    model: nn.Module  # in eval mode, on the device it was loaded to
+    config: Config  # the run's resolved config
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...] | None  # K x RGB; None: the dataset had none
+    preprocessing: Preprocessing  # how the weights want their images prepared
+    iteration: int  # completed training iterations
+    best_mean_iou: float | None = None  # best validation mean IoU of the run, if it had one
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model stored in a checkpoint and load its weights.
 
     The model is built by name from the stored config with ``weights=None`` (the state dict
     supplies every weight) and its ``preprocessing`` is the stored one. It is returned in
-    eval mode on ``device``. ``meta`` has ``config`` (dict), ``classes``, ``palette``,
-    ``preprocessing`` (dict), ``iteration`` and ``best_mean_iou``.
+    eval mode on ``device``, with the checkpoint's config, classes, palette, preprocessing,
+    iteration and best validation mean IoU (:class:`LoadedModel`).
     """
-    from parsenet.config import ConfigError, config_from_dict
-    from parsenet.models import build_model
-    from parsenet.preprocessing import Preprocessing
-
     state = load_checkpoint(path)
     try:
         config = config_from_dict(state["config"], where="")  # the message names path
@@ -145,17 +159,18 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
     except (ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: weights do not fit model {config.model.name!r}: "
                               f"{str(e).splitlines()[0]}") from None
-    model.preprocessing = Preprocessing.from_dict(state["preprocessing"])
+    preprocessing = Preprocessing.from_dict(state["preprocessing"])
+    model.preprocessing = preprocessing
     model.to(device).eval()
-    meta = {
-        "config": state["config"],
-        "classes": list(state["classes"]),
-        "palette": state.get("palette"),
-        "preprocessing": state["preprocessing"],
-        "iteration": int(state["iteration"]),
-        "best_mean_iou": state.get("best_mean_iou"),
-    }
-    return model, meta
+    return LoadedModel(model=model, config=config, classes=tuple(state["classes"]),
+                       palette=palette_tuple(state.get("palette")),
+                       preprocessing=preprocessing, iteration=int(state["iteration"]),
+                       best_mean_iou=state.get("best_mean_iou"))
+
+
+def palette_tuple(palette: Any) -> tuple[tuple[int, int, int], ...] | None:
+    """A stored K x 3 palette (lists) as tuples, so that a :class:`LoadedModel` is immutable."""
+    return None if palette is None else tuple(tuple(int(v) for v in rgb) for rgb in palette)
 
 
 def _differences(stored: Any, here: Any, where: str) -> list[str]:

@@ -205,14 +205,13 @@ def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, An
     at the run's evaluation scale."""
     import torch.nn.functional as F
 
-    from parsenet.config import config_from_dict
     from parsenet.data.build import build_dataset
     from parsenet.engine.checkpoint import load_model
     from parsenet.viz import feature_norms
 
-    model, meta = load_model(path / "checkpoints" / "last.pt")
-    config = config_from_dict(meta["config"])
-    dataset = build_dataset(config.data, "val", preprocessing=model.preprocessing)
+    loaded = load_model(path / "checkpoints" / "last.pt")
+    model, config = loaded.model, loaded.config
+    dataset = build_dataset(config.data, "val", preprocessing=loaded.preprocessing)
     scale = config.eval.scales[0] if config.eval.mode == "multiscale" else 1.0
     count = min(images, len(dataset))
     batch = [dataset[i][0].unsqueeze(0) for i in range(count)]

@@ -134,33 +134,26 @@ def load_served_models(checkpoints: Sequence[tuple[str | None, Any]]
                        ) -> list[ServedModel]:
     """Load (title, checkpoint) pairs on the CPU; a None title becomes the run's config name
     (or the file name). One or two models: the page compares at most two."""
-    from parsenet.config import config_from_dict
+    from parsenet.apps.tasks import load_source
     from parsenet.data.palette import voc_palette
-    from parsenet.engine.checkpoint import load_model
-    from parsenet.models.released import Release, load_released
+    from parsenet.models.released import Release
 
     if not 1 <= len(checkpoints) <= 2:
         raise UsageError(f"serve shows one or two models, got {len(checkpoints)} checkpoints")
 
     loaded = []
     for title, source in checkpoints:
-        if isinstance(source, Release):
-            model, meta = load_released(source)
-            path: Path = Path("released") / source.name
-        else:
-            path = Path(source)
-            model, meta = load_model(path, device="cpu")
-        # load_model has checked the stored config; this fills in the defaults it omits.
-        config = config_from_dict(meta["config"], f"{path}: config")
+        bundle, _ = load_source(source)
+        path = Path("released") / source.name if isinstance(source, Release) else Path(source)
+        config = bundle.config
         ev = config.eval
-        classes = list(meta["classes"])
-        palette = meta["palette"] if meta.get("palette") is not None else voc_palette(
-            len(classes))
+        classes = list(bundle.classes)
+        palette = bundle.palette if bundle.palette is not None else voc_palette(len(classes))
         options = {"window": ev.window, "stride": ev.stride, "scales": tuple(ev.scales),
                    "flip": ev.flip}
         loaded.append(ServedModel(
             name=title or config.name or path.stem, checkpoint=path,
-            model=model, classes=classes,
+            model=bundle.model, classes=classes,
             palette=np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:len(classes)],
             mode=ev.mode, options=options))
     for served, title in zip(loaded, _unique_titles([m.name for m in loaded]), strict=True):
