@@ -156,9 +156,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
-    from parsenet.apps.summary import format_table, variants_table
+    from parsenet.apps.summary import format_variants, variants_table
 
-    print(format_table(variants_table(args.size, args.num_classes)))
+    print(format_variants(variants_table(args.size, args.num_classes)))
     return 0
 
 

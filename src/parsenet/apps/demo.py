@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from parsenet.apps.tables import format_text_table
 from parsenet.config import Config, load_config
 from parsenet.data.synthetic import (
     AMBIGUOUS_PAIRS,
@@ -40,7 +41,7 @@ from parsenet.data.synthetic import (
     min_cue_distance,
 )
 
-__all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_table",
+__all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comparison",
            "BASELINE_CHANGES"]
 
 # The only difference between the two models: no context branch, no L2Norm.
@@ -105,18 +106,14 @@ def _row_values(metrics: dict[str, Any], classes: list[str]) -> dict[str, float 
     return {k: None if np.isnan(v) else 100.0 * float(v) for k, v in values.items()}
 
 
-def format_table(rows: dict[str, dict[str, float | None]], extra: dict[str, dict[str, str]]) -> str:
+def format_comparison(rows: dict[str, dict[str, float | None]],
+                      extra: dict[str, dict[str, str]]) -> str:
     """Side-by-side table: one line per figure, one column per model."""
-    names = list(next(iter(rows.values())))
-    width = max(len(n) for n in list(names) + list(next(iter(extra.values()))))
-    head = f"{'':<{width}}  " + "  ".join(f"{TITLES[m]:>9}" for m in rows)
-    lines = [head, "-" * len(head)]
-    for n in names:
-        lines.append(f"{n:<{width}}  " + "  ".join(
-            f"{'-' if rows[m][n] is None else format(rows[m][n], '.1f'):>9}" for m in rows))
-    for n in next(iter(extra.values())):
-        lines.append(f"{n:<{width}}  " + "  ".join(f"{extra[m][n]:>9}" for m in rows))
-    return "\n".join(lines)
+    cells = [[n, *('-' if rows[m][n] is None else format(rows[m][n], '.1f') for m in rows)]
+             for n in next(iter(rows.values()))]
+    cells += [[n, *(extra[m][n] for m in rows)] for n in next(iter(extra.values()))]
+    return "\n".join(format_text_table(["", *(TITLES[m] for m in rows)], cells,
+                                        [None, *(9 for _ in rows)], rule="line"))
 
 
 def _ambiguous_mean(row: dict[str, float | None]) -> float:
@@ -257,7 +254,7 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
               f"{' + BatchNorm' if cfg.model.args.get('batch_norm') else ''}\n"
               f"precision {results['parsenet']['amp']} (train.amp={cfg.train.amp}) on a "
               f"{cpu_kind()} CPU, {torch.get_num_threads()} threads")
-    table = format_table(rows, extra)
+    table = format_comparison(rows, extra)
     clearance = SyntheticParams.from_kwargs(cfg.data.synthetic).cue_clearance
     summary = _verdict(rows, gain, erf, min_cue_distance(clearance))
     norm_lines = "feature norms (mean per pixel, before -> after L2Norm): " + ", ".join(

@@ -13,6 +13,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from parsenet.apps.tables import format_text_table
 from parsenet.config import Config, config_from_dict, config_to_dict, load_config
 from parsenet.data.build import build_dataset
 from parsenet.engine.checkpoint import LoadedModel, load_model
@@ -111,13 +112,10 @@ def format_metrics(metrics: dict[str, Any], classes: Sequence[str]) -> str:
     lines = [f"pixel acc {_pct(metrics['pixel_acc'])}   mean acc {_pct(metrics['mean_acc'])}   "
              f"mean IoU {_pct(metrics['mean_iou'])}   f.w. IoU {_pct(metrics['fw_iou'])}"
              f"   ({metrics.get('images', '?')} images, {metrics.get('mode', 'whole')})", ""]
-    width = max([len("class")] + [len(c) for c in classes])
-    lines.append(f"{'class':<{width}}  {'IoU':>6}  {'acc':>6}  {'pixels':>10}")
     confusion = metrics.get("confusion")
-    for i, name in enumerate(classes):
-        pixels = sum(confusion[i]) if confusion else 0
-        lines.append(f"{name:<{width}}  {_pct(metrics['per_class_iou'][i])}  "
-                     f"{_pct(metrics['per_class_acc'][i])}  {pixels:>10d}")
+    cells = [[name, _pct(metrics["per_class_iou"][i]), _pct(metrics["per_class_acc"][i]),
+              str(sum(confusion[i]) if confusion else 0)] for i, name in enumerate(classes)]
+    lines += format_text_table(["class", "IoU", "acc", "pixels"], cells, [None, 6, 6, 10])
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parsenet.apps.tables import format_markdown_table
 from parsenet.study.paper import PaperRow, format_figures
 from parsenet.study.runner import (
     METRICS,
@@ -122,17 +123,15 @@ def _norm_cell(row: dict[str, Any]) -> str:
 
 def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
     """A Markdown table: ours (mean ± sample std over finished seeds) beside the paper's."""
-    head = ("| variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | wall (min/run) "
-            "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale) "
-            f"| {PAPER_HEADER} |")
-    lines = [head, "|" + " --- |" * 9]
-    for row in rows:
-        wall = f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-"
-        seeds = f"{row['finished']}/{len(row['runs'])}"
-        lines.append(f"| {row['label']} | {seeds} | "
-                     + " | ".join(_cell(row, m) for m in METRICS)
-                     + f" | {wall} | {_norm_cell(row)} | {_paper_cell(row)} |")
-    return "\n".join(lines)
+    header = ["variant", "seeds", "pixel acc", "mean acc", "mean IU", "f.w. IU",
+              "wall (min/run)",
+              "feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale)",
+              PAPER_HEADER]
+    cells = [[row["label"], f"{row['finished']}/{len(row['runs'])}",
+              *(_cell(row, m) for m in METRICS),
+              f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-", _norm_cell(row),
+              _paper_cell(row)] for row in rows]
+    return "\n".join(format_markdown_table(header, cells))
 
 
 def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
