@@ -36,6 +36,7 @@ import torchvision.transforms.v2.functional as F
 from torch import Tensor
 from torchvision import tv_tensors
 
+from parsenet.labels import IGNORE_INDEX
 from parsenet.preprocessing import IMAGENET, Preprocessing
 
 try:  # optional: a faster resize for the hot path; torchvision is the fallback
@@ -117,7 +118,7 @@ class RandomScaleCrop(v2.Transform):
 
     def __init__(self, crop_size: int | Sequence[int] | None,
                  scale_range: Sequence[float] = (0.5, 2.0),
-                 image_fill: Sequence[int] = (0, 0, 0), mask_fill: int = 255) -> None:
+                 image_fill: Sequence[int] = (0, 0, 0), mask_fill: int = IGNORE_INDEX) -> None:
         super().__init__()
         crop = (None if crop_size is None else (crop_size, crop_size)
                 if isinstance(crop_size, int) else tuple(crop_size))
