@@ -23,10 +23,10 @@ import errno
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from parsenet.choices import EVAL_MODES as MODES
+from parsenet.apps.checkout import repo_root
+from parsenet.choices import EVAL_MODES
 from parsenet.errors import UsageError
 
 __all__ = ["main", "build_parser"]
@@ -244,12 +244,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _repo_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    root = _repo_root()
+    root = repo_root()
     if not (root / "benchmarks" / "__main__.py").is_file():
         raise _Unavailable("the benchmarks are not available: they live in the source "
                            "repository (benchmarks/), not in the installed package")
@@ -307,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "model's classes; --split then names a folder there")
     p.add_argument("--split", default="val",
                    help="train | val (the config's splits), or with --data-root any split")
-    p.add_argument("--mode", default=None, choices=MODES,
+    p.add_argument("--mode", default=None, choices=EVAL_MODES,
                    help="default: the config's eval.mode (whole, as the paper)")
     p.add_argument("--out", default=None,
                    help="JSON file (default: next to the checkpoint)")
@@ -325,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--onnx-cache", default=None, metavar="DIR",
                    help="folder to keep the ONNX export in (verified by hash, rebuilt when "
                         "corrupt); without it an ONNX export is temporary")
-    p.add_argument("--mode", default=None, choices=(*MODES, "auto"),
+    p.add_argument("--mode", default=None, choices=(*EVAL_MODES, "auto"),
                    help="default auto: whole images when they fit in --memory-budget, else "
                         "sliding windows")
     p.add_argument("--memory-budget", type=float, default=2.0, metavar="GB",

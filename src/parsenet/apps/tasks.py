@@ -20,6 +20,7 @@ from parsenet.engine.checkpoint import LoadedModel, load_model
 from parsenet.engine.export import check_export, export_onnx, export_torchscript, make_predictor
 from parsenet.engine.inference import evaluate
 from parsenet.engine.memory import DEFAULT_BUDGET_GB, ONNX_OVERHEAD, InferenceMemory
+from parsenet.engine.runlog import to_jsonable
 from parsenet.errors import ParseNetError, UsageError
 from parsenet.models.released import Release, load_released
 from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionJob
@@ -29,17 +30,6 @@ __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_s
            "collect_named_images", "format_metrics", "IMAGE_SUFFIXES", "OVERLAY_MAX_SIDE"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
-
-
-def _jsonable(value: Any) -> Any:
-    """NaN (absent classes) to None, tuples to lists: strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _config_for(loaded: LoadedModel, config_path: str | os.PathLike | None,
@@ -98,7 +88,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
               "mode": mode, "data_root": str(cfg.data.root), "classes": classes,
               "metrics": metrics}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    out.write_text(json.dumps(to_jsonable(result), indent=1) + "\n")  # NaN (absent) -> null
     result["json"] = str(out)
     return result
 

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from tqdm.auto import tqdm
 
+from parsenet.apps.checkout import repo_root
 from parsenet.config import ConfigError, load_config
 from parsenet.study.paper import PaperFigures, PaperRow, load_paper_figures
 
@@ -53,7 +54,7 @@ def _spec_path(spec_file: str | Path) -> Path:
     path = Path(spec_file)
     if not path.is_file() and not path.is_absolute():
         # Called from elsewhere than the repo root: look next to the package's checkout.
-        path = Path(__file__).resolve().parents[3] / spec_file
+        path = repo_root() / spec_file
     if not path.is_file():
         raise ConfigError(f"{spec_file}: study spec not found (run from the repo root)")
     return path
