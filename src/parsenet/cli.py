@@ -259,45 +259,49 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="parsenet", description="ParseNet (Liu, Rabinovich, Berg 2015): train, evaluate, "
-        "predict and export semantic segmentation models.")
-    parser.add_argument("--traceback", action="store_true",
-                        help="show the full traceback of errors")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+Subparsers = Any  # argparse's _SubParsersAction, private in typeshed
 
-    def add(name: str, func: Callable[[argparse.Namespace], int], help_: str
-            ) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help_, description=help_)
-        p.set_defaults(func=func)
-        return p
 
-    def sets(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a config value, e.g. train.iterations=500 (repeatable)")
+def _add(sub: Subparsers, name: str, func: Callable[[argparse.Namespace], int], help_: str
+         ) -> argparse.ArgumentParser:
+    p = sub.add_parser(name, help=help_, description=help_)
+    p.set_defaults(func=func)
+    return p
 
-    def model_source(p: argparse.ArgumentParser) -> None:
-        which = p.add_mutually_exclusive_group(required=True)
-        which.add_argument("--checkpoint", help="a training checkpoint (.pt)")
-        which.add_argument("--model", help="a released model (see `parsenet models`)")
 
-    p = add("models", cmd_models, "list the released (pretrained, shipped) models")
+def _add_sets(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config value, e.g. train.iterations=500 (repeatable)")
 
-    p = add("train", cmd_train, "train a model from a config file")
+
+def _add_model_source(p: argparse.ArgumentParser) -> None:
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checkpoint", help="a training checkpoint (.pt)")
+    which.add_argument("--model", help="a released model (see `parsenet models`)")
+
+
+def _add_models(sub: Subparsers) -> None:
+    _add(sub, "models", cmd_models, "list the released (pretrained, shipped) models")
+
+
+def _add_train(sub: Subparsers) -> None:
+    p = _add(sub, "train", cmd_train, "train a model from a config file")
     p.add_argument("--config", required=True, help="YAML config file")
-    sets(p)
+    _add_sets(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from <out_dir>/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an out_dir that holds an earlier run (deletes its "
                         "checkpoints and log)")
 
-    p = add("eval", cmd_eval, "evaluate a checkpoint (pixel acc, mean acc, mean IoU, f.w. IoU)")
-    model_source(p)
+
+def _add_eval(sub: Subparsers) -> None:
+    p = _add(sub, "eval", cmd_eval,
+             "evaluate a checkpoint (pixel acc, mean acc, mean IoU, f.w. IoU)")
+    _add_model_source(p)
     p.add_argument("--config", default=None,
                    help="config file (default: the one stored in the checkpoint)")
-    sets(p)
+    _add_sets(p)
     p.add_argument("--data-root", default=None,
                    help="a folder-layout dataset (images/<split>/, labels/<split>/) with the "
                         "model's classes; --split then names a folder there")
@@ -311,9 +315,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
-    p = add("predict", cmd_predict, "segment images; writes label PNGs and overlays")
+
+def _add_predict(sub: Subparsers) -> None:
+    p = _add(sub, "predict", cmd_predict, "segment images; writes label PNGs and overlays")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
-    model_source(p)
+    _add_model_source(p)
     p.add_argument("--out", default="predictions", help="output directory")
     p.add_argument("--backend", default="auto", choices=("auto", "eager", "onnx"),
                    help="auto: ONNX Runtime on CPU when installed and --onnx-cache is given, "
@@ -334,27 +340,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
-    p = add("export", cmd_export, "export a checkpoint to ONNX or TorchScript and check it")
+
+def _add_export(sub: Subparsers) -> None:
+    p = _add(sub, "export", cmd_export, "export a checkpoint to ONNX or TorchScript and check it")
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the export with the eager model")
 
-    p = add("summary", cmd_summary,
-            "parameters and GFLOPs of the paper's variants (FCN-32s, LargeFOV, ParseNet)")
+
+def _add_summary(sub: Subparsers) -> None:
+    p = _add(sub, "summary", cmd_summary,
+             "parameters and GFLOPs of the paper's variants (FCN-32s, LargeFOV, ParseNet)")
     p.add_argument("--size", type=int, default=500, help="input height and width")
     p.add_argument("--num-classes", type=int, default=21)
 
-    p = add("demo", cmd_demo, "train and evaluate on the built-in synthetic dataset")
+
+def _add_demo(sub: Subparsers) -> None:
+    p = _add(sub, "demo", cmd_demo, "train and evaluate on the built-in synthetic dataset")
     p.add_argument("--config", default="configs/demo.yaml")
     p.add_argument("--seed", type=int, default=None)
-    sets(p)
+    _add_sets(p)
 
-    p = add("study", cmd_study, "train and tabulate the variants of one of the paper's tables "
-            "(configs/cpu/study.yaml at CPU scale; --paper: configs/paper as the paper ran "
-            "them); --list prints every row of Tables 1-8 with the paper's figures; --report "
-            "tabulates finished runs only, --write-md regenerates docs/RESULTS.md's sections")
+
+def _add_study(sub: Subparsers) -> None:
+    p = _add(sub, "study", cmd_study,
+             "train and tabulate the variants of one of the paper's tables "
+             "(configs/cpu/study.yaml at CPU scale; --paper: configs/paper as the paper ran "
+             "them); --list prints every row of Tables 1-8 with the paper's figures; --report "
+             "tabulates finished runs only, --write-md regenerates docs/RESULTS.md's sections")
     p.add_argument("--table", default=None,
                    help="table number or key (required unless only --write-md is given)")
     p.add_argument("--list", action="store_true",
@@ -370,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the runs still to train share this many minutes of training: each "
                         "times a few warm-up iterations and sets train.iterations to fill its "
                         "share (setup and the final validation come on top)")
-    sets(p)
+    _add_sets(p)
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--only", nargs="+", default=None,
                    help="variant names to train (not used by --report)")
@@ -385,9 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="then rewrite the marked study sections of PATH (default "
                         "docs/RESULTS.md) from <out-root>/<table>/results.json")
 
-    p = add("serve", cmd_serve, "a local web page that segments your own images with one "
-            "or two models side by side (default: the released Stanford Background baseline "
-            "and ParseNet, else the demo's pair)")
+
+def _add_serve(sub: Subparsers) -> None:
+    p = _add(sub, "serve", cmd_serve,
+             "a local web page that segments your own images with one or two models side by "
+             "side (default: the released Stanford Background baseline and ParseNet, else the "
+             "demo's pair)")
     p.add_argument("--model", default=None, help="named models: demo (the two models "
                    "`make demo` leaves in runs/demo) or a released model (parsenet models)")
     p.add_argument("--checkpoint", action="append", default=[], metavar="PATH",
@@ -402,10 +420,24 @@ def build_parser() -> argparse.ArgumentParser:
                    help="larger images run in sliding windows (the checkpoint's eval window "
                         "and stride) rather than whole")
 
-    p = add("bench", cmd_bench, "run the benchmarks (from a source checkout)")
+
+def _add_bench(sub: Subparsers) -> None:
+    p = _add(sub, "bench", cmd_bench, "run the benchmarks (from a source checkout)")
     p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
     p.add_argument("--only", default=None, help="comma-separated benchmark sections")
     p.add_argument("--out", default=None, help="JSON results file")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="parsenet", description="ParseNet (Liu, Rabinovich, Berg 2015): train, evaluate, "
+        "predict and export semantic segmentation models.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback of errors")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add_command in (_add_models, _add_train, _add_eval, _add_predict, _add_export,
+                        _add_summary, _add_demo, _add_study, _add_serve, _add_bench):
+        add_command(sub)
     return parser
 
 
