@@ -63,6 +63,17 @@ def test_help_of_every_command(capsys):
     assert set(parser._subparsers._group_actions[0].choices) == set(COMMANDS)
 
 
+def test_the_parser_loads_without_torch():
+    """The commands import the library when they run (parsenet.commands): --help and a
+    mistyped option need neither torch nor pydantic."""
+    code = ("import sys; from parsenet.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'pydantic', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_console_script_entry_point():
     out = subprocess.run([sys.executable, "-m", "parsenet.cli", "summary", "--size", "64"],
                          capture_output=True, text=True, timeout=120)
