@@ -23,6 +23,9 @@ the paper's Tables 1-8 ships in ``paper_figures.yaml`` beside this module
 
 from __future__ import annotations
 
+import sys
+
+from parsenet.cli import main as cli_main
 from parsenet.study.budget import plan_iterations
 from parsenet.study.paper import (
     PaperFigures,
@@ -42,20 +45,18 @@ from parsenet.study.reporting import (
     report,
     write_results_md,
 )
-from parsenet.study.runner import (
+from parsenet.study.runner import NORM_IMAGES, measure_feature_norms, run_study
+from parsenet.study.spec import (
     METRICS,
-    NORM_IMAGES,
     SPEC_FILE,
     Table,
     Variant,
     command_for,
     is_finished,
     load_tables,
-    measure_feature_norms,
     paper_tables,
     resolve_table,
     run_dir,
-    run_study,
 )
 
 __all__ = ["run_study", "report", "write_results_md", "collect_rows", "format_table", "load_tables",
@@ -68,8 +69,4 @@ __all__ = ["run_study", "report", "write_results_md", "collect_rows", "format_ta
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m parsenet.study ...`` = ``parsenet study ...`` (the same options)."""
-    import sys
-
-    from parsenet.cli import main as cli_main
-
     return cli_main(["study", *(sys.argv[1:] if argv is None else argv)])

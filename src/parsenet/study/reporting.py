@@ -12,13 +12,15 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from parsenet.apps.checkout import git_commit
 from parsenet.apps.tables import format_markdown_table
 from parsenet.study.paper import PaperRow, format_figures
-from parsenet.study.runner import (
+from parsenet.study.spec import (
     METRICS,
     SPEC_FILE,
     Table,
-    _git_commit,
     command_for,
     load_tables,
     paper_tables,
@@ -154,10 +156,8 @@ def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def machine_facts() -> dict[str, Any]:
-    import torch
-
     # os.cpu_count, not `nproc`: nproc answers OMP_NUM_THREADS, which the study lanes set.
-    return {"commit": _git_commit(), "cpus": os.cpu_count(),
+    return {"commit": git_commit(), "cpus": os.cpu_count(),
             "platform": platform.platform(), "processor": platform.processor() or "unknown",
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}

@@ -1,141 +1,44 @@
-"""The study's runner: the tables of ``configs/cpu/study.yaml``, their jobs and run
-directories, training (skipping finished runs, resuming interrupted ones) and the feature
-norms of every finished run. The tables it prints come from
-:mod:`parsenet.study.reporting`."""
+"""The study's runner: a table's jobs, training (skipping finished runs, resuming
+interrupted ones) and the feature norms of every finished run. The tables are data
+(:mod:`parsenet.study.spec`); what it prints comes from :mod:`parsenet.study.reporting`."""
 
 from __future__ import annotations
 
 import json
-import subprocess
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import yaml
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from parsenet.apps.checkout import repo_root
+from parsenet.apps.checkout import git_commit
 from parsenet.config import ConfigError, load_config
-from parsenet.study.paper import PaperFigures, PaperRow, load_paper_figures
+from parsenet.data.build import build_dataset
+from parsenet.engine import trainer  # trainer.train looked up per call: tests replace it
+from parsenet.engine.checkpoint import load_model
+from parsenet.engine.rundir import clear_run
+from parsenet.errors import TrainingDivergedError
+from parsenet.study.budget import plan_iterations
+from parsenet.study.reporting import report
+from parsenet.study.spec import (  # noqa: F401  (the names this module had: re-exported)
+    METRICS,
+    SPEC_FILE,
+    Table,
+    Variant,
+    command_for,
+    is_finished,
+    load_tables,
+    paper_tables,
+    resolve_table,
+    run_dir,
+    run_overrides,
+    with_overrides,
+)
+from parsenet.viz import feature_norms
 
-METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
 NORM_IMAGES = 16  # validation images used to measure feature norms
-SPEC_FILE = "configs/cpu/study.yaml"
-
-
-@dataclass(frozen=True)
-class Variant:
-    name: str  # run directory name, unique within a protocol
-    label: str  # the row as the paper names it
-    config: str  # config file (paths relative to the repo root)
-    overrides: tuple[str, ...] = ()
-    seeds: tuple[int, ...] = (0,)
-    priority: int = 9  # lower runs first
-    paper: tuple[str, ...] = ()  # ids of the paper's rows it stands for (paper_figures.yaml)
-
-
-@dataclass(frozen=True)
-class Table:
-    key: str
-    title: str
-    protocol: str  # run directory shared by tables that train the same runs
-    paper_tables: str
-    note: str
-    variants: tuple[Variant, ...]
-    claims: tuple[tuple[str, str, str], ...] = ()  # (better, worse, the paper's claim)
-    aliases: tuple[str, ...] = ()
-    paper: dict[str, PaperRow] = field(default_factory=dict)
-    # The paper's tables whose rows the paper column shows (empty: all the variant names).
-    paper_keys: tuple[str, ...] = ()
-
-
-def _spec_path(spec_file: str | Path) -> Path:
-    path = Path(spec_file)
-    if not path.is_file() and not path.is_absolute():
-        # Called from elsewhere than the repo root: look next to the package's checkout.
-        path = repo_root() / spec_file
-    if not path.is_file():
-        raise ConfigError(f"{spec_file}: study spec not found (run from the repo root)")
-    return path
-
-
-def _variant(v: dict[str, Any]) -> Variant:
-    paper = v.get("paper") or ()
-    return Variant(name=v["name"], label=v.get("label", v["name"]), config=v["config"],
-                   overrides=tuple(v.get("overrides", ())), seeds=tuple(v.get("seeds", (0,))),
-                   priority=int(v.get("priority", 9)),
-                   paper=(paper,) if isinstance(paper, str) else tuple(paper))
-
-
-def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
-    """The tables of a study spec (YAML: ``tables: {key: ...}``; ``paper_figures: <file>``
-    replaces the paper's figures shipped with the package)."""
-    path = _spec_path(spec_file)
-    try:
-        spec = yaml.safe_load(path.read_text()) or {}
-        paper = load_paper_figures(_spec_path(spec["paper_figures"]) if spec.get(
-            "paper_figures") else None).rows
-        tables, runs = {}, {}
-        for key, t in spec["tables"].items():
-            variants = tuple(_variant(v) for v in t["variants"])
-            names = [v.name for v in variants]
-            claims = tuple(tuple(c) for c in t.get("claims", ()))
-            problems = (["duplicate variant names"] if len(set(names)) != len(names) else [])
-            problems += [f"claim names unknown variants {c[:2]}" for c in claims
-                         if not set(c[:2]) <= set(names)]
-            problems += [f"variant {v.name}: paper row {p!r} unknown" for v in variants
-                         for p in v.paper if p not in paper]
-            for v in variants:  # one run directory, one definition
-                same = runs.setdefault((t["protocol"], v.name), v)
-                if (same.config, same.overrides) != (v.config, v.overrides):
-                    problems.append(f"variant {v.name} differs from its namesake in protocol "
-                                    f"{t['protocol']} (they would share runs)")
-            if problems:
-                raise ConfigError(f"{path}: table {key}: {'; '.join(problems)}")
-            tables[str(key)] = Table(
-                key=str(key), title=t["title"], protocol=t["protocol"],
-                paper_tables=t.get("paper_tables", "n/a"), note=t.get("note", "").strip(),
-                variants=variants, claims=claims,  # type: ignore[arg-type]
-                aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper,
-                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())))
-    except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
-        if isinstance(e, ConfigError):
-            raise
-        raise ConfigError(f"{path}: not a valid study spec ({type(e).__name__}: {e})") from None
-    return tables
-
-
-def paper_tables(figures: PaperFigures | None = None) -> dict[str, Table]:
-    """Tables 1-8 as study tables: one variant per row of the paper that has a config
-    (configs/paper/<row>.yaml), run as the paper ran it (``--paper``)."""
-    figures = figures or load_paper_figures()
-    tables = {}
-    for key, t in figures.tables.items():
-        variants = tuple(Variant(name=r.id, label=r.label, config=r.config, paper=(r.id,))
-                         for r in t.rows if r.config)
-        tables[f"paper{key}"] = Table(
-            key=f"paper{key}", aliases=(key,), title=f"{t.title}, as the paper ran it",
-            protocol=f"paper{key}",
-            paper_tables=f"{t.title} ({t.dataset})", variants=variants, paper=figures.rows,
-            paper_keys=(key,),
-            note=f"Configs: configs/paper/ (one per row, README there). Paper: {t.dataset}; "
-                 "ours: the data, weights and iterations of this run (see the command).")
-    return tables
-
-
-def resolve_table(table: str | int, spec_file: str | Path = SPEC_FILE, paper: bool = False
-                  ) -> Table:
-    """A table of the study spec by key or alias; with ``paper``, one of the paper's
-    Tables 1-8 (:func:`paper_tables`)."""
-    tables = paper_tables() if paper else load_tables(spec_file)
-    key = str(table)
-    for t in tables.values():
-        if key == t.key or key in t.aliases:
-            return t
-    raise ConfigError(f"unknown study table {key!r}; known: "
-                      + ", ".join(f"{t.key} (= {', '.join(t.aliases)})" if t.aliases else t.key
-                                  for t in tables.values()))
 
 
 def _jobs(table: Table, seeds: list[int] | None, only: list[str] | None
@@ -153,31 +56,8 @@ def _jobs(table: Table, seeds: list[int] | None, only: list[str] | None
     return sorted(jobs, key=lambda j: (j[0].priority, j[1], order[j[0].name]))
 
 
-def run_dir(out_root: str | Path, table: Table, variant: Variant, seed: int) -> Path:
-    return Path(out_root) / table.protocol / variant.name / f"seed{seed}"
-
-
-def is_finished(path: Path) -> bool:
-    return (path / "metrics.json").is_file() or (path / "diverged.json").is_file()
-
-
-def _overrides(variant: Variant, seed: int, path: Path) -> list[str]:
-    return [*variant.overrides, f"train.seed={seed}", f"train.out_dir={path}",
-            "train.progress=false"]
-
-
-def command_for(variant: Variant, seed: int, path: Path) -> str:
-    """The ``parsenet train`` command that trains this run on its own."""
-    sets = " ".join(f"--set '{o}'" for o in _overrides(variant, seed, path)
-                    if not o.startswith("train.progress"))
-    return f"parsenet train --config {variant.config} {sets}"
-
-
 def _train_one(variant: Variant, seed: int, path: Path) -> None:
-    from parsenet.engine.rundir import clear_run
-    from parsenet.engine.trainer import TrainingDivergedError, train
-
-    config = load_config(variant.config, _overrides(variant, seed, path))
+    config = load_config(variant.config, run_overrides(variant, seed, path))
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
     attempts_file = path / "attempts.json"
@@ -186,13 +66,13 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
     try:
         if not resume:  # a run killed before its first checkpoint starts again afresh
             clear_run(path)
-        train(config, resume=resume)
+        trainer.train(config, resume=resume)
         outcome = "finished"
     except TrainingDivergedError as e:
         outcome = "diverged"
         (path / "diverged.json").write_text(json.dumps({"error": str(e)}, indent=2) + "\n")
     finally:
-        attempts.append({"resumed": resume, "outcome": outcome, "commit": _git_commit(),
+        attempts.append({"resumed": resume, "outcome": outcome, "commit": git_commit(),
                          "seconds": time.perf_counter() - start})
         attempts_file.write_text(json.dumps(attempts, indent=2) + "\n")
     if outcome == "finished":
@@ -204,12 +84,6 @@ def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, An
     before and after its own L2Norm (:func:`parsenet.viz.feature_norms`), and the learned
     L2Norm scales; written to ``feature_norms.json``. Images: the first validation images,
     at the run's evaluation scale."""
-    import torch.nn.functional as F
-
-    from parsenet.data.build import build_dataset
-    from parsenet.engine.checkpoint import load_model
-    from parsenet.viz import feature_norms
-
     loaded = load_model(path / "checkpoints" / "last.pt")
     model, config = loaded.model, loaded.config
     dataset = build_dataset(config.data, "val", preprocessing=loaded.preprocessing)
@@ -231,30 +105,6 @@ def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, An
 
 
 
-def _run(*cmd: str) -> str:
-    try:
-        return subprocess.run(cmd, capture_output=True, text=True, check=True,
-                              timeout=10).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
-def _git_commit() -> str:
-    return _run("git", "rev-parse", "--short", "HEAD")
-
-
-def with_overrides(spec: Table, overrides: list[str], budget_minutes: float | None
-                    ) -> Table:
-    """The table with ``overrides`` added to every variant; a budgeted study gets its own
-    run directories (``<protocol>_budget<M>min``), so it never passes for a full run."""
-    if overrides:
-        spec = replace(spec, variants=tuple(replace(v, overrides=(*v.overrides, *overrides))
-                                            for v in spec.variants))
-    if budget_minutes is not None:
-        spec = replace(spec, protocol=f"{spec.protocol}_budget{budget_minutes:g}min")
-    return spec
-
-
 def run_study(table: str | int, *, seeds: list[int] | None = None,
               out_root: str | Path = "runs/study", only: list[str] | None = None,
               dry_run: bool = False, spec_file: str | Path = SPEC_FILE, paper: bool = False,
@@ -267,9 +117,6 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     apply to every run. ``budget_minutes``: the runs still to train share this much
     time; each one's iterations are set from timed warm-up iterations
     (:mod:`parsenet.study.budget`)."""
-    from parsenet.study.budget import plan_iterations
-    from parsenet.study.reporting import report  # reporting imports this module
-
     spec = with_overrides(resolve_table(table, spec_file, paper), list(overrides or []),
                            budget_minutes)
     jobs = _jobs(spec, seeds, only)
@@ -290,7 +137,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
                 measure_feature_norms(path)  # stopped between training and measuring
             continue
         if budget_minutes is not None:
-            plan = plan_iterations(v.config, _overrides(v, s, path), path, share)
+            plan = plan_iterations(v.config, run_overrides(v, s, path), path, share)
             tqdm.write(f"budget {share / 60:.2f} min: {plan['s_per_iteration']:.3g} s per "
                        f"iteration over {plan['warmup_iterations']} warm-up iterations -> "
                        f"{plan['iterations']} iterations")
