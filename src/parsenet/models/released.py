@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from parsenet.config import config_from_dict
 from parsenet.engine.checkpoint import LoadedModel, load_checkpoint, palette_tuple
 from parsenet.errors import UsageError, WeightsError
+from parsenet.models.builders import build_model
 from parsenet.preprocessing import Preprocessing
 
 __all__ = ["ReleasedWeights", "Release", "released", "load_released", "write_release"]
@@ -69,8 +70,6 @@ class Release:
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The model with these weights, in eval mode."""
-        from parsenet.models.builders import build_model
-
         meta = self.meta
         args = dict(meta["model_args"], weights=None)
         model = build_model(meta["model"], num_classes=len(meta["classes"]), **args)
