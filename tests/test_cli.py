@@ -211,10 +211,10 @@ def test_bench_forwards_arguments(monkeypatch):
 
 
 def test_missing_optional_command_is_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "parsenet.study", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "parsenet.apps.study", None)  # as if not installed
     assert main(["study", "--table", "3"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "parsenet: error: the study is not available (parsenet.study is missing)"
+    assert err == "parsenet: error: the study is not available (parsenet.apps.study is missing)"
 
 
 # ---------------------------------------------------------------------------- study
@@ -222,7 +222,7 @@ def _fake_study_runs(out_root: Path) -> tuple[Any, str]:
     """Finished runs (no training) for every seed of the first variant of the first table of
     the real study spec, mean IU 30, 32, ...; returns the table and that variant's mean IU
     cell as the report prints it."""
-    from parsenet import study
+    from parsenet.apps import study
 
     table = next(iter(study.load_tables().values()))
     variant = table.variants[0]

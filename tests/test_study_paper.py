@@ -12,9 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from parsenet import study
+from parsenet.apps import study
+from parsenet.apps.study import budget, runner, spec
 from parsenet.cli import main as cli_main
-from parsenet.study import budget, runner, spec
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -162,7 +162,7 @@ def _study_overrides(args: argparse.Namespace) -> list[str]:
 
 def cmd_study(args: argparse.Namespace) -> int:
     if args.list:
-        print(_optional("parsenet.study.paper", "format_paper_list", "the study")())
+        print(_optional("parsenet.apps.study.paper", "format_paper_list", "the study")())
         return 0
     if args.table is None and args.write_md is None:
         raise UsageError("study: give --table N (to train or, with --report, tabulate a table) "
@@ -170,11 +170,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise UsageError(f"study: --budget-minutes must be > 0, got {args.budget_minutes}")
     if args.table is not None and args.report:
-        report = _optional("parsenet.study", "report", "the study")
+        report = _optional("parsenet.apps.study", "report", "the study")
         report(args.table, seeds=args.seeds, out_root=args.out_root, paper=args.paper,
                budget_minutes=args.budget_minutes)
     elif args.table is not None:
-        run_study = _optional("parsenet.study", "run_study", "the study")
+        run_study = _optional("parsenet.apps.study", "run_study", "the study")
         kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run,
                                   "paper": args.paper, "overrides": _study_overrides(args),
                                   "budget_minutes": args.budget_minutes}
@@ -184,7 +184,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             kwargs["only"] = args.only
         run_study(args.table, **kwargs)
     if args.write_md is not None:
-        write_results_md = _optional("parsenet.study", "write_results_md", "the study")
+        write_results_md = _optional("parsenet.apps.study", "write_results_md", "the study")
         written = write_results_md(args.write_md, args.out_root)
         print(f"{args.write_md}: rewrote study section(s) {', '.join(written) or 'none'} "
               f"from {args.out_root}")

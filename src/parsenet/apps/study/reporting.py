@@ -15,9 +15,8 @@ from typing import Any
 import torch
 
 from parsenet.apps.checkout import git_commit
-from parsenet.apps.tables import format_markdown_table
-from parsenet.study.paper import PaperRow, format_figures
-from parsenet.study.spec import (
+from parsenet.apps.study.paper import PaperRow, format_figures
+from parsenet.apps.study.spec import (
     METRICS,
     SPEC_FILE,
     Table,
@@ -28,8 +27,9 @@ from parsenet.study.spec import (
     run_dir,
     with_overrides,
 )
+from parsenet.apps.tables import format_markdown_table
 
-PAPER_HEADER = "paper (Table: row: figures, src/parsenet/study/paper_figures.yaml)"
+PAPER_HEADER = "paper (Table: row: figures, src/parsenet/apps/study/paper_figures.yaml)"
 
 
 def _is_paper(key: str) -> bool:
@@ -168,7 +168,7 @@ def report(table: str | int | Table, *, seeds: list[int] | None = None,
            paper: bool = False, budget_minutes: float | None = None) -> list[dict[str, Any]]:
     """Tabulate the finished runs of ``table`` (training nothing): print the table and
     write ``<out_root>/<table>/results.json``; returns the rows. ``budget_minutes``: the
-    runs of a budgeted study (:func:`~parsenet.study.runner.run_study`)."""
+    runs of a budgeted study (:func:`~parsenet.apps.study.runner.run_study`)."""
     spec = table if isinstance(table, Table) else with_overrides(
         resolve_table(table, spec_file, paper), [], budget_minutes)
     rows = collect_rows(spec, out_root, seeds)

@@ -1,6 +1,7 @@
 """The study's runner: a table's jobs, training (skipping finished runs, resuming
 interrupted ones) and the feature norms of every finished run. The tables are data
-(:mod:`parsenet.study.spec`); what it prints comes from :mod:`parsenet.study.reporting`."""
+(:mod:`parsenet.apps.study.spec`); what it prints comes from
+:mod:`parsenet.apps.study.reporting`."""
 
 from __future__ import annotations
 
@@ -14,15 +15,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from parsenet.apps.checkout import git_commit
-from parsenet.config import ConfigError, load_config
-from parsenet.data.build import build_dataset
-from parsenet.engine import trainer  # trainer.train looked up per call: tests replace it
-from parsenet.engine.checkpoint import load_model
-from parsenet.engine.rundir import clear_run
-from parsenet.errors import TrainingDivergedError
-from parsenet.study.budget import plan_iterations
-from parsenet.study.reporting import report
-from parsenet.study.spec import (  # noqa: F401  (the names this module had: re-exported)
+from parsenet.apps.study.budget import plan_iterations
+from parsenet.apps.study.reporting import report
+from parsenet.apps.study.spec import (  # noqa: F401  (the names this module had: re-exported)
     METRICS,
     SPEC_FILE,
     Table,
@@ -36,6 +31,12 @@ from parsenet.study.spec import (  # noqa: F401  (the names this module had: re-
     run_overrides,
     with_overrides,
 )
+from parsenet.config import ConfigError, load_config
+from parsenet.data.build import build_dataset
+from parsenet.engine import trainer  # trainer.train looked up per call: tests replace it
+from parsenet.engine.checkpoint import load_model
+from parsenet.engine.rundir import clear_run
+from parsenet.errors import TrainingDivergedError
 from parsenet.viz import feature_norms
 
 NORM_IMAGES = 16  # validation images used to measure feature norms
@@ -116,7 +117,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     ``paper``: the paper's Table ``table`` (configs/paper). ``overrides`` (``key=value``)
     apply to every run. ``budget_minutes``: the runs still to train share this much
     time; each one's iterations are set from timed warm-up iterations
-    (:mod:`parsenet.study.budget`)."""
+    (:mod:`parsenet.apps.study.budget`)."""
     spec = with_overrides(resolve_table(table, spec_file, paper), list(overrides or []),
                            budget_minutes)
     jobs = _jobs(spec, seeds, only)

@@ -1,6 +1,6 @@
 """The study's tables as data: the variants of ``configs/cpu/study.yaml`` (or of the paper's
 Tables 1-8), where each run lives and the command that trains it. Trains and reads nothing
-else; :mod:`parsenet.study.runner` trains, :mod:`parsenet.study.reporting` tabulates."""
+else; :mod:`parsenet.apps.study.runner` trains, :mod:`parsenet.apps.study.reporting` tabulates."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from parsenet.apps.checkout import repo_root
+from parsenet.apps.study.paper import PaperFigures, PaperRow, load_paper_figures
 from parsenet.config import ConfigError
-from parsenet.study.paper import PaperFigures, PaperRow, load_paper_figures
 
 __all__ = ["METRICS", "SPEC_FILE", "Variant", "Table", "load_tables", "paper_tables",
            "resolve_table", "run_dir", "is_finished", "run_overrides", "command_for",
