@@ -132,7 +132,7 @@ def test_case_6_large_image_slides_by_the_memory_estimate(checkpoint, tmp_path, 
                  "--no-progress"]) == 0
     assert capsys.readouterr().out.strip() == (f"1 image(s), backend eager, mode auto "
                                                f"(slide 1): labels and overlays in {out}")
-    model, _ = load_model(checkpoint)
+    model = load_model(checkpoint).model
     with torch.no_grad():
         x = model.preprocessing(read_image(image)).unsqueeze(0)
         expected = predict_logits(model, x, "slide", window=128, stride=128).argmax(1)[0]
@@ -155,7 +155,7 @@ def test_case_6_out_of_memory_is_one_line_with_the_size_that_fits(checkpoint, tm
     assert main(["predict", str(image), "--checkpoint", str(checkpoint), "--out",
                  str(tmp_path / "o"), "--backend", "eager", "--mode", "whole",
                  "--no-progress"]) == 2
-    memory = InferenceMemory.of(load_model(checkpoint)[0], len(CLASSES))
+    memory = InferenceMemory.of(load_model(checkpoint).model, len(CLASSES))
     side = memory.largest_whole_side(2e9)
     assert error_line(capsys) == (
         f"parsenet: error: {image}: out of memory predicting this 64x80 image whole "

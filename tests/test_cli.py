@@ -10,10 +10,10 @@ import pytest
 import torch
 from PIL import Image
 
+from parsenet.apps.summary import model_summary
 from parsenet.cli import build_parser, main
 from parsenet.config import Config, config_to_dict
 from parsenet.models import parsenet_vgg16
-from parsenet.summary import model_summary
 
 CLASSES = ["sky", "ground", "thing"]
 COMMANDS = ("models", "train", "eval", "predict", "export", "summary", "demo", "study", "bench",
@@ -61,6 +61,17 @@ def test_help_of_every_command(capsys):
         assert f"parsenet {command}" in capsys.readouterr().out
     parser = build_parser()
     assert set(parser._subparsers._group_actions[0].choices) == set(COMMANDS)
+
+
+def test_the_parser_loads_without_torch():
+    """The commands import the library when they run (parsenet.commands): --help and a
+    mistyped option need neither torch nor pydantic."""
+    code = ("import sys; from parsenet.cli import build_parser; build_parser(); "
+            "print(sorted(m for m in ('torch', 'pydantic', 'numpy') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_console_script_entry_point():
@@ -128,7 +139,7 @@ def test_predict_writes_labels_and_overlays(checkpoint, tmp_path, capsys):
     from parsenet.data.decode import read_image
     from parsenet.engine.checkpoint import load_model
 
-    model, _ = load_model(checkpoint)
+    model = load_model(checkpoint).model
     with torch.no_grad():
         x = model.preprocessing(read_image(images / "b.png")).unsqueeze(0)
         expected = model(x).argmax(1)[0].numpy()
@@ -200,10 +211,10 @@ def test_bench_forwards_arguments(monkeypatch):
 
 
 def test_missing_optional_command_is_one_line(monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "parsenet.study", None)  # as if not installed
+    monkeypatch.setitem(sys.modules, "parsenet.apps.study", None)  # as if not installed
     assert main(["study", "--table", "3"]) == 1
     err = capsys.readouterr().err.strip()
-    assert err == "parsenet: error: the study is not available (parsenet.study is missing)"
+    assert err == "parsenet: error: the study is not available (parsenet.apps.study is missing)"
 
 
 # ---------------------------------------------------------------------------- study
@@ -211,7 +222,7 @@ def _fake_study_runs(out_root: Path) -> tuple[Any, str]:
     """Finished runs (no training) for every seed of the first variant of the first table of
     the real study spec, mean IU 30, 32, ...; returns the table and that variant's mean IU
     cell as the report prints it."""
-    from parsenet import study
+    from parsenet.apps import study
 
     table = next(iter(study.load_tables().values()))
     variant = table.variants[0]

@@ -202,7 +202,7 @@ def test_the_allowed_names_are_defined_once():
     from parsenet.data import FORMATS
     from parsenet.engine import inference, precision
 
-    assert inference.MODES is EVAL_MODES and precision.AMP_MODES is AMP_MODES
+    assert inference.EVAL_MODES is EVAL_MODES and precision.AMP_MODES is AMP_MODES
     assert set(FORMATS) == set(DATA_FORMATS)
     sub = build_parser()._subparsers._group_actions[0].choices
     # predict adds "auto": whole or sliding windows, by the memory estimate

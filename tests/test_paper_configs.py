@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from parsenet.apps.study.paper import load_paper_figures
 from parsenet.config import load_config, read_config_file
 from parsenet.models import build_model
-from parsenet.study.paper import load_paper_figures
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper"
@@ -110,7 +110,7 @@ def test_row_loads_validated_and_builds(path: Path) -> None:
 
 
 def test_readme_lists_every_row_with_the_papers_figures() -> None:
-    from parsenet.study.paper import format_figures
+    from parsenet.apps.study.paper import format_figures
 
     text = (PAPER / "README.md").read_text()
     for row in FIGURES.rows.values():

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from PIL import Image
 
-from parsenet import study
+from parsenet.apps import study
 from parsenet.config import ConfigError, load_config
 from parsenet.models import build_model
 

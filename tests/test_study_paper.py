@@ -12,9 +12,9 @@ import pytest
 import yaml
 from PIL import Image
 
-from parsenet import study
+from parsenet.apps import study
+from parsenet.apps.study import budget, runner, spec
 from parsenet.cli import main as cli_main
-from parsenet.study import budget, runner
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -122,7 +122,7 @@ def test_budgeted_paper_table_on_cpu_prints_ours_beside_the_papers(
         runner.Variant(name=i, label=i, config=config, paper=(i,),
                        overrides=("model.args.context=true",) if "pool6" in i else ())
         for i in ids))
-    monkeypatch.setattr(runner, "paper_tables", lambda: {"paper3": tiny})
+    monkeypatch.setattr(spec, "paper_tables", lambda: {"paper3": tiny})
     out = tmp_path / "runs"
     assert cli_main(["study", "--paper", "--table", "3", "--device", "cpu",
                      "--budget-minutes", "0.05", "--out-root", str(out)]) == 0

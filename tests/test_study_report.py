@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from parsenet import study
-from parsenet.study import reporting
+from parsenet.apps import study
+from parsenet.apps.study import reporting
 
 
 def _write_spec(tmp_path: Path) -> Path:
@@ -138,7 +138,7 @@ def test_package_keeps_the_public_names_of_the_former_module() -> None:
 
 def test_module_main_report_and_write_md_train_nothing(tmp_path: Path, capsys,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """``python -m parsenet.study --table K --report --write-md PATH`` on the real spec."""
+    """``python -m parsenet.apps.study --table K --report --write-md PATH`` on the real spec."""
     def no_training(*args, **kwargs):  # noqa: ANN002, ANN003
         raise AssertionError("--report trained")
 

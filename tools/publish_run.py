@@ -154,10 +154,10 @@ def _card_markdown(card: dict, classes: list[str], palette: list | None, config:
 
 
 def _overlays(release: str, out: Path, n: int) -> None:
+    from parsenet.apps.tasks import predict_images
     from parsenet.config import config_from_dict
     from parsenet.data.build import build_dataset
     from parsenet.models.released import released
-    from parsenet.tasks import predict_images
 
     cfg = config_from_dict(released(release).meta["config"], "card")
     val = build_dataset(cfg.data, "val")

@@ -41,6 +41,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from parsenet.labels import IGNORE_INDEX
+
 __all__ = ["SegmentationMetrics", "metrics_from_confusion", "MEAN_IU_CONVENTIONS"]
 
 # name -> skip_absent (see the module docstring)
@@ -111,8 +113,8 @@ class SegmentationMetrics:
     ``update`` takes class-index tensors of any (equal) shape; it does not take logits.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int = 255, skip_absent: bool = True,
-                 *, mean_iu: str | None = None) -> None:
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX,
+                 skip_absent: bool = True, *, mean_iu: str | None = None) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be positive, got {num_classes}")
         self.num_classes = int(num_classes)

@@ -41,9 +41,10 @@ def test_roundtrip_and_load_model_rebuilds_the_same_network(tmp_path, model):
     path = save_checkpoint(tmp_path / "ck" / "last.pt", make_state(model))
     state = load_checkpoint(path)
     assert state["iteration"] == 3
-    rebuilt, meta = load_model(path)
-    assert meta["classes"] == ["a", "b", "c"] and meta["iteration"] == 3
-    assert meta["preprocessing"] == CAFFE_VGG.to_dict()
+    loaded = load_model(path)
+    rebuilt = loaded.model
+    assert loaded.classes == ("a", "b", "c") and loaded.iteration == 3
+    assert loaded.preprocessing == CAFFE_VGG
     assert rebuilt.preprocessing == CAFFE_VGG  # the stored one, not the builder's default
     assert not rebuilt.training
     x = torch.randn(1, 3, 40, 40)

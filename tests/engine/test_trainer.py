@@ -45,8 +45,9 @@ def test_a_run_writes_config_log_checkpoints_and_metrics(data_root, tmp_path):
     assert load_checkpoint(result["last_checkpoint"])["iteration"] == 4
     best = load_checkpoint(result["best_checkpoint"])
     assert best["iteration"] == [2, 4][val_mious.index(max(val_mious))]
-    model, meta = load_model(result["last_checkpoint"])
-    assert meta["classes"] == ["background", "disc", "square"] and meta["iteration"] == 4
+    loaded = load_model(result["last_checkpoint"])
+    model = loaded.model
+    assert loaded.classes == ("background", "disc", "square") and loaded.iteration == 4
     assert_same_weights(model.state_dict(), final_weights(out))
     assert model(torch.zeros(1, 3, 40, 40)).shape == (1, 3, 40, 40)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,10 +13,16 @@ from PIL import Image
 
 from parsenet.cli import main
 from parsenet.config import Config, config_to_dict
-from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
 from parsenet.errors import UsageError
 from parsenet.models import parsenet_efficientnet_lite0
-from parsenet.models.released import Release, ReleasedWeights, released, write_release
+from parsenet.models.released import (
+    Release,
+    ReleasedWeights,
+    load_released,
+    released,
+    write_release,
+)
 
 CLASSES = ["sky", "ground", "thing"]
 ARGS = {"output_stride": 32, "features": ["head"], "context": True}
@@ -66,6 +73,20 @@ def test_release_is_fp16_and_rebuilds_the_model(release):
     assert out.shape == (1, 3, 64, 64)
     # Only fp16 rounding of the weights separates them.
     assert float((out - ref).abs().max()) < 0.05 * float(ref.abs().max())
+
+
+def test_load_released_gives_the_bundle_load_model_gives_for_its_checkpoint(release):
+    _, rel, base = release
+    from_release, from_checkpoint = load_released(rel), load_model(base / "last.pt")
+    for loaded in (from_release, from_checkpoint):
+        assert loaded.classes == tuple(CLASSES) and loaded.iteration == 5
+        assert loaded.palette == ((0, 0, 255), (0, 255, 0), (255, 0, 0))
+        assert loaded.preprocessing == from_checkpoint.model.preprocessing
+        assert loaded.config.model.name == "parsenet_efficientnet_lite0"
+        assert not loaded.model.training
+    assert from_release.config == from_checkpoint.config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        from_release.classes = ()
 
 
 def test_eval_and_predict_with_model_on_any_folder_dataset(release, monkeypatch, tmp_path,

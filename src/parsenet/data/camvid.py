@@ -21,6 +21,7 @@ import numpy as np
 from parsenet.data.dataset import SegmentationDataset, Transforms, pair_files
 from parsenet.data.decode import map_label_values, read_label_png
 from parsenet.data.folder import SegmentationFolder, is_folder_layout, read_classes
+from parsenet.labels import IGNORE_INDEX
 
 __all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_PALETTE", "camvid_dataset"]
 
@@ -44,7 +45,7 @@ class CamVid(SegmentationDataset):
         ids, images, labels = pair_files(root / split, root / f"{split}annot", ids)
         self.root, self.split = root, split
         table = np.arange(VOID + 1, dtype=np.uint8)
-        table[VOID] = 255
+        table[VOID] = IGNORE_INDEX
         self._table = table
         super().__init__(ids=ids, image_paths=images, label_paths=labels,
                          classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, transforms=transforms,

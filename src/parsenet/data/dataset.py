@@ -15,6 +15,7 @@ from torchvision import tv_tensors
 from parsenet.data.decode import check_label_values, read_image, read_label_png
 from parsenet.data.errors import DataError
 from parsenet.data.palette import as_palette
+from parsenet.labels import IGNORE_INDEX
 
 __all__ = ["SegmentationDataset", "read_id_list", "read_text_file", "pair_files", "IMAGE_SUFFIXES"]
 
@@ -103,7 +104,7 @@ class SegmentationDataset(Dataset):
     in another format override ``read_label``.
     """
 
-    ignore_index = 255
+    ignore_index = IGNORE_INDEX
 
     def __init__(self, *, ids: Sequence[str], image_paths: Sequence[Path],
                  label_paths: Sequence[Path], classes: Sequence[str],

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from parsenet.data.errors import DataError
+from parsenet.labels import IGNORE_INDEX
 
 try:
     from torchvision.io import ImageReadMode, decode_jpeg, decode_png
@@ -182,7 +183,7 @@ def _value_list(values: np.ndarray, limit: int = 10) -> str:
 
 
 def check_label_values(label: np.ndarray, num_classes: int, path: str | Path,
-                       ignore_index: int = 255) -> np.ndarray:
+                       ignore_index: int = IGNORE_INDEX) -> np.ndarray:
     """Raise unless every value is a class index (0..num_classes-1) or ``ignore_index``.
 
     Costs one max over the array in the common case (no value >= num_classes), two

@@ -29,6 +29,7 @@ from parsenet.data.decode import map_label_values, read_mat_array
 from parsenet.data.errors import DataError
 from parsenet.data.folder import SegmentationFolder, is_folder_layout
 from parsenet.data.palette import voc_palette
+from parsenet.labels import IGNORE_INDEX
 
 __all__ = ["SiftFlow", "SIFTFLOW_CLASSES", "siftflow_dataset"]
 
@@ -58,7 +59,7 @@ class SiftFlow(SegmentationDataset):
             ids = self._split_ids(root, image_dir, split)
         ids, images, labels = pair_files(image_dir, label_dir, ids, label_suffixes=(".mat",))
         self.root, self.split = root, split
-        table = np.full(len(SIFTFLOW_CLASSES) + 1, 255, dtype=np.uint8)
+        table = np.full(len(SIFTFLOW_CLASSES) + 1, IGNORE_INDEX, dtype=np.uint8)
         table[1:] = np.arange(len(SIFTFLOW_CLASSES), dtype=np.uint8)
         self._table = table
         super().__init__(ids=ids, image_paths=images, label_paths=labels,

@@ -41,6 +41,7 @@ import torchvision.transforms.v2.functional as F
 from torch import Tensor
 from torchvision import tv_tensors
 
+from parsenet.labels import IGNORE_INDEX
 from parsenet.preprocessing import IMAGENET, Preprocessing
 
 __all__ = ["RandomScale", "PadToSize", "JointTransforms", "train_transforms",
@@ -104,7 +105,7 @@ class PadToSize(v2.Transform):
     ``image_fill``, masks with ``mask_fill``. Inputs at least that large pass unchanged."""
 
     def __init__(self, size: int | Sequence[int], image_fill: Sequence[int] = (0, 0, 0),
-                 mask_fill: int = 255) -> None:
+                 mask_fill: int = IGNORE_INDEX) -> None:
         super().__init__()
         self.size = _pair_size(size, "crop_size")
         self.image_fill = [int(v) for v in image_fill]

@@ -2,7 +2,7 @@
 
     from parsenet.engine import train, load_model
     result = train(load_config("configs/demo.yaml"))
-    model, meta = load_model(result["last_checkpoint"])
+    loaded = load_model(result["last_checkpoint"])  # .model, .config, .classes, ...
 
 trainer      the training loop (``train``), TrainingDivergedError
 checkpoint   atomic save, safe load, ``load_model``, CheckpointError

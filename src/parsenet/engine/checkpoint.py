@@ -24,6 +24,7 @@ import errno
 import os
 import random
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
+from parsenet.config import Config, ConfigError, config_from_dict
 from parsenet.errors import CheckpointError  # noqa: F401  (re-exported)
+from parsenet.models import build_model
+from parsenet.preprocessing import Preprocessing
 from parsenet.safe_load import load_weights_only
+from parsenet.weights_api import InMemory, ModelWeights
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint",
-           "load_model", "check_resumable", "rng_state", "set_rng_state"]
+           "load_model", "LoadedModel", "palette_tuple", "check_resumable", "rng_state",
+           "set_rng_state"]
 
 CHECKPOINT_FORMAT = 1
 _REQUIRED = ("format", "iteration", "model", "config", "classes", "preprocessing")
@@ -119,43 +125,51 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-def load_model(path: str | os.PathLike, device: str | torch.device = "cpu"
-               ) -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild the model stored in a checkpoint and load its weights; returns (model, meta).
+@dataclass(frozen=True)
+class LoadedModel:
+    """A trained model with what was stored beside its weights, checked once on loading:
+    callers read these fields rather than parsing the stored config again."""
+
+    model: nn.Module  # in eval mode, on the device it was loaded to
+    config: Config  # the run's resolved config
+    classes: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...] | None  # K x RGB; None: the dataset had none
+    preprocessing: Preprocessing  # how the weights want their images prepared
+    iteration: int  # completed training iterations
+    best_mean_iou: float | None = None  # best validation mean IoU of the run, if it had one
+
+
+def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model stored in a checkpoint and load its weights.
 
     The model is built by name from the stored config, its weights a whole-model entry of
     the stored state and preprocessing (so ``model.preprocessing`` is the stored one). It is
-    returned in eval mode on ``device``. ``meta`` has ``config`` (dict), ``classes``,
-    ``palette``, ``preprocessing`` (dict), ``iteration`` and ``best_mean_iou``.
+    returned in eval mode on ``device``, with the checkpoint's config, classes, palette,
+    preprocessing, iteration and best validation mean IoU (:class:`LoadedModel`).
     """
-    from parsenet.config import ConfigError, config_from_dict
-    from parsenet.models import build_model
-    from parsenet.preprocessing import Preprocessing
-    from parsenet.weights_api import InMemory, ModelWeights
-
     state = load_checkpoint(path)
     try:
         config = config_from_dict(state["config"], where="")  # the message names path
     except ConfigError as e:
         raise CheckpointError(f"{path}: stored config does not fit this version: {e}") from None
     args = dict(config.model.args)
-    args["weights"] = ModelWeights(InMemory(state["model"], str(path)),
-                                   Preprocessing.from_dict(state["preprocessing"]))
+    preprocessing = Preprocessing.from_dict(state["preprocessing"])
+    args["weights"] = ModelWeights(InMemory(state["model"], str(path)), preprocessing)
     try:
         model = build_model(config.model.name, num_classes=len(state["classes"]), **args)
     except (ValueError, TypeError, RuntimeError) as e:
         raise CheckpointError(f"{path}: weights do not fit model {config.model.name!r}: "
                               f"{str(e).splitlines()[0]}") from None
     model.to(device).eval()
-    meta = {
-        "config": state["config"],
-        "classes": list(state["classes"]),
-        "palette": state.get("palette"),
-        "preprocessing": state["preprocessing"],
-        "iteration": int(state["iteration"]),
-        "best_mean_iou": state.get("best_mean_iou"),
-    }
-    return model, meta
+    return LoadedModel(model=model, config=config, classes=tuple(state["classes"]),
+                       palette=palette_tuple(state.get("palette")),
+                       preprocessing=preprocessing, iteration=int(state["iteration"]),
+                       best_mean_iou=state.get("best_mean_iou"))
+
+
+def palette_tuple(palette: Any) -> tuple[tuple[int, int, int], ...] | None:
+    """A stored K x 3 palette (lists) as tuples, so that a :class:`LoadedModel` is immutable."""
+    return None if palette is None else tuple(tuple(int(v) for v in rgb) for rgb in palette)
 
 
 def _differences(stored: Any, here: Any, where: str) -> list[str]:

@@ -25,7 +25,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["DistContext", "init_distributed", "wrap_model", "unwrap_model", "barrier",
+__all__ = ["DistContext", "init_distributed", "wrap_model", "barrier",
            "all_reduce_sum", "cleanup", "StopOnSigterm", "SIGTERM_EXIT_CODE"]
 
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
@@ -76,10 +76,6 @@ def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.M
         return model
     device_ids = [device.index] if device.type == "cuda" else None
     return DistributedDataParallel(model, device_ids=device_ids)
-
-
-def unwrap_model(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
 
 
 def barrier(ctx: DistContext) -> None:

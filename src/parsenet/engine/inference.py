@@ -23,14 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from parsenet.config import EVAL_MODES
+from parsenet.choices import EVAL_MODES
 from parsenet.errors import ConfigError
+from parsenet.labels import IGNORE_INDEX
 from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
 from parsenet.preprocessing import Preprocessing, preprocessing_for
 
-__all__ = ["predict_logits", "predict_labels", "evaluate", "MODES", "MIN_SIZE"]
+__all__ = ["predict_logits", "predict_labels", "evaluate", "MIN_SIZE"]
 
-MODES = EVAL_MODES  # defined once, with the config field eval.mode
 MIN_SIZE = 32  # smallest H, W the backbones accept
 
 
@@ -107,8 +107,8 @@ def predict_logits(
 
     Runs under whatever grad mode the caller set; wrap in ``torch.inference_mode()``.
     """
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be N x 3 x H x W, got {tuple(image.shape)}")
     if mode == "slide" and (window < 1 or stride < 1 or stride > window):
@@ -224,8 +224,8 @@ def _eval_options(eval_cfg: Any, mode: str | None) -> tuple[str, dict[str, Any],
                 "scales": tuple(eval_cfg.scales), "flip": eval_cfg.flip}
         mode = mode or eval_cfg.mode
     mode = mode or "whole"
-    if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if mode not in EVAL_MODES:
+        raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
     return mode, opts, mean_iu
 
 
@@ -272,8 +272,8 @@ def evaluate(
     """
     mode, opts, mean_iu = _eval_options(eval_cfg, mode)
     device = torch.device(device)
-    metrics = SegmentationMetrics(num_classes, ignore_index=getattr(dataset, "ignore_index", 255),
-                                  mean_iu=mean_iu)
+    ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
+    metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, mean_iu=mean_iu)
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
     rank, world = _dist_rank_world()
     prepare = preprocessing_for(model, preprocessing)

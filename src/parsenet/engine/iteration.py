@@ -13,10 +13,9 @@ import torch
 import torch.nn.functional as F
 
 from parsenet.engine import distributed as dist_utils
+from parsenet.labels import IGNORE_INDEX
 
 __all__ = ["run_iteration", "micro_batches", "IGNORE_INDEX", "Batch"]
-
-IGNORE_INDEX = 255
 
 
 # (images, targets, valid or None): datasets may yield the validity mask of their padding

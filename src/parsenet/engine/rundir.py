@@ -23,7 +23,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from parsenet.errors import ConfigError, UsageError
+from parsenet.errors import ConfigError, ParseNetError, UsageError
 
 __all__ = ["RunLock", "claim_out_dir", "check_out_dir", "clear_run", "resume_changes",
            "APPLIED_ON_RESUME", "RUN_FILES"]
@@ -179,8 +179,6 @@ def claim_out_dir(out_dir: str | os.PathLike, ctx: Any, *, resume: bool, overwri
     ``ctx`` is a :class:`parsenet.engine.distributed.DistContext`. Returns the held lock on
     rank 0 (release it when the run ends), None elsewhere.
     """
-    from parsenet.errors import ParseNetError
-
     lock, error = None, None
     if ctx.is_main:
         try:

@@ -20,7 +20,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from parsenet.config import config_from_dict
+from parsenet.engine.checkpoint import LoadedModel, load_checkpoint, palette_tuple
 from parsenet.errors import UsageError, WeightsError
+from parsenet.models.builders import build_model
 from parsenet.preprocessing import IMAGENET, Preprocessing
 from parsenet.weights_api import ModelWeights, WeightsEnum, WeightsSource
 
@@ -73,8 +76,6 @@ class Release(ModelWeights):
 
     def build(self, device: str | torch.device = "cpu") -> nn.Module:
         """The model with these weights, in eval mode."""
-        from parsenet.models.builders import build_model
-
         meta = self.meta
         args = dict(meta["model_args"], weights=self)
         model = build_model(meta["model"], num_classes=len(meta["classes"]), **args)
@@ -105,15 +106,14 @@ def released(name: str) -> Release:
     raise UsageError(f"--model {name!r}: no such released model (available: {known})")
 
 
-def load_released(name: str | Release, device: str | torch.device = "cpu"
-                  ) -> tuple[nn.Module, dict[str, Any]]:
-    """(model, meta) as :func:`parsenet.engine.checkpoint.load_model` returns them."""
+def load_released(name: str | Release, device: str | torch.device = "cpu") -> LoadedModel:
+    """The release as :func:`parsenet.engine.checkpoint.load_model` returns a checkpoint."""
     release = released(name) if isinstance(name, str) else name
     meta = release.meta
-    model = release.build(device)
-    return model, {"config": meta["config"], "classes": list(meta["classes"]),
-                   "palette": meta["palette"], "preprocessing": meta["preprocessing"],
-                   "iteration": int(meta["iteration"]), "best_mean_iou": None}
+    config = config_from_dict(meta["config"], f"released model {release.name}: config")
+    return LoadedModel(model=release.build(device), config=config,
+                       classes=tuple(meta["classes"]), palette=palette_tuple(meta["palette"]),
+                       preprocessing=release.preprocessing, iteration=int(meta["iteration"]))
 
 
 def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, name: str,
@@ -121,8 +121,6 @@ def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, nam
     """Write ``<name>.safetensors`` (fp16) and ``<name>.json`` from a training checkpoint;
     ``card`` adds the recipe, command, commit, CPU, time and figures."""
     from safetensors.torch import save_file
-
-    from parsenet.engine.checkpoint import load_checkpoint
 
     state = load_checkpoint(checkpoint)
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()

@@ -10,6 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from parsenet.apps.serve.results import png_bytes
+from parsenet.data.synthetic import SyntheticParams, render_dataset_image
 
 __all__ = ["example_pngs", "EXAMPLE_COUNT"]
 
@@ -19,8 +20,6 @@ EXAMPLE_COUNT = 3
 @lru_cache(maxsize=1)
 def example_pngs(count: int = EXAMPLE_COUNT) -> tuple[tuple[str, bytes], ...]:
     """(name, PNG bytes) of the first ``count`` images of the generated test split."""
-    from parsenet.data.synthetic import SyntheticParams, render_dataset_image
-
     params = SyntheticParams()
     out = []
     for i in range(count):

@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from parsenet.apps.demo import MODELS, TITLES
+from parsenet.apps.tasks import load_source
+from parsenet.data.palette import voc_palette
+from parsenet.engine.inference import predict_logits
 from parsenet.errors import UsageError
+from parsenet.models.released import Release, ReleasedWeights, released
 
 __all__ = ["ServedModel", "known_models", "default_model", "named_checkpoints",
            "load_served_models"]
@@ -29,8 +34,6 @@ DEMO_DIR = Path("runs") / "demo"
 
 def known_models() -> tuple[str, ...]:
     """``demo`` and the released models shipped with the package (``parsenet models``)."""
-    from parsenet.models.released import ReleasedWeights
-
     return ("demo", *(m.value.name for m in ReleasedWeights.available()))
 
 
@@ -48,11 +51,7 @@ def named_checkpoints(name: str, *, demo_dir: str | os.PathLike = DEMO_DIR
     ``"demo"``: the baseline and ParseNet that ``make demo`` trains (a UsageError says how to
     get them when they are missing). A released model's name: that model, beside its
     ``<name>_baseline`` release when one ships (the paper's Fig. 3, live)."""
-    from parsenet.models.released import released
-
     if name == "demo":
-        from parsenet.demo import MODELS, TITLES
-
         root = Path(demo_dir)
         pairs = [(TITLES[m], root / m / "checkpoints" / "last.pt") for m in MODELS]
         missing = [str(path) for _, path in pairs if not path.is_file()]
@@ -112,8 +111,6 @@ class ServedModel:
     def predict(self, image: Tensor, mode: str,
                 on_pass: Callable[[], None] = lambda: None) -> np.ndarray:
         """Class ids (H x W int64) for a uint8 3 x H x W RGB image."""
-        from parsenet.engine.inference import predict_logits
-
         x = self.model.preprocessing(image).unsqueeze(0)
         with torch.inference_mode():
             logits = predict_logits(_CountingPredictor(self.model, on_pass), x, mode,
@@ -134,33 +131,22 @@ def load_served_models(checkpoints: Sequence[tuple[str | None, Any]]
                        ) -> list[ServedModel]:
     """Load (title, checkpoint) pairs on the CPU; a None title becomes the run's config name
     (or the file name). One or two models: the page compares at most two."""
-    from parsenet.config import config_from_dict
-    from parsenet.data.palette import voc_palette
-    from parsenet.engine.checkpoint import load_model
-    from parsenet.models.released import Release, load_released
-
     if not 1 <= len(checkpoints) <= 2:
         raise UsageError(f"serve shows one or two models, got {len(checkpoints)} checkpoints")
 
     loaded = []
     for title, source in checkpoints:
-        if isinstance(source, Release):
-            model, meta = load_released(source)
-            path: Path = Path("released") / source.name
-        else:
-            path = Path(source)
-            model, meta = load_model(path, device="cpu")
-        # load_model has checked the stored config; this fills in the defaults it omits.
-        config = config_from_dict(meta["config"], f"{path}: config")
+        bundle, _ = load_source(source)
+        path = Path("released") / source.name if isinstance(source, Release) else Path(source)
+        config = bundle.config
         ev = config.eval
-        classes = list(meta["classes"])
-        palette = meta["palette"] if meta.get("palette") is not None else voc_palette(
-            len(classes))
+        classes = list(bundle.classes)
+        palette = bundle.palette if bundle.palette is not None else voc_palette(len(classes))
         options = {"window": ev.window, "stride": ev.stride, "scales": tuple(ev.scales),
                    "flip": ev.flip}
         loaded.append(ServedModel(
             name=title or config.name or path.stem, checkpoint=path,
-            model=model, classes=classes,
+            model=bundle.model, classes=classes,
             palette=np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:len(classes)],
             mode=ev.mode, options=options))
     for served, title in zip(loaded, _unique_titles([m.name for m in loaded]), strict=True):

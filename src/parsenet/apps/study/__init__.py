@@ -16,15 +16,17 @@ Results go to ``<out_root>/<table>/results.json``; :func:`write_results_md` rege
 marked sections of docs/RESULTS.md from those files, so no figure there is typed by hand.
 The tables (variants, seeds, claims) are data: ``configs/cpu/study.yaml``; every figure of
 the paper's Tables 1-8 ships in ``paper_figures.yaml`` beside this module
-(:mod:`parsenet.study.paper`). ``run_study(3, paper=True)`` runs the paper's own rows
+(:mod:`parsenet.apps.study.paper`). ``run_study(3, paper=True)`` runs the paper's own rows
 (configs/paper/table3_*.yaml); ``budget_minutes=`` fits them into a time budget
-(:mod:`parsenet.study.budget`).
+(:mod:`parsenet.apps.study.budget`).
 """
 
 from __future__ import annotations
 
-from parsenet.study.budget import plan_iterations
-from parsenet.study.paper import (
+import sys
+
+from parsenet.apps.study.budget import plan_iterations
+from parsenet.apps.study.paper import (
     PaperFigures,
     PaperRow,
     PaperTable,
@@ -32,7 +34,7 @@ from parsenet.study.paper import (
     format_paper_list,
     load_paper_figures,
 )
-from parsenet.study.reporting import (
+from parsenet.apps.study.reporting import (
     collect_rows,
     comparisons,
     format_table,
@@ -42,21 +44,20 @@ from parsenet.study.reporting import (
     report,
     write_results_md,
 )
-from parsenet.study.runner import (
+from parsenet.apps.study.runner import NORM_IMAGES, measure_feature_norms, run_study
+from parsenet.apps.study.spec import (
     METRICS,
-    NORM_IMAGES,
     SPEC_FILE,
     Table,
     Variant,
     command_for,
     is_finished,
     load_tables,
-    measure_feature_norms,
     paper_tables,
     resolve_table,
     run_dir,
-    run_study,
 )
+from parsenet.cli import main as cli_main
 
 __all__ = ["run_study", "report", "write_results_md", "collect_rows", "format_table", "load_tables",
            "Table", "Variant", "METRICS", "NORM_IMAGES", "SPEC_FILE", "command_for", "comparisons",
@@ -67,9 +68,5 @@ __all__ = ["run_study", "report", "write_results_md", "collect_rows", "format_ta
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m parsenet.study ...`` = ``parsenet study ...`` (the same options)."""
-    import sys
-
-    from parsenet.cli import main as cli_main
-
+    """``python -m parsenet.apps.study ...`` = ``parsenet study ...`` (the same options)."""
     return cli_main(["study", *(sys.argv[1:] if argv is None else argv)])

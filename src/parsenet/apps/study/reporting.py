@@ -12,12 +12,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from parsenet.study.paper import PaperRow, format_figures
-from parsenet.study.runner import (
+import torch
+
+from parsenet.apps.checkout import git_commit
+from parsenet.apps.study.paper import PaperRow, format_figures
+from parsenet.apps.study.spec import (
     METRICS,
     SPEC_FILE,
     Table,
-    _git_commit,
     command_for,
     load_tables,
     paper_tables,
@@ -25,8 +27,9 @@ from parsenet.study.runner import (
     run_dir,
     with_overrides,
 )
+from parsenet.apps.tables import format_markdown_table
 
-PAPER_HEADER = "paper (Table: row: figures, src/parsenet/study/paper_figures.yaml)"
+PAPER_HEADER = "paper (Table: row: figures, src/parsenet/apps/study/paper_figures.yaml)"
 
 
 def _is_paper(key: str) -> bool:
@@ -122,17 +125,15 @@ def _norm_cell(row: dict[str, Any]) -> str:
 
 def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
     """A Markdown table: ours (mean ± sample std over finished seeds) beside the paper's."""
-    head = ("| variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | wall (min/run) "
-            "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale) "
-            f"| {PAPER_HEADER} |")
-    lines = [head, "|" + " --- |" * 9]
-    for row in rows:
-        wall = f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-"
-        seeds = f"{row['finished']}/{len(row['runs'])}"
-        lines.append(f"| {row['label']} | {seeds} | "
-                     + " | ".join(_cell(row, m) for m in METRICS)
-                     + f" | {wall} | {_norm_cell(row)} | {_paper_cell(row)} |")
-    return "\n".join(lines)
+    header = ["variant", "seeds", "pixel acc", "mean acc", "mean IU", "f.w. IU",
+              "wall (min/run)",
+              "feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale)",
+              PAPER_HEADER]
+    cells = [[row["label"], f"{row['finished']}/{len(row['runs'])}",
+              *(_cell(row, m) for m in METRICS),
+              f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-", _norm_cell(row),
+              _paper_cell(row)] for row in rows]
+    return "\n".join(format_markdown_table(header, cells))
 
 
 def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
@@ -155,10 +156,8 @@ def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
 
 
 def machine_facts() -> dict[str, Any]:
-    import torch
-
     # os.cpu_count, not `nproc`: nproc answers OMP_NUM_THREADS, which the study lanes set.
-    return {"commit": _git_commit(), "cpus": os.cpu_count(),
+    return {"commit": git_commit(), "cpus": os.cpu_count(),
             "platform": platform.platform(), "processor": platform.processor() or "unknown",
             "python": platform.python_version(), "torch": torch.__version__,
             "torch_threads": torch.get_num_threads()}
@@ -169,7 +168,7 @@ def report(table: str | int | Table, *, seeds: list[int] | None = None,
            paper: bool = False, budget_minutes: float | None = None) -> list[dict[str, Any]]:
     """Tabulate the finished runs of ``table`` (training nothing): print the table and
     write ``<out_root>/<table>/results.json``; returns the rows. ``budget_minutes``: the
-    runs of a budgeted study (:func:`~parsenet.study.runner.run_study`)."""
+    runs of a budgeted study (:func:`~parsenet.apps.study.runner.run_study`)."""
     spec = table if isinstance(table, Table) else with_overrides(
         resolve_table(table, spec_file, paper), [], budget_minutes)
     rows = collect_rows(spec, out_root, seeds)

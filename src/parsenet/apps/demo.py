@@ -23,14 +23,17 @@ import copy
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
+from parsenet.apps.tables import format_text_table
 from parsenet.config import Config, load_config
+from parsenet.data.build import build_dataset
 from parsenet.data.synthetic import (
     AMBIGUOUS_PAIRS,
     LOCAL_CLASSES,
@@ -39,8 +42,12 @@ from parsenet.data.synthetic import (
     ensure_dataset,
     min_cue_distance,
 )
+from parsenet.engine.checkpoint import load_model
+from parsenet.engine.precision import cpu_kind
+from parsenet.engine.trainer import train
+from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side
 
-__all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_table",
+__all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comparison",
            "BASELINE_CHANGES"]
 
 # The only difference between the two models: no context branch, no L2Norm.
@@ -105,18 +112,14 @@ def _row_values(metrics: dict[str, Any], classes: list[str]) -> dict[str, float 
     return {k: None if np.isnan(v) else 100.0 * float(v) for k, v in values.items()}
 
 
-def format_table(rows: dict[str, dict[str, float | None]], extra: dict[str, dict[str, str]]) -> str:
+def format_comparison(rows: dict[str, dict[str, float | None]],
+                      extra: dict[str, dict[str, str]]) -> str:
     """Side-by-side table: one line per figure, one column per model."""
-    names = list(next(iter(rows.values())))
-    width = max(len(n) for n in list(names) + list(next(iter(extra.values()))))
-    head = f"{'':<{width}}  " + "  ".join(f"{TITLES[m]:>9}" for m in rows)
-    lines = [head, "-" * len(head)]
-    for n in names:
-        lines.append(f"{n:<{width}}  " + "  ".join(
-            f"{'-' if rows[m][n] is None else format(rows[m][n], '.1f'):>9}" for m in rows))
-    for n in next(iter(extra.values())):
-        lines.append(f"{n:<{width}}  " + "  ".join(f"{extra[m][n]:>9}" for m in rows))
-    return "\n".join(lines)
+    cells = [[n, *('-' if rows[m][n] is None else format(rows[m][n], '.1f') for m in rows)]
+             for n in next(iter(rows.values()))]
+    cells += [[n, *(extra[m][n] for m in rows)] for n in next(iter(extra.values()))]
+    return "\n".join(format_text_table(["", *(TITLES[m] for m in rows)], cells,
+                                        [None, *(9 for _ in rows)], rule="line"))
 
 
 def _ambiguous_mean(row: dict[str, float | None]) -> float:
@@ -152,8 +155,6 @@ def _colour(mask: np.ndarray) -> np.ndarray:
 
 
 def _legend(classes: list[str], width: int) -> np.ndarray:
-    from PIL import ImageDraw
-
     canvas = Image.new("RGB", (width, 22), "white")
     draw = ImageDraw.Draw(canvas)
     x = 4
@@ -166,8 +167,6 @@ def _legend(classes: list[str], width: int) -> np.ndarray:
 
 def _save_overlays(models: dict[str, torch.nn.Module], dataset: Any, raw: Any,
                    classes: list[str], out: Path, count: int) -> list[Path]:
-    from parsenet.viz import side_by_side
-
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(min(count, len(dataset))):
@@ -186,6 +185,63 @@ def _save_overlays(models: dict[str, torch.nn.Module], dataset: Any, raw: Any,
     return paths
 
 
+def _train_pair(cfg: Config, out: Path, resume: bool, say: Callable[..., None]
+                ) -> dict[str, dict[str, Any]]:
+    """Stage 1: train the baseline and ParseNet (or resume / re-evaluate their runs)."""
+    results: dict[str, dict[str, Any]] = {}
+    for name, c in demo_configs(cfg, out).items():
+        say(f"\n== training {TITLES[name]} ({c.train.iterations} iterations x batch "
+            f"{c.train.batch_size}, seed {c.train.seed}) -> {c.train.out_dir}")
+        last = Path(c.train.out_dir) / "checkpoints" / "last.pt"
+        resumed = resume and last.is_file()
+        # The demo owns its output folder: without resume it trains afresh each time.
+        results[name] = train(c, resume=resumed, overwrite=not resumed)
+    return results
+
+
+def _measure(results: dict[str, dict[str, Any]], models: dict[str, torch.nn.Module],
+             test_set: Any, classes: list[str]
+             ) -> tuple[dict[str, dict[str, float | None]], dict[str, float],
+                        dict[str, dict[str, str]]]:
+    """Stage 2: the table's rows, each model's effective receptive field, the extra lines."""
+    rows = {name: _row_values(results[name]["metrics"], classes) for name in MODELS}
+    probe = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))])
+    erf = {name: effective_receptive_field(models[name], probe) for name in MODELS}
+    extra = {name: {"eff. receptive field (px)": f"{erf[name]:.0f}",
+                    "training time (s)": f"{results[name]['wall_time_s']:.0f}",
+                    "images / s": f"{results[name]['images_per_s'] or 0:.1f}"}
+             for name in MODELS}
+    return rows, erf, extra
+
+
+def _draw(results: dict[str, dict[str, Any]], models: dict[str, torch.nn.Module],
+          test_set: Any, raw_test: Any, classes: list[str], out: Path, overlays: int
+          ) -> dict[str, Any]:
+    """Stage 3: overlays, training curves and ParseNet's feature norms (Fig. 2 analogue)."""
+    overlay_paths = _save_overlays(models, test_set, raw_test, classes, out / "overlays",
+                                   overlays)
+    curves = plot_curves({TITLES[n]: Path(results[n]["out_dir"]) / "log.jsonl" for n in MODELS},
+                         out / "curves.png", title="demo training curves")
+    norms = feature_norms(models["parsenet"],
+                          [test_set[i][0] for i in range(min(8, len(test_set)))],
+                          taps=("conv4", "conv5", "fc7"))
+    norms_png = plot_feature_norms(norms, out / "feature_norms.png",
+                                   title="ParseNet feature norms (Fig. 2 analogue)")
+    return {"overlays": overlay_paths, "curves": curves, "norms": norms,
+            "norms_png": norms_png}
+
+
+def _header(cfg: Config, n_test: int, amp: str) -> str:
+    n_train = cfg.data.synthetic.get("splits", {}).get(cfg.data.train_split, "?")
+    return (f"ParseNet demo: {n_test} held-out generated images "
+            f"({n_train} for training), seed {cfg.train.seed}; both models: "
+            f"{cfg.train.iterations} iterations x batch {cfg.train.batch_size}, "
+            f"width {cfg.model.args.get('width', 1.0)} LargeFOV"
+            f"{' + BatchNorm' if cfg.model.args.get('batch_norm') else ''}\n"
+            f"precision {amp} (train.amp={cfg.train.amp}) on a "
+            f"{cpu_kind()} CPU, {torch.get_num_threads()} threads")
+
+
 def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | None = None,
              out_dir: str | os.PathLike | None = None, overrides: list[str] | None = None,
              overlays: int = 6, resume: bool = False, verbose: bool = True) -> dict[str, Any]:
@@ -197,12 +253,6 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
     when there is one (a finished run is only re-evaluated). Returns the measured table
     and the output paths.
     """
-    from parsenet.data.build import build_dataset
-    from parsenet.engine.checkpoint import load_model
-    from parsenet.engine.precision import cpu_kind
-    from parsenet.engine.trainer import train
-    from parsenet.viz import feature_norms, plot_curves, plot_feature_norms
-
     start = time.perf_counter()
     say = print if verbose else (lambda *a, **k: None)
     cfg = load_config(config, overrides)
@@ -214,65 +264,35 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
     t = time.perf_counter()
     ensure_dataset(cfg.data.root, progress=cfg.train.progress, **cfg.data.synthetic)
     data_s = time.perf_counter() - t
-    results: dict[str, dict[str, Any]] = {}
-    for name, c in demo_configs(cfg, out).items():
-        say(f"\n== training {TITLES[name]} ({c.train.iterations} iterations x batch "
-            f"{c.train.batch_size}, seed {c.train.seed}) -> {c.train.out_dir}")
-        last = Path(c.train.out_dir) / "checkpoints" / "last.pt"
-        resumed = resume and last.is_file()
-        # The demo owns its output folder: without resume it trains afresh each time.
-        results[name] = train(c, resume=resumed, overwrite=not resumed)
+    results = _train_pair(cfg, out, resume, say)
 
-    classes = list(results["parsenet"]["metrics"].get("classes") or [])
-    models = {name: load_model(results[name]["last_checkpoint"])[0] for name in MODELS}
-    val_cfg = cfg.data
-    test_set = build_dataset(val_cfg, "val", preprocessing=models["parsenet"].preprocessing)
-    raw_test = build_dataset(val_cfg, "val")
-    classes = classes or list(test_set.classes)
-
-    rows = {name: _row_values(results[name]["metrics"], classes) for name in MODELS}
-    probe = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))])
-    erf = {name: effective_receptive_field(models[name], probe) for name in MODELS}
-    extra = {name: {"eff. receptive field (px)": f"{erf[name]:.0f}",
-                    "training time (s)": f"{results[name]['wall_time_s']:.0f}",
-                    "images / s": f"{results[name]['images_per_s'] or 0:.1f}"}
-             for name in MODELS}
-
-    overlay_paths = _save_overlays(models, test_set, raw_test, classes, out / "overlays",
-                                   overlays)
-    curves = plot_curves({TITLES[n]: Path(results[n]["out_dir"]) / "log.jsonl" for n in MODELS},
-                         out / "curves.png", title="demo training curves")
-    norms = feature_norms(models["parsenet"], [test_set[i][0] for i in range(len(probe))],
-                          taps=("conv4", "conv5", "fc7"))
-    norms_png = plot_feature_norms(norms, out / "feature_norms.png",
-                                   title="ParseNet feature norms (Fig. 2 analogue)")
+    loaded = {name: load_model(results[name]["last_checkpoint"]) for name in MODELS}
+    models = {name: loaded[name].model for name in MODELS}
+    test_set = build_dataset(cfg.data, "val", preprocessing=loaded["parsenet"].preprocessing)
+    raw_test = build_dataset(cfg.data, "val")
+    classes = list(results["parsenet"]["metrics"].get("classes") or test_set.classes)
+    rows, erf, extra = _measure(results, models, test_set, classes)
+    drawn = _draw(results, models, test_set, raw_test, classes, out, overlays)
 
     gain = rows["parsenet"]["mean IU"] - rows["baseline"]["mean IU"]
-    n_train = cfg.data.synthetic.get("splits", {}).get(cfg.data.train_split, "?")
-    header = (f"ParseNet demo: {len(test_set)} held-out generated images "
-              f"({n_train} for training), seed {cfg.train.seed}; both models: "
-              f"{cfg.train.iterations} iterations x batch {cfg.train.batch_size}, "
-              f"width {cfg.model.args.get('width', 1.0)} LargeFOV"
-              f"{' + BatchNorm' if cfg.model.args.get('batch_norm') else ''}\n"
-              f"precision {results['parsenet']['amp']} (train.amp={cfg.train.amp}) on a "
-              f"{cpu_kind()} CPU, {torch.get_num_threads()} threads")
-    table = format_table(rows, extra)
+    header = _header(cfg, len(test_set), results["parsenet"]["amp"])
+    table = format_comparison(rows, extra)
     clearance = SyntheticParams.from_kwargs(cfg.data.synthetic).cue_clearance
     summary = _verdict(rows, gain, erf, min_cue_distance(clearance))
     norm_lines = "feature norms (mean per pixel, before -> after L2Norm): " + ", ".join(
         f"{k} {b:.3g}" + (f" -> {a:.3g}" if a is not None else "") for k, (b, a) in
-        norms.items())
+        drawn["norms"].items())
     total = time.perf_counter() - start
     say("\n" + header + "\n\n" + table + "\n\n" + summary + "\n" + norm_lines)
-    say(f"\noutputs in {out}/: overlays/ ({len(overlay_paths)} PNG), curves.png, "
+    say(f"\noutputs in {out}/: overlays/ ({len(drawn['overlays'])} PNG), curves.png, "
         f"feature_norms.png, results.json; data generation {data_s:.0f} s, "
         f"total {total:.0f} s")
 
     report = {"seed": cfg.train.seed, "table": rows, "extra": extra,
               "mean_iou_gain": gain, "effective_receptive_field_px": erf,
-              "feature_norms": {k: list(v) for k, v in norms.items()},
-              "overlays": [str(p) for p in overlay_paths], "curves": str(curves),
-              "feature_norms_png": str(norms_png), "data_time_s": data_s,
+              "feature_norms": {k: list(v) for k, v in drawn["norms"].items()},
+              "overlays": [str(p) for p in drawn["overlays"]], "curves": str(drawn["curves"]),
+              "feature_norms_png": str(drawn["norms_png"]), "data_time_s": data_s,
               "total_time_s": total, "runs": {n: results[n]["out_dir"] for n in MODELS},
               "printed": "\n".join([header, "", table, "", summary, norm_lines])}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -76,7 +76,7 @@ def load_paper_figures(path: str | Path | None = None) -> PaperFigures:
     belongs to a known table and fills exactly that table's columns."""
     try:
         if path is None:
-            text = resources.files("parsenet.study").joinpath(FIGURES_FILE).read_text()
+            text = resources.files("parsenet.apps.study").joinpath(FIGURES_FILE).read_text()
         else:
             text = Path(path).read_text()
         data = yaml.safe_load(text)

@@ -13,48 +13,44 @@ from typing import Any
 
 from tqdm import tqdm
 
-from parsenet.engine.memory import DEFAULT_BUDGET_GB
+from parsenet.apps.tables import format_text_table
+from parsenet.config import Config, config_from_dict, config_to_dict, load_config
+from parsenet.data.build import build_dataset
+from parsenet.engine.checkpoint import LoadedModel, load_model
+from parsenet.engine.export import check_export, export_onnx, export_torchscript, make_predictor
+from parsenet.engine.inference import evaluate
+from parsenet.engine.memory import DEFAULT_BUDGET_GB, ONNX_OVERHEAD, InferenceMemory
+from parsenet.engine.runlog import to_jsonable
 from parsenet.errors import ParseNetError, UsageError
+from parsenet.models.released import Release, load_released
 from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionJob
 
-__all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "collect_images",
+__all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_source",
+           "collect_images",
            "collect_named_images", "format_metrics", "IMAGE_SUFFIXES", "OVERLAY_MAX_SIDE"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
 
-def _jsonable(value: Any) -> Any:
-    """NaN (absent classes) to None, tuples to lists: strict JSON."""
-    if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
-def _config_for(checkpoint_meta: dict[str, Any], config_path: str | os.PathLike | None,
-                overrides: Sequence[str]) -> Any:
-    from parsenet.config import config_from_dict, load_config
-
+def _config_for(loaded: LoadedModel, config_path: str | os.PathLike | None,
+                overrides: Sequence[str]) -> Config:
+    """The config a task runs with: ``config_path``'s, else the checkpoint's (checked when it
+    was loaded), with ``overrides`` applied and checked."""
     if config_path is not None:
         return load_config(config_path, list(overrides))
-    values = json.loads(json.dumps(checkpoint_meta["config"]))  # deep copy
-    return config_from_dict(values, "checkpoint config", overrides=overrides)
+    if not overrides:
+        return loaded.config
+    return config_from_dict(config_to_dict(loaded.config), "checkpoint config",
+                            overrides=overrides)
 
 
-def _load_source(source: Any, device: str) -> tuple[Any, dict[str, Any], Path]:
-    """(model, meta, path) of a checkpoint path or a released model
+def load_source(source: str | os.PathLike | Release, device: str = "cpu"
+                ) -> tuple[LoadedModel, Path]:
+    """(the loaded model, its path) of a checkpoint path or a released model
     (:class:`parsenet.models.released.Release`; its path is runs/released/<name>)."""
-    from parsenet.engine.checkpoint import load_model
-    from parsenet.models.released import Release, load_released
-
     if isinstance(source, Release):
-        model, meta = load_released(source, device)
-        return model, meta, Path("runs") / "released" / source.name
-    model, meta = load_model(source, device=device)
-    return model, meta, Path(source)
+        return load_released(source, device), Path("runs") / "released" / source.name
+    return load_model(source, device=device), Path(source)
 
 
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None,
@@ -67,13 +63,10 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     ``<stem>.eval-<split>-<mode>.json``). Returns the written dict: ``metrics`` (see
     :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``,
     ``mode``, ``iteration``, ``json``."""
-    from parsenet.data.build import build_dataset
-    from parsenet.engine.inference import evaluate
-
-    model, meta, checkpoint = _load_source(checkpoint, device)
-    cfg = _config_for(meta, config, overrides)
-    dataset = build_dataset(cfg.data, split, preprocessing=model.preprocessing)
-    classes = list(meta["classes"])
+    loaded, checkpoint = load_source(checkpoint, device)
+    cfg = _config_for(loaded, config, overrides)
+    dataset = build_dataset(cfg.data, split, preprocessing=loaded.preprocessing)
+    classes = list(loaded.classes)
     if len(dataset.classes) != len(classes):
         raise UsageError(f"{checkpoint}: the model predicts {len(classes)} classes but the "
                          f"{split} split of {cfg.data.root} has {len(dataset.classes)}")
@@ -88,14 +81,14 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
                          f"but {theirs!r} in the dataset ({len(renamed)} of {len(classes)} "
                          f"differ)")
     mode = mode or cfg.eval.mode
-    metrics = evaluate(model, dataset, num_classes=len(classes), mode=mode, device=device,
+    metrics = evaluate(loaded.model, dataset, num_classes=len(classes), mode=mode, device=device,
                        max_images=max_images, progress=progress, eval_cfg=cfg.eval)
     out = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.eval-{split}-{mode}.json")
-    result = {"checkpoint": str(checkpoint), "iteration": meta["iteration"], "split": split,
+    result = {"checkpoint": str(checkpoint), "iteration": loaded.iteration, "split": split,
               "mode": mode, "data_root": str(cfg.data.root), "classes": classes,
               "metrics": metrics}
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_jsonable(result), indent=1) + "\n")
+    out.write_text(json.dumps(to_jsonable(result), indent=1) + "\n")  # NaN (absent) -> null
     result["json"] = str(out)
     return result
 
@@ -109,13 +102,10 @@ def format_metrics(metrics: dict[str, Any], classes: Sequence[str]) -> str:
     lines = [f"pixel acc {_pct(metrics['pixel_acc'])}   mean acc {_pct(metrics['mean_acc'])}   "
              f"mean IoU {_pct(metrics['mean_iou'])}   f.w. IoU {_pct(metrics['fw_iou'])}"
              f"   ({metrics.get('images', '?')} images, {metrics.get('mode', 'whole')})", ""]
-    width = max([len("class")] + [len(c) for c in classes])
-    lines.append(f"{'class':<{width}}  {'IoU':>6}  {'acc':>6}  {'pixels':>10}")
     confusion = metrics.get("confusion")
-    for i, name in enumerate(classes):
-        pixels = sum(confusion[i]) if confusion else 0
-        lines.append(f"{name:<{width}}  {_pct(metrics['per_class_iou'][i])}  "
-                     f"{_pct(metrics['per_class_acc'][i])}  {pixels:>10d}")
+    cells = [[name, _pct(metrics["per_class_iou"][i]), _pct(metrics["per_class_acc"][i]),
+              str(sum(confusion[i]) if confusion else 0)] for i, name in enumerate(classes)]
+    lines += format_text_table(["class", "IoU", "acc", "pixels"], cells, [None, 6, 6, 10])
     return "\n".join(lines)
 
 
@@ -187,19 +177,16 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
     ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
     """
-    from parsenet.engine.export import make_predictor
-    from parsenet.engine.memory import ONNX_OVERHEAD, InferenceMemory
-
     named = collect_named_images(inputs)  # fail on a bad path before loading anything
     out_dir = Path(out_dir)
     _check_out_folder(out_dir, named)
-    model, meta, checkpoint = _load_source(checkpoint, device)
-    cfg = _config_for(meta, None, ())
+    loaded, checkpoint = load_source(checkpoint, device)
+    model, cfg = loaded.model, loaded.config
     mode = mode or "auto"
     window = window or cfg.eval.window
     job = PredictionJob(
-        classes=list(meta["classes"]), preprocessing=model.preprocessing, device=device,
-        palette=meta.get("palette"), alpha=alpha, mode=mode, preferred=cfg.eval.mode,
+        classes=list(loaded.classes), preprocessing=loaded.preprocessing, device=device,
+        palette=loaded.palette, alpha=alpha, mode=mode, preferred=cfg.eval.mode,
         budget=memory_budget_gb * 1e9,
         opts={"window": window, "stride": min(cfg.eval.stride, window),
               "scales": tuple(cfg.eval.scales), "flip": cfg.eval.flip})
@@ -231,12 +218,9 @@ def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.Pat
                       ) -> dict[str, Any]:
     """Export a checkpoint's model to ONNX or TorchScript, then (``check``) compare the file
     with the eager model at ``sizes``. Returns ``path``, ``format``, ``exporter``, ``diffs``."""
-    from parsenet.engine.checkpoint import load_model
-    from parsenet.engine.export import check_export, export_onnx, export_torchscript
-
     if fmt not in ("onnx", "torchscript"):
         raise UsageError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
-    model, _ = load_model(checkpoint, device="cpu")
+    model = load_model(checkpoint, device="cpu").model
     out = Path(out)
     if fmt == "onnx":
         exporter = export_onnx(model, out)

@@ -8,13 +8,13 @@ import pytest
 import torch
 from torch import nn
 
-from parsenet.config import config_to_dict, load_config
-from parsenet.demo import (
+from parsenet.apps.demo import (
     BASELINE_CHANGES,
     demo_configs,
     effective_receptive_field,
     run_demo,
 )
+from parsenet.config import config_to_dict, load_config
 
 TINY = ["data.synthetic.splits={train: 4, test: 2}", "data.synthetic.size=256",
         "data.crop_size=256", "train.iterations=2", "train.batch_size=2",

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from parsenet.config import load_config
+from parsenet.engine import trainer  # trainer.train looked up per call: tests replace it
 
 __all__ = ["WARMUP_ITERATIONS", "plan_iterations"]
 
@@ -33,14 +34,12 @@ WARMUP_ITERATIONS = 5
 def _time_warmup(config: str, overrides: list[str], workdir: Path, warmup: int
                  ) -> tuple[float, float]:
     """(seconds per training iteration, wall seconds of the whole warm-up run)."""
-    from parsenet.engine.trainer import train
-
     cfg = load_config(config, [*overrides, f"train.iterations={warmup}",
                                f"train.out_dir={workdir}", "train.max_val_images=1",
                                f"train.checkpoint_every={warmup}", "train.log_every=1",
                                "train.val_every=0", "train.progress=false"])
     start = time.perf_counter()
-    result = train(cfg)
+    result = trainer.train(cfg)
     wall = time.perf_counter() - start
     t = cfg.train
     images_per_iteration = t.batch_size * t.accumulate * int(result.get("world_size") or 1)

@@ -16,9 +16,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from parsenet.apps.tables import format_text_table
 from parsenet.models import parsenet_vgg16
 
-__all__ = ["model_summary", "paper_variants", "variants_table", "format_table"]
+__all__ = ["model_summary", "paper_variants", "variants_table", "format_variants"]
 
 
 def model_summary(model: nn.Module, size: int | tuple[int, int] = 500) -> dict[str, Any]:
@@ -74,14 +75,12 @@ def variants_table(size: int = 500, num_classes: int = 21,
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
+def format_variants(rows: list[dict[str, Any]]) -> str:
     """Rows of :func:`variants_table` as a fixed-width text table."""
-    width = max(len("variant"), *(len(r["name"]) for r in rows))
     h, w = rows[0]["input"] if rows else (0, 0)
-    lines = [f"{'variant':<{width}}  {'params (M)':>10}  {f'GFLOPs @{h}x{w}':>14}",
-             f"{'-' * width}  {'-' * 10}  {'-' * 14}"]
-    for r in rows:
-        lines.append(f"{r['name']:<{width}}  {r['params'] / 1e6:>10.2f}  {r['gflops']:>14.1f}")
+    cells = [[r["name"], f"{r['params'] / 1e6:.2f}", f"{r['gflops']:.1f}"] for r in rows]
+    lines = format_text_table(["variant", "params (M)", f"GFLOPs @{h}x{w}"], cells,
+                              [None, 10, 14], rule="columns")
     lines.append("FLOPs: convolutions and matrix products, multiply-add = 2 FLOPs "
                  "(FlopCounterMode); element-wise ops not counted.")
     return "\n".join(lines)

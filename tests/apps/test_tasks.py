@@ -1,0 +1,59 @@
+"""The tasks behind ``parsenet predict``: what they write, and where."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from parsenet.apps.tasks import predict_images
+from parsenet.config import Config, config_to_dict
+from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from parsenet.models import parsenet_vgg16
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/conftest.py
+
+CLASSES = ["sky", "ground", "thing"]
+
+
+@pytest.fixture
+def checkpoint(tmp_path_factory) -> Path:  # one per test: each starts from a clean run folder
+    torch.manual_seed(0)
+    config = Config()
+    config.model.args = {"width": 0.0625}
+    model = parsenet_vgg16(num_classes=len(CLASSES), width=0.0625)
+    state = {"format": CHECKPOINT_FORMAT, "iteration": 1, "model": model.state_dict(),
+             "config": config_to_dict(config), "classes": CLASSES, "palette": None,
+             "preprocessing": model.preprocessing.to_dict()}
+    return save_checkpoint(tmp_path_factory.mktemp("run") / "checkpoints" / "last.pt", state)
+
+
+def _tree(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.mark.parametrize("backend", ["auto", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_predict_without_a_cache_writes_only_into_its_out_folder(checkpoint, tmp_path,
+                                                                 monkeypatch, backend):
+    """The user's run folder is not a cache: without ``onnx_cache`` nothing is added beside
+    the checkpoint, and a temporary ONNX export does not outlive the call."""
+    if backend == "onnx":
+        pytest.importorskip("onnxruntime")
+    run = checkpoint.parents[1]
+    before = _tree(run)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where a temporary export goes
+    image = tmp_path / "in" / "x.png"
+    image.parent.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), np.uint8)).save(image)
+    result = predict_images(checkpoint, [image], tmp_path / "out", backend=backend,
+                            progress=False)
+    assert result["backend"] == ("eager" if backend == "auto" else "onnx")
+    assert _tree(run) == before
+    assert _tree(scratch) == []
+    assert _tree(tmp_path / "out") == ["x.png", "x_overlay.jpg"]
