@@ -123,8 +123,10 @@ def test_checkpoint_model_keeps_its_stored_preprocessing(tmp_path):
         "format": CHECKPOINT_FORMAT, "iteration": 1, "model": model.state_dict(),
         "config": config_to_dict(config), "classes": ["a", "b"], "palette": None,
         "preprocessing": CAFFE_VGG.to_dict()})
-    loaded, meta = load_model(path)
+    bundle = load_model(path)
+    loaded = bundle.model
     assert loaded.preprocessing == CAFFE_VGG  # not the untrained default, IMAGENET
+    assert bundle.preprocessing == CAFFE_VGG
     first = next(iter(model.state_dict()))
     assert torch.equal(loaded.state_dict()[first], model.state_dict()[first])
 
