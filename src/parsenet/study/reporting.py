@@ -236,6 +236,8 @@ def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path 
     ``path`` by the rendering of ``<out_root>/<key>/results.json``; returns the keys
     rewritten. A section whose results.json is absent gets only its paper column and note
     refreshed (:func:`refresh_paper_cells`; its key is returned with " (paper column)").
+    ``<!-- study:claims:begin/end -->`` gets the claims table of every ``claim-*`` table
+    (:mod:`parsenet.study.claims`), read from the run directories under ``out_root``.
     Text outside the markers is left as it is."""
     path = Path(path)
     text = path.read_text()
@@ -255,5 +257,14 @@ def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path 
             body = render_section(result, spec_file)
         text = f"{head}{begin}\n{body}\n{end}{tail}"
         written.append(key)
+    begin, end = "<!-- study:claims:begin -->", "<!-- study:claims:end -->"
+    if begin in text and end in text:  # the opening claims table, from the run directories
+        from parsenet.study.claims import claims_rows, format_claims_table
+
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        body = format_claims_table(claims_rows(out_root, spec_file))
+        text = f"{head}{begin}\n{body}\n{end}{tail}"
+        written.append("claims")
     path.write_text(text)
     return written

@@ -48,7 +48,10 @@ from parsenet.study.cached.cache import TapCache, build_cache
 from parsenet.study.cached.sources import dataset_id, raw_split, trunk_id
 from parsenet.study.cached.vgg import VGGHead, VGGTrunk
 
-__all__ = ["train_cached", "PackedHead", "SPLITS", "evaluate_head", "batch_indices"]
+__all__ = ["train_cached", "PackedHead", "SPLITS", "evaluate_head", "batch_indices",
+           "feature_norms"]
+
+NORM_IMAGES = 16  # validation images of feature_norms.json (the study's count)
 
 
 def _split_vgg(model: nn.Module) -> tuple[nn.Module, nn.Module]:
@@ -114,6 +117,26 @@ def evaluate_head(net: PackedHead, cache: TapCache, num_classes: int, mean_iu: s
         metrics.update(logits.argmax(1)[0], target)
     net.train()
     return metrics.compute()
+
+
+@torch.no_grad()
+def feature_norms(net: PackedHead, cache: TapCache, images: int = NORM_IMAGES
+                  ) -> dict[str, Any]:
+    """Mean per-pixel L2 norm (across channels) of every cached tap and of the head's own
+    ``feature_maps`` (VGG: fc7, pool6) over the first validation images, in eval mode: the
+    paper's Fig. 2 quantity, in the study's feature_norms.json format."""
+    net.eval()
+    sums: dict[str, float] = {}
+    count = min(images, len(cache))
+    for i in range(count):
+        taps = {t: v[None] for t, v in cache.features(i).items()}
+        maps = {**taps, **(net.head.feature_maps(taps) if hasattr(net.head, "feature_maps")
+                           else {})}
+        for t, x in maps.items():
+            sums[t] = sums.get(t, 0.0) + float(x.float().norm(dim=1).mean())
+    net.train()
+    return {"images": count, "input_scale": None, "after_l2norm": {},
+            "feature_norm": {t: v / count for t, v in sums.items()}}
 
 
 def _caches(config: Config, trunk: nn.Module, preprocessing: Any, resolution: tuple[int, int],
@@ -219,6 +242,8 @@ def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_cl
               "val_images": len(caches["val"]), "train_images": len(caches["train"]),
               "cache": {s: str(c.path) for s, c in caches.items()},
               "l2norm_scale_mean": scales, "config": config_to_dict(config)}
+    (out / "feature_norms.json").write_text(json.dumps(
+        feature_norms(net, caches["val"]) | {"l2norm_scale_mean": scales}, indent=1) + "\n")
     (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
     (out / "results.json").write_text(json.dumps(
         {k: v for k, v in result.items() if k != "metrics"} | {"summary": summary},

@@ -61,6 +61,12 @@ class VGGHead(nn.Module):
         self.context = model.context
         self.fusion = model.head
 
+    def feature_maps(self, taps: dict[str, Tensor]) -> dict[str, Tensor]:
+        """fc7 and pool6 (fc7's global mean, replicated) before any L2Norm: the paper's
+        Fig. 2 quantities the cache does not hold."""
+        fc7 = self.fc7(self.fc6(self.pool5(taps["conv5"])))
+        return {"fc7": fc7, "pool6": fc7.mean((-2, -1), keepdim=True).expand_as(fc7)}
+
     def forward(self, taps: dict[str, Tensor]) -> Tensor:
         taps = {**taps, "fc7": self.fc7(self.fc6(self.pool5(taps["conv5"])))}
         local = [taps[f] for f in self.features]
