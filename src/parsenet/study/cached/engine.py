@@ -149,7 +149,6 @@ def _caches(config: Config, trunk: nn.Module, preprocessing: Any, resolution: tu
                                  resolution=resolution, preprocessing=preprocessing,
                                  dataset_id=dataset_id(config.data, split, data),
                                  progress=progress)
-        out[split].num_classes = data.num_classes  # type: ignore[attr-defined]
     return out
 
 
