@@ -53,6 +53,7 @@ class Table:
     # features at ``resolution`` (H, W) (parsenet.study.cached).
     engine: str = "trainer"
     resolution: tuple[int, int] | None = None
+    loss_on: str = "input"  # cached engine: "input" or "grid" (see train_cached)
 
 
 def _spec_path(spec_file: str | Path) -> Path:
@@ -111,7 +112,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 variants=variants, claims=claims,  # type: ignore[arg-type]
                 aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper,
                 paper_keys=tuple(str(k) for k in t.get("paper_keys", ())), engine=engine,
-                resolution=tuple(resolution) if resolution else None)
+                resolution=tuple(resolution) if resolution else None,
+                loss_on=str(t.get("loss_on", "input")))
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -198,10 +200,10 @@ def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = No
     if table is not None and table.engine == "cached":
         from parsenet.study.cached.engine import train_cached
 
-        resolution = table.resolution
+        resolution, loss_on = table.resolution, table.loss_on
 
         def fit(config: Any, resume: bool) -> None:  # resumes by itself from its checkpoint
-            train_cached(config, resolution=resolution, progress=False)
+            train_cached(config, resolution=resolution, progress=False, loss_on=loss_on)
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
     attempts_file = path / "attempts.json"

@@ -67,18 +67,34 @@ SPLITS: dict[str, Callable[[nn.Module], tuple[nn.Module, nn.Module]]] = {
 
 class PackedHead(nn.Module):
     """The head on one channel-packed tensor (what run_iteration hands a model), upsampled
-    to the trunk's input size with the trunk's grid (stride, offset)."""
+    to the trunk's input size with the trunk's grid (stride, offset).
+
+    ``loss_on_grid``: in training mode the logits stay on the output grid, for a loss
+    against labels sampled at the grid's cell centres (:func:`grid_labels`); evaluation
+    always upsamples."""
 
     def __init__(self, head: nn.Module, channels: dict[str, int], size: tuple[int, int],
-                 stride: int, offset: float) -> None:
+                 stride: int, offset: float, loss_on_grid: bool = False) -> None:
         super().__init__()
         self.head = head
         self.taps, self.sizes = tuple(channels), tuple(channels.values())
         self.size, self.stride, self.offset = tuple(size), stride, offset
+        self.loss_on_grid = loss_on_grid
 
     def forward(self, packed: Tensor) -> Tensor:
         taps = dict(zip(self.taps, torch.split(packed, self.sizes, dim=1), strict=True))
-        return resize_to_input(self.head(taps), self.size, self.stride, self.offset)
+        logits = self.head(taps)
+        if self.training and self.loss_on_grid:
+            return logits
+        return resize_to_input(logits, self.size, self.stride, self.offset)
+
+
+def grid_labels(labels: Tensor, stride: int, offset: float, grid: tuple[int, int]) -> Tensor:
+    """The labels at the output grid's cell centres (pixel ``stride * i + offset``, the
+    nearest pixel when the offset is fractional): DeepLab's training on labels shrunk by
+    the output stride, instead of scores upsampled to every pixel."""
+    start = int(round(offset))
+    return labels[..., start::stride, start::stride][..., :grid[0], :grid[1]]
 
 
 def batch_indices(iteration: int, batch_size: int, count: int, seed: int) -> list[int]:
@@ -98,8 +114,12 @@ def _packed(cache: TapCache, idx: list[int]) -> Tensor:
     return torch.cat([feats[t] for t in cache.tap_names], dim=1)
 
 
-def _labels(cache: TapCache, idx: list[int]) -> Tensor:
-    return torch.stack([cache.train_label(i) for i in idx])
+def _labels(cache: TapCache, idx: list[int], net: PackedHead) -> Tensor:
+    labels = torch.stack([cache.train_label(i) for i in idx])
+    if not net.loss_on_grid:
+        return labels
+    grid = tuple(cache.meta["tap_shapes"][cache.tap_names[0]][-2:])
+    return grid_labels(labels, net.stride, net.offset, grid)
 
 
 @torch.no_grad()
@@ -152,8 +172,8 @@ def _caches(config: Config, trunk: nn.Module, preprocessing: Any, resolution: tu
     return out
 
 
-def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, progress: bool
-           ) -> tuple[PackedHead, dict[str, TapCache], int]:
+def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, progress: bool,
+           loss_on_grid: bool = False) -> tuple[PackedHead, dict[str, TapCache], int]:
     from parsenet.models.builders import build_model_from_config
 
     if config.model.name not in SPLITS:
@@ -166,18 +186,27 @@ def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, 
     caches = _caches(config, trunk, model.preprocessing, resolution, cache_root, progress)
     channels = {t: int(caches["train"].meta["tap_shapes"][t][0])
                 for t in caches["train"].tap_names}
-    net = PackedHead(head, channels, resolution, trunk.output_stride, trunk.grid_offset)
+    net = PackedHead(head, channels, resolution, trunk.output_stride, trunk.grid_offset,
+                     loss_on_grid)
     return net, caches, num_classes
 
 
 def train_cached(config: Config, *, resolution: tuple[int, int],
-                 cache_root: str | Path = "runs/cache", progress: bool = True
-                 ) -> dict[str, Any]:
+                 cache_root: str | Path = "runs/cache", progress: bool = True,
+                 loss_on: str = "input") -> dict[str, Any]:
     """Train (or resume, or finish) the head of ``config``'s model on cached trunk features
-    at ``resolution`` (H, W); returns the results written to ``train.out_dir``."""
+    at ``resolution`` (H, W); returns the results written to ``train.out_dir``.
+
+    ``loss_on``: ``"input"`` (our trainer's convention: scores upsampled to the input,
+    loss on every pixel) or ``"grid"`` (labels sampled at the output grid's cell centres,
+    DeepLab's; several times cheaper, the upsampling and its backward dominate a head
+    step). Evaluation is at full label resolution either way."""
+    if loss_on not in ("input", "grid"):
+        raise ValueError(f"loss_on must be 'input' or 'grid', got {loss_on!r}")
     t = config.train
     out = Path(t.out_dir)
-    net, caches, num_classes = _build(config, resolution, cache_root, progress)
+    net, caches, num_classes = _build(config, resolution, cache_root, progress,
+                                      loss_on == "grid")
     optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                                 new_layer_lr_mult=t.new_layer_lr_mult,
                                 bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
@@ -207,7 +236,7 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     for it in tqdm(range(start, t.iterations), initial=start, total=t.iterations,
                    desc=f"head {out.name}", disable=not progress):
         idx = batch_indices(it, t.batch_size, len(train_cache), t.seed)
-        batch = [(_packed(train_cache, idx), _labels(train_cache, idx), None)]
+        batch = [(_packed(train_cache, idx), _labels(train_cache, idx, net), None)]
         loss, _ = run_iteration(net, batch, False, t.loss_reduction, ctx=ctx, device=device,
                                 amp=amp, scaler=None, optimizer=optimizer, scheduler=scheduler)
         if not math.isfinite(loss):
@@ -238,6 +267,7 @@ def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_cl
     result = {"iteration": t.iterations, "final_loss": loss, "wall_time_s": wall,
               "images_per_s": t.iterations * t.batch_size / max(wall, 1e-9),
               "metrics": metrics, "engine": "cached", "resolution": list(resolution),
+              "loss_on": "grid" if net.loss_on_grid else "input",
               "val_images": len(caches["val"]), "train_images": len(caches["train"]),
               "cache": {s: str(c.path) for s, c in caches.items()},
               "l2norm_scale_mean": scales, "config": config_to_dict(config)}
