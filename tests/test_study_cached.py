@@ -171,6 +171,24 @@ def test_head_training_writes_its_outputs_and_resumes_exactly(
     assert len(losses) == 4  # the interrupted run's records were not duplicated
 
 
+def test_the_grid_loss_reads_the_labels_at_the_cell_centres(
+        tmp_path: Path, one_thread: None) -> None:
+    labels = torch.arange(2 * 16 * 16).reshape(2, 16, 16)
+    got = engine.grid_labels(labels, 8, 0.0, (2, 2))
+    assert got.tolist() == labels[:, ::8, ::8].tolist()
+    assert engine.grid_labels(labels, 8, 3.5, (2, 2))[0, 0, 0] == labels[0, 4, 4]
+    config = load_config(_config_file(tmp_path, iterations=2))
+    result = train_cached(config, resolution=(32, 32), cache_root=tmp_path / "cache",
+                          progress=False, loss_on="grid")
+    assert result["loss_on"] == "grid" and math.isfinite(result["final_loss"])
+    # Evaluation is still at the full 40 x 40 labels: every val pixel was scored.
+    confusion = torch.tensor(result["metrics"]["confusion"])
+    assert int(confusion.sum()) == 4 * 40 * 40
+    with pytest.raises(ValueError, match="loss_on"):
+        train_cached(config, resolution=(32, 32), cache_root=tmp_path / "cache",
+                     progress=False, loss_on="pixels")
+
+
 def test_a_non_finite_loss_raises_training_diverged(tmp_path: Path, one_thread: None,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     config = load_config(_config_file(tmp_path))
