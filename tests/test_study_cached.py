@@ -70,7 +70,10 @@ def test_trunk_plus_head_is_the_models_own_forward(one_thread: None) -> None:
         expected = model.head(*model.forward_branches(x))
         got = head(trunk(x))
     torch.testing.assert_close(got, expected, rtol=0, atol=0)
-    assert not any(p.requires_grad for p in trunk.parameters())
+    # conv1-conv5 frozen; fc6/fc7 (the same backbone's) train with the head.
+    assert not any(p.requires_grad for p in trunk.identity_state(keep_vars=True).values())
+    trainable = {n for n, p in head.named_parameters() if p.requires_grad}
+    assert {"fc6.0.weight", "fc7.0.weight"} <= trainable
     # The trunk's identity leaves out fc6/fc7, which belong to the (per-run) head.
     assert not any(k.startswith(("layers.fc6", "layers.fc7")) for k in trunk.identity_state())
 

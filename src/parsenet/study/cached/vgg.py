@@ -35,14 +35,17 @@ class VGGTrunk(nn.Module):
         self.out_channels = {t: backbone.all_channels[t] for t in self.taps}
         self.output_stride = backbone.output_stride
         self.grid_offset = backbone.grid_offset
-        self.requires_grad_(False)
+        # Only conv1-conv5 freeze: fc6/fc7 live in the same backbone but belong to the head.
+        for name, _, _ in VGG16_STAGES:
+            backbone.layers[name].requires_grad_(False)
         self.eval()
 
-    def identity_state(self) -> dict[str, Tensor]:
+    def identity_state(self, keep_vars: bool = False) -> dict[str, Tensor]:
         """The parameters the trunk computes with (conv1-conv5), without the backbone's
         fc6/fc7, which the head owns: what identifies the trunk's cache."""
         kept = tuple(f"layers.{name}." for name, _, _ in VGG16_STAGES)
-        return {k: v for k, v in self.backbone.state_dict().items() if k.startswith(kept)}
+        state = self.backbone.state_dict(keep_vars=keep_vars)
+        return {k: v for k, v in state.items() if k.startswith(kept)}
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
         # The backbone stops after the last requested layer: fc6/fc7 are not computed.
