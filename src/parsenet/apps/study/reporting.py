@@ -59,7 +59,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
                 path / "diverged.json")
             attempts = _read_json(path / "attempts.json") or []
             run: dict[str, Any] = {"seed": seed, "dir": str(path),
-                                   "command": command_for(v, seed, path)}
+                                   "command": command_for(v, seed, path, table)}
             if metrics:
                 run.update(status="finished", iterations=metrics.get("iteration"),
                            final_loss=metrics.get("final_loss"),
@@ -140,7 +140,7 @@ def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
     """The table's claims, each as 'ours: delta mean IU' computed from the rows."""
     by_name = {r["variant"]: r for r in rows}
     out = []
-    for better, worse, claim in table.claims:
+    for better, worse, claim, *_ in table.claims:  # a 4th element: the claim's kind
         a, b = by_name[better], by_name[worse]
         if "mean_iou" not in a or "mean_iou" not in b:
             out.append(f"- {claim}: not measured yet ({a['label']}: {a['finished']} seeds, "
@@ -235,6 +235,8 @@ def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path 
     ``path`` by the rendering of ``<out_root>/<key>/results.json``; returns the keys
     rewritten. A section whose results.json is absent gets only its paper column and note
     refreshed (:func:`refresh_paper_cells`; its key is returned with " (paper column)").
+    ``<!-- study:claims:begin/end -->`` gets the claims table of every ``claim-*`` table
+    (:mod:`parsenet.apps.study.claims`), read from the run directories under ``out_root``.
     Text outside the markers is left as it is."""
     path = Path(path)
     text = path.read_text()
@@ -254,5 +256,14 @@ def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path 
             body = render_section(result, spec_file)
         text = f"{head}{begin}\n{body}\n{end}{tail}"
         written.append(key)
+    begin, end = "<!-- study:claims:begin -->", "<!-- study:claims:end -->"
+    if begin in text and end in text:  # the opening claims table, from the run directories
+        from parsenet.apps.study.claims import claims_rows, format_claims_table
+
+        head, rest = text.split(begin, 1)
+        tail = rest.split(end, 1)[1]
+        body = format_claims_table(claims_rows(out_root, spec_file))
+        text = f"{head}{begin}\n{body}\n{end}{tail}"
+        written.append("claims")
     path.write_text(text)
     return written

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from parsenet.apps.checkout import git_commit
 from parsenet.apps.study.budget import plan_iterations
+from parsenet.apps.study.cached.engine import train_cached
 from parsenet.apps.study.reporting import report
 from parsenet.apps.study.spec import (  # noqa: F401  (the names this module had: re-exported)
     METRICS,
@@ -57,8 +58,21 @@ def _jobs(table: Table, seeds: list[int] | None, only: list[str] | None
     return sorted(jobs, key=lambda j: (j[0].priority, j[1], order[j[0].name]))
 
 
-def _train_one(variant: Variant, seed: int, path: Path) -> None:
+def _fit(table: Table | None) -> Any:
+    """The training function of a table's engine: ``trainer.train`` (looked up per call:
+    tests replace it) or, for a cached table, its head on the cached trunk features."""
+    if table is None or table.engine == "trainer":
+        return lambda config, resume: trainer.train(config, resume=resume)
+
+    def fit(config: Any, resume: bool) -> None:  # resumes by itself from its checkpoint
+        train_cached(config, resolution=table.resolution, progress=False,
+                     loss_on=table.loss_on, loss_stride=table.loss_stride)
+    return fit
+
+
+def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = None) -> None:
     config = load_config(variant.config, run_overrides(variant, seed, path))
+    fit = _fit(table)
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
     attempts_file = path / "attempts.json"
@@ -67,7 +81,7 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
     try:
         if not resume:  # a run killed before its first checkpoint starts again afresh
             clear_run(path)
-        trainer.train(config, resume=resume)
+        fit(config, resume=resume)
         outcome = "finished"
     except TrainingDivergedError as e:
         outcome = "diverged"
@@ -76,7 +90,7 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
         attempts.append({"resumed": resume, "outcome": outcome, "commit": git_commit(),
                          "seconds": time.perf_counter() - start})
         attempts_file.write_text(json.dumps(attempts, indent=2) + "\n")
-    if outcome == "finished":
+    if outcome == "finished" and (table is None or table.engine == "trainer"):
         measure_feature_norms(path)
 
 
@@ -126,7 +140,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
             path = run_dir(out_root, spec, v, s)
             state = "done" if is_finished(path) else "to run"
             budgeted = " (train.iterations: set from the warm-up)" if budget_minutes else ""
-            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path)}{budgeted}")
+            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path, spec)}{budgeted}")
         return [{"variant": v.name, "seed": s, "dir": str(run_dir(out_root, spec, v, s)),
                  "finished": is_finished(run_dir(out_root, spec, v, s))} for v, s in jobs]
     pending = [j for j in jobs if not is_finished(run_dir(out_root, spec, *j))]
@@ -134,7 +148,8 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     for v, s in tqdm(jobs, desc=f"study {spec.key}", unit="run"):
         path = run_dir(out_root, spec, v, s)
         if is_finished(path):
-            if (path / "metrics.json").is_file() and not (path / "feature_norms.json").is_file():
+            if (spec.engine == "trainer" and (path / "metrics.json").is_file()
+                    and not (path / "feature_norms.json").is_file()):
                 measure_feature_norms(path)  # stopped between training and measuring
             continue
         if budget_minutes is not None:
@@ -144,5 +159,5 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
                        f"{plan['iterations']} iterations")
             v = replace(v, overrides=(*v.overrides, f"train.iterations={plan['iterations']}"))
         tqdm.write(f"training {v.name} seed {s} -> {path}")
-        _train_one(v, s, path)
+        _train_one(v, s, path, spec)
     return report(spec, seeds=seeds, out_root=out_root, spec_file=spec_file)

@@ -20,6 +20,7 @@ __all__ = ["METRICS", "SPEC_FILE", "Variant", "Table", "load_tables", "paper_tab
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
 SPEC_FILE = "configs/cpu/study.yaml"
+ENGINES = ("trainer", "cached")
 
 
 @dataclass(frozen=True)
@@ -41,11 +42,18 @@ class Table:
     paper_tables: str
     note: str
     variants: tuple[Variant, ...]
-    claims: tuple[tuple[str, str, str], ...] = ()  # (better, worse, the paper's claim)
+    # (better, worse, the paper's claim[, "equal"]): "equal" claims the two rows tie
+    claims: tuple[tuple[str, ...], ...] = ()
     aliases: tuple[str, ...] = ()
     paper: dict[str, PaperRow] = field(default_factory=dict)
     # The paper's tables whose rows the paper column shows (empty: all the variant names).
     paper_keys: tuple[str, ...] = ()
+    # "trainer" (parsenet train) or "cached": the head trained on a frozen trunk's cached
+    # features at ``resolution`` (H, W) (parsenet.apps.study.cached).
+    engine: str = "trainer"
+    resolution: tuple[int, int] | None = None
+    loss_on: str = "input"  # cached engine: "input" or "grid" (see train_cached)
+    loss_stride: int = 1  # cached engine: the training loss on every n-th pixel (claim 2)
 
 
 def _spec_path(spec_file: str | Path) -> Path:
@@ -82,6 +90,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
             problems = (["duplicate variant names"] if len(set(names)) != len(names) else [])
             problems += [f"claim names unknown variants {c[:2]}" for c in claims
                          if not set(c[:2]) <= set(names)]
+            problems += [f"claim {c[:2]}: kind {c[3]!r} unknown (expected 'equal' or none)"
+                         for c in claims if len(c) > 3 and c[3] != "equal"]
             problems += [f"variant {v.name}: paper row {p!r} unknown" for v in variants
                          for p in v.paper if p not in paper]
             for v in variants:  # one run directory, one definition
@@ -89,6 +99,11 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 if (same.config, same.overrides) != (v.config, v.overrides):
                     problems.append(f"variant {v.name} differs from its namesake in protocol "
                                     f"{t['protocol']} (they would share runs)")
+            engine, resolution = t.get("engine", "trainer"), t.get("resolution")
+            if engine not in ENGINES:
+                problems.append(f"engine {engine!r} unknown (expected one of {ENGINES})")
+            if engine == "cached" and not (isinstance(resolution, list) and len(resolution) == 2):
+                problems.append("engine cached needs resolution: [height, width]")
             if problems:
                 raise ConfigError(f"{path}: table {key}: {'; '.join(problems)}")
             tables[str(key)] = Table(
@@ -96,7 +111,10 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 paper_tables=t.get("paper_tables", "n/a"), note=t.get("note", "").strip(),
                 variants=variants, claims=claims,  # type: ignore[arg-type]
                 aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper,
-                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())))
+                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())), engine=engine,
+                resolution=tuple(resolution) if resolution else None,
+                loss_on=str(t.get("loss_on", "input")),
+                loss_stride=int(t.get("loss_stride", 1)))
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -149,8 +167,11 @@ def run_overrides(variant: Variant, seed: int, path: Path) -> list[str]:
             "train.progress=false"]
 
 
-def command_for(variant: Variant, seed: int, path: Path) -> str:
-    """The ``parsenet train`` command that trains this run on its own."""
+def command_for(variant: Variant, seed: int, path: Path, table: Table | None = None) -> str:
+    """The command that trains this run on its own: ``parsenet train``, or for a table on
+    the cached engine, ``parsenet study`` restricted to the run."""
+    if table is not None and table.engine == "cached":
+        return f"parsenet study --table {table.key} --only {variant.name} --seeds {seed}"
     sets = " ".join(f"--set '{o}'" for o in run_overrides(variant, seed, path)
                     if not o.startswith("train.progress"))
     return f"parsenet train --config {variant.config} {sets}"
