@@ -102,6 +102,41 @@ def measure_lite_erf(dataset: str, scale: float = 1.0, count: int = 32,
     return record, result.grad_map
 
 
+def plot_erf(erf_dir: str | Path, out_png: str | Path) -> Path:
+    """The measured ERF maps (``<erf_dir>/*.json`` + ``.npy``), log colour scale, with the
+    50% and 95% squares drawn on each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+    from matplotlib.patches import Rectangle
+
+    from parsenet.viz import _save_figure
+
+    files = sorted(Path(erf_dir).glob("*.json"))
+    records = [json.loads(f.read_text()) for f in files]
+    fig, axes = plt.subplots(1, len(files), figsize=(4 * len(files), 3.6), squeeze=False)
+    for ax, file, rec in zip(axes[0], files, records, strict=True):
+        grad = np.load(file.with_suffix(".npy"))
+        ax.imshow(grad + grad.max() * 1e-4, cmap="magma",
+                  norm=LogNorm(vmin=grad.max() * 1e-4, vmax=grad.max()))
+        cy, cx = rec["centre_yx"]
+        for side, colour in ((rec["erf_side"], "cyan"), (rec["erf_side50"], "white")):
+            ax.add_patch(Rectangle((cx - side / 2, cy - side / 2), side, side, fill=False,
+                                   color=colour, lw=1))
+        clipped = " (clipped)" if rec["clipped"] else ""
+        ax.set_title(f"{rec['dataset']} x{rec['scale']:g}, {grad.shape[1]}x{grad.shape[0]}\n"
+                     f"95%: {rec['erf_side']} px{clipped}, 50%: {rec['erf_side50']} px",
+                     fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(f"EfficientNet-Lite0 head tap (OS{records[0]['output_stride']}): mean |d "
+                 f"centre cell / d input| over {records[0]['images']} val images; "
+                 f"theoretical RF {records[0]['theoretical_rf']} px", fontsize=9)
+    return _save_figure(fig, out_png)
+
+
 def _erf_main(args: argparse.Namespace) -> None:
     out = OUT_ROOT / "erf" / f"{args.dataset}_x{args.scale:g}_os{args.output_stride}.json"
     if out.exists():
@@ -124,7 +159,12 @@ def main(argv: Sequence[str] | None = None) -> None:
     erf.add_argument("--images", type=int, default=32)
     erf.add_argument("--output-stride", type=int, default=16, choices=(16, 32))
     erf.add_argument("--threads", type=int, default=1)
+    plot = sub.add_parser("plot-erf", help="draw the measured ERF maps")
+    plot.add_argument("--out", default="docs/images/erf_lite0.png")
     args = parser.parse_args(argv)
+    if args.command == "plot-erf":
+        print(plot_erf(OUT_ROOT / "erf", args.out))
+        return
     torch.set_num_threads(args.threads)
     _erf_main(args)
 
