@@ -149,9 +149,11 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="dataset of the image (its data: section)")
     parser.add_argument("--index", type=int, default=0, help="val image index")
     parser.add_argument("--fc-weights", default=None)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="docs/images/fig2_pretrained_vgg.png")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    torch.manual_seed(args.seed)  # the untrained fc6/fc7's xavier draw: the same plot twice
     data_cfg = load_config(args.config).data
     probe = build_dataset(data_cfg, "val")
     model, source = fig2_model(probe.num_classes, args.fc_weights)
