@@ -1,0 +1,115 @@
+"""Claim 2's section of docs/RESULTS.md, generated from ``collect()``'s summary.
+
+Verdicts (the claims table's rule): for one point, pool6 "held" if ParseNet's mean is above
+the baseline's and every ParseNet seed beats every baseline seed, "did not hold" if the
+same is true the other way, "inside the spread" otherwise. For the trend (the claim
+itself), per dataset with two or more scales: the gain "grows" if every seed's gain at the
+largest scale is above every seed's gain at the smallest, "shrinks" if every one is below,
+"inside the spread" otherwise.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+__all__ = ["pair_verdict", "trend_verdicts", "render", "write_section", "BEGIN", "END"]
+
+BEGIN, END = "<!-- claim2:begin -->", "<!-- claim2:end -->"
+
+
+def pair_verdict(better: list[float], worse: list[float]) -> str:
+    """The claims table's rule on two rows' per-seed values."""
+    if not better or not worse:
+        return "not run"
+    if min(better) > max(worse):
+        return "held"
+    if max(better) < min(worse):
+        return "did not hold"
+    return "inside the spread"
+
+
+def trend_verdicts(points: list[dict[str, Any]]) -> dict[str, str]:
+    """Per dataset with several scales: does pool6's gain grow from the smallest scale to
+    the largest?"""
+    out = {}
+    for dataset in sorted({p["dataset"] for p in points}):
+        done = sorted((p for p in points if p["dataset"] == dataset and p["gain_seeds"]),
+                      key=lambda p: p["scale"])
+        if len(done) < 2:
+            continue
+        small, large = done[0], done[-1]
+        verdict = pair_verdict(list(large["gain_seeds"].values()),
+                               list(small["gain_seeds"].values()))
+        word = {"held": "grows", "did not hold": "shrinks"}.get(verdict, verdict)
+        out[dataset] = (f"{word} (x{small['scale']:g} -> x{large['scale']:g}: "
+                        f"{_pm(small['gain_mean'], small['gain_std'])} -> "
+                        f"{_pm(large['gain_mean'], large['gain_std'])})")
+    return out
+
+
+def _pm(mean: float | None, std: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:+.2f}" + (f" ± {std:.2f}" if std is not None else "")
+
+
+def _row_cell(row: dict[str, Any]) -> str:
+    if row["mean_iou"] is None:
+        return "-"
+    spread = f" ± {row['std']:.2f}" if row["std"] is not None else ""
+    return f"{row['mean_iou']:.2f}{spread} ({len(row['seeds'])})"
+
+
+def _results_table(points: list[dict[str, Any]]) -> list[str]:
+    lines = ["| dataset x scale | input (W x H) | side / ERF95 | baseline | ParseNet | "
+             "ParseNet, no L2Norm | pool6 gain (mean ± std) | gain per seed | verdict |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for p in sorted(points, key=lambda q: q["side_over_erf95"] or 0):
+        x = f"{p['side_over_erf95']:.2f}" if p["side_over_erf95"] else "-"
+        seeds = ", ".join(f"{g:+.2f}" for g in p["gain_seeds"].values()) or "-"
+        verdict = pair_verdict(list(p["parsenet"]["seeds"].values()),
+                               list(p["baseline"]["seeds"].values()))
+        lines.append(
+            f"| {p['dataset']} x{p['scale']:g} | {p['resolution'][1]} x {p['resolution'][0]} "
+            f"| {x} | {_row_cell(p['baseline'])} | {_row_cell(p['parsenet'])} | "
+            f"{_row_cell(p['nonorm'])} | {_pm(p['gain_mean'], p['gain_std'])} | {seeds} | "
+            f"{verdict} |")
+    return lines
+
+
+def _erf_table(erf_records: list[dict[str, Any]]) -> list[str]:
+    lines = ["| images | size (W x H) | ERF 95% square | ERF 50% square | theoretical RF |",
+             "|---|---|---|---|---|"]
+    for r in erf_records:
+        h, w = r["image_hw"]
+        clipped = " (reaches the border: a lower bound)" if r["clipped"] else ""
+        lines.append(f"| {r['dataset']} val x{r['scale']:g}, {r['images']} images | "
+                     f"{w} x {h} | {r['erf_side']} px{clipped} | {r['erf_side50']} px | "
+                     f"{r['theoretical_rf']} px |")
+    return lines
+
+
+def render(summary: dict[str, Any], erf_records: list[dict[str, Any]], text: str) -> str:
+    """The section: ``text`` (the prose, with ``{results}``, ``{erf}`` and ``{trend}``
+    placeholders) filled with the tables."""
+    trend = trend_verdicts(summary["points"])
+    trend_lines = [f"- {d}: pool6's gain {v}" for d, v in trend.items()] or ["- not run yet"]
+    return text.format(results="\n".join(_results_table(summary["points"])),
+                       erf="\n".join(_erf_table(erf_records)), trend="\n".join(trend_lines))
+
+
+def write_section(section: str, path: str | Path = "docs/RESULTS.md") -> Path:
+    """Replace the text between :data:`BEGIN` and :data:`END` in ``path`` (appended at the
+    end if the markers are absent)."""
+    path = Path(path)
+    page = path.read_text()
+    block = f"{BEGIN}\n{section.strip()}\n{END}"
+    if BEGIN in page and END in page:
+        page = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: block, page,
+                      flags=re.S)
+    else:
+        page = page.rstrip("\n") + "\n\n" + block + "\n"
+    path.write_text(page)
+    return path
