@@ -56,7 +56,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
                 path / "diverged.json")
             attempts = _read_json(path / "attempts.json") or []
             run: dict[str, Any] = {"seed": seed, "dir": str(path),
-                                   "command": command_for(v, seed, path)}
+                                   "command": command_for(v, seed, path, table)}
             if metrics:
                 run.update(status="finished", iterations=metrics.get("iteration"),
                            final_loss=metrics.get("final_loss"),
@@ -139,7 +139,7 @@ def comparisons(table: Table, rows: list[dict[str, Any]]) -> list[str]:
     """The table's claims, each as 'ours: delta mean IU' computed from the rows."""
     by_name = {r["variant"]: r for r in rows}
     out = []
-    for better, worse, claim in table.claims:
+    for better, worse, claim, *_ in table.claims:  # a 4th element: the claim's kind
         a, b = by_name[better], by_name[worse]
         if "mean_iou" not in a or "mean_iou" not in b:
             out.append(f"- {claim}: not measured yet ({a['label']}: {a['finished']} seeds, "

@@ -21,6 +21,7 @@ from parsenet.study.paper import PaperFigures, PaperRow, load_paper_figures
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
 NORM_IMAGES = 16  # validation images used to measure feature norms
 SPEC_FILE = "configs/cpu/study.yaml"
+ENGINES = ("trainer", "cached")
 
 
 @dataclass(frozen=True)
@@ -42,11 +43,16 @@ class Table:
     paper_tables: str
     note: str
     variants: tuple[Variant, ...]
-    claims: tuple[tuple[str, str, str], ...] = ()  # (better, worse, the paper's claim)
+    # (better, worse, the paper's claim[, "equal"]): "equal" claims the two rows tie
+    claims: tuple[tuple[str, ...], ...] = ()
     aliases: tuple[str, ...] = ()
     paper: dict[str, PaperRow] = field(default_factory=dict)
     # The paper's tables whose rows the paper column shows (empty: all the variant names).
     paper_keys: tuple[str, ...] = ()
+    # "trainer" (parsenet train) or "cached": the head trained on a frozen trunk's cached
+    # features at ``resolution`` (H, W) (parsenet.study.cached).
+    engine: str = "trainer"
+    resolution: tuple[int, int] | None = None
 
 
 def _spec_path(spec_file: str | Path) -> Path:
@@ -83,6 +89,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
             problems = (["duplicate variant names"] if len(set(names)) != len(names) else [])
             problems += [f"claim names unknown variants {c[:2]}" for c in claims
                          if not set(c[:2]) <= set(names)]
+            problems += [f"claim {c[:2]}: kind {c[3]!r} unknown (expected 'equal' or none)"
+                         for c in claims if len(c) > 3 and c[3] != "equal"]
             problems += [f"variant {v.name}: paper row {p!r} unknown" for v in variants
                          for p in v.paper if p not in paper]
             for v in variants:  # one run directory, one definition
@@ -90,6 +98,11 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 if (same.config, same.overrides) != (v.config, v.overrides):
                     problems.append(f"variant {v.name} differs from its namesake in protocol "
                                     f"{t['protocol']} (they would share runs)")
+            engine, resolution = t.get("engine", "trainer"), t.get("resolution")
+            if engine not in ENGINES:
+                problems.append(f"engine {engine!r} unknown (expected one of {ENGINES})")
+            if engine == "cached" and not (isinstance(resolution, list) and len(resolution) == 2):
+                problems.append("engine cached needs resolution: [height, width]")
             if problems:
                 raise ConfigError(f"{path}: table {key}: {'; '.join(problems)}")
             tables[str(key)] = Table(
@@ -97,7 +110,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 paper_tables=t.get("paper_tables", "n/a"), note=t.get("note", "").strip(),
                 variants=variants, claims=claims,  # type: ignore[arg-type]
                 aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper,
-                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())))
+                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())), engine=engine,
+                resolution=tuple(resolution) if resolution else None)
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -165,18 +179,29 @@ def _overrides(variant: Variant, seed: int, path: Path) -> list[str]:
             "train.progress=false"]
 
 
-def command_for(variant: Variant, seed: int, path: Path) -> str:
-    """The ``parsenet train`` command that trains this run on its own."""
+def command_for(variant: Variant, seed: int, path: Path, table: Table | None = None) -> str:
+    """The command that trains this run on its own: ``parsenet train``, or for a table on
+    the cached engine, ``parsenet study`` restricted to the run."""
+    if table is not None and table.engine == "cached":
+        return f"parsenet study --table {table.key} --only {variant.name} --seeds {seed}"
     sets = " ".join(f"--set '{o}'" for o in _overrides(variant, seed, path)
                     if not o.startswith("train.progress"))
     return f"parsenet train --config {variant.config} {sets}"
 
 
-def _train_one(variant: Variant, seed: int, path: Path) -> None:
+def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = None) -> None:
     from parsenet.engine.rundir import clear_run
     from parsenet.engine.trainer import TrainingDivergedError, train
 
     config = load_config(variant.config, _overrides(variant, seed, path))
+    fit: Any = train
+    if table is not None and table.engine == "cached":
+        from parsenet.study.cached.engine import train_cached
+
+        resolution = table.resolution
+
+        def fit(config: Any, resume: bool) -> None:  # resumes by itself from its checkpoint
+            train_cached(config, resolution=resolution, progress=False)
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
     attempts_file = path / "attempts.json"
@@ -185,7 +210,7 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
     try:
         if not resume:  # a run killed before its first checkpoint starts again afresh
             clear_run(path)
-        train(config, resume=resume)
+        fit(config, resume=resume)
         outcome = "finished"
     except TrainingDivergedError as e:
         outcome = "diverged"
@@ -194,7 +219,7 @@ def _train_one(variant: Variant, seed: int, path: Path) -> None:
         attempts.append({"resumed": resume, "outcome": outcome, "commit": _git_commit(),
                          "seconds": time.perf_counter() - start})
         attempts_file.write_text(json.dumps(attempts, indent=2) + "\n")
-    if outcome == "finished":
+    if outcome == "finished" and (table is None or table.engine == "trainer"):
         measure_feature_norms(path)
 
 
@@ -278,7 +303,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
             path = run_dir(out_root, spec, v, s)
             state = "done" if is_finished(path) else "to run"
             budgeted = " (train.iterations: set from the warm-up)" if budget_minutes else ""
-            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path)}{budgeted}")
+            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path, spec)}{budgeted}")
         return [{"variant": v.name, "seed": s, "dir": str(run_dir(out_root, spec, v, s)),
                  "finished": is_finished(run_dir(out_root, spec, v, s))} for v, s in jobs]
     pending = [j for j in jobs if not is_finished(run_dir(out_root, spec, *j))]
@@ -286,7 +311,8 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     for v, s in tqdm(jobs, desc=f"study {spec.key}", unit="run"):
         path = run_dir(out_root, spec, v, s)
         if is_finished(path):
-            if (path / "metrics.json").is_file() and not (path / "feature_norms.json").is_file():
+            if (spec.engine == "trainer" and (path / "metrics.json").is_file()
+                    and not (path / "feature_norms.json").is_file()):
                 measure_feature_norms(path)  # stopped between training and measuring
             continue
         if budget_minutes is not None:
@@ -296,5 +322,5 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
                        f"{plan['iterations']} iterations")
             v = replace(v, overrides=(*v.overrides, f"train.iterations={plan['iterations']}"))
         tqdm.write(f"training {v.name} seed {s} -> {path}")
-        _train_one(v, s, path)
+        _train_one(v, s, path, spec)
     return report(spec, seeds=seeds, out_root=out_root, spec_file=spec_file)

@@ -1,0 +1,227 @@
+"""Train a head on a frozen trunk's cached features: the cached study's engine.
+
+``train_cached(config, resolution=...)`` builds the config's model with the public builder,
+splits it into a frozen trunk and a trainable head (:data:`SPLITS`, by model name), caches
+the trunk's taps for the train and val splits (:mod:`parsenet.study.cached.cache`), then
+trains the head with our optimiser, schedule and iteration code
+(:mod:`parsenet.engine.optim`, :func:`parsenet.engine.iteration.run_iteration`), and
+evaluates it on the val split at full label resolution with :mod:`parsenet.metrics`.
+
+Out dir: ``log.jsonl`` (train loss, lr), ``checkpoints/last.pt`` (every
+``train.checkpoint_every`` iterations, and at the end; weights_only), ``metrics.json`` (the
+study's format), ``results.json`` (metrics + the run's facts) and ``curve.png``. A run
+resumes exactly from its checkpoint: the sample order is a function of (seed, epoch), and
+the global RNG (dropout) is restored. A non-finite loss raises TrainingDivergedError.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from parsenet.config import Config, config_to_dict
+from parsenet.engine.checkpoint import (
+    CHECKPOINT_FORMAT,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from parsenet.engine.distributed import DistContext
+from parsenet.engine.iteration import run_iteration
+from parsenet.engine.optim import build_optimizer, build_scheduler
+from parsenet.engine.precision import resolve_amp
+from parsenet.engine.runlog import RunLog
+from parsenet.errors import TrainingDivergedError
+from parsenet.layers.resample import resize_to_input
+from parsenet.metrics import SegmentationMetrics
+from parsenet.study.cached.cache import TapCache, build_cache
+from parsenet.study.cached.sources import dataset_id, raw_split, trunk_id
+from parsenet.study.cached.vgg import VGGHead, VGGTrunk
+
+__all__ = ["train_cached", "PackedHead", "SPLITS", "evaluate_head", "batch_indices"]
+
+
+def _split_vgg(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    return VGGTrunk(model.backbone), VGGHead(model)
+
+
+# model name -> model -> (frozen trunk: image -> taps, head: taps -> logits on the grid).
+# The trunk needs out_channels, output_stride and grid_offset (the backbone's).
+SPLITS: dict[str, Callable[[nn.Module], tuple[nn.Module, nn.Module]]] = {
+    "parsenet_vgg16": _split_vgg,
+}
+
+
+class PackedHead(nn.Module):
+    """The head on one channel-packed tensor (what run_iteration hands a model), upsampled
+    to the trunk's input size with the trunk's grid (stride, offset)."""
+
+    def __init__(self, head: nn.Module, channels: dict[str, int], size: tuple[int, int],
+                 stride: int, offset: float) -> None:
+        super().__init__()
+        self.head = head
+        self.taps, self.sizes = tuple(channels), tuple(channels.values())
+        self.size, self.stride, self.offset = tuple(size), stride, offset
+
+    def forward(self, packed: Tensor) -> Tensor:
+        taps = dict(zip(self.taps, torch.split(packed, self.sizes, dim=1), strict=True))
+        return resize_to_input(self.head(taps), self.size, self.stride, self.offset)
+
+
+def batch_indices(iteration: int, batch_size: int, count: int, seed: int) -> list[int]:
+    """The training indices of ``iteration``: epochs of a permutation seeded by (seed,
+    epoch), read in order; a function of its arguments only, so a resumed run draws the
+    same batches."""
+    out = []
+    for pos in range(iteration * batch_size, (iteration + 1) * batch_size):
+        epoch, k = divmod(pos, count)
+        g = torch.Generator().manual_seed(seed * 100003 + epoch)
+        out.append(int(torch.randperm(count, generator=g)[k]))
+    return out
+
+
+def _packed(cache: TapCache, idx: list[int]) -> Tensor:
+    feats = cache.features(idx)
+    return torch.cat([feats[t] for t in cache.tap_names], dim=1)
+
+
+def _labels(cache: TapCache, idx: list[int]) -> Tensor:
+    return torch.stack([cache.train_label(i) for i in idx])
+
+
+@torch.no_grad()
+def evaluate_head(net: PackedHead, cache: TapCache, num_classes: int, mean_iu: str
+                  ) -> dict[str, Any]:
+    """Metrics over the cached split, logits bilinearly resized to each full label."""
+    net.eval()
+    metrics = SegmentationMetrics(num_classes, skip_absent=mean_iu == "present")
+    for i in range(len(cache)):
+        logits = net(_packed(cache, [i]))
+        target = cache.full_label(i)
+        if tuple(logits.shape[-2:]) != tuple(target.shape):
+            logits = F.interpolate(logits, size=tuple(target.shape), mode="bilinear",
+                                   align_corners=False)
+        metrics.update(logits.argmax(1)[0], target)
+    net.train()
+    return metrics.compute()
+
+
+def _caches(config: Config, trunk: nn.Module, preprocessing: Any, resolution: tuple[int, int],
+            cache_root: str | Path, progress: bool) -> dict[str, TapCache]:
+    tid = trunk_id(trunk)
+    out = {}
+    for split in ("val", "train"):
+        data = raw_split(config.data, split)
+        out[split] = build_cache(trunk, data, root=cache_root, trunk_id=tid,
+                                 resolution=resolution, preprocessing=preprocessing,
+                                 dataset_id=dataset_id(config.data, split, data),
+                                 progress=progress)
+        out[split].num_classes = data.num_classes  # type: ignore[attr-defined]
+    return out
+
+
+def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, progress: bool
+           ) -> tuple[PackedHead, dict[str, TapCache], int]:
+    from parsenet.models.builders import build_model_from_config
+
+    if config.model.name not in SPLITS:
+        raise ValueError(f"model {config.model.name!r} has no trunk/head split; known: "
+                         f"{sorted(SPLITS)}")
+    torch.manual_seed(config.train.seed)  # the head's initialisation
+    num_classes = len(raw_split(config.data, "val").classes)
+    model = build_model_from_config(config.model, num_classes=num_classes)
+    trunk, head = SPLITS[config.model.name](model)
+    caches = _caches(config, trunk, model.preprocessing, resolution, cache_root, progress)
+    channels = {t: int(caches["train"].meta["tap_shapes"][t][0])
+                for t in caches["train"].tap_names}
+    net = PackedHead(head, channels, resolution, trunk.output_stride, trunk.grid_offset)
+    return net, caches, num_classes
+
+
+def train_cached(config: Config, *, resolution: tuple[int, int],
+                 cache_root: str | Path = "runs/cache", progress: bool = True
+                 ) -> dict[str, Any]:
+    """Train (or resume, or finish) the head of ``config``'s model on cached trunk features
+    at ``resolution`` (H, W); returns the results written to ``train.out_dir``."""
+    t = config.train
+    out = Path(t.out_dir)
+    net, caches, num_classes = _build(config, resolution, cache_root, progress)
+    optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                new_layer_lr_mult=t.new_layer_lr_mult,
+                                bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
+    scheduler = build_scheduler(optimizer, max_iterations=t.iterations, power=t.poly_power,
+                                warmup_iterations=t.warmup_iterations, policy=t.lr_policy)
+    ckpt, start, wall = out / "checkpoints" / "last.pt", 0, 0.0
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start, wall = int(state["iteration"]), float(state.get("wall_s", 0.0))
+    log = RunLog(out, resume_from=start if start else None, tensorboard=False)
+
+    def checkpoint(iteration: int) -> None:
+        save_checkpoint(ckpt, {
+            "format": CHECKPOINT_FORMAT, "iteration": iteration, "model": net.state_dict(),
+            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "rng": rng_state(), "config": config_to_dict(config),
+            "classes": list(raw_split(config.data, "val").classes), "preprocessing": {},
+            "wall_s": wall + time.perf_counter() - began})
+
+    amp, device, ctx = resolve_amp(t.amp, torch.device("cpu")), torch.device("cpu"), DistContext()
+    train_cache, began, loss = caches["train"], time.perf_counter(), math.nan
+    net.train()
+    for it in tqdm(range(start, t.iterations), initial=start, total=t.iterations,
+                   desc=f"head {out.name}", disable=not progress):
+        idx = batch_indices(it, t.batch_size, len(train_cache), t.seed)
+        batch = [(_packed(train_cache, idx), _labels(train_cache, idx), None)]
+        loss, _ = run_iteration(net, batch, False, t.loss_reduction, ctx=ctx, device=device,
+                                amp=amp, scaler=None, optimizer=optimizer, scheduler=scheduler)
+        if not math.isfinite(loss):
+            log.log("diverged", it + 1, loss=loss)
+            raise TrainingDivergedError(f"{out}: loss became {loss} at iteration {it + 1} "
+                                        f"(lr {t.lr}, {t.loss_reduction} loss)")
+        if (it + 1) % t.log_every == 0 or it == start:
+            log.log("train", it + 1, loss=loss, lr=scheduler.get_last_lr()[0])
+        if (it + 1) % t.checkpoint_every == 0 and it + 1 < t.iterations:
+            checkpoint(it + 1)
+    checkpoint(t.iterations)
+    wall += time.perf_counter() - began
+    return _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
+
+
+def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_classes: int,
+            log: RunLog, out: Path, resolution: tuple[int, int], wall: float, loss: float
+            ) -> dict[str, Any]:
+    from parsenet.study.cached.curve import plot_curve
+
+    t = config.train
+    metrics = evaluate_head(net, caches["val"], num_classes, config.eval.mean_iu)
+    summary = {k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")}
+    log.log("val", t.iterations, **summary)
+    log.close()
+    scales = {n.removesuffix(".weight"): float(p.detach().abs().mean())
+              for n, p in net.named_parameters() if ".norms." in n}
+    result = {"iteration": t.iterations, "final_loss": loss, "wall_time_s": wall,
+              "images_per_s": t.iterations * t.batch_size / max(wall, 1e-9),
+              "metrics": metrics, "engine": "cached", "resolution": list(resolution),
+              "val_images": len(caches["val"]), "train_images": len(caches["train"]),
+              "cache": {s: str(c.path) for s, c in caches.items()},
+              "l2norm_scale_mean": scales, "config": config_to_dict(config)}
+    (out / "metrics.json").write_text(json.dumps(result, indent=1) + "\n")
+    (out / "results.json").write_text(json.dumps(
+        {k: v for k, v in result.items() if k != "metrics"} | {"summary": summary},
+        indent=1) + "\n")
+    plot_curve(out / "log.jsonl", out / "curve.png", title=out.parent.name + "/" + out.name)
+    return result

@@ -1,0 +1,105 @@
+"""The claims table that opens docs/RESULTS.md: every ``claims:`` entry of the study's
+``claim-*`` tables, the paper's figures, ours (mean IU, mean +- sample std, seeds), the
+verdict and the command. Reads the run directories; trains nothing.
+
+Verdict rule (also printed under the table):
+
+* a directional claim ("A beats B"): **held** if mean(A) > mean(B) and every seed of A
+  beats every seed of B; **did not hold** if mean(A) < mean(B) and every seed of B beats
+  every seed of A; otherwise **inside the spread**.
+* an "equal" claim ("A and B are about equal"): **held** if neither row's seeds all beat
+  the other's (inside the spread); **did not hold** if they do, either way.
+* A diverged seed (non-finite loss: the paper's "collapse") ranks below every finished
+  seed; a row whose seeds all diverged has no mean. Fewer than two seeds (finished or
+  diverged) on either side: **not run** (or **too few seeds**).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from parsenet.study.reporting import collect_rows
+from parsenet.study.runner import SPEC_FILE, Table, load_tables
+
+__all__ = ["claims_rows", "format_claims_table", "verdict", "VERDICT_RULE", "CLAIM_PREFIX"]
+
+CLAIM_PREFIX = "claim-"  # tables whose claims: entries the opening table reads
+VERDICT_RULE = __doc__.split("Verdict rule (also printed under the table):\n\n", 1)[1].split(
+    '\n"""')[0].strip()
+
+
+def _scores(row: dict[str, Any]) -> list[float]:
+    """Mean IU of each seed that ended; a diverged seed is -inf (below every finished one)."""
+    return [r["mean_iou"] if r["status"] == "finished" else -math.inf
+            for r in row["runs"] if r["status"] in ("finished", "diverged")]
+
+
+def verdict(better: list[float], worse: list[float], kind: str = "") -> str:
+    """The verdict of the rule above for the two rows' per-seed scores."""
+    if not better and not worse:
+        return "not run"
+    if len(better) < 2 or len(worse) < 2:
+        return "too few seeds"
+    a_wins, b_wins = min(better) > max(worse), min(worse) > max(better)
+    if kind == "equal":
+        return "did not hold" if a_wins or b_wins else "held"
+    finite_a = [v for v in better if math.isfinite(v)]
+    finite_b = [v for v in worse if math.isfinite(v)]
+    mean_a = sum(finite_a) / len(finite_a) if finite_a else -math.inf
+    mean_b = sum(finite_b) / len(finite_b) if finite_b else -math.inf
+    if a_wins and mean_a > mean_b:
+        return "held"
+    if b_wins and mean_b > mean_a:
+        return "did not hold"
+    return "inside the spread"
+
+
+def _ours(row: dict[str, Any]) -> str:
+    done, diverged, total = row["finished"], row["diverged"], len(row["runs"])
+    if "mean_iou" not in row:
+        return f"diverged ({diverged}/{total} seeds)" if diverged else "not run"
+    spread = row.get("mean_iou_spread")
+    text = f"{row['mean_iou']:.1f}" + (f" ± {spread:.1f}" if spread is not None else "")
+    text += f" ({done} seed{'s' if done != 1 else ''}"
+    return text + (f", {diverged} diverged)" if diverged else ")")
+
+
+def _paper(table: Table, better: dict[str, Any], worse: dict[str, Any]) -> str:
+    """"T4: 40.2 vs 36.5" for each paper table both rows stand in (paper_figures.yaml)."""
+    def by_table(row: dict[str, Any]) -> dict[str, float]:
+        return {p["table"]: p["figures"].get("mean_iou") for p in row["paper"]}
+    a, b = by_table(better), by_table(worse)
+    cells = [f"T{k}: {a[k]:g} vs {b[k]:g}" for k in a if k in b
+             and a[k] is not None and b[k] is not None]
+    return "; ".join(cells) or "-"
+
+
+def claims_rows(out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE
+                ) -> list[dict[str, Any]]:
+    """One entry per claim of every ``claim-*`` table, from the run directories."""
+    out = []
+    for key, table in load_tables(spec_file).items():
+        if not key.startswith(CLAIM_PREFIX) or not table.claims:
+            continue
+        rows = {r["variant"]: r for r in collect_rows(table, out_root)}
+        for better, worse, claim, *kind in table.claims:
+            a, b = rows[better], rows[worse]
+            out.append({"table": key, "claim": claim, "kind": kind[0] if kind else "",
+                        "better": a["label"], "worse": b["label"],
+                        "paper": _paper(table, a, b), "ours": f"{_ours(a)} vs {_ours(b)}",
+                        "verdict": verdict(_scores(a), _scores(b), kind[0] if kind else ""),
+                        "command": f"parsenet study --table {key}"})
+    return out
+
+
+def format_claims_table(entries: list[dict[str, Any]]) -> str:
+    """The Markdown table (and the verdict rule under it)."""
+    lines = ["| claim | rows (A vs B) | paper, mean IoU (A vs B) | ours, mean IU (A vs B) "
+             "| verdict | command |", "|" + " --- |" * 6]
+    for e in entries:
+        claim = e["claim"] + (" (A ≈ B)" if e["kind"] == "equal" else " (A > B)")
+        lines.append(f"| {claim} | {e['better']} vs {e['worse']} | {e['paper']} | "
+                     f"{e['ours']} | {e['verdict']} | `{e['command']}` |")
+    return "\n".join(lines) + "\n\nVerdict rule:\n\n" + VERDICT_RULE
