@@ -11,7 +11,15 @@ import torch
 
 from parsenet.study import context_study
 from parsenet.study.context_size import DATASETS, scaled
-from parsenet.study.context_study import POINTS, collect, overrides, plot_gain, run_path
+from parsenet.study.context_study import (
+    CONFIGS,
+    POINTS,
+    collect,
+    overrides,
+    plot_gain,
+    run_path,
+    spec_tables,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,10 +64,25 @@ def test_run_overrides_give_each_row_its_head_and_own_directory():
 def test_configs_load_with_the_overrides():
     from parsenet.config import load_config
 
-    for dataset, path in DATASETS.items():
+    for dataset, path in CONFIGS.items():
         cfg = load_config(ROOT / path, overrides(dataset, 1.0, "nonorm", 0))
         assert cfg.model.args["context"] is True and cfg.model.args["normalize"] is False
+        assert cfg.model.args["output_stride"] == 16 and cfg.model.name.endswith("lite0")
         assert cfg.train.amp == "off" and cfg.train.iterations == 1000
+        assert cfg.data.root == load_config(ROOT / DATASETS[dataset]).data.root
+
+
+def test_study_yaml_holds_the_module_tables():
+    from parsenet.study.runner import load_tables
+
+    tables = load_tables(ROOT / "configs/cpu/study.yaml")
+    for key, spec in spec_tables().items():
+        table = tables[key]
+        assert table.engine == "cached" and list(table.resolution) == spec["resolution"]
+        assert table.protocol == "claim-context-size"
+        assert [(v.name, v.config, list(v.overrides), list(v.seeds)) for v in table.variants] \
+            == [(v["name"], v["config"], v["overrides"], v["seeds"]) for v in spec["variants"]]
+        assert [list(c) for c in table.claims] == spec["claims"]
 
 
 def test_scaled_resizes_both_sides():

@@ -3,7 +3,7 @@
     python -m parsenet.study.context_study run       # every point, resumable
     python -m parsenet.study.context_study report    # results.json + the gain plot
 
-Rows, one recipe for all (:data:`RECIPE`): ``baseline`` = head tap -> L2Norm -> 1x1
+Rows, one recipe for all (:data:`CONFIGS`): ``baseline`` = head tap -> L2Norm -> 1x1
 classifier; ``parsenet`` = + pool6 of the head tap, L2Norm, late fusion (the released lite
 models' head); ``nonorm`` = ParseNet without L2Norm (run where time allows). The trunk's
 head tap is cached once per image and resolution by the cached engine
@@ -29,7 +29,7 @@ from parsenet.config import load_config
 from parsenet.errors import TrainingDivergedError
 from parsenet.study.context_size import DATASETS, OUT_ROOT
 
-__all__ = ["POINTS", "ROWS", "RECIPE", "SEEDS", "run_path", "run_point", "collect",
+__all__ = ["POINTS", "ROWS", "CONFIGS", "SEEDS", "run_path", "run_point", "collect",
            "plot_gain"]
 
 # (dataset, scale) -> input resolution (H, W), in the order they run (cost: the native
@@ -48,15 +48,13 @@ ROWS: dict[str, list[str]] = {
     "parsenet": ["model.args.context=true", "model.args.normalize=true"],
     "nonorm": ["model.args.context=true", "model.args.normalize=false"],
 }
+ROW_LABELS = {"baseline": "head tap, L2Norm (baseline)",
+              "parsenet": "head tap + pool6, L2Norm, late fusion (ParseNet)",
+              "nonorm": "head tap + pool6, late fusion, no L2Norm"}
 SEEDS = (0, 1, 2)
-# One recipe for every row and point (the lite configs' optimiser: SGD lr 0.01, x10 on the
-# new layers, i.e. 0.1 on the whole head, momentum 0.9, wd 1e-4, poly 0.9). Ours: 1000
-# iterations of batch 8 and 50 warm-up iterations (a probe on CamVid x1: the loss flattens
-# well before 1000); fp32 (amp off) so that no figure depends on the CPU's bf16.
-RECIPE = ["train.iterations=1000", "train.batch_size=8", "train.warmup_iterations=50",
-          "train.amp=off", "train.checkpoint_every=250", "train.log_every=25",
-          "model.args.output_stride=16", "model.args.features=[head]",
-          "model.args.context_source=head", "model.args.fusion=late"]
+# One recipe for every row and point: configs/cpu/context_<dataset>.yaml (the lite
+# configs' optimiser; 1000 iterations of batch 8; fp32). The rows change model.args only.
+CONFIGS = {d: f"configs/cpu/context_{d}.yaml" for d in DATASETS}
 
 
 def _name(dataset: str, scale: float, row: str) -> str:
@@ -68,8 +66,8 @@ def run_path(dataset: str, scale: float, row: str, seed: int) -> Path:
 
 
 def overrides(dataset: str, scale: float, row: str, seed: int) -> list[str]:
-    """The config overrides of one run (on ``DATASETS[dataset]``)."""
-    return [*RECIPE, *ROWS[row], f"train.seed={seed}",
+    """The config overrides of one run (on ``CONFIGS[dataset]``)."""
+    return [*ROWS[row], f"train.seed={seed}",
             f"train.out_dir={run_path(dataset, scale, row, seed)}"]
 
 
@@ -77,13 +75,11 @@ def run_point(dataset: str, scale: float, row: str, seed: int,
               cache_root: str = "runs/cache") -> str:
     """Train one run unless finished; returns "finished", "diverged" or "skipped"."""
     from parsenet.study.cached.engine import train_cached
-    from parsenet.study.lite_split import register
 
-    register()
     path = run_path(dataset, scale, row, seed)
     if (path / "metrics.json").is_file() or (path / "diverged.json").is_file():
         return "skipped"
-    config = load_config(DATASETS[dataset], overrides(dataset, scale, row, seed))
+    config = load_config(CONFIGS[dataset], overrides(dataset, scale, row, seed))
     try:
         train_cached(config, resolution=POINTS[(dataset, scale)], cache_root=cache_root,
                      progress=False)
@@ -92,6 +88,43 @@ def run_point(dataset: str, scale: float, row: str, seed: int,
         (path / "diverged.json").write_text(json.dumps({"error": str(e)}, indent=2) + "\n")
         return "diverged"
     return "finished"
+
+
+# The paper's claim per point, where it makes one (Sec. 4.2): pool6 "is essentially a noop"
+# on SiftFlow's 256 x 256; it "helps" on PASCAL-Context (~500 x 375, CamVid's size and up).
+PAPER_CLAIMS: dict[tuple[str, float], tuple[str, str]] = {
+    ("siftflow", 1.0): ("SiftFlow 256 x 256: pool6 is about a no-op (Sec. 4.2)", "equal"),
+    ("camvid", 1.0): ("CamVid 480 x 360 (PASCAL-Context's size): pool6 helps", ""),
+    ("camvid", 1.5): ("CamVid 720 x 540: pool6 helps", ""),
+}
+
+
+def table_key(dataset: str, scale: float) -> str:
+    return f"claim-context-size-{dataset}-x{scale:g}"
+
+
+def spec_tables(seeds: Sequence[int] = SEEDS) -> dict[str, dict[str, Any]]:
+    """The ``configs/cpu/study.yaml`` tables of claim 2, one per point (the cached engine
+    takes one resolution per table), all in protocol ``claim-context-size``."""
+    tables = {}
+    for (dataset, scale), (h, w) in POINTS.items():
+        variants = [{"name": _name(dataset, scale, row),
+                     "label": f"{dataset} x{scale:g}, {ROW_LABELS[row]}",
+                     "config": CONFIGS[dataset], "overrides": list(ROWS[row]),
+                     "seeds": list(seeds)} for row in ROWS]
+        claims = []
+        if (dataset, scale) in PAPER_CLAIMS:
+            text, kind = PAPER_CLAIMS[(dataset, scale)]
+            claims.append([_name(dataset, scale, "parsenet"), _name(dataset, scale, "baseline"),
+                           text] + ([kind] if kind else []))
+        tables[table_key(dataset, scale)] = {
+            "title": f"Claim 2: pool6 on {dataset} x{scale:g} ({w} x {h}), frozen "
+                     "ImageNet EfficientNet-Lite0",
+            "paper_tables": "Sec. 4.2 (no table: SiftFlow small gain, PASCAL-Context +1.5)",
+            "protocol": OUT_ROOT.name, "engine": "cached", "resolution": [h, w],
+            "note": "See the claim 2 section (python -m parsenet.study.context_study).",
+            "variants": variants, "claims": claims}
+    return tables
 
 
 def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
@@ -192,8 +225,14 @@ def main(argv: Sequence[str] | None = None) -> None:
                      help="dataset:scale, e.g. camvid:1.5 (default: all, in order)")
     run.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS))
     sub.add_parser("report", help="write results.json and the gain plot")
+    sub.add_parser("spec", help="print the study.yaml tables of claim 2")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
+    if args.command == "spec":
+        import yaml
+
+        print(yaml.safe_dump(spec_tables(), sort_keys=False, width=100))
+        return
     if args.command == "report":
         summary = collect()
         (OUT_ROOT / "results.json").write_text(json.dumps(summary, indent=1) + "\n")

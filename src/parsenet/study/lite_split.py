@@ -5,14 +5,14 @@ L2Norm, pool6, late fusion, 1x1 classifiers), both taken from a model that the p
 builder made, so that the rows are the released lite models' head. In eval mode trunk +
 head compute what ``ParseNet.forward`` computes before the final upsampling (tested).
 
-:func:`register` adds the split to the cached engine's table of splits by model name.
+The cached engine's ``SPLITS`` maps ``parsenet_efficientnet_lite0`` to :func:`split_lite`.
 """
 
 from __future__ import annotations
 
 from torch import Tensor, nn
 
-__all__ = ["LiteTrunk", "ParseNetHead", "split_lite", "register"]
+__all__ = ["LiteTrunk", "ParseNetHead", "split_lite"]
 
 
 class LiteTrunk(nn.Module):
@@ -55,10 +55,3 @@ class ParseNetHead(nn.Module):
 def split_lite(model: nn.Module) -> tuple[LiteTrunk, ParseNetHead]:
     """(frozen trunk, trainable head) of a ``parsenet_efficientnet_lite0`` model."""
     return LiteTrunk(model.backbone), ParseNetHead(model)
-
-
-def register() -> None:
-    """Make the cached engine split ``parsenet_efficientnet_lite0`` models."""
-    from parsenet.study.cached.engine import SPLITS
-
-    SPLITS.setdefault("parsenet_efficientnet_lite0", split_lite)

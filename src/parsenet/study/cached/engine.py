@@ -47,6 +47,7 @@ from parsenet.metrics import SegmentationMetrics
 from parsenet.study.cached.cache import TapCache, build_cache
 from parsenet.study.cached.sources import dataset_id, raw_split, trunk_id
 from parsenet.study.cached.vgg import VGGHead, VGGTrunk
+from parsenet.study.lite_split import split_lite
 
 __all__ = ["train_cached", "PackedHead", "SPLITS", "evaluate_head", "batch_indices"]
 
@@ -59,6 +60,7 @@ def _split_vgg(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 # The trunk needs out_channels, output_stride and grid_offset (the backbone's).
 SPLITS: dict[str, Callable[[nn.Module], tuple[nn.Module, nn.Module]]] = {
     "parsenet_vgg16": _split_vgg,
+    "parsenet_efficientnet_lite0": split_lite,  # claim 2 (study/lite_split.py)
 }
 
 
