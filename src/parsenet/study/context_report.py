@@ -1,8 +1,9 @@
 """Claim 2's section of docs/RESULTS.md, generated from ``collect()``'s summary.
 
-Verdicts (the claims table's rule): for one point, pool6 "held" if ParseNet's mean is above
-the baseline's and every ParseNet seed beats every baseline seed, "did not hold" if the
-same is true the other way, "inside the spread" otherwise. For the trend (the claim
+Verdicts (the claims table's rule, :mod:`parsenet.study.claims`): for one point, pool6
+"held" if ParseNet's mean is above the baseline's and every ParseNet seed beats every
+baseline seed, "did not hold" if the same is true the other way, "inside the spread"
+otherwise. For the trend (the claim
 itself), per dataset with two or more scales: the gain "grows" if every seed's gain at the
 largest scale is above every seed's gain at the smallest, "shrinks" if every one is below,
 "inside the spread" otherwise.
@@ -14,20 +15,16 @@ import re
 from pathlib import Path
 from typing import Any
 
+from parsenet.study.claims import verdict
+
 __all__ = ["pair_verdict", "trend_verdicts", "render", "write_section", "BEGIN", "END"]
 
 BEGIN, END = "<!-- claim2:begin -->", "<!-- claim2:end -->"
 
 
 def pair_verdict(better: list[float], worse: list[float]) -> str:
-    """The claims table's rule on two rows' per-seed values."""
-    if not better or not worse:
-        return "not run"
-    if min(better) > max(worse):
-        return "held"
-    if max(better) < min(worse):
-        return "did not hold"
-    return "inside the spread"
+    """The claims table's rule (:func:`parsenet.study.claims.verdict`) on per-seed values."""
+    return verdict(better, worse)
 
 
 def trend_verdicts(points: list[dict[str, Any]]) -> dict[str, str]:

@@ -44,6 +44,7 @@ DATASETS = {"siftflow": "configs/cpu/lite_siftflow.yaml",
             "camvid": "configs/cpu/lite_camvid.yaml",
             "stanford": "configs/cpu/lite_stanford.yaml"}
 OUT_ROOT = Path("runs/study/claim-context-size")
+MAPS = Path("runs/erf_maps")  # the mean |gradient| maps (MBs each: not committed)
 
 
 def lite_trunk(output_stride: int = 16) -> EfficientNetLite:
@@ -103,8 +104,8 @@ def measure_lite_erf(dataset: str, scale: float = 1.0, count: int = 32,
 
 
 def plot_erf(erf_dir: str | Path, out_png: str | Path) -> Path:
-    """The measured ERF maps (``<erf_dir>/*.json`` + ``.npy``), log colour scale, with the
-    50% and 95% squares drawn on each."""
+    """The measured ERF maps (``<erf_dir>/*.json``, maps in :data:`MAPS`), log colour
+    scale, with the 50% and 95% squares drawn on each."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -118,7 +119,7 @@ def plot_erf(erf_dir: str | Path, out_png: str | Path) -> Path:
     records = [json.loads(f.read_text()) for f in files]
     fig, axes = plt.subplots(1, len(files), figsize=(4 * len(files), 3.6), squeeze=False)
     for ax, file, rec in zip(axes[0], files, records, strict=True):
-        grad = np.load(file.with_suffix(".npy"))
+        grad = np.load(MAPS / file.with_suffix(".npy").name)
         ax.imshow(grad + grad.max() * 1e-4, cmap="magma",
                   norm=LogNorm(vmin=grad.max() * 1e-4, vmax=grad.max()))
         cy, cx = rec["centre_yx"]
@@ -145,7 +146,8 @@ def _erf_main(args: argparse.Namespace) -> None:
     record, grad_map = measure_lite_erf(args.dataset, args.scale, args.images,
                                         args.output_stride)
     out.parent.mkdir(parents=True, exist_ok=True)
-    np.save(out.with_suffix(".npy"), grad_map.astype(np.float32))  # for the plot; not committed
+    MAPS.mkdir(parents=True, exist_ok=True)  # for the plot; outside the committed run dirs
+    np.save(MAPS / out.with_suffix(".npy").name, grad_map.astype(np.float32))
     out.write_text(json.dumps(record, indent=1) + "\n")
     print(json.dumps(record))
 
