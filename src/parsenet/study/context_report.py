@@ -88,13 +88,15 @@ def _erf_table(erf_records: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render(summary: dict[str, Any], erf_records: list[dict[str, Any]], text: str) -> str:
-    """The section: ``text`` (the prose, with ``{results}``, ``{erf}`` and ``{trend}``
-    placeholders) filled with the tables."""
+def render(summary: dict[str, Any], erf_records: list[dict[str, Any]], text: str,
+           fig2: dict[str, Any] | None = None) -> str:
+    """The section: ``text`` (the prose, with ``{results}``, ``{erf}``, ``{trend}`` and
+    ``{fig2}`` placeholders) filled with the tables."""
     trend = trend_verdicts(summary["points"])
     trend_lines = [f"- {d}: pool6's gain {v}" for d, v in trend.items()] or ["- not run yet"]
     return text.format(results="\n".join(_results_table(summary["points"])),
-                       erf="\n".join(_erf_table(erf_records)), trend="\n".join(trend_lines))
+                       erf="\n".join(_erf_table(erf_records)), trend="\n".join(trend_lines),
+                       fig2=fig2_lines(fig2) if fig2 else "(not drawn yet)")
 
 
 def write_section(section: str, path: str | Path = "docs/RESULTS.md") -> Path:
@@ -110,3 +112,78 @@ def write_section(section: str, path: str | Path = "docs/RESULTS.md") -> Path:
         page = page.rstrip("\n") + "\n\n" + block + "\n"
     path.write_text(page)
     return path
+
+
+SECTION = """\
+## Claim 2: global context helps more as images grow relative to the receptive field
+
+The paper (Sec. 3.1, 4.2): pool6 "does not help much" on SiftFlow's 256 x 256 images,
+"as we know even the empirical receptive field size of fc7 in FCN is about the same (e.g.
+200 x 200)", and helps by ~1.5 mean IU on PASCAL-Context: "context becomes more important
+proportionally to the image size". Tested here with a frozen ImageNet EfficientNet-Lite0
+(the released lite models' backbone, BatchNorm in eval, output stride 16), its 1280-channel
+head tap cached once per image and resolution (fp16, the cached engine), and two heads
+trained on it with one recipe (`configs/cpu/context_<dataset>.yaml`: SGD lr 0.1 on the
+head, 1000 iterations of batch 8, poly, fp32, no augmentation): **baseline** = head tap ->
+L2Norm -> 1x1 classifier, **ParseNet** = + pool6 of the head tap, L2Norm, late fusion (the
+released lite models' head); **no L2Norm** = ParseNet without it, where time allowed. Three
+seeds (head initialisation and sample order). Each dataset at its native size (SiftFlow
+256 x 256, Stanford Background resized to 320 x 240, CamVid 480 x 360) and, for the
+controlled comparison, the same dataset resized (CamVid x0.5 / x1 / x1.5, SiftFlow x1 /
+x1.5): the labels are never resized (scores at native label resolution), so only the image
+side relative to the fixed receptive field changes. Validation: SiftFlow every 10th sorted
+trainval id (249), the Stanford and CamVid val splits (143, 101). Mean IU: present-class
+convention (classes with ground truth in the split).
+
+### The effective receptive field of the Lite0 head tap
+
+Measured as Luo et al. (2016): the gradient of the centre output cell (all channels) with
+respect to the input, |.| summed over RGB and averaged over 32 val images; the size is the
+side of the smallest centred square holding 95% (and 50%) of that mass. Theoretical field:
+851 px (`theoretical_receptive_field`, counted by hand in tests/test_study_erf.py).
+`python -m parsenet.study.context_size erf --dataset camvid --scale 2` (one line per
+row), `python -m parsenet.study.context_size plot-erf`:
+
+{erf}
+
+![ERF maps](images/erf_lite0.png)
+
+The 95% square reaches the border of every native-size image: at native sizes the head
+tap's gradient covers the whole image. The x axis below divides the image side
+sqrt(H W) by the 95% side measured where it is not clipped (CamVid x2, 960 x 720).
+
+### pool6's gain per dataset and scale
+
+`python -m parsenet.study.context_study run` (resumable), then
+`python -m parsenet.study.context_study report` (results.json, this section, the plot).
+Mean IU mean ± sample std (seeds); gain = ParseNet - baseline of the same seed.
+
+{results}
+
+Does the gain grow with image size, the data held constant?
+
+{trend}
+
+![pool6 gain vs image side / ERF](images/claim2_context_gain.png)
+
+## Fig. 2: features of different layers are in different scale
+
+`python -m parsenet.study.fig2` (HED's VGG-16 convs in a LargeFOV ParseNet with conv4_3,
+conv5_3, fc7 and pool6, each L2Norm'd with the paper's initial scale 10; one SiftFlow val
+image, 256 x 256): the concatenated feature at the centre cell before and after L2Norm,
+as the paper draws it, and each layer's per-pixel norms over the image.
+{fig2}
+
+![Fig. 2 on HED VGG-16](images/fig2_pretrained_vgg.png)
+"""
+
+
+def fig2_lines(summary: dict[str, Any]) -> str:
+    """The Fig. 2 json's norms as a table."""
+    lines = [f"{summary['fc']}; image {summary['image']}.", "",
+             "| layer | mean per-pixel norm, before | after L2Norm | at the centre cell |",
+             "|---|---|---|---|"]
+    for name, (before, after) in summary["mean_norms"].items():
+        centre = summary["centre_norms"][name][0]
+        lines.append(f"| {name} | {before:.1f} | {after:.1f} | {centre:.1f} |")
+    return "\n".join(lines)

@@ -234,9 +234,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(yaml.safe_dump(spec_tables(), sort_keys=False, width=100))
         return
     if args.command == "report":
+        from parsenet.study.context_report import SECTION, render, write_section
+
         summary = collect()
         (OUT_ROOT / "results.json").write_text(json.dumps(summary, indent=1) + "\n")
         print(plot_gain(summary, "docs/images/claim2_context_gain.png"))
+        erf = [json.loads(f.read_text()) for f in sorted((OUT_ROOT / "erf").glob("*.json"))]
+        fig2_file = Path("docs/images/fig2_pretrained_vgg.json")
+        fig2 = json.loads(fig2_file.read_text()) if fig2_file.is_file() else None
+        print(write_section(render(summary, erf, SECTION, fig2)))
         return
     points = list(POINTS) if args.points is None else [
         (p.split(":")[0], float(p.split(":")[1])) for p in args.points]
