@@ -79,7 +79,7 @@ def test_study_yaml_holds_the_module_tables():
     for key, spec in spec_tables().items():
         table = tables[key]
         assert table.engine == "cached" and list(table.resolution) == spec["resolution"]
-        assert table.protocol == "claim-context-size"
+        assert table.protocol == "claim-context-size" and table.loss_stride == 4
         assert [(v.name, v.config, list(v.overrides), list(v.seeds)) for v in table.variants] \
             == [(v["name"], v["config"], v["overrides"], v["seeds"]) for v in spec["variants"]]
         assert [list(c) for c in table.claims] == spec["claims"]

@@ -35,3 +35,29 @@ def test_trunk_is_frozen_and_stays_in_eval():
     assert not any(p.requires_grad for p in trunk.parameters())
     assert all(p.requires_grad for p in head.parameters())
     assert trunk.out_channels == {"head": 1280}
+
+
+@pytest.mark.parametrize("step", [2, 4, 8])
+def test_subsampled_scores_are_the_full_map_at_the_sampled_pixels(step):
+    from parsenet.study.cached.engine import PackedHead
+    from parsenet.study.pixel_subsample import SubsampledScores
+
+    torch.manual_seed(0)
+    model = parsenet_efficientnet_lite0(num_classes=3, weights=None, output_stride=16,
+                                        features=("head",), context=True,
+                                        context_source="head").eval()
+    trunk, head = split_lite(model)
+    head.eval()
+    size = (80, 112)
+    with torch.no_grad():
+        packed = trunk(torch.randn(2, 3, *size))["head"]
+        net = PackedHead(head, {"head": 1280}, size, trunk.output_stride, trunk.grid_offset)
+        full = net(packed)
+        sub = SubsampledScores(net, step)
+        got = sub(packed)
+    labels = torch.arange(size[0] * size[1]).view(1, *size)
+    expected = full[..., sub.first::step, sub.first::step]
+    assert got.shape == expected.shape
+    assert sub.subsample(labels).shape[-2:] == got.shape[-2:]
+    torch.testing.assert_close(got, expected)
+    assert int(sub.subsample(labels)[0, 0, 0]) == sub.first * size[1] + sub.first

@@ -55,6 +55,9 @@ SEEDS = (0, 1, 2)
 # One recipe for every row and point: configs/cpu/context_<dataset>.yaml (the lite
 # configs' optimiser; 1000 iterations of batch 8; fp32). The rows change model.args only.
 CONFIGS = {d: f"configs/cpu/context_{d}.yaml" for d in DATASETS}
+# The training loss on every 4th pixel of each row and column (study/pixel_subsample.py):
+# measured, the full-size loss made an iteration 3.5-5 s on CamVid (contended CPU).
+LOSS_STRIDE = 4
 
 
 def _name(dataset: str, scale: float, row: str) -> str:
@@ -82,7 +85,7 @@ def run_point(dataset: str, scale: float, row: str, seed: int,
     config = load_config(CONFIGS[dataset], overrides(dataset, scale, row, seed))
     try:
         train_cached(config, resolution=POINTS[(dataset, scale)], cache_root=cache_root,
-                     progress=False)
+                     progress=False, loss_stride=LOSS_STRIDE)
     except TrainingDivergedError as e:
         path.mkdir(parents=True, exist_ok=True)
         (path / "diverged.json").write_text(json.dumps({"error": str(e)}, indent=2) + "\n")
@@ -122,6 +125,7 @@ def spec_tables(seeds: Sequence[int] = SEEDS) -> dict[str, dict[str, Any]]:
                      "ImageNet EfficientNet-Lite0",
             "paper_tables": "Sec. 4.2 (no table: SiftFlow small gain, PASCAL-Context +1.5)",
             "protocol": OUT_ROOT.name, "engine": "cached", "resolution": [h, w],
+            "loss_stride": LOSS_STRIDE,
             "note": "See the claim 2 section (python -m parsenet.study.context_study).",
             "variants": variants, "claims": claims}
     return tables

@@ -53,6 +53,7 @@ class Table:
     # features at ``resolution`` (H, W) (parsenet.study.cached).
     engine: str = "trainer"
     resolution: tuple[int, int] | None = None
+    loss_stride: int = 1  # cached engine: the training loss on every n-th pixel (claim 2)
 
 
 def _spec_path(spec_file: str | Path) -> Path:
@@ -111,7 +112,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 variants=variants, claims=claims,  # type: ignore[arg-type]
                 aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper,
                 paper_keys=tuple(str(k) for k in t.get("paper_keys", ())), engine=engine,
-                resolution=tuple(resolution) if resolution else None)
+                resolution=tuple(resolution) if resolution else None,
+                loss_stride=int(t.get("loss_stride", 1)))
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -201,7 +203,8 @@ def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = No
         resolution = table.resolution
 
         def fit(config: Any, resume: bool) -> None:  # resumes by itself from its checkpoint
-            train_cached(config, resolution=resolution, progress=False)
+            train_cached(config, resolution=resolution, progress=False,
+                         loss_stride=table.loss_stride)
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
     attempts_file = path / "attempts.json"

@@ -48,6 +48,7 @@ from parsenet.study.cached.cache import TapCache, build_cache
 from parsenet.study.cached.sources import dataset_id, raw_split, trunk_id
 from parsenet.study.cached.vgg import VGGHead, VGGTrunk
 from parsenet.study.lite_split import split_lite
+from parsenet.study.pixel_subsample import SubsampledScores
 
 __all__ = ["train_cached", "PackedHead", "SPLITS", "evaluate_head", "batch_indices"]
 
@@ -151,13 +152,16 @@ def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, 
 
 
 def train_cached(config: Config, *, resolution: tuple[int, int],
-                 cache_root: str | Path = "runs/cache", progress: bool = True
-                 ) -> dict[str, Any]:
+                 cache_root: str | Path = "runs/cache", progress: bool = True,
+                 loss_stride: int = 1) -> dict[str, Any]:
     """Train (or resume, or finish) the head of ``config``'s model on cached trunk features
-    at ``resolution`` (H, W); returns the results written to ``train.out_dir``."""
+    at ``resolution`` (H, W); returns the results written to ``train.out_dir``.
+    ``loss_stride`` > 1: the training loss on every loss_stride-th pixel of each row and
+    column (:mod:`parsenet.study.pixel_subsample`); evaluation is always at full size."""
     t = config.train
     out = Path(t.out_dir)
     net, caches, num_classes = _build(config, resolution, cache_root, progress)
+    train_net = SubsampledScores(net, loss_stride) if loss_stride > 1 else net
     optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                                 new_layer_lr_mult=t.new_layer_lr_mult,
                                 bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
@@ -187,8 +191,11 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     for it in tqdm(range(start, t.iterations), initial=start, total=t.iterations,
                    desc=f"head {out.name}", disable=not progress):
         idx = batch_indices(it, t.batch_size, len(train_cache), t.seed)
-        batch = [(_packed(train_cache, idx), _labels(train_cache, idx), None)]
-        loss, _ = run_iteration(net, batch, False, t.loss_reduction, ctx=ctx, device=device,
+        labels = _labels(train_cache, idx)
+        if loss_stride > 1:
+            labels = train_net.subsample(labels)
+        batch = [(_packed(train_cache, idx), labels, None)]
+        loss, _ = run_iteration(train_net, batch, False, t.loss_reduction, ctx=ctx, device=device,
                                 amp=amp, scaler=None, optimizer=optimizer, scheduler=scheduler)
         if not math.isfinite(loss):
             log.log("diverged", it + 1, loss=loss)
@@ -200,7 +207,13 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
             checkpoint(it + 1)
     checkpoint(t.iterations)
     wall += time.perf_counter() - began
-    return _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
+    result = _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
+    if loss_stride > 1:  # recorded beside the run's figures (the config does not hold it)
+        for name in ("metrics.json", "results.json"):
+            record = json.loads((out / name).read_text())
+            (out / name).write_text(json.dumps({**record, "loss_stride": loss_stride},
+                                               indent=1) + "\n")
+    return result
 
 
 def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_classes: int,
