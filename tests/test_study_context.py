@@ -68,7 +68,7 @@ def test_configs_load_with_the_overrides():
         cfg = load_config(ROOT / path, overrides(dataset, 1.0, "nonorm", 0))
         assert cfg.model.args["context"] is True and cfg.model.args["normalize"] is False
         assert cfg.model.args["output_stride"] == 16 and cfg.model.name.endswith("lite0")
-        assert cfg.train.amp == "off" and cfg.train.iterations == 1000
+        assert cfg.train.amp == "off" and cfg.train.iterations == 300
         assert cfg.data.root == load_config(ROOT / DATASETS[dataset]).data.root
 
 

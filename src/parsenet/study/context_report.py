@@ -124,7 +124,8 @@ proportionally to the image size". Tested here with a frozen ImageNet EfficientN
 (the released lite models' backbone, BatchNorm in eval, output stride 16), its 1280-channel
 head tap cached once per image and resolution (fp16, the cached engine), and two heads
 trained on it with one recipe (`configs/cpu/context_<dataset>.yaml`: SGD lr 0.1 on the
-head, 1000 iterations of batch 8, poly, fp32, no augmentation): **baseline** = head tap ->
+head, 300 iterations of batch 8, poly, fp32, no augmentation, the training loss on every 4th
+pixel of each row and column): **baseline** = head tap ->
 L2Norm -> 1x1 classifier, **ParseNet** = + pool6 of the head tap, L2Norm, late fusion (the
 released lite models' head); **no L2Norm** = ParseNet without it, where time allowed. Three
 seeds (head initialisation and sample order). Each dataset at its native size (SiftFlow

@@ -53,7 +53,7 @@ ROW_LABELS = {"baseline": "head tap, L2Norm (baseline)",
               "nonorm": "head tap + pool6, late fusion, no L2Norm"}
 SEEDS = (0, 1, 2)
 # One recipe for every row and point: configs/cpu/context_<dataset>.yaml (the lite
-# configs' optimiser; 1000 iterations of batch 8; fp32). The rows change model.args only.
+# configs' optimiser; 300 iterations of batch 8; fp32). The rows change model.args only.
 CONFIGS = {d: f"configs/cpu/context_{d}.yaml" for d in DATASETS}
 # The training loss on every 4th pixel of each row and column (study/pixel_subsample.py):
 # measured, the full-size loss made an iteration 3.5-5 s on CamVid (contended CPU).
