@@ -46,7 +46,7 @@ def test_collect_pairs_seeds_and_divides_by_the_reference_erf(tmp_path, monkeypa
     assert camvid["side_over_erf95"] == pytest.approx(math.sqrt(360 * 480) / 480)
     assert camvid["parsenet"]["mean_iou"] == pytest.approx(43.0)
     assert points[("siftflow", 1.0)]["gain_mean"] is None
-    assert points[("camvid", 1.5)]["baseline"]["seeds"] == {}
+    assert points[("stanford", 1.0)]["baseline"]["seeds"] == {}
     out = plot_gain(collect(), tmp_path / "gain.png")
     assert out.stat().st_size > 5_000
 

@@ -127,14 +127,15 @@ trained on it with one recipe (`configs/cpu/context_<dataset>.yaml`: SGD lr 0.1 
 head, 300 iterations of batch 8, poly, fp32, no augmentation, the training loss on every 4th
 pixel of each row and column): **baseline** = head tap ->
 L2Norm -> 1x1 classifier, **ParseNet** = + pool6 of the head tap, L2Norm, late fusion (the
-released lite models' head); **no L2Norm** = ParseNet without it, where time allowed. Three
-seeds (head initialisation and sample order). Each dataset at its native size (SiftFlow
-256 x 256, Stanford Background resized to 320 x 240, CamVid 480 x 360) and, for the
-controlled comparison, the same dataset resized (CamVid x0.5 / x1 / x1.5, SiftFlow x1 /
-x1.5): the labels are never resized (scores at native label resolution), so only the image
-side relative to the fixed receptive field changes. Validation: SiftFlow every 10th sorted
-trainval id (249), the Stanford and CamVid val splits (143, 101). Mean IU: present-class
-convention (classes with ground truth in the split).
+released lite models' head); **no L2Norm** = ParseNet without it (not run this session).
+Seeds (head initialisation and sample order): the count in brackets per cell. Each dataset
+at its native size (SiftFlow 256 x 256, Stanford Background resized to 320 x 240, CamVid
+480 x 360) and, for the controlled comparison, CamVid resized to x0.5: the labels are
+never resized (scores at native label resolution), so only the image side relative to the
+fixed receptive field changes. CamVid x1.5 and SiftFlow x1.5 were planned and dropped for
+time (`POINTS` in `parsenet.study.context_study` takes them back). Validation: SiftFlow
+every 10th sorted trainval id (249), the Stanford and CamVid val splits (143, 101). Mean
+IU: present-class convention (classes with ground truth in the split).
 
 ### The effective receptive field of the Lite0 head tap
 
