@@ -90,3 +90,26 @@ def test_scaled_resizes_both_sides():
     assert scaled(image, 0.5).shape == (3, 180, 240)
     assert scaled(image, 1.5).shape == (3, 540, 720)
     assert scaled(image, 1.0) is image
+
+
+def test_trend_verdict_and_section_markers(tmp_path):
+    from parsenet.study.context_report import BEGIN, END, trend_verdicts, write_section
+
+    def point(scale, gains):
+        return {"dataset": "camvid", "scale": scale, "gain_seeds": dict(enumerate(gains)),
+                "gain_mean": sum(gains) / len(gains), "gain_std": 0.1}
+
+    assert trend_verdicts([point(0.5, [2.0, 2.2]), point(1.0, [0.3, 0.5])])["camvid"] \
+        .startswith("shrinks")
+    assert trend_verdicts([point(0.5, [0.1, 0.2]), point(1.0, [1.0, 1.5])])["camvid"] \
+        .startswith("grows")
+    assert trend_verdicts([point(0.5, [0.1, 1.2]), point(1.0, [1.0, 0.5])])["camvid"] \
+        .startswith("inside the spread")
+    assert trend_verdicts([point(1.0, [1.0, 0.5])]) == {}
+    page = tmp_path / "RESULTS.md"
+    page.write_text("# Results\n\nkept\n")
+    write_section("one", page)
+    write_section("two", page)
+    text = page.read_text()
+    assert text.count(BEGIN) == 1 and "two" in text and "one" not in text
+    assert text.startswith("# Results\n\nkept\n") and text.rstrip().endswith(END)
