@@ -101,6 +101,15 @@ PAPER_CLAIMS: dict[tuple[str, float], tuple[str, str]] = {
     ("camvid", 1.0): ("CamVid 480 x 360 (PASCAL-Context's size): pool6 helps", ""),
 }
 
+# The paper's rows our rows stand for, where it has them (paper_figures.yaml ids): SiftFlow
+# Table 3 (FCN-32s, no norm), PASCAL-Context Table 4 with norm for the CamVid claim.
+PAPER_ROWS: dict[tuple[str, float], tuple[str, dict[str, list[str]]]] = {
+    ("siftflow", 1.0): ("3", {"baseline": ["table3_siftflow_fc7"],
+                              "parsenet": ["table3_siftflow_pool6_fc7"]}),
+    ("camvid", 1.0): ("4", {"baseline": ["table4_context_fc7_norm"],
+                            "parsenet": ["table4_context_pool6_fc7_norm"]}),
+}
+
 
 def table_key(dataset: str, scale: float) -> str:
     return f"claim-context-size-{dataset}-x{scale:g}"
@@ -115,6 +124,10 @@ def spec_tables(seeds: Sequence[int] = SEEDS) -> dict[str, dict[str, Any]]:
                      "label": f"{dataset} x{scale:g}, {ROW_LABELS[row]}",
                      "config": CONFIGS[dataset], "overrides": list(ROWS[row]),
                      "seeds": list(seeds)} for row in ROWS]
+        paper_key, paper_rows = PAPER_ROWS.get((dataset, scale), ("", {}))
+        for v, row in zip(variants, ROWS, strict=True):
+            if row in paper_rows:
+                v["paper"] = paper_rows[row]
         claims = []
         if (dataset, scale) in PAPER_CLAIMS:
             text, kind = PAPER_CLAIMS[(dataset, scale)]
@@ -125,7 +138,7 @@ def spec_tables(seeds: Sequence[int] = SEEDS) -> dict[str, dict[str, Any]]:
                      "ImageNet EfficientNet-Lite0",
             "paper_tables": "Sec. 4.2 (no table: SiftFlow small gain, PASCAL-Context +1.5)",
             "protocol": OUT_ROOT.name, "engine": "cached", "resolution": [h, w],
-            "loss_stride": LOSS_STRIDE,
+            "loss_stride": LOSS_STRIDE, **({"paper_keys": [paper_key]} if paper_key else {}),
             "note": "See the claim 2 section (python -m parsenet.study.context_study).",
             "variants": variants, "claims": claims}
     return tables
