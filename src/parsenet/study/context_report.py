@@ -173,6 +173,18 @@ Does the gain grow with image size, the data held constant?
 
 ![pool6 gain vs image side / ERF](images/claim2_context_gain.png)
 
+Reading (session 4). On this backbone the premise of the claim is absent at native sizes:
+the Lite0 head tap's measured ERF (95% square) is larger than every native image, so
+pool6 adds no field of view the local branch lacks, at any point tested. What pool6 adds
+here is a second, image-level classifier on the same features (late fusion: a per-image
+class prior). It helps on CamVid x0.5 and SiftFlow, is inside the spread on Stanford and
+CamVid x1, and in the controlled comparison (CamVid x0.5 -> x1) its gain shrinks as the
+image grows: the opposite of the claim's direction. Caveats: one frozen backbone, a
+linear head on one cached view per image without augmentation, 300 iterations, the loss
+on a 1-in-16 pixel sample, and image sides only up to 0.86 ERF (CamVid x1.5, side/ERF
+1.29, was planned and dropped for time). The paper's regime (images several ERFs wide,
+a fully fine-tuned VGG) is not reached.
+
 ## Fig. 2: features of different layers are in different scale
 
 `python -m parsenet.study.fig2` (HED's VGG-16 convs in a LargeFOV ParseNet with conv4_3,
