@@ -132,7 +132,7 @@ trained on it with one recipe (`configs/cpu/context_<dataset>.yaml`: SGD lr 0.1 
 head, 300 iterations of batch 8, poly, fp32, no augmentation, the training loss on every 4th
 pixel of each row and column): **baseline** = head tap ->
 L2Norm -> 1x1 classifier, **ParseNet** = + pool6 of the head tap, L2Norm, late fusion (the
-released lite models' head); **no L2Norm** = ParseNet without it (not run this session).
+released lite models' head); **no L2Norm** = ParseNet without it (same recipe).
 Seeds (head initialisation and sample order): the count in brackets per cell. Each dataset
 at its native size (SiftFlow 256 x 256, Stanford Background resized to 320 x 240, CamVid
 480 x 360) and, for the controlled comparison, CamVid resized to x0.5: the labels are
