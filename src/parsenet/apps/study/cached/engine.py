@@ -31,6 +31,8 @@ from tqdm import tqdm
 from parsenet.apps.study.cached.cache import TapCache, build_cache
 from parsenet.apps.study.cached.sources import dataset_id, raw_split, trunk_id
 from parsenet.apps.study.cached.vgg import VGGHead, VGGTrunk
+from parsenet.apps.study.lite_split import split_lite
+from parsenet.apps.study.pixel_subsample import SubsampledScores
 from parsenet.config import Config, config_to_dict
 from parsenet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -62,6 +64,7 @@ def _split_vgg(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 # The trunk needs out_channels, output_stride and grid_offset (the backbone's).
 SPLITS: dict[str, Callable[[nn.Module], tuple[nn.Module, nn.Module]]] = {
     "parsenet_vgg16": _split_vgg,
+    "parsenet_efficientnet_lite0": split_lite,  # claim 2 (study/lite_split.py)
 }
 
 
@@ -193,20 +196,25 @@ def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, 
 
 def train_cached(config: Config, *, resolution: tuple[int, int],
                  cache_root: str | Path = "runs/cache", progress: bool = True,
-                 loss_on: str = "input") -> dict[str, Any]:
+                 loss_on: str = "input", loss_stride: int = 1) -> dict[str, Any]:
     """Train (or resume, or finish) the head of ``config``'s model on cached trunk features
     at ``resolution`` (H, W); returns the results written to ``train.out_dir``.
 
     ``loss_on``: ``"input"`` (our trainer's convention: scores upsampled to the input,
     loss on every pixel) or ``"grid"`` (labels sampled at the output grid's cell centres,
     DeepLab's; several times cheaper, the upsampling and its backward dominate a head
-    step). Evaluation is at full label resolution either way."""
+    step). ``loss_stride`` > 1 (with ``"input"``): the training loss on every
+    loss_stride-th pixel of each row and column (:mod:`parsenet.apps.study.pixel_subsample`).
+    Evaluation is at full label resolution either way."""
     if loss_on not in ("input", "grid"):
         raise ValueError(f"loss_on must be 'input' or 'grid', got {loss_on!r}")
+    if loss_on == "grid" and loss_stride > 1:
+        raise ValueError("loss_stride applies to loss_on='input' only")
     t = config.train
     out = Path(t.out_dir)
     net, caches, num_classes = _build(config, resolution, cache_root, progress,
                                       loss_on == "grid")
+    train_net = SubsampledScores(net, loss_stride) if loss_stride > 1 else net
     optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
                                 new_layer_lr_mult=t.new_layer_lr_mult,
                                 bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
@@ -236,8 +244,12 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     for it in tqdm(range(start, t.iterations), initial=start, total=t.iterations,
                    desc=f"head {out.name}", disable=not progress):
         idx = batch_indices(it, t.batch_size, len(train_cache), t.seed)
-        batch = [(_packed(train_cache, idx), _labels(train_cache, idx, net), None)]
-        loss, _ = run_iteration(net, batch, False, t.loss_reduction, ctx=ctx, device=device,
+        labels = _labels(train_cache, idx, net)
+        if loss_stride > 1:
+            labels = train_net.subsample(labels)
+        batch = [(_packed(train_cache, idx), labels, None)]
+        loss, _ = run_iteration(train_net, batch, False, t.loss_reduction, ctx=ctx,
+                                device=device,
                                 amp=amp, scaler=None, optimizer=optimizer, scheduler=scheduler)
         if not math.isfinite(loss):
             log.log("diverged", it + 1, loss=loss)
@@ -249,7 +261,13 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
             checkpoint(it + 1)
     checkpoint(t.iterations)
     wall += time.perf_counter() - began
-    return _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
+    result = _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
+    if loss_stride > 1:  # recorded beside the run's figures (the config does not hold it)
+        for name in ("metrics.json", "results.json"):
+            record = json.loads((out / name).read_text())
+            (out / name).write_text(json.dumps({**record, "loss_stride": loss_stride},
+                                               indent=1) + "\n")
+    return result
 
 
 def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_classes: int,

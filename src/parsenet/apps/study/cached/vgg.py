@@ -25,6 +25,12 @@ __all__ = ["VGGTrunk", "VGGHead", "TRUNK_TAPS", "build_vgg_parts"]
 TRUNK_TAPS = ("conv3", "conv4", "conv5")
 
 
+
+def _stage_channels(stage: nn.Module) -> int:
+    """Output channels of a VGG stage: its last convolution's (a tap need not be one of
+    the backbone's own taps, so ``backbone.out_channels`` may not list it)."""
+    return [m for m in stage.modules() if isinstance(m, nn.Conv2d)][-1].out_channels
+
 class VGGTrunk(nn.Module):
     """Frozen conv1..conv5 of a ParseNet VGG-16 backbone: image -> {conv3, conv4, conv5}."""
 
@@ -32,7 +38,7 @@ class VGGTrunk(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.taps = tuple(taps)
-        self.out_channels = {t: backbone.all_channels[t] for t in self.taps}
+        self.out_channels = {t: _stage_channels(backbone.layers[t]) for t in self.taps}
         self.output_stride = backbone.output_stride
         self.grid_offset = backbone.grid_offset
         # Only conv1-conv5 freeze: fc6/fc7 live in the same backbone but belong to the head.
