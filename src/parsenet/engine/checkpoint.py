@@ -153,8 +153,8 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     except ConfigError as e:
         raise CheckpointError(f"{path}: stored config does not fit this version: {e}") from None
     args = dict(config.model.args)
-    preprocessing = Preprocessing.from_dict(state["preprocessing"])
-    args["weights"] = ModelWeights(InMemory(state["model"], str(path)), preprocessing)
+    stored = Preprocessing.from_dict(state["preprocessing"])
+    args["weights"] = ModelWeights(InMemory(state["model"], str(path)), stored)
     try:
         model = build_model(config.model.name, num_classes=len(state["classes"]), **args)
     except (ValueError, TypeError, RuntimeError) as e:
@@ -163,7 +163,7 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
     model.to(device).eval()
     return LoadedModel(model=model, config=config, classes=tuple(state["classes"]),
                        palette=palette_tuple(state.get("palette")),
-                       preprocessing=preprocessing, iteration=int(state["iteration"]),
+                       preprocessing=stored, iteration=int(state["iteration"]),
                        best_mean_iou=state.get("best_mean_iou"))
 
 
