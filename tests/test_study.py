@@ -5,10 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
-from PIL import Image
+from study_data import write_study_dataset
 
 from parsenet.apps import study
 from parsenet.config import ConfigError, load_config
@@ -71,19 +70,8 @@ def test_the_key_comparisons_have_two_seeds_and_aliases_resolve(in_repo: Path) -
 
 
 # ------------------------------------------------------------------ a tiny real study
-def _make_dataset(root: Path, n: int = 12, size: int = 40) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "images" / "all").mkdir(parents=True)
-    (root / "labels" / "all").mkdir(parents=True)
-    (root / "classes.txt").write_text("sky\nground\nthing\n")
-    for i in range(n):
-        label = np.zeros((size, size), np.uint8)
-        label[size // 2:] = 1
-        label[5:15, 5:15] = 2
-        image = (np.stack([label * 90] * 3, -1) + rng.integers(0, 40, (size, size, 3)))
-        Image.fromarray(image.astype(np.uint8)).save(root / "images" / "all" / f"{i:03d}.png")
-        Image.fromarray(label).save(root / "labels" / "all" / f"{i:03d}.png")
-    return root
+def _make_dataset(root: Path) -> Path:
+    return write_study_dataset(root)
 
 
 def _make_spec(tmp_path: Path, iterations: int = 4) -> Path:

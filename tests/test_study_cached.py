@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from PIL import Image
+from study_data import write_study_dataset
 from torch import nn
 
 from parsenet.apps import study
@@ -33,19 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "configs" / "cpu" / "study.yaml"
 
 
-def _dataset(root: Path, n: int = 12, size: int = 40) -> Path:
-    rng = np.random.default_rng(0)
-    (root / "images" / "all").mkdir(parents=True)
-    (root / "labels" / "all").mkdir(parents=True)
-    (root / "classes.txt").write_text("sky\nground\nthing\n")
-    for i in range(n):
-        label = np.zeros((size, size), np.uint8)
-        label[size // 2:] = 1
-        label[5:15, 5 + i:15 + i] = 2
-        image = np.stack([label * 90] * 3, -1) + rng.integers(0, 40, (size, size, 3))
-        Image.fromarray(image.astype(np.uint8)).save(root / "images" / "all" / f"{i:03d}.png")
-        Image.fromarray(label).save(root / "labels" / "all" / f"{i:03d}.png")
-    return root
+def _dataset(root: Path) -> Path:
+    return write_study_dataset(root, moving=True)
 
 
 def _config_file(tmp_path: Path, **train: object) -> Path:
