@@ -194,6 +194,15 @@ def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, 
     return net, caches, num_classes
 
 
+def _optimizer_and_schedule(net: nn.Module, t: Any) -> tuple[Any, Any]:
+    optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                new_layer_lr_mult=t.new_layer_lr_mult,
+                                bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
+    scheduler = build_scheduler(optimizer, max_iterations=t.iterations, power=t.poly_power,
+                                warmup_iterations=t.warmup_iterations, policy=t.lr_policy)
+    return optimizer, scheduler
+
+
 def train_cached(config: Config, *, resolution: tuple[int, int],
                  cache_root: str | Path = "runs/cache", progress: bool = True,
                  loss_on: str = "input", loss_stride: int = 1) -> dict[str, Any]:
@@ -215,11 +224,7 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     net, caches, num_classes = _build(config, resolution, cache_root, progress,
                                       loss_on == "grid")
     train_net = SubsampledScores(net, loss_stride) if loss_stride > 1 else net
-    optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                                new_layer_lr_mult=t.new_layer_lr_mult,
-                                bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
-    scheduler = build_scheduler(optimizer, max_iterations=t.iterations, power=t.poly_power,
-                                warmup_iterations=t.warmup_iterations, policy=t.lr_policy)
+    optimizer, scheduler = _optimizer_and_schedule(net, t)
     ckpt, start, wall = out / "checkpoints" / "last.pt", 0, 0.0
     if ckpt.is_file():
         state = load_checkpoint(ckpt)
@@ -262,12 +267,17 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     checkpoint(t.iterations)
     wall += time.perf_counter() - began
     result = _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
-    if loss_stride > 1:  # recorded beside the run's figures (the config does not hold it)
-        for name in ("metrics.json", "results.json"):
-            record = json.loads((out / name).read_text())
-            (out / name).write_text(json.dumps({**record, "loss_stride": loss_stride},
-                                               indent=1) + "\n")
+    if loss_stride > 1:
+        _record_loss_stride(out, loss_stride)
     return result
+
+
+def _record_loss_stride(out: Path, loss_stride: int) -> None:
+    """Beside the run's figures: the config does not hold the loss stride."""
+    for name in ("metrics.json", "results.json"):
+        record = json.loads((out / name).read_text())
+        (out / name).write_text(json.dumps({**record, "loss_stride": loss_stride},
+                                           indent=1) + "\n")
 
 
 def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_classes: int,
