@@ -68,9 +68,9 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
                 from parsenet.engine.export import (
                     OnnxPredictor,
                     export_onnx,
-                    make_predictor,
                     onnx_cache_path,
                 )
+                from parsenet.engine.predictor import make_predictor
             except ImportError as e:
                 skipped["ONNX Runtime"] = f"parsenet.engine.export not usable ({e})"
             else:

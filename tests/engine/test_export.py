@@ -11,10 +11,10 @@ from parsenet.engine.export import (
     check_export,
     export_onnx,
     export_torchscript,
-    make_predictor,
     onnx_cache_path,
 )
 from parsenet.engine.onnx_cache import record_digest
+from parsenet.engine.predictor import make_predictor
 from parsenet.models import parsenet_vgg16
 
 SIZES = ((64, 64), (57, 85))

@@ -17,9 +17,10 @@ from parsenet.apps.tables import format_text_table
 from parsenet.config import Config, config_from_dict, config_to_dict, load_config
 from parsenet.data.build import build_dataset
 from parsenet.engine.checkpoint import LoadedModel, load_model
-from parsenet.engine.export import check_export, export_onnx, export_torchscript, make_predictor
+from parsenet.engine.export import check_export, export_onnx, export_torchscript
 from parsenet.engine.inference import evaluate
 from parsenet.engine.memory import DEFAULT_BUDGET_GB, ONNX_OVERHEAD, InferenceMemory
+from parsenet.engine.predictor import make_predictor
 from parsenet.engine.runlog import to_jsonable
 from parsenet.errors import ParseNetError, UsageError
 from parsenet.models.released import Release, load_released
@@ -170,7 +171,7 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     config's eval mode (whole, the paper's protocol, unless the config says otherwise) when
     the memory estimate (:mod:`parsenet.engine.memory`) fits in ``memory_budget_gb``, else in
     sliding windows of ``window`` (default the config's eval.window). ``backend``: see
-    :func:`parsenet.engine.export.make_predictor`; ONNX exports are cached only in
+    :func:`parsenet.engine.predictor.make_predictor`; ONNX exports are cached only in
     ``onnx_cache`` (a folder), verified by hash there. ``skip_errors``: an image that cannot
     be read or predicted is reported in ``skipped`` and the others are processed.
 

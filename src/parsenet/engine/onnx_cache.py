@@ -23,6 +23,8 @@ from pathlib import Path
 
 from torch import nn
 
+from parsenet.engine import export
+
 __all__ = ["cached_onnx_predictor", "temporary_onnx_predictor", "record_digest",
            "digest_matches"]
 
@@ -59,8 +61,6 @@ def digest_matches(onnx: str | os.PathLike) -> bool:
 
 
 def _export_checked(model: nn.Module, path: Path) -> None:
-    from parsenet.engine import export
-
     export.export_onnx(model, path)
     try:  # at sizes other than the export's sample: shapes must really be dynamic
         export.check_export(path, model, sizes=export.CHECK_SIZES)
@@ -72,30 +72,26 @@ def _export_checked(model: nn.Module, path: Path) -> None:
 def cached_onnx_predictor(model: nn.Module, cache: Path):
     """An :class:`~parsenet.engine.export.OnnxPredictor` of ``cache``, exporting ``model``
     there first unless a verified export is already there."""
-    from parsenet.engine.export import OnnxPredictor
-
     model = model.to("cpu").eval()
     if cache.exists() and not digest_matches(cache):
         warnings.warn(f"{cache}: cached ONNX export does not match its recorded hash "
                       f"(corrupt, changed or unfinished); exporting it again", stacklevel=3)
     elif cache.exists():
         try:
-            return OnnxPredictor(cache)
+            return export.OnnxPredictor(cache)
         except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ...: not ours to show
             warnings.warn(f"{cache}: cached ONNX export does not load ({type(e).__name__}); "
                           f"exporting it again", stacklevel=3)
     _digest_path(cache).unlink(missing_ok=True)
     _export_checked(model, cache)
     record_digest(cache)
-    return OnnxPredictor(cache)
+    return export.OnnxPredictor(cache)
 
 
 def temporary_onnx_predictor(model: nn.Module):
     """An ONNX Runtime predictor of ``model`` whose export is deleted once loaded."""
-    from parsenet.engine.export import OnnxPredictor
-
     model = model.to("cpu").eval()
     with tempfile.TemporaryDirectory(prefix="parsenet-onnx-") as tmp:
         path = Path(tmp) / "model.onnx"
         _export_checked(model, path)
-        return OnnxPredictor(path)
+        return export.OnnxPredictor(path)
