@@ -73,7 +73,7 @@ def test_configs_load_with_the_overrides():
 
 
 def test_study_yaml_holds_the_module_tables():
-    from parsenet.apps.study.runner import load_tables
+    from parsenet.apps.study.spec import load_tables
 
     tables = load_tables(ROOT / "configs/cpu/study.yaml")
     for key, spec in spec_tables().items():

@@ -13,7 +13,7 @@ import yaml
 from PIL import Image
 
 from parsenet.apps import study
-from parsenet.apps.study import budget, runner, spec
+from parsenet.apps.study import budget, spec
 from parsenet.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,7 +54,7 @@ def test_list_prints_every_row_with_its_figures_and_config(in_repo: Path, capsys
 
 def test_paper_tables_are_tables_1_to_8_and_dry_run(in_repo: Path, tmp_path: Path,
                                                     capsys) -> None:
-    tables = runner.paper_tables()
+    tables = spec.paper_tables()
     assert list(tables) == [f"paper{k}" for k in "12345678"]
     assert study.resolve_table(3, paper=True).key == "paper3"
     assert [v.name for v in tables["paper8"].variants] == [
@@ -117,9 +117,9 @@ def test_budgeted_paper_table_on_cpu_prints_ours_beside_the_papers(
     rows standing on a tiny config (the real rows need full-size data and weights)."""
     config = str(_tiny_config(tmp_path))
     ids = ("table3_siftflow_pool6_fc7",)  # one row keeps the test cheap
-    real = runner.paper_tables()["paper3"]
+    real = spec.paper_tables()["paper3"]
     tiny = dataclasses.replace(real, variants=tuple(
-        runner.Variant(name=i, label=i, config=config, paper=(i,),
+        spec.Variant(name=i, label=i, config=config, paper=(i,),
                        overrides=("model.args.context=true",) if "pool6" in i else ())
         for i in ids))
     monkeypatch.setattr(spec, "paper_tables", lambda: {"paper3": tiny})

@@ -44,9 +44,10 @@ from parsenet.apps.study.reporting import (
     report,
     write_results_md,
 )
-from parsenet.apps.study.runner import NORM_IMAGES, measure_feature_norms, run_study
+from parsenet.apps.study.runner import measure_feature_norms, run_study
 from parsenet.apps.study.spec import (
     METRICS,
+    NORM_IMAGES,
     SPEC_FILE,
     Table,
     Variant,

@@ -18,15 +18,13 @@ from parsenet.apps.checkout import git_commit
 from parsenet.apps.study.budget import plan_iterations
 from parsenet.apps.study.cached.engine import train_cached
 from parsenet.apps.study.reporting import report
-from parsenet.apps.study.spec import (  # noqa: F401  (the names this module had: re-exported)
-    METRICS,
+from parsenet.apps.study.spec import (
+    NORM_IMAGES,
     SPEC_FILE,
     Table,
     Variant,
     command_for,
     is_finished,
-    load_tables,
-    paper_tables,
     resolve_table,
     run_dir,
     run_overrides,
@@ -39,8 +37,6 @@ from parsenet.engine.checkpoint import load_model
 from parsenet.engine.rundir import clear_run
 from parsenet.errors import TrainingDivergedError
 from parsenet.viz import feature_norms
-
-NORM_IMAGES = 16  # validation images used to measure feature norms
 
 
 def _jobs(table: Table, seeds: list[int] | None, only: list[str] | None

@@ -20,6 +20,7 @@ __all__ = ["METRICS", "SPEC_FILE", "Variant", "Table", "load_tables", "paper_tab
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
 SPEC_FILE = "configs/cpu/study.yaml"
+NORM_IMAGES = 16  # validation images used to measure feature norms (feature_norms.json)
 ENGINES = ("trainer", "cached")
 
 

@@ -33,6 +33,7 @@ from parsenet.apps.study.cached.sources import dataset_id, raw_split, trunk_id
 from parsenet.apps.study.cached.vgg import VGGHead, VGGTrunk
 from parsenet.apps.study.lite_split import split_lite
 from parsenet.apps.study.pixel_subsample import SubsampledScores
+from parsenet.apps.study.spec import NORM_IMAGES
 from parsenet.config import Config, config_to_dict
 from parsenet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
@@ -53,7 +54,6 @@ from parsenet.metrics import SegmentationMetrics
 __all__ = ["train_cached", "PackedHead", "SPLITS", "evaluate_head", "batch_indices",
            "feature_norms"]
 
-NORM_IMAGES = 16  # validation images of feature_norms.json (the study's count)
 
 
 def _split_vgg(model: nn.Module) -> tuple[nn.Module, nn.Module]:
