@@ -26,6 +26,7 @@ from parsenet.apps.study.cached.sources import trunk_id
 from parsenet.apps.study.claims import claims_rows, format_claims_table, verdict
 from parsenet.config import ConfigError, load_config
 from parsenet.data.build import build_dataset
+from parsenet.engine.checkpoint import load_model
 from parsenet.errors import TrainingDivergedError
 from parsenet.preprocessing import IMAGENET
 
@@ -142,6 +143,13 @@ def test_head_training_writes_its_outputs_and_resumes_exactly(
     assert norms["l2norm_scale_mean"]  # the learned scales of the L2Norm branches
     assert 0.0 <= result["metrics"]["mean_iou"] <= 1.0
     assert math.isfinite(result["final_loss"])
+    # The whole model (frozen trunk + the trained head) loads like a trainer checkpoint.
+    loaded = load_model(out / "checkpoints/model.pt")
+    trained = torch.load(out / "checkpoints/last.pt", weights_only=True)["model"]
+    _, head = engine.SPLITS["parsenet_vgg16"](loaded.model)
+    for k, v in head.state_dict().items():
+        torch.testing.assert_close(v, trained[f"head.{k}"], rtol=0, atol=0, msg=k)
+    assert loaded.iteration == 4
 
     calls = {"n": 0}
     real = engine.run_iteration

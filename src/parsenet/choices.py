@@ -10,13 +10,16 @@ from typing import Literal, get_args
 
 __all__ = ["EvalMode", "AmpMode", "DataFormat", "LossReduction", "EVAL_MODES", "AMP_MODES",
            "DATA_FORMATS", "LOSS_REDUCTIONS", "LrPolicy", "MeanIuConvention", "PreprocessingName",
-           "LR_POLICIES", "MEAN_IU_CONVENTIONS", "PREPROCESSING_NAMES"]
+           "LR_POLICIES", "MEAN_IU_CONVENTIONS", "PREPROCESSING_NAMES", "ClassWeighting",
+           "CLASS_WEIGHTINGS"]
 
 EvalMode = Literal["whole", "slide", "multiscale"]
 AmpMode = Literal["auto", "off", "bf16", "fp16"]  # auto: bf16/fp16 where the device is fast
 DataFormat = Literal["folder", "voc", "context", "siftflow", "camvid", "synthetic"]
 LossReduction = Literal["mean", "sum"]
 LrPolicy = Literal["poly", "fixed"]  # fixed: Caffe's constant rate
+# see parsenet.engine.class_weights; "none" is the paper's unweighted loss
+ClassWeighting = Literal["none", "median_frequency"]
 MeanIuConvention = Literal["present", "nanmean"]  # see parsenet.metrics
 PreprocessingName = Literal["caffe_vgg", "caffe_fcn", "imagenet"]  # see parsenet.preprocessing
 EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
@@ -24,5 +27,6 @@ AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
 LOSS_REDUCTIONS: tuple[str, ...] = get_args(LossReduction)
 LR_POLICIES: tuple[str, ...] = get_args(LrPolicy)
+CLASS_WEIGHTINGS: tuple[str, ...] = get_args(ClassWeighting)
 MEAN_IU_CONVENTIONS: tuple[str, ...] = get_args(MeanIuConvention)
 PREPROCESSING_NAMES: tuple[str, ...] = get_args(PreprocessingName)

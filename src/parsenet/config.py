@@ -39,6 +39,7 @@ from parsenet.choices import (  # noqa: F401  (re-exported)
     EVAL_MODES,
     LOSS_REDUCTIONS,
     AmpMode,
+    ClassWeighting,
     DataFormat,
     EvalMode,
     LossReduction,
@@ -127,6 +128,14 @@ class ModelConfig(_Section):
     # stages the weights entry (model.args.weights) fills, and learn at train.lr; every other
     # parameter is new and gets train.lr * train.new_layer_lr_mult.
     freeze: Strings = Field(default_factory=list)
+    # The backbone's BatchNorm layers keep ImageNet's running statistics while training
+    # (eval mode; their affine terms still learn unless frozen): mmsegmentation's norm_eval.
+    norm_eval: bool = False
+    # A file whose weights start the whole model (a checkpoint of ours or a .safetensors
+    # state dict, e.g. a head trained on frozen features): iteration, optimiser and
+    # schedule still start fresh (that is --resume's job), and every parameter learns at
+    # train.lr (none is new). mmsegmentation's load_from.
+    init_from: str | None = None
     # Input preparation, overriding the weights' own: None (the weights'), "caffe_vgg" (BGR,
     # 0-255, minus VGG-16's published mean 103.939/116.779/123.68), "caffe_fcn" (the same
     # with FCN's data-layer mean 104.007/116.669/122.679) or "imagenet" (torchvision's).
@@ -184,6 +193,9 @@ class TrainConfig(_Section):
     warmup_iterations: NonNegative = 0
     # "mean" over non-ignored pixels, or "sum" (Caffe's loss with normalize: false)
     loss_reduction: LossReduction = "mean"
+    # per-class loss weights counted from the train labels (engine/class_weights.py); not
+    # the paper's, whose loss is unweighted ("none")
+    class_weights: ClassWeighting = "none"
     amp: AmpMode = "auto"  # auto = bf16/fp16 only where the device is fast
     seed: NonNegative = 0  # numpy's seeds must be >= 0
     deterministic: bool = False

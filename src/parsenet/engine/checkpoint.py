@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 from parsenet.config import Config, ConfigError, config_from_dict
-from parsenet.errors import CheckpointError  # noqa: F401  (re-exported)
+from parsenet.errors import CheckpointError, WeightsError  # noqa: F401  (re-exported)
 from parsenet.models import build_model
 from parsenet.preprocessing import Preprocessing
 from parsenet.safe_load import load_weights_only
@@ -165,6 +165,24 @@ def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> L
                        palette=palette_tuple(state.get("palette")),
                        preprocessing=stored, iteration=int(state["iteration"]),
                        best_mean_iou=state.get("best_mean_iou"))
+
+
+def init_from_file(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load every weight of ``model`` from ``path`` (``model.init_from``): one of our
+    checkpoints or a state-dict file (safetensors or weights_only), strictly."""
+    from parsenet.weights_api import read_state_dict
+
+    try:
+        state = read_state_dict(path)
+    except WeightsError as e:
+        raise CheckpointError(f"model.init_from: {e}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        lines = str(e).splitlines()
+        detail = lines[1].strip() if len(lines) > 1 else lines[0]
+        raise CheckpointError(f"model.init_from: {path}: weights do not fit the model: "
+                              f"{detail}") from None
 
 
 def palette_tuple(palette: Any) -> tuple[tuple[int, int, int], ...] | None:

@@ -38,9 +38,14 @@ def micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
 def run_iteration(model: torch.nn.Module, batches: list[Batch],
                   stop: bool, loss_reduction: str, *, ctx: dist_utils.DistContext,
                   device: torch.device, amp: Any, scaler: Any, optimizer: Any,
-                  scheduler: Any) -> tuple[float, bool]:
+                  scheduler: Any, class_weights: torch.Tensor | None = None
+                  ) -> tuple[float, bool]:
     """Forward/backward over the micro-batches, then (if the loss is finite) one optimizer
-    step. Returns the iteration's loss and whether any rank wants to stop."""
+    step. Returns the iteration's loss and whether any rank wants to stop.
+
+    ``class_weights`` (C,): each pixel's loss times its class's weight; the denominator of
+    a mean loss stays the count of labelled pixels (the weights are scaled to a
+    pixel-weighted mean of 1, :mod:`parsenet.engine.class_weights`)."""
     if loss_reduction == "mean":
         local = sum(int((target != IGNORE_INDEX).sum()) for _, target, _ in batches)
     else:
@@ -56,8 +61,8 @@ def run_iteration(model: torch.nn.Module, batches: list[Batch],
         with sync:
             with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.dtype is not None):
                 logits = model(images) if valid is None else model(images, valid=valid)
-            micro = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX,
-                                    reduction="sum")
+            micro = F.cross_entropy(logits.float(), targets, weight=class_weights,
+                                    ignore_index=IGNORE_INDEX, reduction="sum")
             loss = micro * scale
             (scaler.scale(loss) if scaler is not None else loss).backward()
         loss_sum += micro.detach().double()

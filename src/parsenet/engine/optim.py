@@ -86,6 +86,17 @@ def freeze(model: nn.Module, stages: Sequence[str]) -> list[str]:
     return frozen
 
 
+def norm_stats_to_eval(model: nn.Module) -> int:
+    """Put the backbone's BatchNorm layers in eval mode (running statistics used and kept);
+    returns how many. ``model.norm_eval`` calls it after every ``model.train()``:
+    mmsegmentation's ``norm_eval``. A small CPU batch (8 crops) gives noisy batch
+    statistics that drift a pretrained backbone's away from ImageNet's."""
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m.eval()
+    return len(norms)
+
+
 def param_groups(
     model: nn.Module,
     *,

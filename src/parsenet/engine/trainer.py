@@ -54,12 +54,15 @@ from parsenet.config import (
 )
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
+from parsenet.engine.checkpoint import init_from_file
+from parsenet.engine.class_weights import class_weights
 from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
 from parsenet.engine.optim import (
     build_optimizer,
     build_scheduler,
     freeze,
     lr_factor,
+    norm_stats_to_eval,
     pretrained_parameter_names,
 )
 from parsenet.engine.precision import resolve_amp, resolve_device
@@ -197,13 +200,23 @@ class _Training:
         self.train_set, self.val_set = self._datasets()
         self.classes = list(self.train_set.classes)
         self.palette = np.asarray(self.train_set.palette).astype(int).tolist()
+        weights_of_classes = class_weights(t.class_weights,
+                                           lambda i: self.train_set.read_label(i),
+                                           len(self.train_set), len(self.classes),
+                                           progress=t.progress and self.ctx.is_main)
+        self.class_weights = (None if weights_of_classes is None
+                              else weights_of_classes.to(self.device))
         model = builders.build_model_from_config(cfg.model, num_classes=len(self.classes))
+        if cfg.model.init_from:
+            init_from_file(model, cfg.model.init_from)
         freeze(model, cfg.model.freeze)
         self.model = model.to(self.device)
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             new_layer_lr_mult=t.new_layer_lr_mult,
-            pretrained=pretrained_parameter_names(model, weights), bias_lr_mult=t.bias_lr_mult,
+            pretrained=([n for n, _ in model.named_parameters()] if cfg.model.init_from
+                        else pretrained_parameter_names(model, weights)),
+            bias_lr_mult=t.bias_lr_mult,
             bias_decay=t.bias_decay)
 
     def _datasets(self) -> tuple[Dataset, Dataset | None]:
@@ -310,7 +323,12 @@ class _Training:
         return run_iteration(self.ddp_model, batches, stop, self.config.train.loss_reduction,
                              ctx=self.ctx, device=self.device, amp=self.amp,
                              scaler=self.scaler, optimizer=self.optimizer,
-                             scheduler=self.scheduler)
+                             scheduler=self.scheduler, class_weights=self.class_weights)
+
+    def _train_mode(self) -> None:
+        self.model.train()
+        if self.config.model.norm_eval:
+            norm_stats_to_eval(self.model)
 
     # ----------------------------------------------------------------- validation
     def _validate(self, iteration: int) -> None:
@@ -327,7 +345,7 @@ class _Training:
                 mode=self.config.eval.mode, device=self.device,
                 max_images=t.max_val_images, progress=t.progress and self.ctx.is_main,
                 eval_cfg=self.config.eval)
-        self.model.train()
+        self._train_mode()
         self.val_metrics = to_jsonable(metrics)
         self.runlog.log("val", iteration, **self.val_metrics)
         miou = self.val_metrics.get("mean_iou")
@@ -341,7 +359,7 @@ class _Training:
         t = self.config.train
         start = self._setup(resume)
         loader_iter = self._loader()
-        self.model.train()
+        self._train_mode()
         self.optimizer.zero_grad(set_to_none=True)
         bar = tqdm(total=t.iterations, initial=start, desc="train", dynamic_ncols=True,
                    disable=not (t.progress and self.ctx.is_main))

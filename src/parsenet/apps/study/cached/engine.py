@@ -42,6 +42,7 @@ from parsenet.engine.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
+from parsenet.engine.class_weights import class_weights
 from parsenet.engine.distributed import DistContext
 from parsenet.engine.iteration import run_iteration
 from parsenet.engine.optim import build_optimizer, build_scheduler
@@ -176,7 +177,8 @@ def _caches(config: Config, trunk: nn.Module, preprocessing: Any, resolution: tu
 
 
 def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, progress: bool,
-           loss_on_grid: bool = False) -> tuple[PackedHead, dict[str, TapCache], int]:
+           loss_on_grid: bool = False
+           ) -> tuple[PackedHead, dict[str, TapCache], int, nn.Module]:
     from parsenet.models.builders import build_model_from_config
 
     if config.model.name not in SPLITS:
@@ -191,7 +193,7 @@ def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, 
                 for t in caches["train"].tap_names}
     net = PackedHead(head, channels, resolution, trunk.output_stride, trunk.grid_offset,
                      loss_on_grid)
-    return net, caches, num_classes
+    return net, caches, num_classes, model
 
 
 def _optimizer_and_schedule(net: nn.Module, t: Any) -> tuple[Any, Any]:
@@ -221,8 +223,8 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
         raise ValueError("loss_stride applies to loss_on='input' only")
     t = config.train
     out = Path(t.out_dir)
-    net, caches, num_classes = _build(config, resolution, cache_root, progress,
-                                      loss_on == "grid")
+    net, caches, num_classes, model = _build(config, resolution, cache_root, progress,
+                                             loss_on == "grid")
     train_net = SubsampledScores(net, loss_stride) if loss_stride > 1 else net
     optimizer, scheduler = _optimizer_and_schedule(net, t)
     ckpt, start, wall = out / "checkpoints" / "last.pt", 0, 0.0
@@ -245,6 +247,8 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
 
     amp, device, ctx = resolve_amp(t.amp, torch.device("cpu")), torch.device("cpu"), DistContext()
     train_cache, began, loss = caches["train"], time.perf_counter(), math.nan
+    weights = class_weights(t.class_weights, lambda i: train_cache.full_label(i).numpy(),
+                            len(train_cache), num_classes)
     net.train()
     for it in tqdm(range(start, t.iterations), initial=start, total=t.iterations,
                    desc=f"head {out.name}", disable=not progress):
@@ -255,7 +259,8 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
         batch = [(_packed(train_cache, idx), labels, None)]
         loss, _ = run_iteration(train_net, batch, False, t.loss_reduction, ctx=ctx,
                                 device=device,
-                                amp=amp, scaler=None, optimizer=optimizer, scheduler=scheduler)
+                                amp=amp, scaler=None, optimizer=optimizer, scheduler=scheduler,
+                                class_weights=weights)
         if not math.isfinite(loss):
             log.log("diverged", it + 1, loss=loss)
             raise TrainingDivergedError(f"{out}: loss became {loss} at iteration {it + 1} "
@@ -266,10 +271,23 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
             checkpoint(it + 1)
     checkpoint(t.iterations)
     wall += time.perf_counter() - began
+    _save_model(out / "checkpoints" / "model.pt", config, model, t.iterations)
     result = _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
     if loss_stride > 1:
         _record_loss_stride(out, loss_stride)
     return result
+
+
+def _save_model(path: Path, config: Config, model: nn.Module, iteration: int) -> None:
+    """The whole model (frozen trunk + trained head) as a trainer checkpoint without the
+    optimiser: ``load_model``, ``parsenet eval/predict --checkpoint`` and
+    ``model.init_from`` read it like one of the trainer's."""
+    val = raw_split(config.data, "val")
+    save_checkpoint(path, {
+        "format": CHECKPOINT_FORMAT, "iteration": iteration, "model": model.state_dict(),
+        "config": config_to_dict(config), "classes": list(val.classes),
+        "palette": [list(map(int, c)) for c in val.palette],
+        "preprocessing": model.preprocessing.to_dict(), "best_mean_iou": None})
 
 
 def _record_loss_stride(out: Path, loss_stride: int) -> None:
