@@ -245,3 +245,26 @@ def test_a_bad_engine_spec_is_refused(tmp_path: Path, change: dict, message: str
     spec.write_text(yaml.safe_dump({"tables": {"claim-t": table}}))
     with pytest.raises(ConfigError, match=message):
         study.load_tables(spec)
+
+
+def test_train_head_command_trains_a_model_that_eval_reads(tmp_path: Path, one_thread: None,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    from parsenet.cli import main
+
+    path = _config_file(tmp_path)
+    out = tmp_path / "head"
+    assert main(["train-head", "--config", str(path), "--set", f"train.out_dir={out}",
+                 "--set", "train.progress=false", "--resolution", "40", "40",
+                 "--loss-stride", "2", "--cache-root", str(tmp_path / "cache")]) == 0
+    printed = capsys.readouterr().out
+    assert "model" in printed and str(out / "checkpoints" / "model.pt") in printed
+    assert (out / "config.yaml").is_file()
+    results = json.loads((out / "metrics.json").read_text())
+    assert results["loss_stride"] == 2 and results["amp"] == "fp32"
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "model.pt")]) == 0
+    capsys.readouterr()
+    # The images are 40 x 40: the loaded model on them computes what the head scored on the
+    # cache (up to the cache's fp16 storage).
+    scored = json.loads((out / "checkpoints" / "model.eval-val-whole.json").read_text())
+    assert scored["metrics"]["mean_iou"] == pytest.approx(results["metrics"]["mean_iou"],
+                                                          abs=0.02)

@@ -98,7 +98,11 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
     metrics = result["metrics"]
     from parsenet.engine.checkpoint import load_checkpoint
 
-    state = load_checkpoint(run / "checkpoints" / "last.pt")
+    # A head trained on cached features (parsenet train-head) keeps the whole model in
+    # model.pt; its last.pt holds the head alone.
+    weights = run / "checkpoints" / ("model.pt" if (run / "checkpoints" / "model.pt").is_file()
+                                     else "last.pt")
+    state = load_checkpoint(weights)
     classes = list(state["classes"])
     plot_curves(run / "log.jsonl", out / "curves.png", title=run.name)
     _plots(out, metrics, classes, run.name)
@@ -121,7 +125,7 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
     if release:
         from parsenet.models.released import write_release
 
-        write_release(run / "checkpoints" / "last.pt", REPO / "src" / "parsenet" / "released",
+        write_release(weights, REPO / "src" / "parsenet" / "released",
                       release, card)
         if overlays:
             _overlays(release, out, overlays)

@@ -38,6 +38,7 @@ from parsenet.commands import (
     cmd_study,
     cmd_summary,
     cmd_train,
+    cmd_train_head,
 )
 from parsenet.errors import ParseNetError, worker_message
 
@@ -100,6 +101,21 @@ def _add_train(sub: Subparsers) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="start afresh in an out_dir that holds an earlier run (deletes its "
                         "checkpoints and log)")
+
+
+def _add_train_head(sub: Subparsers) -> None:
+    p = _add(sub, "train-head", cmd_train_head,
+             "train only the head of a config's model on its frozen backbone's features, "
+             "computed once per image and cached (no augmentation)")
+    p.add_argument("--config", required=True, help="YAML config file")
+    _add_sets(p)
+    p.add_argument("--resolution", type=int, nargs=2, required=True, metavar=("H", "W"),
+                   help="every image is resized to H x W for the backbone (evaluation still "
+                        "scores each full-size label)")
+    p.add_argument("--loss-stride", type=int, default=1,
+                   help="training loss on every Nth pixel of each row and column (default 1)")
+    p.add_argument("--cache-root", default="runs/cache",
+                   help="where the feature caches live (default runs/cache)")
 
 
 def _add_eval(sub: Subparsers) -> None:
@@ -242,8 +258,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--traceback", action="store_true",
                         help="show the full traceback of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add_command in (_add_models, _add_train, _add_eval, _add_predict, _add_export,
-                        _add_summary, _add_demo, _add_study, _add_serve, _add_bench):
+    for add_command in (_add_models, _add_train, _add_train_head, _add_eval, _add_predict,
+                        _add_export, _add_summary, _add_demo, _add_study, _add_serve, _add_bench):
         add_command(sub)
     return parser
 

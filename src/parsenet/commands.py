@@ -17,9 +17,9 @@ from typing import Any
 from parsenet.apps.checkout import repo_root
 from parsenet.errors import UsageError
 
-__all__ = ["Unavailable", "EXIT_USER_ERROR", "cmd_train", "cmd_models", "cmd_eval",
-           "cmd_predict", "cmd_export", "cmd_summary", "cmd_demo", "cmd_study", "cmd_serve",
-           "cmd_bench"]
+__all__ = ["Unavailable", "EXIT_USER_ERROR", "cmd_train", "cmd_train_head", "cmd_models",
+           "cmd_eval", "cmd_predict", "cmd_export", "cmd_summary", "cmd_demo", "cmd_study",
+           "cmd_serve", "cmd_bench"]
 
 EXIT_USER_ERROR = 2
 
@@ -42,6 +42,21 @@ def cmd_train(args: argparse.Namespace) -> int:
               f"{100 * metrics['mean_iou']:.2f}")
     print(f"{result.get('iteration')} iterations; run directory {result.get('out_dir')}, "
           f"last checkpoint {result.get('last_checkpoint')}")
+    return 0
+
+
+def cmd_train_head(args: argparse.Namespace) -> int:
+    from parsenet.apps.study.cached.engine import train_cached
+    from parsenet.config import load_config
+
+    config = load_config(args.config, args.set)
+    result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
+                          progress=config.train.progress, loss_stride=args.loss_stride)
+    m = result["metrics"]
+    print(f"validation: pixel acc {100 * m['pixel_acc']:.2f}, mean IoU "
+          f"{100 * m['mean_iou']:.2f}")
+    print(f"{result['iteration']} iterations; run directory {config.train.out_dir}, model "
+          f"{config.train.out_dir}/checkpoints/model.pt")
     return 0
 
 

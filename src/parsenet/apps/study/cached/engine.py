@@ -34,7 +34,7 @@ from parsenet.apps.study.cached.vgg import VGGHead, VGGTrunk
 from parsenet.apps.study.lite_split import split_lite
 from parsenet.apps.study.pixel_subsample import SubsampledScores
 from parsenet.apps.study.spec import NORM_IMAGES
-from parsenet.config import Config, config_to_dict
+from parsenet.config import Config, config_to_dict, save_config
 from parsenet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -236,6 +236,7 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
         set_rng_state(state["rng"])
         start, wall = int(state["iteration"]), float(state.get("wall_s", 0.0))
     log = RunLog(out, resume_from=start if start else None, tensorboard=False)
+    save_config(config, out / "config.yaml")
 
     def checkpoint(iteration: int) -> None:
         save_checkpoint(ckpt, {
@@ -272,7 +273,8 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     checkpoint(t.iterations)
     wall += time.perf_counter() - began
     _save_model(out / "checkpoints" / "model.pt", config, model, t.iterations)
-    result = _finish(config, net, caches, num_classes, log, out, resolution, wall, loss)
+    result = _finish(config, net, caches, num_classes, log, out, resolution, wall, loss,
+                     amp.name)
     if loss_stride > 1:
         _record_loss_stride(out, loss_stride)
     return result
@@ -299,8 +301,8 @@ def _record_loss_stride(out: Path, loss_stride: int) -> None:
 
 
 def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_classes: int,
-            log: RunLog, out: Path, resolution: tuple[int, int], wall: float, loss: float
-            ) -> dict[str, Any]:
+            log: RunLog, out: Path, resolution: tuple[int, int], wall: float, loss: float,
+            amp: str) -> dict[str, Any]:
     from parsenet.apps.study.cached.curve import plot_curve
 
     t = config.train
@@ -312,7 +314,8 @@ def _finish(config: Config, net: PackedHead, caches: dict[str, TapCache], num_cl
               for n, p in net.named_parameters() if ".norms." in n}
     result = {"iteration": t.iterations, "final_loss": loss, "wall_time_s": wall,
               "images_per_s": t.iterations * t.batch_size / max(wall, 1e-9),
-              "metrics": metrics, "engine": "cached", "resolution": list(resolution),
+              "metrics": metrics, "engine": "cached", "amp": amp,
+              "resolution": list(resolution),
               "loss_on": "grid" if net.loss_on_grid else "input",
               "val_images": len(caches["val"]), "train_images": len(caches["train"]),
               "cache": {s: str(c.path) for s, c in caches.items()},
