@@ -15,6 +15,7 @@ import os
 import signal
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,6 +135,29 @@ def test_sigterm_then_sigkill_then_resume_gives_the_uninterrupted_weights(data_r
     assert_same_weights(final_weights(out), reference)
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert [r["iteration"] for r in records if r["kind"] == "train"] == list(range(1, 13))
+
+
+def children(pid):
+    return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_sigterm_to_the_trainer_and_its_loader_workers_still_checkpoints(data_root, tmp_path):
+    # What pkill, Ctrl-C or a container stop do: every process of the run gets the signal.
+    out = tmp_path / "run"
+    config = resume_config(data_root, out)
+    last = out / "checkpoints" / "last.pt"
+    proc = start(config, tmp_path, delay=0.1)
+    wait_for_checkpoint(proc, last)
+    workers = children(proc.pid)
+    assert workers, "the run has a loader worker"
+    for pid in [*workers, proc.pid]:
+        os.kill(pid, signal.SIGTERM)
+    assert finish(proc) == 128 + signal.SIGTERM, proc.log.read_text()
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert records[-1]["event"] == "sigterm"
+    assert records[-1]["iteration"] == load_checkpoint(last)["iteration"]
 
 
 def start_two_ranks(config, tmp_path):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -141,7 +142,14 @@ def worker_init_fn(worker_id: int) -> None:
     """Seed numpy and python ``random`` in a DataLoader worker from its torch seed (which the
     loader derives from its generator), so workers never share a stream. A worker decodes and
     resizes one image at a time: OpenCV's own thread pool would only fight the training
-    process for the cores."""
+    process for the cores.
+
+    A worker ignores SIGINT and SIGTERM. Ctrl-C, ``pkill`` or a container stop signal the
+    whole process group; a worker that died of it would make the loader raise in the
+    training process before that process could save its checkpoint. The training process
+    handles the signal and shuts its workers down."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
         import cv2
 
