@@ -194,7 +194,25 @@ def write_index() -> Path:
               "    parsenet predict photo.jpg --model siftflow --out predictions/"]
     path = REPO / "docs" / "RELEASED.md"
     path.write_text("\n".join(lines) + "\n")
+    _write_results_block(lines[4:])
     return path
+
+
+BLOCK = ("<!-- released:begin -->", "<!-- released:end -->")
+
+
+def _write_results_block(table: list[str]) -> None:
+    """The released runs' table, also between the markers in docs/RESULTS.md."""
+    results = REPO / "docs" / "RESULTS.md"
+    text = results.read_text()
+    if BLOCK[0] not in text:
+        return
+    head, rest = text.split(BLOCK[0], 1)
+    tail = rest.split(BLOCK[1], 1)[1]
+    body = ["Written by `python tools/publish_run.py` from docs/lite_runs/*/card.json (the",
+            "same table as [RELEASED.md](RELEASED.md)); each run's card has its command.", "",
+            *table[1:]]
+    results.write_text(head + BLOCK[0] + "\n" + "\n".join(body) + "\n" + BLOCK[1] + tail)
 
 
 def main() -> None:
