@@ -39,12 +39,16 @@ def _cpu_kind() -> str:
 def _segment_ends(log: Path) -> list[float]:
     """Last timestamp of each process's stretch of the log (a resume restarts the clock)."""
     ends: list[float] = []
+    last = -1.0
     for line in log.read_text().splitlines():
         record = json.loads(line)
-        if record.get("event") in ("start", "resume"):
+        time = float(record["time"])
+        # The trainer marks each process's start; the cached engine's log does not, but its
+        # clock restarts too.
+        if record.get("event") in ("start", "resume") or not ends or time < last:
             ends.append(0.0)
-        if ends:
-            ends[-1] = max(ends[-1], float(record["time"]))
+        ends[-1] = max(ends[-1], time)
+        last = time
     return ends
 
 
