@@ -231,7 +231,9 @@ def test_the_claim_tables_run_on_the_cached_engine_and_fill_the_claims_table(
     text = format_claims_table(entries)
     assert "T4: 40.4 vs 0.009" in text and "Verdict rule" in text
     jobs = study.run_study("claim-layers", out_root=tmp_path, dry_run=True)
-    assert len(jobs) == 20 and not any(j["finished"] for j in jobs)
+    # 10 rows x 2 seeds, and a third seed of pool6 + fc7 with and without L2Norm
+    seeds = sum(len(v.seeds) for v in tables["claim-layers"].variants)
+    assert len(jobs) == seeds == 22 and not any(j["finished"] for j in jobs)
 
 
 @pytest.mark.parametrize(("change", "message"), [
