@@ -28,6 +28,12 @@ class Unavailable(Exception):
     """A command whose implementation is not installed (exit 1, one line)."""
 
 
+def _print_validation(metrics: dict) -> None:
+    if metrics.get("mean_iou") is not None:
+        print(f"validation: pixel acc {100 * metrics['pixel_acc']:.2f}, mean IoU "
+              f"{100 * metrics['mean_iou']:.2f}")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from parsenet.config import load_config
     from parsenet.engine.trainer import train
@@ -36,10 +42,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
-    metrics = result.get("metrics") or {}
-    if metrics.get("mean_iou") is not None:
-        print(f"validation: pixel acc {100 * metrics['pixel_acc']:.2f}, mean IoU "
-              f"{100 * metrics['mean_iou']:.2f}")
+    _print_validation(result.get("metrics") or {})
     print(f"{result.get('iteration')} iterations; run directory {result.get('out_dir')}, "
           f"last checkpoint {result.get('last_checkpoint')}")
     return 0
@@ -52,9 +55,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.set)
     result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
                           progress=config.train.progress, loss_stride=args.loss_stride)
-    m = result["metrics"]
-    print(f"validation: pixel acc {100 * m['pixel_acc']:.2f}, mean IoU "
-          f"{100 * m['mean_iou']:.2f}")
+    _print_validation(result["metrics"])
     print(f"{result['iteration']} iterations; run directory {config.train.out_dir}, model "
           f"{config.train.out_dir}/checkpoints/model.pt")
     return 0
