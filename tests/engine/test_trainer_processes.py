@@ -14,6 +14,8 @@ import multiprocessing
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -223,3 +225,58 @@ def test_under_ddp_every_rank_gets_rank_0s_refusal_of_a_used_out_dir(data_root, 
         assert finish(proc, timeout=120) == 1, proc.log.read_text()
         assert f"UsageError: {out}: holds an earlier run (log.jsonl)" in proc.log.read_text()
     assert (out / "log.jsonl").read_text() == "{}\n" and not (out / "run.lock").exists()
+
+
+FAILING_RUN = """
+import sys
+from pathlib import Path
+
+from trainer_fixtures import tiny_config, tiny_factory, write_tiny_dataset
+
+from parsenet.engine.trainer import train
+
+
+class Broken:
+    def __init__(self, dataset):
+        self.dataset, self.loads = dataset, 0
+
+    def __getattr__(self, name):
+        if "dataset" not in self.__dict__:
+            raise AttributeError(name)
+        return getattr(self.__dict__["dataset"], name)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, i):
+        self.loads += 1
+        if self.loads == 5:
+            raise ValueError("sample load 5 is broken")
+        return self.dataset[i]
+
+
+def factory(data, split, preprocessing):
+    dataset = tiny_factory()(data, split, preprocessing)
+    return Broken(dataset) if split == "train" else dataset
+
+
+root = Path(sys.argv[1])
+config = tiny_config(write_tiny_dataset(root / "data"), root / "run")
+config.data.workers = 1
+train(config, dataset_factory=factory)
+"""
+
+
+@pytest.mark.slow
+def test_a_run_that_raises_exits_with_its_loader_worker_alive(tmp_path):
+    # The exception's traceback keeps the loader alive to interpreter exit, where
+    # multiprocessing stops live workers with SIGTERM and joins them: the trainer must stop
+    # its workers itself, since they ignore SIGTERM (the CI run hung after the summary).
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-c", FAILING_RUN, str(tmp_path)], env=env,
+                              timeout=120, capture_output=True, text=True)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the failed run did not exit: its loader worker outlived it")
+    assert done.returncode == 1
+    assert "ValueError: sample load 5 is broken" in done.stderr

@@ -147,7 +147,9 @@ def worker_init_fn(worker_id: int) -> None:
     A worker ignores SIGINT and SIGTERM. Ctrl-C, ``pkill`` or a container stop signal the
     whole process group; a worker that died of it would make the loader raise in the
     training process before that process could save its checkpoint. The training process
-    handles the signal and shuts its workers down."""
+    handles the signal and shuts its workers down: a loader using this function must be
+    stopped with :func:`stop_loader_workers` on every way out, or the interpreter's exit
+    hangs on its workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
@@ -159,6 +161,17 @@ def worker_init_fn(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
     random.seed(seed)
+
+
+def stop_loader_workers(batches: Iterator) -> None:
+    """Stop a DataLoader iterator's workers now, through the loader's own shutdown (the one
+    its ``__del__`` runs). Dropping the reference is not enough: a generator or an
+    exception's traceback can keep the iterator alive to interpreter exit. There torch skips
+    its shutdown and multiprocessing stops the workers with SIGTERM, which
+    :func:`worker_init_fn`'s workers ignore, and then joins them: the exit would hang."""
+    shutdown = getattr(batches, "_shutdown_workers", None)  # absent without workers
+    if shutdown is not None:
+        shutdown()
 
 
 def seed_everything(seed: int) -> None:

@@ -68,7 +68,13 @@ from parsenet.engine.optim import (
 from parsenet.engine.precision import resolve_amp, resolve_device
 from parsenet.engine.rundir import claim_out_dir, resume_changes
 from parsenet.engine.runlog import RunLog, to_jsonable
-from parsenet.engine.sampler import ResumableSampler, SeededSamples, seed_everything, worker_init_fn
+from parsenet.engine.sampler import (
+    ResumableSampler,
+    SeededSamples,
+    seed_everything,
+    stop_loader_workers,
+    worker_init_fn,
+)
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
 from parsenet.models import builders  # looked up at call time: tests wrap the builder
 from parsenet.models.weights import weights_enum_of, weights_of
@@ -406,7 +412,7 @@ class _Training:
                                   train_time, iteration - start)
         finally:
             bar.close()
-            del loader_iter
+            stop_loader_workers(loader_iter)
             self.runlog.close()
         return result
 
