@@ -91,7 +91,7 @@ def _plots(out: Path, metrics: dict, classes: list[str], title: str) -> None:
 
 
 def publish(run: Path, dataset: str, command: str, release: str | None, overlays: int,
-            commit: str | None = None) -> Path:
+            commit: str | None = None, note: str = "") -> Path:
     from parsenet.viz import plot_curves
 
     out = DOCS / run.name
@@ -104,8 +104,8 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
 
     # A head trained on cached features (parsenet train-head) keeps the whole model in
     # model.pt; its last.pt holds the head alone.
-    weights = run / "checkpoints" / ("model.pt" if (run / "checkpoints" / "model.pt").is_file()
-                                     else "last.pt")
+    head_only = (run / "checkpoints" / "model.pt").is_file()
+    weights = run / "checkpoints" / ("model.pt" if head_only else "last.pt")
     state = load_checkpoint(weights)
     classes = list(state["classes"])
     plot_curves(run / "log.jsonl", out / "curves.png", title=run.name)
@@ -116,7 +116,7 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
             "commit": commit,
             "cpu": _cpu_kind(), "precision": result["amp"],
             "wall_time_min": round(_wall_seconds(run / "log.jsonl") / 60, 1),
-            "segments": _segments(run / "log.jsonl"),
+            "segments": _segments(run / "log.jsonl"), "head_only": head_only, "note": note,
             "train_images_per_s": result["images_per_s"],
             "variant": "baseline" if not state["config"]["model"]["args"].get("context", True)
             else "parsenet",
@@ -147,7 +147,12 @@ def _card_markdown(card: dict, classes: list[str], palette: list | None, config:
              f"- trained by: `{card['command']}` at commit {card['commit']}",
              f"- CPU: {card['cpu']}; precision {card['precision']}; wall time "
              f"{card['wall_time_min']} min (training + final validation) on a machine shared "
-             "with other jobs",
+             "with other jobs" + (
+                 "; the head alone, on the frozen trunk's cached features: the cache (the "
+                 "trunk over the train and val images, fp32) is built once per trunk and "
+                 "resolution, shared by the runs on them, and not in this time"
+                 if card.get("head_only") else ""),
+             *([f"- note: {card['note']}"] if card.get("note") else []),
              f"- val: pixel acc {100 * m['pixel_acc']:.1f}, mean acc {100 * m['mean_acc']:.1f}, "
              f"mean IU {100 * m['mean_iou']:.1f}, f.w. IU {100 * m['fw_iou']:.1f} "
              "(mean over classes present in val)", "",
@@ -228,10 +233,11 @@ def main() -> None:
     ap.add_argument("--overlays", type=int, default=3)
     ap.add_argument("--commit", default=None,
                     help="the commit the run trained at (default: HEAD now)")
+    ap.add_argument("--note", default="", help="a line for the card (the run's conditions)")
     args = ap.parse_args()
     if args.run is not None:
         print(publish(args.run, args.dataset, args.command, args.release, args.overlays,
-                      args.commit))
+                      args.commit, args.note))
     print(write_index())
 
 

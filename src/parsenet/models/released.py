@@ -86,6 +86,7 @@ class ReleasedWeights(WeightsEnum):
     """Trained ParseNet weights shipped with parsenet (``parsenet models`` lists them)."""
 
     SIFTFLOW = Release.from_card("siftflow")
+    SIFTFLOW_BASELINE = Release.from_card("siftflow_baseline")  # the same recipe, no pool6/L2Norm
     CAMVID = Release.from_card("camvid")
     STANFORD = Release.from_card("stanford")
     STANFORD_BASELINE = Release.from_card("stanford_baseline")  # no pool6/L2Norm: best val
