@@ -175,3 +175,28 @@ def test_the_page_has_one_part_per_machine_kind(tmp_path):
     assert "what was tried on the AVX2 run" in avx2_part
     assert "no reading of the misses was written" in bf16_part
     assert "\n### Goals" in page and "\n## Goals" not in page
+
+
+def test_recipe_times_avx2_mode_caps_the_kernels_and_trains_in_fp32():
+    from benchmarks.recipe_times import mode_env
+
+    code = ("import torch; from parsenet.engine.precision import resolve_amp; "
+            "print(torch.backends.cpu.get_cpu_capability(), "
+            "resolve_amp('auto', torch.device('cpu')).name)")
+    done = subprocess.run([sys.executable, "-c", code], env=mode_env("avx2"), cwd=REPO,
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["AVX2", "fp32"]
+
+
+def test_recipe_times_projects_a_head_recipe_with_its_feature_cache():
+    from benchmarks.recipe_times import RECIPES, minutes
+    from parsenet.config import load_config
+
+    path, n_train, n_val, resolution = RECIPES["siftflow"]
+    assert resolution == (512, 512)
+    t = load_config(REPO / path).train
+    seconds = t.iterations * 0.5 + (n_train + n_val) / 4 * 2.0
+    assert minutes("siftflow", {"step_s": 0.5, "trunk_s_per_4": 2.0}) == pytest.approx(
+        seconds / 60)
+    camvid = load_config(REPO / RECIPES["camvid"][0]).train
+    assert minutes("camvid", {"step_s": 3.0}) == pytest.approx(camvid.iterations * 3.0 / 60)

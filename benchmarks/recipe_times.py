@@ -1,0 +1,196 @@
+"""Training time of each CPU recipe of issue 14, on this CPU and on an AVX2 CPU emulated here:
+
+    python -m benchmarks.recipe_times [--rounds 2] [--steps 3] [--only camvid,stanford]
+                                      [--out docs/benchmarks/recipe_times.json]
+
+A recipe's training time is its images divided by its train step rate. The rate is measured
+on the recipe's own model (frozen stages and BatchNorm mode included), batch, input size,
+optimiser and the precision ``train.amp`` resolves to, on random pixels (a step's cost does
+not depend on them). Two modes, each (recipe, mode) in its own child process, alternating per
+round; the median step of each mode is kept:
+
+- ``native``: this CPU as it is.
+- ``avx2``: oneDNN and ATen capped at AVX2 (``ONEDNN_MAX_CPU_ISA=AVX2``,
+  ``ATEN_CPU_CAPABILITY=avx2``) and ``PARSENET_CPU_BF16=0``, so ``amp: auto`` resolves to
+  fp32, as on an AVX2 machine. It emulates the AVX2 kind's kernels on this CPU's cores, clock
+  and memory: an estimate of that kind, not a measurement on one.
+
+A head recipe (``parsenet train-head``) has two parts: the frozen trunk's forward at the
+recipe's resolution, once per train + val image (the feature cache, fp32, batch 4 as the
+cache builder), then the head's train steps on taps of the trunk's shapes. Not timed: the
+data loader (one worker decodes ahead of the step) and validation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+REPO = Path(__file__).resolve().parents[1]
+# name: (config, train images, val images, head-recipe resolution or None)
+RECIPES = {
+    "siftflow": ("configs/cpu/lite_siftflow_head.yaml", 2237, 249, (512, 512)),
+    "siftflow_multitap": ("configs/cpu/lite_siftflow_head_multitap.yaml", 2237, 249,
+                          (512, 512)),
+    "camvid": ("configs/cpu/lite_camvid.yaml", 367, 101, None),
+    "stanford": ("configs/cpu/lite_stanford.yaml", 572, 143, None),
+    "hed_largefov_60min": ("configs/cpu/siftflow_hed_largefov_60min.yaml", 2237, 249, None),
+}
+AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PARSENET_CPU_BF16": "0"}
+NUM_CLASSES = 33  # the step's cost hardly depends on it; SiftFlow's
+
+
+def _model(config):
+    from parsenet.engine.optim import freeze, norm_stats_to_eval
+    from parsenet.models.builders import build_model_from_config
+
+    model = build_model_from_config(config.model, num_classes=NUM_CLASSES)
+    freeze(model, config.model.freeze)
+    model.train()
+    if config.model.norm_eval:
+        norm_stats_to_eval(model)
+    return model
+
+
+def _stepper(net, config, inputs, labels):
+    """One recipe train step (the trainer's run_iteration) as a closure."""
+    from parsenet.engine.distributed import DistContext
+    from parsenet.engine.iteration import run_iteration
+    from parsenet.engine.optim import build_optimizer, build_scheduler
+    from parsenet.engine.precision import resolve_amp
+
+    t = config.train
+    optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                new_layer_lr_mult=t.new_layer_lr_mult,
+                                bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
+    scheduler = build_scheduler(optimizer, max_iterations=10**6, power=t.poly_power)
+    amp = resolve_amp(t.amp, torch.device("cpu"))
+
+    def step() -> None:
+        run_iteration(net, [(inputs, labels, None)], False, t.loss_reduction,
+                      ctx=DistContext(), device=torch.device("cpu"), amp=amp, scaler=None,
+                      optimizer=optimizer, scheduler=scheduler)
+
+    return step, amp.name
+
+
+def _timed(fn, steps: int) -> float:
+    fn()  # warm-up: oneDNN primitive creation
+    times = []
+    for _ in range(steps):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+def measure(name: str, steps: int) -> dict:
+    """Child process: the recipe's step times (seconds) and the precision used."""
+    from parsenet.config import load_config
+
+    path, _, _, resolution = RECIPES[name]
+    config = load_config(REPO / path)
+    torch.manual_seed(0)
+    model, batch = _model(config), config.train.batch_size
+    if resolution is None:
+        side = config.data.crop_size
+        x = torch.randn(batch, 3, side, side)
+        y = torch.randint(0, NUM_CLASSES, (batch, side, side))
+        step, precision = _stepper(model, config, x, y)
+        return {"step_s": _timed(step, steps), "precision": precision}
+    return _measure_head(config, model, resolution, steps)
+
+
+def _measure_head(config, model, resolution, steps: int) -> dict:
+    from parsenet.apps.study.cached.engine import SPLITS, PackedHead
+    from parsenet.apps.study.pixel_subsample import SubsampledScores
+
+    trunk, head = SPLITS[config.model.name](model)
+    images = torch.randn(4, 3, *resolution)
+    with torch.no_grad():
+        trunk_s = _timed(lambda: trunk(images), steps)
+        taps = trunk(images[:1])
+    batch = config.train.batch_size
+    channels = {t: v.shape[1] for t, v in taps.items()}
+    packed = torch.cat([taps[t].expand(batch, -1, -1, -1) for t in channels], 1).contiguous()
+    net = SubsampledScores(PackedHead(head, channels, resolution, trunk.output_stride,
+                                      trunk.grid_offset), 8)
+    labels = net.subsample(torch.randint(0, NUM_CLASSES, (batch, *resolution)))
+    step, precision = _stepper(net, config, packed, labels)
+    return {"trunk_s_per_4": trunk_s, "step_s": _timed(step, steps), "precision": precision}
+
+
+def mode_env(mode: str) -> dict[str, str]:
+    """The environment of a child process timing ``mode`` (native | avx2), two threads."""
+    return {**os.environ, "OMP_NUM_THREADS": "2", **(AVX2 if mode == "avx2" else {})}
+
+
+def _child(name: str, mode: str, steps: int) -> dict:
+    env = mode_env(mode)
+    code = ("import json, sys; from benchmarks.recipe_times import measure; "
+            f"print(json.dumps(measure({name!r}, {steps})))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def minutes(name: str, result: dict) -> float:
+    """The recipe's projected training minutes from one mode's median step."""
+    from parsenet.config import load_config
+
+    path, n_train, n_val, resolution = RECIPES[name]
+    t = load_config(REPO / path).train
+    seconds = t.iterations * t.accumulate * result["step_s"]
+    if resolution is not None:
+        seconds += (n_train + n_val) / 4 * result["trunk_s_per_4"]
+    return seconds / 60
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--only", default="", help="comma-separated recipe names")
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    names = [n for n in RECIPES if not args.only or n in args.only.split(",")]
+    runs = {(n, m): [] for n in names for m in ("native", "avx2")}
+    jobs = [(n, m) for r in range(args.rounds) for n in names
+            for m in (("native", "avx2") if r % 2 == 0 else ("avx2", "native"))]
+    for name, mode in tqdm(jobs, desc="recipe steps"):
+        runs[name, mode].append(_child(name, mode, args.steps))
+    rows = []
+    print(f"{'recipe':<20} {'mode':<7} {'precision':<9} {'step s':>7} {'train min':>9}"
+          f" {'avx2 / native':>13}")
+    for name in names:
+        best = {}
+        for mode in ("native", "avx2"):
+            keys = runs[name, mode][0].keys() - {"precision"}
+            best[mode] = {k: statistics.median(r[k] for r in runs[name, mode]) for k in keys}
+            best[mode]["precision"] = runs[name, mode][0]["precision"]
+            best[mode]["minutes"] = minutes(name, best[mode])
+        ratio = best["avx2"]["minutes"] / best["native"]["minutes"]
+        for mode in ("native", "avx2"):
+            b = best[mode]
+            print(f"{name:<20} {mode:<7} {b['precision']:<9} {b['step_s']:>7.3f} "
+                  f"{b['minutes']:>9.1f} {ratio if mode == 'avx2' else 1.0:>13.2f}")
+        rows.append({"recipe": name, "config": RECIPES[name][0], **best, "ratio": ratio,
+                     "rounds": len(runs[name, "native"])})
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        meta = {"cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "loadavg": os.getloadavg(), "rounds": args.rounds, "steps": args.steps}
+        args.out.write_text(json.dumps({"meta": meta, "recipes": rows}, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    main()
