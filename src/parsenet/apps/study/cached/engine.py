@@ -163,12 +163,13 @@ def feature_norms(net: PackedHead, cache: TapCache, images: int = NORM_IMAGES
             "feature_norm": {t: v / count for t, v in sums.items()}}
 
 
-def _caches(config: Config, trunk: nn.Module, preprocessing: Any, resolution: tuple[int, int],
-            cache_root: str | Path, progress: bool) -> dict[str, TapCache]:
+def _caches(config: Config, val: Any, trunk: nn.Module, preprocessing: Any,
+            resolution: tuple[int, int], cache_root: str | Path, progress: bool
+            ) -> dict[str, TapCache]:
     tid = trunk_id(trunk)
     out = {}
     for split in ("val", "train"):
-        data = raw_split(config.data, split)
+        data = val if split == "val" else raw_split(config.data, split)
         out[split] = build_cache(trunk, data, root=cache_root, trunk_id=tid,
                                  resolution=resolution, preprocessing=preprocessing,
                                  dataset_id=dataset_id(config.data, split, data),
@@ -176,8 +177,8 @@ def _caches(config: Config, trunk: nn.Module, preprocessing: Any, resolution: tu
     return out
 
 
-def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, progress: bool,
-           loss_on_grid: bool = False
+def _build(config: Config, val: Any, resolution: tuple[int, int], cache_root: str | Path,
+           progress: bool, loss_on_grid: bool = False
            ) -> tuple[PackedHead, dict[str, TapCache], int, nn.Module]:
     from parsenet.models.builders import build_model_from_config
 
@@ -185,10 +186,10 @@ def _build(config: Config, resolution: tuple[int, int], cache_root: str | Path, 
         raise ValueError(f"model {config.model.name!r} has no trunk/head split; known: "
                          f"{sorted(SPLITS)}")
     torch.manual_seed(config.train.seed)  # the head's initialisation
-    num_classes = len(raw_split(config.data, "val").classes)
+    num_classes = len(val.classes)
     model = build_model_from_config(config.model, num_classes=num_classes)
     trunk, head = SPLITS[config.model.name](model)
-    caches = _caches(config, trunk, model.preprocessing, resolution, cache_root, progress)
+    caches = _caches(config, val, trunk, model.preprocessing, resolution, cache_root, progress)
     channels = {t: int(caches["train"].meta["tap_shapes"][t][0])
                 for t in caches["train"].tap_names}
     net = PackedHead(head, channels, resolution, trunk.output_stride, trunk.grid_offset,
@@ -223,7 +224,8 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
         raise ValueError("loss_stride applies to loss_on='input' only")
     t = config.train
     out = Path(t.out_dir)
-    net, caches, num_classes, model = _build(config, resolution, cache_root, progress,
+    val = raw_split(config.data, "val")  # scanned once: its classes and palette go in files
+    net, caches, num_classes, model = _build(config, val, resolution, cache_root, progress,
                                              loss_on == "grid")
     train_net = SubsampledScores(net, loss_stride) if loss_stride > 1 else net
     optimizer, scheduler = _optimizer_and_schedule(net, t)
@@ -243,7 +245,7 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
             "format": CHECKPOINT_FORMAT, "iteration": iteration, "model": net.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "rng": rng_state(), "config": config_to_dict(config),
-            "classes": list(raw_split(config.data, "val").classes), "preprocessing": {},
+            "classes": list(val.classes), "preprocessing": {},
             "wall_s": wall + time.perf_counter() - began})
 
     amp, device, ctx = resolve_amp(t.amp, torch.device("cpu")), torch.device("cpu"), DistContext()
@@ -272,7 +274,7 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
             checkpoint(it + 1)
     checkpoint(t.iterations)
     wall += time.perf_counter() - began
-    _save_model(out / "checkpoints" / "model.pt", config, model, t.iterations)
+    _save_model(out / "checkpoints" / "model.pt", config, val, model, t.iterations)
     result = _finish(config, net, caches, num_classes, log, out, resolution, wall, loss,
                      amp.name)
     if loss_stride > 1:
@@ -280,11 +282,11 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     return result
 
 
-def _save_model(path: Path, config: Config, model: nn.Module, iteration: int) -> None:
+def _save_model(path: Path, config: Config, val: Any, model: nn.Module, iteration: int
+                ) -> None:
     """The whole model (frozen trunk + trained head) as a trainer checkpoint without the
     optimiser: ``load_model``, ``parsenet eval/predict --checkpoint`` and
     ``model.init_from`` read it like one of the trainer's."""
-    val = raw_split(config.data, "val")
     save_checkpoint(path, {
         "format": CHECKPOINT_FORMAT, "iteration": iteration, "model": model.state_dict(),
         "config": config_to_dict(config), "classes": list(val.classes),
