@@ -73,10 +73,12 @@ def _source(args: argparse.Namespace) -> object:
 def cmd_models(args: argparse.Namespace) -> int:
     from parsenet.models.released import ReleasedWeights
 
-    for member in ReleasedWeights.available():
+    available = ReleasedWeights.available()
+    width = max((len(m.value.name) for m in available), default=0)
+    for member in available:
         meta = member.value.meta
         val = meta.get("val_metrics", {})
-        print(f"{member.value.name:10s} {meta.get('dataset', '?')}, {len(meta['classes'])} "
+        print(f"{member.value.name:{width}s}  {meta.get('dataset', '?')}, {len(meta['classes'])} "
               f"classes, {meta['model']} ({meta.get('variant', '')}); val mean IoU "
               f"{100 * val.get('mean_iou', float('nan')):.1f}, pixel acc "
               f"{100 * val.get('pixel_acc', float('nan')):.1f}")

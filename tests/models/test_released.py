@@ -127,3 +127,16 @@ def test_shipped_release_is_small_and_loads(member):
     assert y.shape == (1, len(rel.meta["classes"]), 96, 128)
     assert len(rel.meta["palette"]) == len(rel.meta["classes"])
     assert "command" in rel.meta and "val_metrics" in rel.meta
+
+
+def test_models_lists_each_shipped_release_with_its_val_figures(capsys):
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    shipped = ReleasedWeights.available()
+    assert [line.split()[0] for line in lines] == [m.value.name for m in shipped]
+    # One column for the descriptions, however long a name.
+    columns = {line.index(m.value.meta["dataset"]) for line, m in zip(lines, shipped, strict=True)}
+    assert len(columns) <= 1
+    for line, member in zip(lines, shipped, strict=True):
+        miou = 100 * member.value.meta["val_metrics"]["mean_iou"]
+        assert f"val mean IoU {miou:.1f}" in line
