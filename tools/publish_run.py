@@ -169,13 +169,16 @@ def _overlays(release: str, out: Path, n: int) -> None:
     from parsenet.apps.tasks import predict_images
     from parsenet.config import config_from_dict
     from parsenet.data.build import build_dataset
-    from parsenet.models.released import released
+    from parsenet.models.released import Release
 
-    cfg = config_from_dict(released(release).meta["config"], "card")
+    # Read from the files just written: the ReleasedWeights enum holds the cards as they
+    # were when this process imported it.
+    entry = Release.from_card(release)
+    cfg = config_from_dict(entry.meta["config"], "card")
     val = build_dataset(cfg.data, "val")
     files = list(val._image_paths[:n])  # the first val images, in sorted-id order
     if files:
-        predict_images(released(release), files, out / "overlays", backend="eager",
+        predict_images(entry, files, out / "overlays", backend="eager",
                        progress=False)
         for p in (out / "overlays").glob("*.png"):
             p.unlink()  # keep the side-by-side JPEGs only
