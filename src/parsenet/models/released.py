@@ -88,6 +88,7 @@ class ReleasedWeights(WeightsEnum):
     SIFTFLOW = Release.from_card("siftflow")
     SIFTFLOW_BASELINE = Release.from_card("siftflow_baseline")  # the same recipe, no pool6/L2Norm
     CAMVID = Release.from_card("camvid")
+    CAMVID_BASELINE = Release.from_card("camvid_baseline")  # the same recipe, no pool6/L2Norm
     STANFORD = Release.from_card("stanford")
     STANFORD_BASELINE = Release.from_card("stanford_baseline")  # no pool6/L2Norm: best val
 
