@@ -63,16 +63,15 @@ def _model(config):
 
 def _stepper(net, config, inputs, labels):
     """One recipe train step (the trainer's run_iteration) as a closure."""
+    from parsenet.apps.study.cached.engine import _optimizer_and_schedule
     from parsenet.engine.distributed import DistContext
     from parsenet.engine.iteration import run_iteration
-    from parsenet.engine.optim import build_optimizer, build_scheduler
     from parsenet.engine.precision import resolve_amp
 
     t = config.train
-    optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                                new_layer_lr_mult=t.new_layer_lr_mult,
-                                bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
-    scheduler = build_scheduler(optimizer, max_iterations=10**6, power=t.poly_power)
+    # The head recipes' own optimiser; for the others the learning rates differ from the
+    # trainer's (which parameters are pretrained), not the cost of a step.
+    optimizer, scheduler = _optimizer_and_schedule(net, t)
     amp = resolve_amp(t.amp, torch.device("cpu"))
 
     def step() -> None:

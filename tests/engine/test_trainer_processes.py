@@ -231,28 +231,21 @@ FAILING_RUN = """
 import sys
 from pathlib import Path
 
-from trainer_fixtures import tiny_config, tiny_factory, write_tiny_dataset
+from trainer_fixtures import Delayed, tiny_config, tiny_factory, write_tiny_dataset
 
 from parsenet.engine.trainer import train
 
 
-class Broken:
+class Broken(Delayed):
     def __init__(self, dataset):
-        self.dataset, self.loads = dataset, 0
-
-    def __getattr__(self, name):
-        if "dataset" not in self.__dict__:
-            raise AttributeError(name)
-        return getattr(self.__dict__["dataset"], name)
-
-    def __len__(self):
-        return len(self.dataset)
+        super().__init__(dataset, delay=0.0)
+        self.loads = 0
 
     def __getitem__(self, i):
         self.loads += 1
         if self.loads == 5:
             raise ValueError("sample load 5 is broken")
-        return self.dataset[i]
+        return super().__getitem__(i)
 
 
 def factory(data, split, preprocessing):
