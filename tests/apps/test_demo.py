@@ -15,6 +15,7 @@ from parsenet.apps.demo import (
     run_demo,
 )
 from parsenet.config import config_to_dict, load_config
+from parsenet.engine.precision import cpu_kind
 
 TINY = ["data.synthetic.splits={train: 4, test: 2}", "data.synthetic.size=256",
         "data.crop_size=256", "train.iterations=2", "train.batch_size=2",
@@ -80,6 +81,7 @@ def test_demo_smoke_run_writes_every_output_and_prints_measured_figures(tmp_path
     assert f"{report['table']['parsenet']['mean IU']:.1f}" in printed
     assert f"{report['table']['baseline']['pixel acc']:.1f}" in printed
     assert "ParseNet" in printed and "baseline" in printed
+    assert f"CPU kind {cpu_kind()}, {torch.get_num_threads()} threads" in printed
     overlays = sorted((out / "overlays").glob("*.png"))
     assert len(overlays) == 2
     for name in ("curves.png", "feature_norms.png", "results.json"):

@@ -238,8 +238,8 @@ def _header(cfg: Config, n_test: int, amp: str) -> str:
             f"{cfg.train.iterations} iterations x batch {cfg.train.batch_size}, "
             f"width {cfg.model.args.get('width', 1.0)} LargeFOV"
             f"{' + BatchNorm' if cfg.model.args.get('batch_norm') else ''}\n"
-            f"precision {amp} (train.amp={cfg.train.amp}) on a "
-            f"{cpu_kind()} CPU, {torch.get_num_threads()} threads")
+            f"precision {amp} (train.amp={cfg.train.amp}); CPU kind "
+            f"{cpu_kind()}, {torch.get_num_threads()} threads")
 
 
 def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | None = None,
