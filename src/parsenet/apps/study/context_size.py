@@ -31,7 +31,7 @@ from parsenet.apps.study.erf import (
     theoretical_receptive_field,
 )
 from parsenet.backbones.efficientnet_lite import LITE_PREPROCESSING, EfficientNetLite
-from parsenet.backbones.efficientnet_lite_weights import load_lite0_weights
+from parsenet.backbones.efficientnet_lite_weights import load_lite_weights
 from parsenet.config import load_config
 from parsenet.data.build import build_dataset
 from parsenet.data.dataset import SegmentationDataset
@@ -51,7 +51,7 @@ def lite_trunk(output_stride: int = 16) -> EfficientNetLite:
     """The ImageNet Lite0 trunk giving the head tap, frozen: eval mode (BatchNorm on its
     running statistics) and no parameter requires grad."""
     trunk = EfficientNetLite(("head",), output_stride)
-    load_lite0_weights(trunk, "imagenet")
+    load_lite_weights(trunk, "imagenet")
     trunk.eval()
     for p in trunk.parameters():
         p.requires_grad_(False)

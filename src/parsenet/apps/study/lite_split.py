@@ -1,11 +1,11 @@
-"""The EfficientNet-Lite0 split for the cached study (claim 2): the frozen ImageNet trunk
+"""The EfficientNet-Lite split for the cached study (claim 2): the frozen ImageNet trunk
 (image -> ``head`` tap, 1280 channels) and the trainable ParseNet head on it (the model's own
 :class:`~parsenet.layers.GlobalContext` and :class:`~parsenet.layers.fusion.ContextFusion`:
 L2Norm, pool6, late fusion, 1x1 classifiers), both taken from a model that the public
 builder made, so that the rows are the released lite models' head. In eval mode trunk +
 head compute what ``ParseNet.forward`` computes before the final upsampling (tested).
 
-The cached engine's ``SPLITS`` maps ``parsenet_efficientnet_lite0`` to :func:`split_lite`.
+The cached engine's ``SPLITS`` maps ``parsenet_efficientnet_lite0`` (1, 2) to :func:`split_lite`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ __all__ = ["LiteTrunk", "ParseNetHead", "split_lite"]
 
 
 class LiteTrunk(nn.Module):
-    """A ParseNet Lite0 backbone, frozen: BatchNorm in eval, no parameter trained."""
+    """A ParseNet Lite backbone, frozen: BatchNorm in eval, no parameter trained."""
 
     def __init__(self, backbone: nn.Module) -> None:
         super().__init__()
@@ -53,5 +53,5 @@ class ParseNetHead(nn.Module):
 
 
 def split_lite(model: nn.Module) -> tuple[LiteTrunk, ParseNetHead]:
-    """(frozen trunk, trainable head) of a ``parsenet_efficientnet_lite0`` model."""
+    """(frozen trunk, trainable head) of a ``parsenet_efficientnet_lite0`` (1, 2) model."""
     return LiteTrunk(model.backbone), ParseNetHead(model)

@@ -66,6 +66,8 @@ def _split_vgg(model: nn.Module) -> tuple[nn.Module, nn.Module]:
 SPLITS: dict[str, Callable[[nn.Module], tuple[nn.Module, nn.Module]]] = {
     "parsenet_vgg16": _split_vgg,
     "parsenet_efficientnet_lite0": split_lite,  # claim 2 (study/lite_split.py)
+    "parsenet_efficientnet_lite1": split_lite,
+    "parsenet_efficientnet_lite2": split_lite,
 }
 
 
