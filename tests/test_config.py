@@ -229,7 +229,8 @@ def test_every_field_is_typed_and_every_number_bounded(section: type[BaseModel])
 # ---------------------------------------------------------------------------- model section
 @pytest.mark.parametrize("model, message", [
     (ModelConfig(name="segnet"), "model.name: 'segnet' is not a known model (expected one of "
-     "parsenet_vgg16, parsenet_resnet50, parsenet_resnet101, parsenet_efficientnet_lite0)"),
+     "parsenet_vgg16, parsenet_resnet50, parsenet_resnet101, parsenet_efficientnet_lite0, "
+     "parsenet_efficientnet_lite1, parsenet_efficientnet_lite2)"),
     (ModelConfig(args={"widht": 0.5}), "model.args.widht: unknown key (known: base, "
      "features, context, fusion,"),
     (ModelConfig(args={"width": "abc"}),
