@@ -197,8 +197,8 @@ def _backbone(run_dir: Path) -> str:
     args = model.get("args", {})
     if model["name"] == "parsenet_vgg16":
         return f"VGG-16 {args.get('base', '')} ({args.get('weights') or 'from scratch'})"
-    return {"parsenet_efficientnet_lite0": "EfficientNet-Lite0"}.get(model["name"],
-                                                                     model["name"])
+    lite = model["name"].removeprefix("parsenet_efficientnet_")
+    return f"EfficientNet-{lite.title()}" if lite != model["name"] else model["name"]
 
 
 def write_index() -> Path:
