@@ -41,8 +41,12 @@ RECIPES = {
     "siftflow": ("configs/cpu/lite_siftflow_head.yaml", 2237, 249, (512, 512)),
     "siftflow_multitap": ("configs/cpu/lite_siftflow_head_multitap.yaml", 2237, 249,
                           (512, 512)),
+    "siftflow_lite2_multitap": ("configs/cpu/lite2_siftflow_head_multitap.yaml", 2237, 249,
+                                (512, 512)),
     "camvid": ("configs/cpu/lite_camvid.yaml", 367, 101, None),
+    "camvid_multitap": ("configs/cpu/lite_camvid_multitap.yaml", 367, 101, None),
     "stanford": ("configs/cpu/lite_stanford.yaml", 572, 143, None),
+    "stanford_multitap": ("configs/cpu/lite_stanford_multitap.yaml", 572, 143, None),
     "hed_largefov_60min": ("configs/cpu/siftflow_hed_largefov_60min.yaml", 2237, 249, None),
 }
 AVX2 = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2", "PARSENET_CPU_BF16": "0"}
@@ -168,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
     for name, mode in tqdm(jobs, desc="recipe steps"):
         runs[name, mode].append(_child(name, mode, args.steps))
     rows = []
-    print(f"{'recipe':<20} {'mode':<7} {'precision':<9} {'step s':>7} {'train min':>9}"
+    print(f"{'recipe':<24} {'mode':<7} {'precision':<9} {'step s':>7} {'train min':>9}"
           f" {'avx2 / native':>13}")
     for name in names:
         best = {}
@@ -180,7 +184,7 @@ def main(argv: list[str] | None = None) -> None:
         ratio = best["avx2"]["minutes"] / best["native"]["minutes"]
         for mode in ("native", "avx2"):
             b = best[mode]
-            print(f"{name:<20} {mode:<7} {b['precision']:<9} {b['step_s']:>7.3f} "
+            print(f"{name:<24} {mode:<7} {b['precision']:<9} {b['step_s']:>7.3f} "
                   f"{b['minutes']:>9.1f} {ratio if mode == 'avx2' else 1.0:>13.2f}")
         rows.append({"recipe": name, "config": RECIPES[name][0], **best, "ratio": ratio,
                      "rounds": len(runs[name, "native"])})
