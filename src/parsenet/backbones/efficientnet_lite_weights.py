@@ -118,10 +118,15 @@ def _stage_names(variant: str) -> tuple[str, ...]:
     return ("stem", *(f"stage{i + 1}" for i in range(len(lite_stages(variant)))), "head")
 
 
+def _entry(variant: str, source: WeightsSource, meta: dict[str, str]) -> Weights:
+    """An entry for ``variant``'s trunk: every stage filled, Lite's preprocessing."""
+    return Weights(source, LITE_PREPROCESSING, f"efficientnet_{variant}",
+                   fills=_stage_names(variant), meta=meta)
+
+
 def _imagenet(variant: str) -> Weights:
-    return Weights(LiteWheelFile(variant), LITE_PREPROCESSING, f"efficientnet_{variant}",
-                   fills=_stage_names(variant),
-                   meta={"source": lite_distribution(variant), "dataset": "ImageNet-1k"})
+    return _entry(variant, LiteWheelFile(variant),
+                  {"source": lite_distribution(variant), "dataset": "ImageNet-1k"})
 
 
 class _LiteWeights(WeightsEnum):
@@ -138,9 +143,7 @@ class _LiteWeights(WeightsEnum):
     @classmethod
     def path_entry(cls, path: Path) -> Weights:
         variant = cls.variant()
-        return Weights(LiteLayoutFile(path, variant), LITE_PREPROCESSING,
-                       f"efficientnet_{variant}", fills=_stage_names(variant),
-                       meta={"source": str(path)})
+        return _entry(variant, LiteLayoutFile(path, variant), {"source": str(path)})
 
     @classmethod
     def load_backbone(cls, backbone: nn.Module, weights: Weights) -> None:
