@@ -220,10 +220,11 @@ def test_the_claim_tables_run_on_the_cached_engine_and_fill_the_claims_table(
     monkeypatch.chdir(REPO)
     tables = {k: t for k, t in study.load_tables(SPEC).items() if k.startswith("claim-")}
     assert {"claim-layers", "claim-fusion", "claim-scale", "claim-norm-context"} <= set(tables)
-    for t in tables.values():  # the HED claims share one protocol; claim 2 has its own
+    for t in tables.values():  # the HED claims share one protocol per LR; claim 2 its own
         assert t.engine == "cached"
         assert t.protocol == ("claim-context-size" if t.key.startswith("claim-context-size")
-                              else "claims")
+                              else {"claim-layers-lr": "claims_lr1e-2",
+                                    "claim-layers-lite2": "claims_lite2"}.get(t.key, "claims"))
         assert all(len(v.seeds) >= 2 for v in t.variants)
     entries = claims_rows(out_root=tmp_path)
     assert len(entries) == sum(len(t.claims) for t in tables.values())
@@ -234,6 +235,28 @@ def test_the_claim_tables_run_on_the_cached_engine_and_fill_the_claims_table(
     # 10 rows x 2 seeds, and a third seed of pool6 + fc7 with and without L2Norm
     seeds = sum(len(v.seeds) for v in tables["claim-layers"].variants)
     assert len(jobs) == seeds == 22 and not any(j["finished"] for j in jobs)
+
+
+def _context_point(dataset: str, scale: float, gains: list[float]) -> dict:
+    mean = sum(gains) / len(gains)
+    return {"dataset": dataset, "scale": scale, "gain_mean": mean, "gain_std": 0.1,
+            "gain_seeds": {str(k): g for k, g in enumerate(gains)}}
+
+
+@pytest.mark.parametrize(("large", "expected"), [
+    ([0.4, -0.8, 0.3], "did not hold"), ([2.5, 2.6], "held"), ([1.5, 2.2], "inside the spread")])
+def test_claim_2s_trend_joins_the_claims_table(tmp_path: Path, large: list[float],
+                                               expected: str) -> None:
+    summary = tmp_path / "claim-context-size" / "results.json"
+    summary.parent.mkdir()
+    points = [_context_point("camvid", 0.5, [2.2, 1.8, 1.4]), _context_point("camvid", 1.0, large),
+              _context_point("siftflow", 1.0, [2.6, 1.8])]  # one scale: no trend
+    summary.write_text(json.dumps({"points": points}))
+    [entry] = claims_rows(out_root=tmp_path)[-1:]
+    assert entry["verdict"] == expected
+    assert entry["claim"].startswith("pool6's gain grows as the image grows (camvid x0.5 -> x1")
+    assert entry["better"] == "pool6 gain, camvid x1" and entry["paper"].startswith("T4")
+    assert not any("siftflow" in e["claim"] for e in claims_rows(out_root=tmp_path))
 
 
 @pytest.mark.parametrize(("change", "message"), [
@@ -270,3 +293,44 @@ def test_train_head_command_trains_a_model_that_eval_reads(tmp_path: Path, one_t
     scored = json.loads((out / "checkpoints" / "model.eval-val-whole.json").read_text())
     assert scored["metrics"]["mean_iou"] == pytest.approx(results["metrics"]["mean_iou"],
                                                           abs=0.02)
+
+
+def _lite_config(tmp_path: Path, out: str, features: list[str]) -> object:
+    data = tmp_path / "data"
+    config = {
+        "model": {"name": "parsenet_efficientnet_lite0", "args": {
+            "weights": None, "output_stride": 16, "features": features, "context": True,
+            "context_source": "head", "normalize": True}},
+        "data": {"root": str(data if data.is_dir() else _dataset(data)), "format": "folder",
+                 "train_split": "all", "val_split": "all", "holdout_every": 3, "workers": 0},
+        "train": {"iterations": 3, "batch_size": 2, "lr": 0.01, "new_layer_lr_mult": 1.0,
+                  "amp": "off", "checkpoint_every": 3, "log_every": 1,
+                  "out_dir": str(tmp_path / out)},
+    }
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return load_config(path)
+
+
+def test_a_row_reading_fewer_taps_trains_the_same_on_a_wider_rows_cache(
+        tmp_path: Path, one_thread: None) -> None:
+    wide_taps = ["stride8", "stride16", "head"]
+    kwargs = {"resolution": (32, 32), "progress": False}
+    own = train_cached(_lite_config(tmp_path, "own", ["head"]),
+                       cache_root=tmp_path / "own_cache", **kwargs)
+    shared = train_cached(_lite_config(tmp_path, "shared", ["head"]),
+                          cache_root=tmp_path / "wide_cache", cache_features=wide_taps,
+                          **kwargs)
+    train_cached(_lite_config(tmp_path, "wide", wide_taps), cache_root=tmp_path / "wide_cache",
+                 **kwargs)
+    assert len(list((tmp_path / "wide_cache").iterdir())) == 2  # val + train, built once
+    assert open_cache(Path(shared["cache"]["train"])).tap_names == tuple(wide_taps)
+    a = torch.load(tmp_path / "own/checkpoints/last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "shared/checkpoints/last.pt", weights_only=True)["model"]
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    assert shared["metrics"] == own["metrics"]
+    with pytest.raises(ConfigError, match=r"lack the head's taps \['head'\]"):
+        train_cached(_lite_config(tmp_path, "bad", ["head"]), cache_root=tmp_path / "bad",
+                     cache_features=["stride8"], **kwargs)

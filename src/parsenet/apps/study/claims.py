@@ -16,6 +16,7 @@ Verdict rule (also printed under the table):
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -23,9 +24,15 @@ from typing import Any
 from parsenet.apps.study.reporting import collect_rows
 from parsenet.apps.study.spec import SPEC_FILE, Table, load_tables
 
-__all__ = ["claims_rows", "format_claims_table", "verdict", "VERDICT_RULE", "CLAIM_PREFIX"]
+__all__ = ["claims_rows", "context_trend_rows", "format_claims_table", "verdict",
+           "VERDICT_RULE", "CLAIM_PREFIX", "CONTEXT_SUMMARY"]
 
 CLAIM_PREFIX = "claim-"  # tables whose claims: entries the opening table reads
+# Claim 2's own summary (python -m parsenet.apps.study.context_study report), under out_root
+CONTEXT_SUMMARY = "claim-context-size/results.json"
+# Sec. 4.2's figures for the trend (A vs B): pool6 + fc7 minus fc7 on PASCAL-Context without
+# norm (Table 4) and on SiftFlow (Table 3), whose images are the smaller.
+_PAPER_TREND = "T4 PASCAL-Context +1.6 vs T3 SiftFlow +0.1"
 VERDICT_RULE = __doc__.split("Verdict rule (also printed under the table):\n\n", 1)[1].split(
     '\n"""')[0].strip()
 
@@ -78,7 +85,8 @@ def _paper(table: Table, better: dict[str, Any], worse: dict[str, Any]) -> str:
 
 def claims_rows(out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE
                 ) -> list[dict[str, Any]]:
-    """One entry per claim of every ``claim-*`` table, from the run directories."""
+    """One entry per claim of every ``claim-*`` table, from the run directories, then
+    claim 2's trend (:func:`context_trend_rows`)."""
     out = []
     for key, table in load_tables(spec_file).items():
         if not key.startswith(CLAIM_PREFIX) or not table.claims:
@@ -91,6 +99,39 @@ def claims_rows(out_root: str | Path = "runs/study", spec_file: str | Path = SPE
                         "paper": _paper(table, a, b), "ours": f"{_ours(a)} vs {_ours(b)}",
                         "verdict": verdict(_scores(a), _scores(b), kind[0] if kind else ""),
                         "command": f"parsenet study --table {key}"})
+    return out + context_trend_rows(out_root)
+
+
+def _gain(point: dict[str, Any]) -> str:
+    seeds = list(point["gain_seeds"].values())
+    spread = f" ± {point['gain_std']:.1f}" if point.get("gain_std") is not None else ""
+    return f"{point['gain_mean']:+.1f}{spread} ({len(seeds)} seeds)"
+
+
+def context_trend_rows(out_root: str | Path = "runs/study") -> list[dict[str, Any]]:
+    """Claim 2 itself: per dataset run at two or more scales, pool6's gain (ParseNet minus
+    baseline, per seed) at the largest scale against the smallest, from claim 2's summary
+    (:data:`CONTEXT_SUMMARY`); none while that summary is absent."""
+    path = Path(out_root) / CONTEXT_SUMMARY
+    if not path.is_file():
+        return []
+    points = [p for p in json.loads(path.read_text())["points"] if p["gain_seeds"]]
+    out = []
+    for dataset in sorted({p["dataset"] for p in points}):
+        done = sorted((p for p in points if p["dataset"] == dataset), key=lambda p: p["scale"])
+        if len(done) < 2:
+            continue
+        small, large = done[0], done[-1]
+        out.append({
+            "table": "claim-context-size", "kind": "",
+            "claim": f"pool6's gain grows as the image grows ({dataset} x{small['scale']:g} "
+                     f"-> x{large['scale']:g}, Sec. 4.2)",
+            "better": f"pool6 gain, {dataset} x{large['scale']:g}",
+            "worse": f"pool6 gain, {dataset} x{small['scale']:g}",
+            "paper": _PAPER_TREND, "ours": f"{_gain(large)} vs {_gain(small)}",
+            "verdict": verdict(list(large["gain_seeds"].values()),
+                               list(small["gain_seeds"].values())),
+            "command": "python -m parsenet.apps.study.context_study report"})
     return out
 
 

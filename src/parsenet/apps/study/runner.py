@@ -62,7 +62,8 @@ def _fit(table: Table | None) -> Any:
 
     def fit(config: Any, resume: bool) -> None:  # resumes by itself from its checkpoint
         train_cached(config, resolution=table.resolution, progress=False,
-                     loss_on=table.loss_on, loss_stride=table.loss_stride)
+                     loss_on=table.loss_on, loss_stride=table.loss_stride,
+                     cache_features=table.cache_features)
     return fit
 
 

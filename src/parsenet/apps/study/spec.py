@@ -55,6 +55,9 @@ class Table:
     resolution: tuple[int, int] | None = None
     loss_on: str = "input"  # cached engine: "input" or "grid" (see train_cached)
     loss_stride: int = 1  # cached engine: the training loss on every n-th pixel (claim 2)
+    # cached engine: the taps every row's trunk caches (a superset of each row's), so rows
+    # reading fewer taps share the widest row's cache; empty: each row's own taps
+    cache_features: tuple[str, ...] = ()
 
 
 def _spec_path(spec_file: str | Path) -> Path:
@@ -115,7 +118,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 paper_keys=tuple(str(k) for k in t.get("paper_keys", ())), engine=engine,
                 resolution=tuple(resolution) if resolution else None,
                 loss_on=str(t.get("loss_on", "input")),
-                loss_stride=int(t.get("loss_stride", 1)))
+                loss_stride=int(t.get("loss_stride", 1)),
+                cache_features=tuple(str(f) for f in t.get("cache_features", ())))
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise

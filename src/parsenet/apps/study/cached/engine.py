@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from parsenet.apps.study.cached.vgg import VGGHead, VGGTrunk
 from parsenet.apps.study.lite_split import split_lite
 from parsenet.apps.study.pixel_subsample import SubsampledScores
 from parsenet.apps.study.spec import NORM_IMAGES
-from parsenet.config import Config, config_to_dict, save_config
+from parsenet.config import Config, ConfigError, config_to_dict, save_config
 from parsenet.engine.checkpoint import (
     CHECKPOINT_FORMAT,
     load_checkpoint,
@@ -179,8 +179,28 @@ def _caches(config: Config, val: Any, trunk: nn.Module, preprocessing: Any,
     return out
 
 
+def _trunk_with_taps(config: Config, model: nn.Module, num_classes: int,
+                     taps: Sequence[str]) -> nn.Module:
+    """The frozen trunk of ``config``'s model, computing ``taps`` (a superset of what its
+    head reads), so that rows reading fewer taps share one cache with the widest row."""
+    from parsenet.models.builders import build_model_from_config
+
+    needed = {*model.features, *([model.context_source] if model.context_source else [])}
+    if not needed <= set(taps):
+        raise ConfigError(f"cache_features {list(taps)} lack the head's taps "
+                          f"{sorted(needed - set(taps))}")
+    wide = config.model.model_copy(update={"args": {**config.model.args,
+                                                    "features": list(taps)}})
+    with torch.random.fork_rng():  # the head's RNG stream is the narrow row's own
+        wide_model = build_model_from_config(wide, num_classes=num_classes)
+    # The same trunk weights whatever the weights entry (an untrained trunk too): only the
+    # taps read differ.
+    wide_model.backbone.load_state_dict(model.backbone.state_dict())
+    return SPLITS[config.model.name](wide_model)[0]
+
+
 def _build(config: Config, val: Any, resolution: tuple[int, int], cache_root: str | Path,
-           progress: bool, loss_on_grid: bool = False
+           progress: bool, loss_on_grid: bool = False, cache_features: Sequence[str] = ()
            ) -> tuple[PackedHead, dict[str, TapCache], int, nn.Module]:
     from parsenet.models.builders import build_model_from_config
 
@@ -191,6 +211,8 @@ def _build(config: Config, val: Any, resolution: tuple[int, int], cache_root: st
     num_classes = len(val.classes)
     model = build_model_from_config(config.model, num_classes=num_classes)
     trunk, head = SPLITS[config.model.name](model)
+    if cache_features:
+        trunk = _trunk_with_taps(config, model, num_classes, cache_features)
     caches = _caches(config, val, trunk, model.preprocessing, resolution, cache_root, progress)
     channels = {t: int(caches["train"].meta["tap_shapes"][t][0])
                 for t in caches["train"].tap_names}
@@ -210,7 +232,8 @@ def _optimizer_and_schedule(net: nn.Module, t: Any) -> tuple[Any, Any]:
 
 def train_cached(config: Config, *, resolution: tuple[int, int],
                  cache_root: str | Path = "runs/cache", progress: bool = True,
-                 loss_on: str = "input", loss_stride: int = 1) -> dict[str, Any]:
+                 loss_on: str = "input", loss_stride: int = 1,
+                 cache_features: Sequence[str] = ()) -> dict[str, Any]:
     """Train (or resume, or finish) the head of ``config``'s model on cached trunk features
     at ``resolution`` (H, W); returns the results written to ``train.out_dir``.
 
@@ -219,7 +242,8 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     DeepLab's; several times cheaper, the upsampling and its backward dominate a head
     step). ``loss_stride`` > 1 (with ``"input"``): the training loss on every
     loss_stride-th pixel of each row and column (:mod:`parsenet.apps.study.pixel_subsample`).
-    Evaluation is at full label resolution either way."""
+    Evaluation is at full label resolution either way. ``cache_features``: the taps the
+    trunk caches, when wider than the head's (empty: the model's own)."""
     if loss_on not in ("input", "grid"):
         raise ValueError(f"loss_on must be 'input' or 'grid', got {loss_on!r}")
     if loss_on == "grid" and loss_stride > 1:
@@ -228,7 +252,7 @@ def train_cached(config: Config, *, resolution: tuple[int, int],
     out = Path(t.out_dir)
     val = raw_split(config.data, "val")  # scanned once: its classes and palette go in files
     net, caches, num_classes, model = _build(config, val, resolution, cache_root, progress,
-                                             loss_on == "grid")
+                                             loss_on == "grid", cache_features)
     train_net = SubsampledScores(net, loss_stride) if loss_stride > 1 else net
     optimizer, scheduler = _optimizer_and_schedule(net, t)
     ckpt, start, wall = out / "checkpoints" / "last.pt", 0, 0.0
