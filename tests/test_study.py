@@ -177,3 +177,21 @@ def test_a_diverged_run_is_recorded_and_not_retried(tmp_path: Path,
     assert len(calls) == 1
     with pytest.raises(ConfigError, match="unknown variant"):
         study.run_study("t", out_root=tmp_path / "runs", spec_file=spec, only=["nope"])
+
+
+def test_training_some_seeds_still_tabulates_every_seed(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from parsenet.engine import trainer
+
+    def diverge(config, *, resume=False):  # noqa: ANN001, ANN202
+        raise trainer.TrainingDivergedError("loss is nan at iteration 3")
+
+    spec, out = _make_spec(tmp_path), tmp_path / "runs"
+    monkeypatch.setattr(trainer, "train", diverge)
+    study.run_study("t", out_root=out, spec_file=spec)  # seed 0 of each row
+    rows = study.run_study("t", out_root=out, spec_file=spec, seeds=[1])  # a second seed
+    assert [[r["seed"] for r in row["runs"]] for row in rows] == [[0, 1], [0, 1]]
+    assert all(row["diverged"] == 2 for row in rows)
+    written = json.loads((out / "t" / "results.json").read_text())
+    assert [[r["seed"] for r in row["runs"]] for row in written["rows"]] == [[0, 1], [0, 1]]
+

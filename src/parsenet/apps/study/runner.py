@@ -124,7 +124,8 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
               ) -> list[dict[str, Any]]:
     """Train the variants of ``table`` that have not finished, print the table, write
     ``<out_root>/<table>/results.json``; returns the rows. ``only`` restricts to some
-    variant names, ``seeds`` replaces every variant's seeds, ``dry_run`` lists the runs.
+    variant names, ``seeds`` replaces every variant's seeds for training (the table shows
+    the variant's own seeds and these), ``dry_run`` lists the runs.
     ``paper``: the paper's Table ``table`` (configs/paper). ``overrides`` (``key=value``)
     apply to every run. ``budget_minutes``: the runs still to train share this much
     time; each one's iterations are set from timed warm-up iterations
@@ -157,4 +158,8 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
             v = replace(v, overrides=(*v.overrides, f"train.iterations={plan['iterations']}"))
         tqdm.write(f"training {v.name} seed {s} -> {path}")
         _train_one(v, s, path, spec)
-    return report(spec, seeds=seeds, out_root=out_root, spec_file=spec_file)
+    # The table (and so docs/RESULTS.md's section) shows every seed run so far, not only
+    # the ones this call was asked for.
+    every_seed = replace(spec, variants=tuple(
+        replace(v, seeds=tuple(sorted({*v.seeds, *(seeds or ())}))) for v in spec.variants))
+    return report(every_seed, out_root=out_root, spec_file=spec_file)
