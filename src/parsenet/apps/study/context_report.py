@@ -187,10 +187,14 @@ a fully fine-tuned VGG) is not reached.
 
 ## Fig. 2: features of different layers are in different scale
 
-`python -m parsenet.apps.study.fig2` (HED's VGG-16 convs in a LargeFOV ParseNet with conv4_3,
-conv5_3, fc7 and pool6, each L2Norm'd with the paper's initial scale 10; one SiftFlow val
-image, 256 x 256): the concatenated feature at the centre cell before and after L2Norm,
-as the paper draws it, and each layer's per-pixel norms over the image.
+`python -m parsenet.apps.study.fig2 --fc-weights
+runs/study/claims/pool6_fc7_norm/seed0/checkpoints/model.pt` (HED's VGG-16 convs in a
+LargeFOV ParseNet with conv4_3, conv5_3, fc7 and pool6, each L2Norm'd with the paper's
+initial scale 10; one SiftFlow val image, 256 x 256): the concatenated feature at the
+centre cell before and after L2Norm, as the paper draws it, and each layer's per-pixel
+norms over the image. HED has no fc6/fc7; these are the ones the claims run "pool6 + fc7,
+early, L2Norm" (seed 0) trained on HED's frozen convs, so the network drawn is that run's.
+Without `--fc-weights` fc7 is the untrained layer, and the figure says so.
 {fig2}
 
 ![Fig. 2 on HED VGG-16](images/fig2_pretrained_vgg.png)
