@@ -135,10 +135,11 @@ L2Norm -> 1x1 classifier, **ParseNet** = + pool6 of the head tap, L2Norm, late f
 released lite models' head); **no L2Norm** = ParseNet without it (same recipe).
 Seeds (head initialisation and sample order): the count in brackets per cell. Each dataset
 at its native size (SiftFlow 256 x 256, Stanford Background resized to 320 x 240, CamVid
-480 x 360) and, for the controlled comparison, CamVid resized to x0.5: the labels are
-never resized (scores at native label resolution), so only the image side relative to the
-fixed receptive field changes. CamVid x1.5 and SiftFlow x1.5 were planned and dropped for
-time (`POINTS` in `parsenet.apps.study.context_study` takes them back). Validation: SiftFlow
+480 x 360) and, for the controlled comparison, CamVid resized to x0.5 and x1.5 (720 x 540,
+added in session 8): the labels are never resized (scores at native label resolution), so
+only the image side relative to the fixed receptive field changes. SiftFlow x1.5 was
+planned and dropped for time (`POINTS` in `parsenet.apps.study.context_study` takes it
+back). Validation: SiftFlow
 every 10th sorted trainval id (249), the Stanford and CamVid val splits (143, 101). Mean
 IU: present-class convention (classes with ground truth in the split).
 
@@ -173,17 +174,17 @@ Does the gain grow with image size, the data held constant?
 
 ![pool6 gain vs image side / ERF](images/claim2_context_gain.png)
 
-Reading (session 4). On this backbone the premise of the claim is absent at native sizes:
-the Lite0 head tap's measured ERF (95% square) is larger than every native image, so
-pool6 adds no field of view the local branch lacks, at any point tested. What pool6 adds
-here is a second, image-level classifier on the same features (late fusion: a per-image
-class prior). It helps on CamVid x0.5 and SiftFlow, is inside the spread on Stanford and
-CamVid x1, and in the controlled comparison (CamVid x0.5 -> x1) its gain shrinks as the
+Reading (sessions 4 and 8). On this backbone the premise of the claim is absent at native
+sizes: the Lite0 head tap's measured ERF (95% square) is larger than every native image,
+so pool6 adds no field of view the local branch lacks there. What pool6 adds is a second,
+image-level classifier on the same features (late fusion: a per-image class prior). It
+helps on CamVid x0.5 and SiftFlow, and is inside the spread on Stanford and CamVid x1.
+CamVid x1.5 is the one point whose side exceeds the ERF (1.29 ERF): there, too, the gain is
+inside the spread. In the controlled comparison (CamVid x0.5 -> x1 -> x1.5) its gain shrinks as the
 image grows: the opposite of the claim's direction. Caveats: one frozen backbone, a
 linear head on one cached view per image without augmentation, 300 iterations, the loss
-on a 1-in-16 pixel sample, and image sides only up to 0.86 ERF (CamVid x1.5, side/ERF
-1.29, was planned and dropped for time). The paper's regime (images several ERFs wide,
-a fully fine-tuned VGG) is not reached.
+on a 1-in-16 pixel sample, and image sides only up to 1.29 ERF. The paper's regime (images
+several ERFs wide, a fully fine-tuned VGG) is not reached.
 
 ## Fig. 2: features of different layers are in different scale
 
