@@ -90,6 +90,7 @@ def test_table_cells_claims_and_section(fake_study, capsys) -> None:
     assert "100 / 10 / 1 / 0.5 / 2 (scale 12.5)" in row_a
     assert row_a.endswith(
         "| T3 fc7: pixel acc 85.1, mean acc 44.1, mean IU 35.4, f.w. IU 75.6 |")
+    assert "| feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale) |" in printed
     row_b = _row_line(printed, "variant B")
     assert "| 1/2 | 80.0 (1 div.) |" in row_b and "45.0 (1 div.)" in row_b
     assert row_b.endswith("| - | no such row in the paper |")
@@ -108,6 +109,19 @@ def test_table_cells_claims_and_section(fake_study, capsys) -> None:
     assert "Runs finished: 3, diverged: 1, not run yet: 1 (c seed 0)." in section
     assert "the note" in section and "Paper: Table 9." in section
     assert f"at commit `{result['machine']['commit']}`" in section
+
+
+def test_the_norm_column_names_the_taps_the_runs_measured(fake_study) -> None:
+    spec, runs = fake_study
+    lite = {"feature_norm": {"stride8": 34.6, "stride16": 50.6, "head": 14.0},
+            "after_l2norm": {}, "l2norm_scale_mean": {}}
+    for name in ("a/seed0", "a/seed1"):
+        (runs / "proto" / name / "feature_norms.json").write_text(json.dumps(lite))
+    table = study.resolve_table("t", spec)
+    text = study.format_table(table, study.collect_rows(table, runs))
+    assert "| feature norm stride8 / stride16 / head (learned L2Norm scale) |" in text
+    assert "| 34.6 / 50.6 / 14 |" in _row_line(text, "variant A")
+    assert _row_line(text, "variant B").endswith("| - | no such row in the paper |")
 
 
 def test_write_results_md_rewrites_only_marked_sections_with_results(fake_study) -> None:

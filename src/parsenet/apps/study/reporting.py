@@ -112,12 +112,22 @@ def _paper_cell(row: dict[str, Any]) -> str:
     return "; ".join(cells) or "no such row in the paper"
 
 
-def _norm_cell(row: dict[str, Any]) -> str:
-    norms = [r["feature_norms"]["feature_norm"] for r in row["runs"] if r.get("feature_norms")]
+def _norms(row: dict[str, Any]) -> list[dict[str, float]]:
+    return [r["feature_norms"]["feature_norm"] for r in row["runs"] if r.get("feature_norms")]
+
+
+def _norm_taps(rows: list[dict[str, Any]]) -> list[str]:
+    """The taps the rows' feature norms name, first seen first (VGG: conv3 ... pool6; an
+    EfficientNet-Lite: its taps)."""
+    return list(dict.fromkeys(t for row in rows for n in _norms(row) for t in n))
+
+
+def _norm_cell(row: dict[str, Any], taps: list[str]) -> str:
+    norms = _norms(row)
     if not norms:
         return "-"
-    taps = ("conv3", "conv4", "conv5", "fc7", "pool6")
-    text = " / ".join(f"{sum(n[t] for n in norms) / len(norms):.3g}" for t in taps)
+    means = [[n[t] for n in norms if t in n] for t in taps]
+    text = " / ".join(f"{sum(v) / len(v):.3g}" if v else "-" for v in means)
     scales = [v for r in row["runs"] if r.get("feature_norms")
               for v in r["feature_norms"]["l2norm_scale_mean"].values()]
     return text + (f" (scale {sum(scales) / len(scales):.4g})" if scales else "")
@@ -125,13 +135,14 @@ def _norm_cell(row: dict[str, Any]) -> str:
 
 def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
     """A Markdown table: ours (mean ± sample std over finished seeds) beside the paper's."""
+    taps = _norm_taps(rows)
     header = ["variant", "seeds", "pixel acc", "mean acc", "mean IU", "f.w. IU",
               "wall (min/run)",
-              "feature norm conv3 / conv4 / conv5 / fc7 / pool6 (learned L2Norm scale)",
+              f"feature norm {' / '.join(taps) or 'per tap'} (learned L2Norm scale)",
               PAPER_HEADER]
     cells = [[row["label"], f"{row['finished']}/{len(row['runs'])}",
               *(_cell(row, m) for m in METRICS),
-              f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-", _norm_cell(row),
+              f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-", _norm_cell(row, taps),
               _paper_cell(row)] for row in rows]
     return "\n".join(format_markdown_table(header, cells))
 
