@@ -75,11 +75,12 @@ def _ours(row: dict[str, Any]) -> str:
 
 def _paper(table: Table, better: dict[str, Any], worse: dict[str, Any]) -> str:
     """"T4: 40.2 vs 36.5" for each paper table both rows stand in (paper_figures.yaml)."""
-    def by_table(row: dict[str, Any]) -> dict[str, float]:
-        return {p["table"]: p["figures"].get("mean_iou") for p in row["paper"]}
+    def by_table(row: dict[str, Any]) -> dict[str, tuple[str, float]]:
+        return {p["table"]: (p["id"], p["figures"].get("mean_iou")) for p in row["paper"]}
     a, b = by_table(better), by_table(worse)
-    cells = [f"T{k}: {a[k]:g} vs {b[k]:g}" for k in a if k in b
-             and a[k] is not None and b[k] is not None]
+    # Two rows standing for the same row of the paper are no comparison the paper made.
+    cells = [f"T{k}: {a[k][1]:g} vs {b[k][1]:g}" for k in a if k in b and a[k][0] != b[k][0]
+             and a[k][1] is not None and b[k][1] is not None]
     return "; ".join(cells) or "-"
 
 
