@@ -231,6 +231,11 @@ def test_the_claim_tables_run_on_the_cached_engine_and_fill_the_claims_table(
     assert {e["verdict"] for e in entries} == {"not run"}
     text = format_claims_table(entries)
     assert "T4: 40.4 vs 0.009" in text and "Verdict rule" in text
+    paper = {e["claim"]: e["paper"] for e in entries}
+    assert paper["Lite2, three taps + pool6, early fusion: L2Norm beats no norm"] == (
+        "T4: 40.2 vs 36.5")
+    # both rows stand for Table 4's same row: no figure pair the paper compared
+    assert paper["Lite2, once normalised, late and early fusion are about equal"] == "-"
     jobs = study.run_study("claim-layers", out_root=tmp_path, dry_run=True)
     # 10 rows x 2 seeds, and a third seed of pool6 + fc7 with and without L2Norm
     seeds = sum(len(v.seeds) for v in tables["claim-layers"].variants)
