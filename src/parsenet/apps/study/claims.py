@@ -24,8 +24,8 @@ from typing import Any
 from parsenet.apps.study.reporting import collect_rows
 from parsenet.apps.study.spec import SPEC_FILE, Table, load_tables
 
-__all__ = ["claims_rows", "context_trend_rows", "format_claims_table", "verdict",
-           "VERDICT_RULE", "CLAIM_PREFIX", "CONTEXT_SUMMARY"]
+__all__ = ["claims_rows", "context_trend_rows", "trend_pairs", "format_claims_table",
+           "verdict", "VERDICT_RULE", "CLAIM_PREFIX", "CONTEXT_SUMMARY"]
 
 CLAIM_PREFIX = "claim-"  # tables whose claims: entries the opening table reads
 # Claim 2's own summary (python -m parsenet.apps.study.context_study report), under out_root
@@ -109,6 +109,22 @@ def _gain(point: dict[str, Any]) -> str:
     return f"{point['gain_mean']:+.1f}{spread} ({len(seeds)} seeds)"
 
 
+def trend_pairs(points: list[dict[str, Any]]
+                ) -> list[tuple[str, dict[str, Any], dict[str, Any], str]]:
+    """Claim 2's trend per dataset with two or more scales run: (dataset, smallest point,
+    largest point, the verdict of "the largest scale's per-seed gains beat the
+    smallest's")."""
+    done = [p for p in points if p["gain_seeds"]]
+    out = []
+    for dataset in sorted({p["dataset"] for p in done}):
+        scales = sorted((p for p in done if p["dataset"] == dataset), key=lambda p: p["scale"])
+        if len(scales) >= 2:
+            small, large = scales[0], scales[-1]
+            out.append((dataset, small, large, verdict(list(large["gain_seeds"].values()),
+                                                       list(small["gain_seeds"].values()))))
+    return out
+
+
 def context_trend_rows(out_root: str | Path = "runs/study") -> list[dict[str, Any]]:
     """Claim 2 itself: per dataset run at two or more scales, pool6's gain (ParseNet minus
     baseline, per seed) at the largest scale against the smallest, from claim 2's summary
@@ -116,13 +132,8 @@ def context_trend_rows(out_root: str | Path = "runs/study") -> list[dict[str, An
     path = Path(out_root) / CONTEXT_SUMMARY
     if not path.is_file():
         return []
-    points = [p for p in json.loads(path.read_text())["points"] if p["gain_seeds"]]
     out = []
-    for dataset in sorted({p["dataset"] for p in points}):
-        done = sorted((p for p in points if p["dataset"] == dataset), key=lambda p: p["scale"])
-        if len(done) < 2:
-            continue
-        small, large = done[0], done[-1]
+    for dataset, small, large, trend in trend_pairs(json.loads(path.read_text())["points"]):
         out.append({
             "table": "claim-context-size", "kind": "",
             "claim": f"pool6's gain grows as the image grows ({dataset} x{small['scale']:g} "
@@ -130,9 +141,7 @@ def context_trend_rows(out_root: str | Path = "runs/study") -> list[dict[str, An
             "better": f"pool6 gain, {dataset} x{large['scale']:g}",
             "worse": f"pool6 gain, {dataset} x{small['scale']:g}",
             "paper": _PAPER_TREND, "ours": f"{_gain(large)} vs {_gain(small)}",
-            "verdict": verdict(list(large["gain_seeds"].values()),
-                               list(small["gain_seeds"].values())),
-            "command": "python -m parsenet.apps.study.context_study report"})
+            "verdict": trend, "command": "python -m parsenet.apps.study.context_study report"})
     return out
 
 

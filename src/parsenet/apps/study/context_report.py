@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from parsenet.apps.study.claims import verdict
+from parsenet.apps.study.claims import trend_pairs, verdict
 
 __all__ = ["pair_verdict", "trend_verdicts", "render", "write_section", "BEGIN", "END"]
 
@@ -29,17 +29,10 @@ def pair_verdict(better: list[float], worse: list[float]) -> str:
 
 def trend_verdicts(points: list[dict[str, Any]]) -> dict[str, str]:
     """Per dataset with several scales: does pool6's gain grow from the smallest scale to
-    the largest?"""
+    the largest? (:func:`parsenet.apps.study.claims.trend_pairs`, worded.)"""
     out = {}
-    for dataset in sorted({p["dataset"] for p in points}):
-        done = sorted((p for p in points if p["dataset"] == dataset and p["gain_seeds"]),
-                      key=lambda p: p["scale"])
-        if len(done) < 2:
-            continue
-        small, large = done[0], done[-1]
-        verdict = pair_verdict(list(large["gain_seeds"].values()),
-                               list(small["gain_seeds"].values()))
-        word = {"held": "grows", "did not hold": "shrinks"}.get(verdict, verdict)
+    for dataset, small, large, trend in trend_pairs(points):
+        word = {"held": "grows", "did not hold": "shrinks"}.get(trend, trend)
         out[dataset] = (f"{word} (x{small['scale']:g} -> x{large['scale']:g}: "
                         f"{_pm(small['gain_mean'], small['gain_std'])} -> "
                         f"{_pm(large['gain_mean'], large['gain_std'])})")
