@@ -189,12 +189,12 @@ def _trunk_with_taps(config: Config, model: nn.Module, num_classes: int,
     if not needed <= set(taps):
         raise ConfigError(f"cache_features {list(taps)} lack the head's taps "
                           f"{sorted(needed - set(taps))}")
+    # No weights entry: the row's own trunk weights are copied in below (an untrained trunk
+    # too), so the file is not read twice. Only the taps read differ.
     wide = config.model.model_copy(update={"args": {**config.model.args,
-                                                    "features": list(taps)}})
+                                                    "features": list(taps), "weights": None}})
     with torch.random.fork_rng():  # the head's RNG stream is the narrow row's own
         wide_model = build_model_from_config(wide, num_classes=num_classes)
-    # The same trunk weights whatever the weights entry (an untrained trunk too): only the
-    # taps read differ.
     wide_model.backbone.load_state_dict(model.backbone.state_dict())
     return SPLITS[config.model.name](wide_model)[0]
 
