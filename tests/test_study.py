@@ -194,4 +194,3 @@ def test_training_some_seeds_still_tabulates_every_seed(tmp_path: Path,
     assert all(row["diverged"] == 2 for row in rows)
     written = json.loads((out / "t" / "results.json").read_text())
     assert [[r["seed"] for r in row["runs"]] for row in written["rows"]] == [[0, 1], [0, 1]]
-
