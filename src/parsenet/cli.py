@@ -4,6 +4,7 @@
     parsenet eval --checkpoint runs/x/checkpoints/best.pt --mode whole
     parsenet predict photo.jpg photos/ --checkpoint best.pt --out predictions/
     parsenet export --checkpoint best.pt --format onnx --out model.onnx
+    parsenet convert caffe VGG_VOC2012ext.caffemodel --out parsenet_voc.safetensors
     parsenet summary --size 500
     parsenet study --table 3 [--report] [--write-md]   # train (or only tabulate) a table
     parsenet study --list                              # Tables 1-8: paper figures, configs
@@ -29,6 +30,7 @@ from parsenet.commands import (
     EXIT_USER_ERROR,
     Unavailable,
     cmd_bench,
+    cmd_convert,
     cmd_demo,
     cmd_eval,
     cmd_export,
@@ -173,6 +175,19 @@ def _add_export(sub: Subparsers) -> None:
                    help="skip comparing the export with the eager model")
 
 
+def _add_convert(sub: Subparsers) -> None:
+    p = sub.add_parser("convert", help="convert another framework's model file",
+                       description="convert another framework's model file")
+    kinds = p.add_subparsers(dest="source_format", required=True, metavar="FORMAT")
+    c = _add(kinds, "caffe", cmd_convert, "a .caffemodel (the authors' ParseNet or their "
+             "fc-reduced VGG-16) to a .safetensors that eval/predict (--checkpoint) or "
+             "training (model.args.weights) load")
+    c.add_argument("caffemodel", help="the binary .caffemodel")
+    c.add_argument("--prototxt", default=None, help="its deploy net (text), optional")
+    c.add_argument("--out", required=True, help="the .safetensors file to write")
+    c.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+
+
 def _add_summary(sub: Subparsers) -> None:
     p = _add(sub, "summary", cmd_summary,
              "parameters and GFLOPs of the paper's variants (FCN-32s, LargeFOV, ParseNet)")
@@ -259,7 +274,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show the full traceback of errors")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (_add_models, _add_train, _add_train_head, _add_eval, _add_predict,
-                        _add_export, _add_summary, _add_demo, _add_study, _add_serve, _add_bench):
+                        _add_export, _add_convert, _add_summary, _add_demo, _add_study,
+                        _add_serve, _add_bench):
         add_command(sub)
     return parser
 

@@ -19,7 +19,7 @@ from parsenet.errors import UsageError
 
 __all__ = ["Unavailable", "EXIT_USER_ERROR", "cmd_train", "cmd_train_head", "cmd_models",
            "cmd_eval", "cmd_predict", "cmd_export", "cmd_summary", "cmd_demo", "cmd_study",
-           "cmd_serve", "cmd_bench"]
+           "cmd_serve", "cmd_bench", "cmd_convert"]
 
 EXIT_USER_ERROR = 2
 
@@ -134,6 +134,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     print(f"exported {result['path']} ({result['format']}, {result['exporter']} exporter)")
     for size, diff in result["diffs"].items():
         print(f"  {size}: max abs diff vs eager {diff:.2e}")
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from parsenet.convert import convert_caffe
+
+    done = convert_caffe(args.caffemodel, args.out, prototxt=args.prototxt,
+                         overwrite=args.overwrite)
+    if done.kind == "model":
+        print(f"{done.path}: parsenet_vgg16, {done.num_classes} classes, from {done.source}; "
+              f"load it with --checkpoint {done.path}")
+    else:
+        print(f"{done.path}: VGG-16 trunk (conv1_1 ... fc7) from {done.source}; train from it "
+              f"with --set model.args.weights={done.path}")
+    if done.passed_over:
+        print(f"  not part of the model (parsenet upsamples on its own): "
+              f"{', '.join(done.passed_over)}")
     return 0
 
 

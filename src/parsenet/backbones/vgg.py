@@ -75,6 +75,10 @@ class VGGBackbone(nn.Module):
         conv1_pad: conv1_1's padding (FCN-32s only; FCN uses 100, see the module docstring).
         fusion_grid: ``"coarsest"`` or ``"finest"``, the common grid of the taps (FCN-32s;
             LargeFOV and DeepLab have one stride-8 grid already).
+        pool_ceil: LargeFOV/DeepLab's 3x3 pools count output cells as Caffe does (rounding
+            up: an even-sized input gets one more cell, its window half in the padding), so
+            a model converted from Caffe sees the maps Caffe computed. FCN-32s's 2x2 pools
+            always round up.
     """
 
     def __init__(
@@ -87,6 +91,7 @@ class VGGBackbone(nn.Module):
         fc_channels: int | None = None,
         conv1_pad: int = 1,
         fusion_grid: str = "coarsest",
+        pool_ceil: bool = False,
     ) -> None:
         super().__init__()
         self._check_args(base, taps, width, conv1_pad, fusion_grid)
@@ -95,6 +100,7 @@ class VGGBackbone(nn.Module):
         self.width = width
         self.conv1_pad = int(conv1_pad)
         self.fusion_grid = fusion_grid
+        self.pool_ceil = bool(pool_ceil)
         fcn = base == "fcn32s"
         layers, channels = self._trunk(fcn, width, batch_norm)
         # fc6/fc7 after the trunk: the order in which their weights are drawn
@@ -173,7 +179,7 @@ class VGGBackbone(nn.Module):
             stride = 2 if (fcn or i < 3) else 1
             layers[f"pool{i + 1}"] = (
                 nn.MaxPool2d(2, 2, ceil_mode=True) if fcn
-                else nn.MaxPool2d(3, stride, padding=1)
+                else nn.MaxPool2d(3, stride, padding=1, ceil_mode=self.pool_ceil)
             )
         return layers, channels
 

@@ -106,7 +106,13 @@ class VGG16Weights(WeightsEnum):
         if path.suffix == ".h5":  # a Keras HED/VGG-16 file: convs only, Caffe's input
             return Weights(H5File(path), CAFFE_VGG, "vgg16", fills=CONV_STAGES,
                            meta={"source": str(path)})
-        return Weights(LocalFile(path), IMAGENET, "vgg16", fills=ALL_STAGES,
+        preprocessing = IMAGENET
+        if path.suffix == ".safetensors" and path.is_file():
+            # A trunk from `parsenet convert caffe` says how its images are prepared.
+            from parsenet.convert.model_file import file_preprocessing, read_metadata
+
+            preprocessing = file_preprocessing(read_metadata(path)) or IMAGENET
+        return Weights(LocalFile(path), preprocessing, "vgg16", fills=ALL_STAGES,
                        meta={"source": str(path)})
 
     @classmethod
@@ -120,12 +126,21 @@ def load_vgg16_weights(backbone: VGGBackbone,
     the preprocessing those weights need. ``weights``: anything :meth:`VGG16Weights.verify`
     takes."""
     weights = VGG16Weights.verify(weights)
+    state = weights.get_state_dict()
+    if "conv0.weight" in state:  # already in the flat layout (a converted Caffe trunk)
+        _copy_flat(backbone, state, weights)
+        return weights.preprocessing
     if backbone.width != 1.0:
         raise WeightsError(
             f"pretrained VGG-16 weights need width=1.0, got width={backbone.width}: "
             "train width-reduced models from scratch (weights=None)"
         )
-    converted = convert_torchvision_vgg16(weights.get_state_dict(), backbone.base)
+    _copy_flat(backbone, convert_torchvision_vgg16(state, backbone.base), weights)
+    return weights.preprocessing
+
+
+def _copy_flat(backbone: VGGBackbone, converted: dict[str, Tensor], weights: Weights) -> None:
+    """Copy ``conv{k}.*`` (and ``fc6.*``/``fc7.*`` when the entry fills them)."""
     targets = [(f"conv{k}", conv) for k, conv in enumerate(backbone.conv_layers())]
     if "fc6" in weights.fills:
         if "fc6.weight" not in converted:
@@ -135,6 +150,9 @@ def load_vgg16_weights(backbone: VGGBackbone,
         targets += list(zip(("fc6", "fc7"), backbone.fc_layers(), strict=True))
     with torch.no_grad():
         for key, conv in targets:
+            if f"{key}.weight" not in converted or f"{key}.bias" not in converted:
+                raise WeightsError(f"{weights.meta.get('source', 'weights')}: no {key}.weight "
+                                   f"and {key}.bias")
             w, b = converted[f"{key}.weight"], converted[f"{key}.bias"]
             if w.shape != conv.weight.shape:
                 raise WeightsError(
@@ -143,4 +161,3 @@ def load_vgg16_weights(backbone: VGGBackbone,
                 )
             conv.weight.copy_(w)
             conv.bias.copy_(b)
-    return weights.preprocessing

@@ -74,6 +74,7 @@ def parsenet_vgg16(
     fc_channels: int | None = None,
     conv1_pad: int = 1,
     fusion_grid: str = "coarsest",
+    pool_ceil: bool = False,
     **head: Any,
 ) -> ParseNet:
     """ParseNet on VGG-16 (DeepLab-LargeFOV, DeepLab or FCN-32s); pool6 averages ``fc7``.
@@ -90,13 +91,14 @@ def parsenet_vgg16(
     ``init`` (the head's initialiser: ``"xavier_uniform"``, ``"caffe_xavier"``, ``"zeros"``;
     :mod:`parsenet.layers.init`) and ``fusion_grid`` (FCN-32s multi-layer fusion on stride
     32, ``"coarsest"``, or on the finest tap's stride, ``"finest"``; see
-    :mod:`parsenet.backbones.vgg`).
+    :mod:`parsenet.backbones.vgg`); ``pool_ceil`` (Caffe's rounding of the pools' output
+    size, as the authors' converted Caffe models need: :mod:`parsenet.convert`).
     """
     options = HeadOptions(**head)
     backbone = VGGBackbone(
         base, taps=_taps(features, options.context, "fc7"), width=width,
         batch_norm=batch_norm, dropout=dropout, fc_channels=fc_channels, conv1_pad=conv1_pad,
-        fusion_grid=fusion_grid,
+        fusion_grid=fusion_grid, pool_ceil=pool_ceil,
     )
     entry = VGG16Weights.verify(weights)
     model = _parsenet(backbone, num_classes, features=features, context_source="fc7",

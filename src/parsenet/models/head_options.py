@@ -34,6 +34,10 @@ class HeadOptions:
         hidden_channels: width of the ``"conv1x1"`` fusion's hidden 1x1 conv (default: the
             last local branch's channels).
         init: initialiser of the head's convolutions (:mod:`parsenet.layers.init`).
+        norm_across_spatial: L2Norm over C x H x W per image instead of per pixel (the
+            Caffe Normalize layer's default; ParseNet turns it off).
+        norm_channel_shared: one L2Norm scale per branch instead of one per channel (the
+            Caffe default; ParseNet learns one per channel).
 
     ``context=False, normalize=False`` is the paper's baseline.
     """
@@ -47,9 +51,13 @@ class HeadOptions:
     context_dropout: float = 0.3
     hidden_channels: int | None = None
     init: str = "xavier_uniform"
+    norm_across_spatial: bool = False
+    norm_channel_shared: bool = False
 
     def norm_layer(self) -> NormLayer:
         """The normaliser every branch gets: L2Norm with these scale options, or none."""
         if not self.normalize:
             return nn.Identity
-        return partial(L2Norm, scale_init=self.scale_init, learn_scale=self.learn_scale)
+        return partial(L2Norm, scale_init=self.scale_init, learn_scale=self.learn_scale,
+                       across_spatial=self.norm_across_spatial,
+                       channel_shared=self.norm_channel_shared)
