@@ -148,3 +148,51 @@ def test_output_is_not_replaced_unless_asked(tmp_path, rng):
     assert out.read_bytes() == b"keep me"
     convert_caffe(path, out, overwrite=True)
     assert out.read_bytes() != b"keep me"
+
+
+def _folder_dataset(root: Path, classes: int) -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for i, (h, w) in enumerate(((40, 56), (45, 33))):
+            Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(
+                root / "images" / split / f"im{i}.png")
+            label = rng.integers(0, classes, (h, w)).astype(np.uint8)
+            Image.fromarray(label).save(root / "labels" / split / f"im{i}.png")
+    (root / "classes.txt").write_text("\n".join(f"class_{i}" for i in range(classes)) + "\n")
+
+
+def test_converted_model_evaluates_and_predicts(tmp_path, rng, capsys):
+    from parsenet.cli import main
+
+    layers = parsenet(rng, fusion="late")
+    path = _write(tmp_path, layers)
+    model_file = tmp_path / "m.safetensors"
+    assert main(["convert", "caffe", str(path), "--out", str(model_file)]) == 0
+    _folder_dataset(tmp_path / "data", 5)
+    assert main(["eval", "--checkpoint", str(model_file), "--data-root",
+                 str(tmp_path / "data"), "--split", "val", "--no-progress"]) == 0
+    assert "mean IoU" in capsys.readouterr().out
+    out = tmp_path / "pred"
+    assert main(["predict", str(tmp_path / "data" / "images" / "val" / "im1.png"),
+                 "--checkpoint", str(model_file), "--out", str(out), "--no-progress"]) == 0
+    assert (out / "im1.png").is_file()
+
+
+def test_trunk_as_the_configs_weights(tmp_path, rng):
+    from parsenet.config import ModelConfig
+    from parsenet.models.weights import weights_enum_of
+    from parsenet.models.builders import build_model_from_config
+
+    layers = trunk(rng)
+    done = convert_caffe(_write(tmp_path, layers), tmp_path / "vgg.safetensors")
+    config = ModelConfig(name="parsenet_vgg16", args={
+        "weights": str(done.path), "width": 0.0625, "fc_channels": 256, "context": True})
+    entry = weights_enum_of("parsenet_vgg16").verify(config.args["weights"])
+    assert entry.preprocessing == CAFFE_VGG16 and "fc7" in entry.fills
+    model = build_model_from_config(config, num_classes=21)
+    conv1 = model.backbone.conv_layers()[0]
+    torch.testing.assert_close(conv1.bias, torch.from_numpy(layers[1].blobs[1]))
