@@ -16,8 +16,8 @@ from parsenet.config import Config, config_to_dict
 from parsenet.models import parsenet_vgg16
 
 CLASSES = ["sky", "ground", "thing"]
-COMMANDS = ("models", "train", "train-head", "eval", "predict", "export", "summary", "demo",
-            "study", "bench", "serve")
+COMMANDS = ("models", "train", "train-head", "eval", "predict", "export", "convert", "summary",
+            "demo", "study", "bench", "serve")
 
 
 def _write_dataset(root: Path, n: int = 2) -> None:
