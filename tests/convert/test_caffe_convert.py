@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from caffe_files import FC, encode_net, forward, parsenet, trunk
+from caffe_files import FC, encode_net, forward, int_field, parsenet, trunk
 
 from parsenet.convert import convert_caffe
 from parsenet.engine.checkpoint import load_model
@@ -65,6 +65,8 @@ def test_paper_normalize_per_pixel_learned_scale(tmp_path, rng, fusion, one_thre
 
 def test_caffe_default_normalize_across_spatial_shared(tmp_path, rng, one_thread):
     layers = parsenet(rng, fusion="early", defaults=True)  # no norm_param at all
+    pool6 = next(la for la in layers if la.name == "pool6")
+    pool6.params[121] = int_field(1, 1) + int_field(13, 1)  # AVE into the fork's 1 bin
     done = convert_caffe(_write(tmp_path, layers), tmp_path / "m.safetensors")
     model = load_model(done.path).model
     norm = model.head.norms[0]
@@ -127,7 +129,7 @@ def test_prototxt_gives_the_layer_parameters(tmp_path, rng, one_thread):
             body.append(f"pooling_param {{ pool: MAX kernel_size: 3 stride: "
                         f"{la.info['stride']} pad: 1 }}")
         elif la.type == "Pooling":
-            body.append("pooling_param { pool: AVE global_pooling: true }")
+            body.append("pooling_param { pool: AVE bin_size: 1 }")
         elif la.type == "Normalize":
             body.append("norm_param { across_spatial: false channel_shared: false "
                         "fix_scale: false scale_filler { type: \"constant\" value: 10 } }")

@@ -13,7 +13,9 @@ Field numbers are those of the authors' Caffe fork, ``weiliu89/caffe`` branch ``
                           stride 6, pad_h 9, pad_w 10, kernel_h 11, kernel_w 12,
                           stride_h 13, stride_w 14, filter_stride 16 (the fork's dilation)
     PoolingParameter      pool 1 (MAX 0, AVE 1), kernel_size 2, stride 3, pad 4,
-                          global_pooling 12
+                          global_pooling 12, bin_size 13, bin_h 14, bin_w 15 (the fork's
+                          pooling into a fixed number of bins; 1 bin is the whole map,
+                          ``src/caffe/layers/pooling_layer.cpp``)
     NormalizeParameter    across_spatial 1 (default true), scale_filler 2,
                           channel_shared 3 (default true), fix_scale 4 (default true),
                           eps 5 (default 1e-10)
@@ -134,7 +136,10 @@ def _pool_params(buf: memoryview, where: str) -> dict[str, Any]:
         raw[f.number] = f.value
     return {"pool": {0: "MAX", 1: "AVE", 2: "STOCHASTIC"}.get(raw.get(1, 0), "?"),
             "kernel": raw.get(5) or raw.get(2), "stride": raw.get(7) or raw.get(3) or 1,
-            "pad": raw.get(9) or raw.get(4) or 0, "global_pooling": bool(raw.get(12, 0))}
+            "pad": raw.get(9) or raw.get(4) or 0,
+            # the fork's bin_size 1 (bin_h = bin_w = 1) pools the whole map, as global_pooling
+            "global_pooling": bool(raw.get(12, 0)) or raw.get(13) == 1 or
+            raw.get(14) == raw.get(15) == 1}
 
 
 def _norm_params(buf: memoryview, where: str) -> dict[str, Any]:

@@ -92,7 +92,8 @@ def _params(layer: dict[str, list[Any]], where: str) -> dict[str, Any]:
         return {"pool": str(_one(p, "pool", "MAX")), "kernel": num("kernel_h") or
                 num("kernel_size"), "stride": num("stride_h") or num("stride", 1),
                 "pad": num("pad_h") or num("pad", 0),
-                "global_pooling": _flag(_one(p, "global_pooling", False))}
+                "global_pooling": _flag(_one(p, "global_pooling", False)) or
+                num("bin_size") == 1 or num("bin_h") == num("bin_w") == 1}
     if "norm_param" in layer:
         p = layer["norm_param"][0]
         return {"across_spatial": _flag(_one(p, "across_spatial", True)),
