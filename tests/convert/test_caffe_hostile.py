@@ -109,6 +109,9 @@ def _edited(edit) -> bytes:
     (lambda ls: ls.remove(_layer(ls, "fc7_norm")) or setattr(_layer(ls, "score_fc7"),
                                                              "bottoms", ["fc7"]),
      "normalises every branch or none"),
+    (lambda ls: ls.insert(30, Layer("conv4_3_norm", "Normalize", ["conv4_3"],
+                                    ["conv4_3_norm"], [np.ones(32, np.float32)])),
+     "layer 'conv4_3_norm': a Normalize layer that no score layer reads"),
 ])
 def test_unusable_nets_name_the_layer(tmp_path, capsys, edit, message):
     err = _convert(tmp_path, capsys, _edited(edit))

@@ -73,6 +73,11 @@ def _number(value: Any, where: str) -> float:
         raise WeightsError(f"{where}: {value!r} is not a number") from None
 
 
+def _int(block: dict[str, list[Any]], key: str, default: int | None, where: str
+         ) -> int | None:
+    return int(_number(_one(block, key), f"{where}.{key}")) if key in block else default
+
+
 def _flag(value: Any) -> bool:
     return str(value).lower() in ("true", "1")
 
@@ -80,20 +85,24 @@ def _flag(value: Any) -> bool:
 def _params(layer: dict[str, list[Any]], where: str) -> dict[str, Any]:
     if "convolution_param" in layer:
         p = layer["convolution_param"][0]
-        num = lambda k, d=None: int(_number(_one(p, k), f"{where}.{k}")) if k in p else d  # noqa: E731
-        return {"num_output": num("num_output"), "bias_term": _flag(_one(p, "bias_term", True)),
-                "kernel": num("kernel_h") or num("kernel_size"),
-                "stride": num("stride_h") or num("stride", 1), "pad": num("pad_h") or
-                num("pad", 0), "group": num("group", 1),
-                "dilation": num("filter_stride") or num("dilation", 1)}
+        return {"num_output": _int(p, "num_output", None, where),
+                "bias_term": _flag(_one(p, "bias_term", True)),
+                "kernel": _int(p, "kernel_h", None, where) or _int(p, "kernel_size", None, where),
+                "stride": _int(p, "stride_h", None, where) or _int(p, "stride", 1, where),
+                "pad": _int(p, "pad_h", None, where) or _int(p, "pad", 0, where),
+                "group": _int(p, "group", 1, where),
+                "dilation": _int(p, "filter_stride", None, where) or
+                _int(p, "dilation", 1, where)}
     if "pooling_param" in layer:
         p = layer["pooling_param"][0]
-        num = lambda k, d=None: int(_number(_one(p, k), f"{where}.{k}")) if k in p else d  # noqa: E731
-        return {"pool": str(_one(p, "pool", "MAX")), "kernel": num("kernel_h") or
-                num("kernel_size"), "stride": num("stride_h") or num("stride", 1),
-                "pad": num("pad_h") or num("pad", 0),
-                "global_pooling": _flag(_one(p, "global_pooling", False)) or
-                num("bin_size") == 1 or num("bin_h") == num("bin_w") == 1}
+        bins = (_int(p, "bin_size", None, where), _int(p, "bin_h", None, where),
+                _int(p, "bin_w", None, where))
+        return {"pool": str(_one(p, "pool", "MAX")),
+                "kernel": _int(p, "kernel_h", None, where) or _int(p, "kernel_size", None, where),
+                "stride": _int(p, "stride_h", None, where) or _int(p, "stride", 1, where),
+                "pad": _int(p, "pad_h", None, where) or _int(p, "pad", 0, where),
+                "global_pooling": _flag(_one(p, "global_pooling", False)) or bins[0] == 1
+                or bins[1] == bins[2] == 1}
     if "norm_param" in layer:
         p = layer["norm_param"][0]
         return {"across_spatial": _flag(_one(p, "across_spatial", True)),

@@ -8,6 +8,10 @@ pool6): a score layer reads fc7 (a local branch), pool6 (a global average Poolin
 context branch), either after a Normalize layer, or a Concat of them (early fusion); two
 score layers summed by an Eltwise SUM are late fusion (ParseNet, Sec. 3.1 and Table 6).
 
+The authors' ``parsenet_deploy.prototxt`` was not among the sources available when this
+was written, so no head layer is looked up by its name: the structure above is what is
+matched, and a Normalize layer that no score layer reads is refused.
+
 Layers at test time the same as ours or not part of the model (data, loss, evaluation,
 Softmax/ArgMax, and the deploy net's upsampling: a Deconvolution with fixed bilinear weights
 and a Crop, which :func:`parsenet.layers.resample.resize_to_input` replaces) are passed
@@ -172,6 +176,11 @@ def find_layout(layers: list[CaffeLayer]) -> Layout:
         branches = net.branches(layer.bottoms[0], i, layer.name)
         layout.scores.append((layer, branches, coeff))
     _check_branches(layout)
+    used = {id(b.norm) for b in layout.branches}
+    for layer in layers:
+        if layer.type == "Normalize" and id(layer) not in used:
+            raise WeightsError(f"layer {layer.name!r}: a Normalize layer that no score layer "
+                               "reads")
     return layout
 
 

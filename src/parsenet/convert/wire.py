@@ -23,7 +23,7 @@ import numpy as np
 from parsenet.errors import WeightsError
 
 __all__ = ["Field", "fields", "VARINT", "FIXED64", "BYTES", "FIXED32", "packed_floats",
-           "packed_varints", "WIRE_NAMES"]
+           "packed_doubles", "packed_varints", "WIRE_NAMES"]
 
 VARINT, FIXED64, BYTES, FIXED32 = 0, 1, 2, 5
 WIRE_NAMES = {VARINT: "varint", FIXED64: "64-bit", BYTES: "length-delimited",
