@@ -86,7 +86,8 @@ def _add_sets(p: argparse.ArgumentParser) -> None:
 
 def _add_model_source(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
-    which.add_argument("--checkpoint", help="a training checkpoint (.pt)")
+    which.add_argument("--checkpoint", help="a training checkpoint (.pt), or a model from "
+                       "`parsenet convert caffe` (.safetensors)")
     which.add_argument("--model", help="a released model (see `parsenet models`)")
 
 
