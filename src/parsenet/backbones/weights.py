@@ -7,7 +7,10 @@ Entries (:class:`VGG16Weights`, ``weights=`` of the builders):
       :mod:`parsenet.backbones.hed`); fills conv1-conv5;
     * a path: a torchvision-format VGG-16 state dict (``.pth``/``.pt`` loaded with
       ``weights_only=True``, or ``.safetensors``; it must hold the classifier, fc6/fc7 are
-      filled from it), or a Keras HED/VGG-16 ``.h5`` file (conv1-conv5).
+      filled from it), a Keras HED/VGG-16 ``.h5`` file (conv1-conv5), or the authors'
+      fc-reduced VGG-16 converted by ``parsenet convert caffe`` (``.safetensors`` already
+      in the flat ``conv{k}``/``fc6``/``fc7`` layout, any width, with its Caffe
+      preprocessing in the metadata; LargeFOV's fc6/fc7 shapes).
 
 FCN-32s takes fc6/fc7 by an exact reshape (4096 x 25088 -> 4096 x 512 x 7 x 7). LargeFOV
 takes DeepLab's decimation: every 4th output channel of fc6 and every 3rd of its 7 x 7 taps
