@@ -159,7 +159,8 @@ def parsenet(rng, *, fusion: str = "late", normalize: bool = True, defaults: boo
     if not context:
         layers.append(_conv(rng, "score", local, "score", FC, classes, 1, scale=0.3))
     elif fusion == "early":
-        layers.append(Layer("pool6_unpool", "UnPooling", [ctx, local], ["pool6_unpool"]))
+        layers.append(Layer("pool6_unpool", "UnPooling", [ctx, local], ["pool6_unpool"],
+                            params={133: int_field(1, 2)}))  # unpool: REP
         layers.append(Layer("concat", "Concat", ["pool6_unpool", local], ["concat"]))
         layers.append(_conv(rng, "score", "concat", "score", 2 * FC, classes, 1, scale=0.3))
     else:
@@ -167,7 +168,7 @@ def parsenet(rng, *, fusion: str = "late", normalize: bool = True, defaults: boo
         layers.append(_conv(rng, "score_pool6", ctx, "score_pool6", FC, classes, 1,
                             scale=0.3))
         layers.append(Layer("score_pool6_unpool", "UnPooling", ["score_pool6", "score_fc7"],
-                            ["score_pool6_unpool"]))
+                            ["score_pool6_unpool"], params={133: int_field(1, 2)}))
         layers.append(Layer("score", "Eltwise", ["score_fc7", "score_pool6_unpool"],
                             ["score"]))
     if upsample:  # the deploy net's fixed bilinear upsampling, then a crop to the image

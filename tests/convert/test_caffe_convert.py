@@ -130,6 +130,8 @@ def test_prototxt_gives_the_layer_parameters(tmp_path, rng, one_thread):
                         f"{la.info['stride']} pad: 1 }}")
         elif la.type == "Pooling":
             body.append("pooling_param { pool: AVE bin_size: 1 }")
+        elif la.type == "UnPooling":
+            body.append("unpooling_param { unpool: REP }")
         elif la.type == "Normalize":
             body.append("norm_param { across_spatial: false channel_shared: false "
                         "fix_scale: false scale_filler { type: \"constant\" value: 10 } }")

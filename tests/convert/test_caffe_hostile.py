@@ -109,6 +109,8 @@ def _edited(edit) -> bytes:
     (lambda ls: ls.remove(_layer(ls, "fc7_norm")) or setattr(_layer(ls, "score_fc7"),
                                                              "bottoms", ["fc7"]),
      "normalises every branch or none"),
+    (lambda ls: _layer(ls, "score_pool6_unpool").params.clear(),
+     "layer 'score_pool6_unpool': UnPooling FIXED"),
     (lambda ls: ls.insert(30, Layer("conv4_3_norm", "Normalize", ["conv4_3"],
                                     ["conv4_3_norm"], [np.ones(32, np.float32)])),
      "layer 'conv4_3_norm': a Normalize layer that no score layer reads"),

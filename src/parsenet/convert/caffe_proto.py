@@ -21,9 +21,10 @@ Field numbers are those of the authors' Caffe fork, ``weiliu89/caffe`` branch ``
                           eps 5 (default 1e-10)
     EltwiseParameter      operation 1 (PROD 0, SUM 1, MAX 2; default SUM), coeff 2
     ConcatParameter       concat_dim 1, axis 2 (default 1)
+    UnPoolingParameter    unpool 1 (FIXED 0, the default; DIV 1; REP 2)
 
 Later Caffe (BVLC master, the fork's ``ssd`` branch) moved three of these: ``norm_param`` is
-145 there (134 is ``log_param``), ``unpooling_param`` 146, and dilation is
+145 there (134 is ``log_param``), ``unpooling_param`` 146 (133 is unused there), and dilation is
 ConvolutionParameter field 18 (16 is ``axis``). A Normalize layer's parameters are read from
 134, else 145; a convolution's dilation from 16, else from 18 when 17 (the fork's
 ``filter_stride_h``) is absent. V1 ``layers`` (Caffe before 2015) are refused in one line:
@@ -166,6 +167,15 @@ def _eltwise_params(buf: memoryview, where: str) -> dict[str, Any]:
     return out
 
 
+def _unpool_params(buf: memoryview, where: str) -> dict[str, Any]:
+    method = 0  # FIXED, the default: the value lands in the middle of its kernel only
+    for f in fields(buf, where):
+        if f.number == 1:
+            _expect(f, VARINT, where)
+            method = f.value
+    return {"unpool": {0: "FIXED", 1: "DIV", 2: "REP"}.get(method, "?")}
+
+
 def _concat_params(buf: memoryview, where: str) -> dict[str, Any]:
     axis = 1
     for f in fields(buf, where):
@@ -177,7 +187,8 @@ def _concat_params(buf: memoryview, where: str) -> dict[str, Any]:
 
 # LayerParameter field -> (parser, which layer types it describes)
 _PARAMS = {106: _conv_params, 121: _pool_params, 134: _norm_params, 145: _norm_params,
-           110: _eltwise_params, 104: _concat_params}
+           110: _eltwise_params, 104: _concat_params, 133: _unpool_params,
+           146: _unpool_params}
 
 
 def _layer(buf: memoryview, where: str) -> CaffeLayer:
@@ -201,6 +212,8 @@ def _layer(buf: memoryview, where: str) -> CaffeLayer:
             params[f.number] = _PARAMS[f.number](f.value, f"{where}.param{f.number}")
     if layer.type == "Normalize":
         layer.params = params.get(134) or params.get(145) or _norm_params(memoryview(b""), "")
+    elif layer.type == "UnPooling":
+        layer.params = params.get(133) or params.get(146) or {"unpool": "FIXED"}
     else:
         layer.params = next((p for n, p in params.items() if n not in (134, 145)), {})
     return layer

@@ -5,7 +5,7 @@ each layer's parameters beside its weights, so the text file only matters when i
 more (a deploy net's layer parameters). It is read with the field names of the authors'
 fork (``weiliu89/caffe`` branch ``fcn``, ``src/caffe/proto/caffe.proto``): ``layer { name
 type bottom top convolution_param { ... } pooling_param norm_param eltwise_param
-concat_param }``; everything else is skipped. Layers come back as
+concat_param unpooling_param }``; everything else is skipped. Layers come back as
 :class:`~parsenet.convert.caffe_proto.CaffeLayer` without blobs.
 """
 
@@ -113,6 +113,10 @@ def _params(layer: dict[str, list[Any]], where: str) -> dict[str, Any]:
         p = layer["eltwise_param"][0]
         return {"operation": str(_one(p, "operation", "SUM")),
                 "coeff": [_number(c, f"{where}.coeff") for c in p.get("coeff", [])]}
+    if "unpooling_param" in layer:
+        return {"unpool": str(_one(layer["unpooling_param"][0], "unpool", "FIXED"))}
+    if layer.get("type", [""])[0] == "UnPooling":
+        return {"unpool": "FIXED"}
     if "concat_param" in layer:
         p = layer["concat_param"][0]
         return {"axis": int(_number(_one(p, "axis", _one(p, "concat_dim", 1)), where))}

@@ -3,10 +3,12 @@
 The trunk is found by name (VGG-16's ``conv1_1`` ... ``conv5_3``, then ``fc6`` and ``fc7``,
 the names of the authors' fc-reduced VGG-16 and of DeepLab-LargeFOV). The head is found by
 following blobs back from every other convolution (a score layer) through the layers that
-pass a map on unchanged at test time (ReLU, Dropout, Split, and UnPooling, which replicates
-pool6): a score layer reads fc7 (a local branch), pool6 (a global average Pooling of fc7: the
-context branch), either after a Normalize layer, or a Concat of them (early fusion); two
-score layers summed by an Eltwise SUM are late fusion (ParseNet, Sec. 3.1 and Table 6).
+pass a map on unchanged at test time: ReLU, Dropout, Split, and UnPooling REP, which
+replicates pool6 to the size of its second input (weiliu89/caffe branch fcn,
+``src/caffe/layers/unpooling_layer.cpp``; its default, FIXED, would not). A score layer
+reads fc7 (a local branch) or pool6 (a global average Pooling of fc7: the context branch),
+either after a Normalize layer, or a Concat of them (early fusion); two score layers summed
+by an Eltwise SUM are late fusion (ParseNet, Sec. 3.1 and Table 6).
 
 The authors' ``parsenet_deploy.prototxt`` was not among the sources available when this
 was written, so no head layer is looked up by its name: the structure above is what is
@@ -60,6 +62,12 @@ class Layout:
         return [b for _, branches, _ in self.scores for b in branches]
 
 
+def _check_unpooling(layer: CaffeLayer) -> None:
+    if layer.type == "UnPooling" and layer.params.get("unpool") != "REP":
+        raise WeightsError(f"layer {layer.name!r}: UnPooling {layer.params.get('unpool')}; "
+                           "only REP replicates pool6 over the map")
+
+
 class _Net:
     def __init__(self, layers: list[CaffeLayer]) -> None:
         self.layers = layers
@@ -75,6 +83,7 @@ class _Net:
         """The branches ``blob`` (as layer ``before`` reads it) is made of."""
         i = self.producer(blob, before)
         layer = self.layers[i]
+        _check_unpooling(layer)
         if layer.type in _PASS:
             return self.branches(layer.bottoms[0], i, reader)
         if layer.type == "Normalize":
@@ -142,6 +151,7 @@ def _combination(net: _Net, scores: list[tuple[int, CaffeLayer]]) -> list[float]
         for bottom in layer.bottoms:
             j = net.producer(bottom, i)
             while net.layers[j].type in _PASS:
+                _check_unpooling(net.layers[j])
                 j = net.producer(net.layers[j].bottoms[0], j)
             sources.append(tops.get(net.layers[j].tops[0]))
         if sorted(s for s in sources if s is not None) != list(range(len(scores))):
