@@ -200,3 +200,21 @@ def test_trunk_as_the_configs_weights(tmp_path, rng):
     model = build_model_from_config(config, num_classes=21)
     conv1 = model.backbone.conv_layers()[0]
     torch.testing.assert_close(conv1.bias, torch.from_numpy(layers[1].blobs[1]))
+
+
+def test_later_caffe_field_numbers(tmp_path, rng, one_thread):
+    """BVLC Caffe's numbers: dilation in ConvolutionParameter 18, norm_param 145,
+    unpooling_param 146 (the fork's are 16, 134, 133)."""
+    layers = parsenet(rng, fusion="late", norm_options={"across_spatial": False,
+                                                       "channel_shared": False,
+                                                       "fix_scale": False})
+    for la in layers:
+        if la.type == "Convolution" and la.info.get("dilation", 1) > 1:
+            k, d = la.blobs[0].shape[-1], la.info["dilation"]
+            la.params[106] = (int_field(1, la.blobs[0].shape[0]) + int_field(4, k)
+                              + int_field(3, la.info["pad"]) + int_field(18, d))
+        for old, new in ((134, 145), (133, 146)):
+            if old in la.params:
+                la.params[new] = la.params.pop(old)
+    done = convert_caffe(_write(tmp_path, layers), tmp_path / "m.safetensors")
+    _compare(layers, load_model(done.path).model, (40, 37))

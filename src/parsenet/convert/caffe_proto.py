@@ -26,8 +26,8 @@ Field numbers are those of the authors' Caffe fork, ``weiliu89/caffe`` branch ``
 Later Caffe (BVLC master, the fork's ``ssd`` branch) moved three of these: ``norm_param`` is
 145 there (134 is ``log_param``), ``unpooling_param`` 146 (133 is unused there), and dilation is
 ConvolutionParameter field 18 (16 is ``axis``). A Normalize layer's parameters are read from
-134, else 145; a convolution's dilation from 16, else from 18 when 17 (the fork's
-``filter_stride_h``) is absent. V1 ``layers`` (Caffe before 2015) are refused in one line:
+134, else 145; a convolution's dilation from 17 (the fork's ``filter_stride_h``), else from
+16 unless it is 1, else from 18. V1 ``layers`` (Caffe before 2015) are refused in one line:
 Caffe's ``upgrade_net_proto_binary`` rewrites them as V2.
 """
 
@@ -123,7 +123,12 @@ def _conv_params(buf: memoryview, where: str) -> dict[str, Any]:
         elif f.number == 2:
             _expect(f, VARINT, where)
             raw[2] = f.value
-    dilation = raw.get(16) or (raw.get(18) if 17 not in raw else None) or 1
+    if 17 in raw:  # the fork's filter_stride_h (its _w is 18)
+        dilation = raw[17]
+    elif raw.get(16, 1) != 1:  # the fork's filter_stride
+        dilation = raw[16]
+    else:  # later Caffe's dilation (16 is its axis, 1)
+        dilation = raw.get(18, 1)
     return {"num_output": raw.get(1), "bias_term": bool(raw.get(2, 1)),
             "kernel": raw.get(11) or raw.get(4), "stride": raw.get(13) or raw.get(6) or 1,
             "pad": raw.get(9) or raw.get(3) or 0, "group": raw.get(5) or 1,
