@@ -136,3 +136,11 @@ def test_trunk_file_given_to_eval(tmp_path, capsys):
     capsys.readouterr()
     err = _run(capsys, ["eval", "--checkpoint", str(out)])
     assert "not a whole parsenet model" in err and "model.args.weights" in err
+
+
+@pytest.mark.parametrize("content", [b"garbage", b"\x08\x00\x00\x00\x00\x00\x00\x00{}"])
+def test_damaged_safetensors_given_to_eval(tmp_path, capsys, content):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(content)
+    err = _run(capsys, ["eval", "--checkpoint", str(path)])
+    assert str(path) in err
