@@ -144,3 +144,11 @@ def test_damaged_safetensors_given_to_eval(tmp_path, capsys, content):
     path.write_bytes(content)
     err = _run(capsys, ["eval", "--checkpoint", str(path)])
     assert str(path) in err
+
+
+def test_out_in_a_missing_folder(tmp_path, capsys):
+    path = tmp_path / "vgg.caffemodel"
+    path.write_bytes(encode_net(trunk(np.random.default_rng(0))))
+    err = _run(capsys, ["convert", "caffe", str(path), "--out",
+                        str(tmp_path / "nodir" / "vgg.safetensors")])
+    assert "no folder" in err

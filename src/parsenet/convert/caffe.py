@@ -121,6 +121,8 @@ def convert_caffe(caffemodel: str | os.PathLike, out: str | os.PathLike, *,
         raise UsageError(f"--out {out}: give a .safetensors path")
     if out.exists() and not overwrite:
         raise UsageError(f"--out {out}: already exists (give --overwrite to replace it)")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: no folder {out.parent}")
     if not caffemodel.is_file():
         raise FileNotFoundError(f"{caffemodel}: no such file")
     _, layers = read_net(str(caffemodel))

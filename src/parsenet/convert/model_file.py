@@ -48,6 +48,10 @@ def write_model_file(path: str | os.PathLike, tensors: dict[str, Tensor], kind: 
     try:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
         os.replace(tmp, path)
+    except Exception as e:  # safetensors' own error type for a failed write (disk full)
+        if isinstance(e, OSError):
+            raise
+        raise WeightsError(f"{path}: cannot write ({str(e).splitlines()[0]})") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
