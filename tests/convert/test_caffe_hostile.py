@@ -152,3 +152,18 @@ def test_out_in_a_missing_folder(tmp_path, capsys):
     err = _run(capsys, ["convert", "caffe", str(path), "--out",
                         str(tmp_path / "nodir" / "vgg.safetensors")])
     assert "no folder" in err
+
+
+def test_whole_model_given_as_trunk_weights(tmp_path):
+    from parsenet.convert import convert_caffe
+    from parsenet.errors import WeightsError
+    from parsenet.models import parsenet_vgg16
+
+    path = tmp_path / "net.caffemodel"
+    path.write_bytes(encode_net(_good()))
+    done = convert_caffe(path, tmp_path / "m.safetensors")
+    with pytest.raises(WeightsError, match="a whole converted ParseNet.*model.init_from"):
+        parsenet_vgg16(num_classes=5, width=0.0625, fc_channels=256, weights=str(done.path))
+    from parsenet.engine.checkpoint import init_from_file  # what the message points to
+
+    init_from_file(parsenet_vgg16(num_classes=5, **done.model_args), done.path)

@@ -112,9 +112,14 @@ class VGG16Weights(WeightsEnum):
         preprocessing = IMAGENET
         if path.suffix == ".safetensors" and path.is_file():
             # A trunk from `parsenet convert caffe` says how its images are prepared.
-            from parsenet.convert.model_file import file_preprocessing, read_metadata
+            from parsenet.convert.model_file import KIND_KEY, file_preprocessing, read_metadata
 
-            preprocessing = file_preprocessing(read_metadata(path)) or IMAGENET
+            meta = read_metadata(path)
+            if meta.get(KIND_KEY) == "model":
+                raise WeightsError(f"{path}: a whole converted ParseNet, not a VGG-16 trunk: "
+                                   "evaluate it with --checkpoint, or start training from it "
+                                   "with model.init_from")
+            preprocessing = file_preprocessing(meta) or IMAGENET
         return Weights(LocalFile(path), preprocessing, "vgg16", fills=ALL_STAGES,
                        meta={"source": str(path)})
 
