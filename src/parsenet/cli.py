@@ -82,6 +82,12 @@ def _add_sets(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. train.iterations=500 (repeatable)")
 
 
+def _add_pixel_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
+                   help="refuse images larger than this, from their header, before decoding "
+                        "(default: the config's data.max_megapixels, 40)")
+
+
 def _add_model_source(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="a training checkpoint (.pt)")
@@ -96,6 +102,7 @@ def _add_train(sub: Subparsers) -> None:
     p = _add(sub, "train", cmd_train, "train a model from a config file")
     p.add_argument("--config", required=True, help="YAML config file")
     _add_sets(p)
+    _add_pixel_limit(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from <out_dir>/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true",
@@ -135,6 +142,7 @@ def _add_eval(sub: Subparsers) -> None:
     p.add_argument("--out", default=None,
                    help="JSON file (default: next to the checkpoint)")
     p.add_argument("--max-images", type=int, default=0, help="0: the whole split")
+    _add_pixel_limit(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
@@ -160,6 +168,7 @@ def _add_predict(sub: Subparsers) -> None:
     p.add_argument("--skip-errors", action="store_true",
                    help="skip images that cannot be read or predicted, list them at the "
                         "end (exit status 2)")
+    _add_pixel_limit(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
