@@ -244,7 +244,8 @@ def _add_serve(sub: Subparsers) -> None:
                    help="a checkpoint to serve instead (give it twice to compare two)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860,
+                   help="0..65535; 0: any free port (the URL printed has the one bound)")
     p.add_argument("--max-mb", type=float, default=20.0, help="upload limit in MB")
     p.add_argument("--max-megapixels", type=float, default=40.0,
                    help="upload limit in megapixels")

@@ -4,12 +4,11 @@ corrupt data is a DataError naming the file, and EXIF orientation is applied."""
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
 import torch
+from bad_input_data import bomb_jpeg, bomb_png, chunk, jpeg, png, short_png
 from PIL import Image, ImageFile, ImageOps
 
 from parsenet.data import image_safety
@@ -17,45 +16,6 @@ from parsenet.data.decode import read_image, read_label_png
 from parsenet.data.errors import DataError
 from parsenet.data.folder import SegmentationFolder
 from parsenet.data.image_safety import CorruptImage, ImageTooLarge, NotAnImage
-
-
-def chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def png(width: int, height: int, raw: bytes, *, depth: int = 8, color_type: int = 2,
-        interlace: int = 0, extra: bytes = b"") -> bytes:
-    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, interlace)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
-
-
-def short_png() -> bytes:
-    """The issue's 70-byte PNG: 100 x 100 RGB whose IDAT holds 301 of 30100 bytes. libpng
-    says "Not enough image data" and torchvision's decode_png dies with SIGSEGV."""
-    return png(100, 100, b"\0" * 301)
-
-
-def bomb_png() -> bytes:
-    """A palette PNG whose header claims 30000 x 30000. The issue's file was 875 KB of
-    real zlib data; only the header matters here, since nothing past it may be decoded."""
-    return png(30000, 30000, b"\0" * 30001, color_type=3,
-               extra=chunk(b"PLTE", bytes(range(12))))
-
-
-def jpeg(width: int = 32, height: int = 24, seed: int = 0, **save) -> bytes:
-    rng = np.random.default_rng(seed)
-    buffer = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
-        buffer, "JPEG", **save)
-    return buffer.getvalue()
-
-
-def bomb_jpeg() -> bytes:
-    """A small JPEG whose frame header (SOF) claims 40000 x 40000 (the issue's 632 bytes)."""
-    data = jpeg(8, 8)
-    sof = data.index(b"\xff\xc0")
-    return data[:sof + 5] + struct.pack(">HH", 40000, 40000) + data[sof + 9:]
 
 
 def _flip_idat_crc(data: bytes) -> bytes:
