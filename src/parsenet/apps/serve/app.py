@@ -269,18 +269,31 @@ async def _queued_upload(image: UploadFile, segmenter: Segmenter) -> tuple[bytes
     return data, name
 
 
+class _BodyLimit:
+    """Refuses a POST without a Content-Length, or over the upload limit, before its body is
+    read (the multipart parser would spool all of it). A plain ASGI middleware: starlette's
+    BaseHTTPMiddleware would hide the client's disconnect from request.is_disconnected()."""
+
+    def __init__(self, app: Any, limits: UploadLimits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+            refusal = None
+            if not length.isdigit():
+                refusal = JSONResponse({"detail": "uploads need a Content-Length header"}, 411)
+            elif int(length) > self.limits.max_bytes + _MULTIPART_SLACK:
+                refusal = JSONResponse({"detail": too_many_bytes("upload", int(length),
+                                                                 self.limits).message}, 413)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def _add_guards(app: FastAPI, limits: UploadLimits) -> None:
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse before the body is read: the multipart parser would spool all of it.
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return JSONResponse({"detail": "uploads need a Content-Length header"}, 411)
-            if int(length) > limits.max_bytes + _MULTIPART_SLACK:
-                return JSONResponse({"detail": too_many_bytes("upload", int(length),
-                                                              limits).message}, 413)
-        return await call_next(request)
+    app.add_middleware(_BodyLimit, limits=limits)
 
     @app.exception_handler(UploadRejected)
     async def rejected(request: Request, e: UploadRejected) -> JSONResponse:
