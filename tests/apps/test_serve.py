@@ -16,8 +16,8 @@ from PIL import Image
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx2")  # what starlette's TestClient uses
 
-from fastapi.testclient import TestClient  # noqa: E402
 from bad_input_data import bomb_jpeg, short_png  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
 from serve_helpers import image_bytes, running_server, write_tiny_pair  # noqa: E402
 
 from parsenet.apps.serve import (  # noqa: E402

@@ -73,16 +73,14 @@ _STANDALONE_MARKERS = frozenset((0x01, *range(0xD0, 0xD9)))  # TEM, RSTn, SOI: n
 
 
 class ImageTooLarge(DataError):
-    """An image whose header claims more pixels than the limit."""
+    """An image whose header claims more pixels than the limit. ``limit_message`` is the
+    message without the advice on raising the limit (serve's users cannot)."""
 
-    def __init__(self, name: str, width: int, height: int, max_pixels: int) -> None:
-        self.name, self.width, self.height, self.max_pixels = name, width, height, max_pixels
-        super().__init__(f"{self.limit_message()} (--max-megapixels raises it)")
-
-    def limit_message(self) -> str:
-        return (f"{self.name}: {self.width} x {self.height} is "
-                f"{self.width * self.height / 1e6:.1f} megapixels, over the limit of "
-                f"{self.max_pixels / 1e6:g}")
+    # One positional message, as every DataError: a DataLoader worker's error is rebuilt in
+    # the main process as ``type(error)(message)``.
+    def __init__(self, message: str, limit_message: str | None = None) -> None:
+        super().__init__(message)
+        self.limit_message = limit_message or message
 
 
 class NotAnImage(DataError):
@@ -200,7 +198,9 @@ def _check_png_data(data: bytes, name: str, what: str) -> None:
 
 def check_pixels(header: ImageHeader, name: str, max_pixels: int) -> None:
     if header.pixels > max_pixels:
-        raise ImageTooLarge(name, header.width, header.height, max_pixels)
+        limit = (f"{name}: {header.width} x {header.height} is {header.pixels / 1e6:.1f} "
+                 f"megapixels, over the limit of {max_pixels / 1e6:g}")
+        raise ImageTooLarge(f"{limit} (--max-megapixels raises it)", limit)
 
 
 class _pillow_errors:

@@ -49,7 +49,7 @@ def too_many_bytes(name: str, size: int, limits: UploadLimits) -> UploadRejected
 
 def _rejected(error: DataError) -> UploadRejected:
     if isinstance(error, ImageTooLarge):  # the operator's flag is no advice for the user
-        return UploadRejected(413, error.limit_message())
+        return UploadRejected(413, error.limit_message)
     if isinstance(error, NotAnImage):
         name = str(error).split(": cannot decode", 1)[0]
         return UploadRejected(415, f"{name}: not an image (or not a format Pillow reads: "
