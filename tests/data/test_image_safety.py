@@ -145,3 +145,45 @@ def test_a_label_drawn_on_the_unrotated_pixels_is_refused_with_the_reason(tmp_pa
     # which no check can see; the label must be drawn on the image as displayed.
     image, mask = dataset[1]
     assert tuple(image.shape) == (3, 24, 32) and torch.equal(mask, torch.eye(24, 32).byte())
+
+
+def _decode_mutants(count: int) -> None:
+    """Decode ``count`` randomly damaged PNGs and JPEGs; exit 0 if each one decoded or was
+    refused as a DataError (an escaped exception exits 1, a crash by its signal)."""
+    import os
+
+    rng = np.random.default_rng(0)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    photo = Image.fromarray(rng.integers(0, 256, (24, 32, 3), dtype=np.uint8))
+    files = []
+    for fmt, kwargs in (("PNG", {}), ("JPEG", {"exif": exif.tobytes()}),
+                        ("JPEG", {"progressive": True})):
+        buffer = io.BytesIO()
+        photo.save(buffer, fmt, **kwargs)
+        files.append(buffer.getvalue())
+    refused = 0
+    for i in range(count):
+        data = bytearray(files[i % len(files)])
+        for _ in range(rng.integers(1, 6)):
+            data[rng.integers(2, len(data))] = rng.integers(0, 256)
+        if rng.random() < 0.3:
+            data = data[:rng.integers(2, len(data))]
+        try:
+            image_safety.decode_rgb(bytes(data), f"mutant{i}", max_pixels=100_000)
+        except DataError:
+            refused += 1
+        except Exception:
+            os._exit(1)
+    os._exit(0 if 0 < refused < count else 2)
+
+
+def test_random_byte_mutations_never_crash_or_escape_as_another_error():
+    import multiprocessing
+
+    # In a child process: a decoder that crashes the interpreter fails this test, not the
+    # test run. Forked, so that it starts without importing torch again.
+    child = multiprocessing.get_context("fork").Process(target=_decode_mutants, args=(600,))
+    child.start()
+    child.join(timeout=120)
+    assert child.exitcode == 0, f"exit code {child.exitcode} (negative: killed by signal)"
