@@ -24,8 +24,8 @@ from parsenet.cli import main  # noqa: E402
 
 CLASSES = ["sky", "ground", "thing", "water"]
 SIDE = 2000  # 4 MP uploads
-WINDOW, STRIDE = 64, 48  # 41 x 41 windows of a 2000 x 2000 image, per model
-PASSES_PER_IMAGE = 2 * 41 * 41
+WINDOW, STRIDE = 64, 48  # 42 x 42 windows of a 2000 x 2000 image, per model
+PASSES_PER_IMAGE = 2 * 42 * 42
 
 
 def _rss_bytes() -> int:
@@ -69,7 +69,7 @@ def _flat_png(side: int) -> bytes:
 
 @pytest.mark.slow
 def test_clients_that_leave_stop_their_work_and_a_small_request_is_answered(models):
-    """Four parallel 4 MP uploads, each 3,362 sliding-window passes, whose clients give up
+    """Four parallel 4 MP uploads, each 3,528 sliding-window passes, whose clients give up
     after 1.5 s. Their work stops, the places are given back, a 32 x 32 request is answered
     within 10 s, and the server's memory grows by less than 1 GB meanwhile."""
     passes = []
@@ -107,12 +107,39 @@ def test_clients_that_leave_stop_their_work_and_a_small_request_is_answered(mode
     assert small.status_code == 200 and small.json()["height"] == 32
     assert answered < 10, f"the small request waited {answered:.1f} s"
     assert admission.snapshot() == {"working": 0, "waiting": 0, "pixels": 0}
-    # All four images would be 4 x 3,362 passes; stopped ones leave most of theirs undone.
+    # All four images would be 4 x 3,528 passes; stopped ones leave most of theirs undone.
     assert stopped < PASSES_PER_IMAGE, stopped
     grown = (memory.peak - memory.start) / 1e9
     assert grown < 1.0, f"RSS grew by {grown:.2f} GB"
     print(f"small request answered in {answered:.2f} s; {stopped} passes in all; RSS grew by "
           f"{grown:.3f} GB")
+
+
+@pytest.mark.slow
+def test_a_streaming_client_that_leaves_stops_its_work(models):
+    passes = []
+    hooks = [m.model.register_forward_hook(lambda *a: passes.append(1)) for m in models]
+    settings = ServeSettings(limits=UploadLimits(max_pixels=4_500_000),
+                             slide_above_pixels=1_000_000)
+    app = create_app(models, settings)
+    admission = app.state.segmenter.admission
+    try:
+        with running_server(app) as url:
+            with httpx.stream("POST", f"{url}/api/predict?stream=true", timeout=30,
+                              files={"image": ("big.png", _flat_png(SIDE))}) as response:
+                first = next(response.iter_lines())
+            assert first == f'{{"progress": 1, "total": {PASSES_PER_IMAGE}}}'
+            deadline = time.monotonic() + 5
+            while admission.snapshot()["working"] and time.monotonic() < deadline:
+                time.sleep(0.05)
+            stopped = len(passes)
+            time.sleep(0.5)
+            assert len(passes) == stopped  # nothing runs any more
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert admission.snapshot() == {"working": 0, "waiting": 0, "pixels": 0}
+    assert stopped < PASSES_PER_IMAGE // 4, stopped
 
 
 def test_a_full_queue_is_answered_503_with_one_line(models):
