@@ -116,6 +116,7 @@ def _add_train_head(sub: Subparsers) -> None:
              "computed once per image and cached (no augmentation)")
     p.add_argument("--config", required=True, help="YAML config file")
     _add_sets(p)
+    _add_pixel_limit(p)
     p.add_argument("--resolution", type=int, nargs=2, required=True, metavar=("H", "W"),
                    help="every image is resized to H x W for the backbone (evaluation still "
                         "scores each full-size label)")

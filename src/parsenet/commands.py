@@ -57,7 +57,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     from parsenet.apps.study.cached.engine import train_cached
     from parsenet.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, [*args.set, *_pixel_limit_set(args)])
     result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
                           progress=config.train.progress, loss_stride=args.loss_stride)
     _print_validation(result["metrics"])
