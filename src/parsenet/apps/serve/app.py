@@ -123,7 +123,6 @@ class Segmenter:
         try:
             return job(rgb)
         finally:
-            del rgb
             held.release()
 
     def mode_for(self, model: ServedModel, height: int, width: int) -> str:
@@ -250,6 +249,9 @@ async def _watched(request: Request, work: Callable[[threading.Event], Any]) -> 
     watcher = asyncio.create_task(watch())
     try:
         return await run_in_threadpool(work, gone)
+    except asyncio.CancelledError:  # the server stops: so does the work (at its next pass)
+        gone.set()
+        raise
     finally:
         watcher.cancel()
 
