@@ -120,9 +120,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
                             window=args.window, max_megapixels=args.max_megapixels)
     modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
+    counts = f" ({modes})" if result["mode"] == "auto" and modes else ""
     print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
-          f"{result['mode']}{f' ({modes})' if result['mode'] == 'auto' else ''}: labels and "
-          f"overlays in {args.out}")
+          f"{result['mode']}{counts}: labels and overlays in {args.out}")
     if not result["skipped"]:
         return 0
     print(f"parsenet: skipped {len(result['skipped'])} of "
