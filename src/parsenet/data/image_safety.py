@@ -48,11 +48,13 @@ import io
 import struct
 import warnings
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from parsenet.errors import DataError
@@ -104,6 +106,21 @@ class ImageHeader:
     @property
     def pixels(self) -> int:
         return self.width * self.height
+
+
+@contextmanager
+def _pillow_errors(name: str, what: str = "image") -> Iterator[None]:
+    """Pillow's many exception types for bad files (OSError, SyntaxError, ValueError,
+    struct.error, ...) as one DataError naming the file."""
+    try:
+        yield
+    except DataError:
+        raise
+    except UnidentifiedImageError:  # its message names a BytesIO, not the file
+        raise NotAnImage(f"{name}: cannot decode {what} (not a format Pillow reads)") from None
+    except Exception as e:
+        detail = " ".join(str(e).split()) or type(e).__name__
+        raise CorruptImage(f"{name}: cannot decode {what} ({detail})") from None
 
 
 def _jpeg_size(data: bytes) -> tuple[int, int] | None:
@@ -207,26 +224,6 @@ def check_pixels(header: ImageHeader, name: str, max_pixels: int) -> None:
         raise ImageTooLarge(f"{limit} (--max-megapixels raises it)", limit)
 
 
-class _pillow_errors:
-    """Pillow's many exception types for bad files (OSError, SyntaxError, ValueError,
-    struct.error, ...) as one DataError naming the file."""
-
-    def __init__(self, name: str, what: str = "image") -> None:
-        self.name, self.what = name, what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, kind: type | None, error: BaseException | None, tb: object) -> bool:
-        if error is None or isinstance(error, DataError) or not isinstance(error, Exception):
-            return False
-        if isinstance(error, UnidentifiedImageError):  # its message names a BytesIO
-            raise NotAnImage(f"{self.name}: cannot decode {self.what} (not a format Pillow "
-                             f"reads)") from None
-        detail = " ".join(str(error).split()) or type(error).__name__
-        raise CorruptImage(f"{self.name}: cannot decode {self.what} ({detail})") from None
-
-
 def _keep_pillow_guard(max_pixels: int) -> None:
     # Pillow warns above MAX_IMAGE_PIXELS and refuses above twice that. Our limit is checked
     # first; Pillow's guard stays on behind it, raised (never lowered, never disabled) so a
@@ -243,7 +240,6 @@ def open_pillow(data: bytes, name: str, max_pixels: int = DEFAULT_MAX_PIXELS,
     if header.format == "png" and len(data) >= 29:
         _check_png_data(data, name, what)
     _keep_pillow_guard(max_pixels)
-    assert not ImageFile.LOAD_TRUNCATED_IMAGES, "truncated images must stay errors"
     with _pillow_errors(name, what), warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         image = Image.open(io.BytesIO(data))
