@@ -170,3 +170,8 @@ def test_serve_refuses_a_port_out_of_range(capsys, port):
     assert main(["serve", "--checkpoint", "a.pt", "--port", port]) == 2
     assert error_line(capsys) == (f"parsenet: error: --port {port}: a TCP port is 0..65535 "
                                   f"(0: any free port)")
+
+
+def test_serve_refuses_a_negative_queue(capsys):
+    assert main(["serve", "--checkpoint", "a.pt", "--max-waiting", "-1"]) == 2
+    assert error_line(capsys) == "parsenet: error: --max-waiting must be >= 0, got -1"

@@ -250,6 +250,9 @@ def _add_serve(sub: Subparsers) -> None:
     p.add_argument("--max-mb", type=float, default=20.0, help="upload limit in MB")
     p.add_argument("--max-megapixels", type=float, default=40.0,
                    help="upload limit in megapixels")
+    p.add_argument("--max-waiting", type=int, default=8,
+                   help="uploads that may wait for one of the two prediction slots; more "
+                        "are answered 503 (busy)")
     p.add_argument("--slide-above-megapixels", type=float, default=4.0,
                    help="larger images run in sliding windows (the checkpoint's eval window "
                         "and stride) rather than whole")

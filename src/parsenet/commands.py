@@ -225,7 +225,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     limits = UploadLimits(max_bytes=int(args.max_mb * 1e6),
                           max_pixels=int(args.max_megapixels * 1e6))
-    settings = ServeSettings(limits=limits,
+    if args.max_waiting < 0:
+        raise UsageError(f"--max-waiting must be >= 0, got {args.max_waiting}")
+    settings = ServeSettings(limits=limits, max_waiting=args.max_waiting,
                              slide_above_pixels=int(args.slide_above_megapixels * 1e6))
     serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings)
     return 0

@@ -170,7 +170,9 @@ def _info(segmenter: Segmenter) -> dict[str, Any]:
         "models": [{"name": m.name, "checkpoint": str(m.checkpoint), "classes": m.classes,
                     "mode": m.mode} for m in segmenter.models],
         "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
-                   "slide_above_pixels": segmenter.settings.slide_above_pixels},
+                   "slide_above_pixels": segmenter.settings.slide_above_pixels,
+                   "max_concurrent": segmenter.settings.max_concurrent,
+                   "max_waiting": segmenter.settings.max_waiting},
         "examples": [{"name": name, "url": f"/api/examples/{i}.png"}
                      for i, (name, _) in enumerate(example_pngs())],
     }
