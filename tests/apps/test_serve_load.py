@@ -146,21 +146,32 @@ def test_a_full_queue_is_answered_503_with_one_line(models):
     settings = ServeSettings(max_concurrent=1, max_waiting=2)
     app = create_app(models, settings)
     admission = app.state.segmenter.admission
-    for _ in range(2):  # two requests waiting already
+    admission.queue()
+    admission.turn(64, threading.Event())  # one request in work (its slot taken)
+    for _ in range(2):  # and two waiting
         admission.queue()
     with TestClient(app) as client:
         for url in ("/api/predict", "/api/predict?stream=true", "/api/predict.png"):
             response = client.post(url, files={"image": ("a.png", image_bytes(8, 8))})
             assert response.status_code == 503
-            assert response.json() == {"detail": "the server is busy: 0 image(s) in work and "
+            assert response.json() == {"detail": "the server is busy: 1 image(s) in work and "
                                                  "2 waiting, the most it queues; try again "
                                                  "shortly"}
             assert response.headers["retry-after"] == "5"
         for _ in range(2):
             admission.leave()
+        admission.done(64)
         assert client.post("/api/predict", files={"image": ("a.png", image_bytes(8, 8))}
                            ).status_code == 200
     assert admission.snapshot() == {"working": 0, "waiting": 0, "pixels": 0}
+
+
+def test_no_queue_still_serves_the_free_slots(models):
+    app = create_app(models, ServeSettings(max_concurrent=2, max_waiting=0))
+    with TestClient(app) as client, ThreadPoolExecutor(2) as pool:
+        codes = list(pool.map(lambda _: client.post("/api/predict?images=false", files={
+            "image": ("a.png", image_bytes(8, 8))}).status_code, range(2)))
+    assert codes == [200, 200]
 
 
 def test_the_pixel_budget_runs_big_images_one_at_a_time(models):

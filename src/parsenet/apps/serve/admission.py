@@ -38,7 +38,10 @@ class Admission:
 
     def queue(self) -> None:
         with self._changed:
-            if self._waiting >= self.max_waiting:
+            # Arrivals wait here until they take their turn, also those a free slot takes
+            # at once; only those beyond the free slots count against max_waiting.
+            free = max(0, self.max_concurrent - self._working)
+            if self._waiting >= self.max_waiting + free:
                 raise Busy(f"the server is busy: {self._working} image(s) in work and "
                            f"{self._waiting} waiting, the most it queues; try again shortly")
             self._waiting += 1
