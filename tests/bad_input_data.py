@@ -41,14 +41,14 @@ def png(width: int, height: int, raw: bytes, *, depth: int = 8, color_type: int 
 
 
 def short_png() -> bytes:
-    """The issue's 70-byte PNG: 100 x 100 RGB whose IDAT holds 301 of 30100 bytes. libpng
+    """A 70-byte PNG: 100 x 100 RGB whose IDAT holds 301 of 30100 bytes. libpng
     says "Not enough image data" and torchvision's decode_png dies with SIGSEGV."""
     return png(100, 100, b"\0" * 301)
 
 
 def bomb_png() -> bytes:
-    """A palette PNG whose header claims 30000 x 30000. The issue's file was 875 KB of
-    real zlib data; only the header matters here, since nothing past it may be decoded."""
+    """A palette PNG whose header claims 30000 x 30000. A real one is 875 KB of zlib data
+    (all rows); only the header matters here, since nothing past it may be decoded."""
     return png(30000, 30000, b"\0" * 30001, color_type=3,
                extra=chunk(b"PLTE", bytes(range(12))))
 
@@ -62,7 +62,7 @@ def jpeg(width: int = 32, height: int = 24, seed: int = 0, **save) -> bytes:
 
 
 def bomb_jpeg() -> bytes:
-    """A small JPEG whose frame header (SOF) claims 40000 x 40000 (the issue's 632 bytes)."""
+    """A small JPEG whose frame header (SOF) claims 40000 x 40000 (632 bytes)."""
     data = jpeg(8, 8)
     sof = data.index(b"\xff\xc0")
     return data[:sof + 5] + struct.pack(">HH", 40000, 40000) + data[sof + 9:]

@@ -117,13 +117,14 @@ def test_predict_a_folder_continues_past_hostile_files_and_says_so(tmp_path, che
                                         f"  {folder / 'c.png'}: {BOMB_PNG}",
                                         f"  {folder / 'd.jpg'}: {BOMB_JPEG}"]
     assert sorted(p.name for p in (tmp_path / "pred").glob("*.png")) == ["a.png"]
-    out = tmp_path / "pred2"  # the command: one bad file, nothing else
+    out = tmp_path / "pred2"  # one bad file and nothing else: nothing is written
     assert main(["predict", str(folder / "b.png"), "--checkpoint", str(checkpoint), "--out",
                  str(out), "--backend", "eager", "--no-progress", "--skip-errors"]) == 2
     printed = capsys.readouterr()
     assert printed.out == f"0 image(s), backend eager, mode auto: labels and overlays in {out}\n"
     assert printed.err.splitlines() == ["parsenet: skipped 1 of 1 image(s):",
                                         f"  {folder / 'b.png'}: {SHORT}"]
+    assert not any(out.iterdir())
 
 
 @pytest.mark.parametrize("value", ["0", "-5", "nan"])

@@ -62,7 +62,7 @@ def models(tmp_path_factory):
 
 
 def _flat_png(side: int) -> bytes:
-    buffer = io.BytesIO()  # a few kB however many pixels, as in the uploads
+    buffer = io.BytesIO()  # a few kB however many pixels: cheap to send, costly to decode
     Image.new("RGB", (side, side), (90, 140, 200)).save(buffer, format="PNG")
     return buffer.getvalue()
 

@@ -24,7 +24,7 @@ def _flip_idat_crc(data: bytes) -> bytes:
 
 
 PNG_CRASHES = {  # each one killed torchvision 0.29.1's decode_png with SIGSEGV
-    "too little data (the issue's file)": (short_png(), "not enough image data: 301 of 30100"),
+    "too little data (70 bytes)": (short_png(), "not enough image data: 301 of 30100"),
     "too little data, grey": (png(100, 100, b"\0" * 50, color_type=0), "not enough image data"),
     "too little data, palette": (png(100, 100, b"\0" * 50, color_type=3,
                                      extra=chunk(b"PLTE", bytes(12))), "not enough image data"),
