@@ -1,7 +1,11 @@
-"""The tiny folder-layout dataset both halves of the bad-input catalogue train and predict on."""
+"""The tiny folder-layout dataset both halves of the bad-input catalogue train and predict on,
+and the hostile image files of the catalogue (written by the tests themselves)."""
 
 from __future__ import annotations
 
+import io
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -23,3 +27,42 @@ def write_dataset(root: Path, n: int = 2, classes: list[str] = CLASSES) -> Path:
             Image.fromarray(label).save(root / "labels" / split / f"im{i}.png")
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return root
+
+
+def chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+
+def png(width: int, height: int, raw: bytes, *, depth: int = 8, color_type: int = 2,
+        interlace: int = 0, extra: bytes = b"") -> bytes:
+    header = struct.pack(">IIBBBBB", width, height, depth, color_type, 0, 0, interlace)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + extra
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def short_png() -> bytes:
+    """A 70-byte PNG: 100 x 100 RGB whose IDAT holds 301 of 30100 bytes. libpng
+    says "Not enough image data" and torchvision's decode_png dies with SIGSEGV."""
+    return png(100, 100, b"\0" * 301)
+
+
+def bomb_png() -> bytes:
+    """A palette PNG whose header claims 30000 x 30000. A real one is 875 KB of zlib data
+    (all rows); only the header matters here, since nothing past it may be decoded."""
+    return png(30000, 30000, b"\0" * 30001, color_type=3,
+               extra=chunk(b"PLTE", bytes(range(12))))
+
+
+def jpeg(width: int = 32, height: int = 24, seed: int = 0, **save) -> bytes:
+    rng = np.random.default_rng(seed)
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8)).save(
+        buffer, "JPEG", **save)
+    return buffer.getvalue()
+
+
+def bomb_jpeg() -> bytes:
+    """A small JPEG whose frame header (SOF) claims 40000 x 40000 (632 bytes)."""
+    data = jpeg(8, 8)
+    sof = data.index(b"\xff\xc0")
+    return data[:sof + 5] + struct.pack(">HH", 40000, 40000) + data[sof + 9:]

@@ -84,6 +84,12 @@ def _add_sets(p: argparse.ArgumentParser) -> None:
                    help="override a config value, e.g. train.iterations=500 (repeatable)")
 
 
+def _add_pixel_limit(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
+                   help="refuse images larger than this, from their header, before decoding "
+                        "(default: the config's data.max_megapixels, 40)")
+
+
 def _add_model_source(p: argparse.ArgumentParser) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--checkpoint", help="a training checkpoint (.pt), or a model from "
@@ -99,6 +105,7 @@ def _add_train(sub: Subparsers) -> None:
     p = _add(sub, "train", cmd_train, "train a model from a config file")
     p.add_argument("--config", required=True, help="YAML config file")
     _add_sets(p)
+    _add_pixel_limit(p)
     p.add_argument("--resume", action="store_true",
                    help="continue from <out_dir>/checkpoints/last.pt")
     p.add_argument("--overwrite", action="store_true",
@@ -112,6 +119,7 @@ def _add_train_head(sub: Subparsers) -> None:
              "computed once per image and cached (no augmentation)")
     p.add_argument("--config", required=True, help="YAML config file")
     _add_sets(p)
+    _add_pixel_limit(p)
     p.add_argument("--resolution", type=int, nargs=2, required=True, metavar=("H", "W"),
                    help="every image is resized to H x W for the backbone (evaluation still "
                         "scores each full-size label)")
@@ -138,6 +146,7 @@ def _add_eval(sub: Subparsers) -> None:
     p.add_argument("--out", default=None,
                    help="JSON file (default: next to the checkpoint)")
     p.add_argument("--max-images", type=int, default=0, help="0: the whole split")
+    _add_pixel_limit(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
@@ -163,6 +172,7 @@ def _add_predict(sub: Subparsers) -> None:
     p.add_argument("--skip-errors", action="store_true",
                    help="skip images that cannot be read or predicted, list them at the "
                         "end (exit status 2)")
+    _add_pixel_limit(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
 
@@ -251,10 +261,14 @@ def _add_serve(sub: Subparsers) -> None:
                    help="a checkpoint to serve instead (give it twice to compare two)")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default: this machine only)")
-    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--port", type=int, default=7860,
+                   help="0..65535; 0: any free port (the URL printed has the one bound)")
     p.add_argument("--max-mb", type=float, default=20.0, help="upload limit in MB")
     p.add_argument("--max-megapixels", type=float, default=40.0,
                    help="upload limit in megapixels")
+    p.add_argument("--max-waiting", type=int, default=8,
+                   help="uploads that may wait for one of the two prediction slots; more "
+                        "are answered 503 (busy)")
     p.add_argument("--slide-above-megapixels", type=float, default=4.0,
                    help="larger images run in sliding windows (the checkpoint's eval window "
                         "and stride) rather than whole")

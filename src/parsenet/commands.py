@@ -34,11 +34,16 @@ def _print_validation(metrics: dict) -> None:
               f"{100 * metrics['mean_iou']:.2f}")
 
 
+def _pixel_limit_set(args: argparse.Namespace) -> list[str]:
+    """--max-megapixels as the config override it stands for."""
+    return [] if args.max_megapixels is None else [f"data.max_megapixels={args.max_megapixels}"]
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from parsenet.config import load_config
     from parsenet.engine.trainer import train
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, [*args.set, *_pixel_limit_set(args)])
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
@@ -52,7 +57,7 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     from parsenet.apps.study.cached.engine import train_cached
     from parsenet.config import load_config
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, [*args.set, *_pixel_limit_set(args)])
     result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
                           progress=config.train.progress, loss_stride=args.loss_stride)
     _print_validation(result["metrics"])
@@ -88,7 +93,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from parsenet.apps.tasks import evaluate_checkpoint, format_metrics
 
-    split, overrides = args.split, list(args.set)
+    split, overrides = args.split, [*args.set, *_pixel_limit_set(args)]
     if args.data_root is not None:  # any folder-layout dataset; the split is a folder name
         overrides += [f"data.root={args.data_root}", "data.format=folder",
                       f"data.val_split={split}", "data.holdout_every=0"]
@@ -113,11 +118,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             mode=args.mode, device=args.device,
                             progress=not args.no_progress, skip_errors=args.skip_errors,
                             onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
-                            window=args.window)
+                            window=args.window, max_megapixels=args.max_megapixels)
     modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
+    counts = f" ({modes})" if result["mode"] == "auto" and modes else ""
     print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
-          f"{result['mode']}{f' ({modes})' if result['mode'] == 'auto' else ''}: labels and "
-          f"overlays in {args.out}")
+          f"{result['mode']}{counts}: labels and overlays in {args.out}")
     if not result["skipped"]:
         return 0
     print(f"parsenet: skipped {len(result['skipped'])} of "
@@ -237,7 +242,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     limits = UploadLimits(max_bytes=int(args.max_mb * 1e6),
                           max_pixels=int(args.max_megapixels * 1e6))
-    settings = ServeSettings(limits=limits,
+    if args.max_waiting < 0:
+        raise UsageError(f"--max-waiting must be >= 0, got {args.max_waiting}")
+    settings = ServeSettings(limits=limits, max_waiting=args.max_waiting,
                              slide_above_pixels=int(args.slide_above_megapixels * 1e6))
     serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings)
     return 0

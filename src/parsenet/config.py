@@ -176,6 +176,9 @@ class DataConfig(_Section):
     flip: bool = True
     color_jitter: NonNegativeFloat = 0.0
     workers: NonNegative = 1  # DataLoader worker processes; 0 loads in the main process
+    # Images and labels over this size (read from the file's header) are refused before
+    # they are decoded: a few hundred bytes can claim gigabytes of pixels. serve's default.
+    max_megapixels: Positive = 40.0
     # Synthetic data only: generated into ``root`` if absent.
     synthetic: dict[str, Any] = Field(default_factory=dict)
 

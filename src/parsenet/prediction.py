@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from parsenet.data.image_safety import DEFAULT_MAX_PIXELS
 from parsenet.engine.memory import InferenceMemory, choose_mode, is_out_of_memory
 from parsenet.errors import ResourceError
 from parsenet.preprocessing import Preprocessing
@@ -49,6 +50,7 @@ class PredictionJob:
     opts: dict[str, Any]
     run: Callable[[torch.Tensor], torch.Tensor] | None = None
     memory: InferenceMemory | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS  # larger images are refused from their header
     _palette: np.ndarray = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -63,7 +65,7 @@ class PredictionJob:
         from parsenet.data.decode import read_image
         from parsenet.viz import colorize, overlay, save_label_png, side_by_side
 
-        image = read_image(path)
+        image = read_image(path, max_pixels=self.max_pixels)
         h, w = image.shape[-2:]
         assert self.memory is not None
         mode = choose_mode(self.mode, h, w, self.memory, self.budget,

@@ -174,17 +174,9 @@ def test_read_mat_array_struct_field_and_errors(tmp_path):
 
 
 def test_pillow_fallback_gives_the_same_pixels(tmp_path, monkeypatch):
-    import parsenet.data.decode as decode
+    import parsenet.data.image_safety as image_safety
 
-    Image.fromarray(RGB).save(tmp_path / "a.png")
     Image.fromarray(RGB).save(tmp_path / "a.jpg", quality=90)
-    palette_label = Image.fromarray(RNG.integers(0, 21, (6, 8), dtype=np.uint8), "P")
-    palette_label.putpalette(list(RNG.integers(0, 256, 768)))
-    palette_label.save(tmp_path / "l.png")
-    fast = [read_image(tmp_path / "a.png"), read_image(tmp_path / "a.jpg")]
-    fast_label = read_label_png(tmp_path / "l.png")
-    monkeypatch.setattr(decode, "decode_jpeg", None)
-    monkeypatch.setattr(decode, "decode_png", None)
-    torch.testing.assert_close(read_image(tmp_path / "a.png"), fast[0], rtol=0, atol=0)
-    torch.testing.assert_close(read_image(tmp_path / "a.jpg"), fast[1], rtol=0, atol=1)
-    np.testing.assert_array_equal(read_label_png(tmp_path / "l.png"), fast_label)
+    fast = read_image(tmp_path / "a.jpg")
+    monkeypatch.setattr(image_safety, "decode_jpeg", None)  # a torchvision without it
+    torch.testing.assert_close(read_image(tmp_path / "a.jpg"), fast, rtol=0, atol=1)

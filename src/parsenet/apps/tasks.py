@@ -159,8 +159,8 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
                    mode: str | None = None, device: str = "cpu", alpha: float = 0.5,
                    progress: bool = True, skip_errors: bool = False,
                    onnx_cache: str | os.PathLike | None = None,
-                   memory_budget_gb: float = DEFAULT_BUDGET_GB, window: int | None = None
-                   ) -> dict[str, Any]:
+                   memory_budget_gb: float = DEFAULT_BUDGET_GB, window: int | None = None,
+                   max_megapixels: float | None = None) -> dict[str, Any]:
     """Segment images of any size with a checkpoint.
 
     Writes ``<out_dir>/<stem>.png`` (palette PNG: pixel values are class ids) and
@@ -174,10 +174,14 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     :func:`parsenet.engine.predictor.make_predictor`; ONNX exports are cached only in
     ``onnx_cache`` (a folder), verified by hash there. ``skip_errors``: an image that cannot
     be read or predicted is reported in ``skipped`` and the others are processed.
+    ``max_megapixels``: larger images are refused from their header, before decoding
+    (default the checkpoint config's data.max_megapixels).
 
     Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
     ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
     """
+    if max_megapixels is not None and not 0 < max_megapixels < math.inf:
+        raise UsageError(f"--max-megapixels must be a number > 0, got {max_megapixels}")
     named = collect_named_images(inputs)  # fail on a bad path before loading anything
     out_dir = Path(out_dir)
     _check_out_folder(out_dir, named)
@@ -190,7 +194,8 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
         palette=loaded.palette, alpha=alpha, mode=mode, preferred=cfg.eval.mode,
         budget=memory_budget_gb * 1e9,
         opts={"window": window, "stride": min(cfg.eval.stride, window),
-              "scales": tuple(cfg.eval.scales), "flip": cfg.eval.flip})
+              "scales": tuple(cfg.eval.scales), "flip": cfg.eval.flip},
+        max_pixels=round((max_megapixels or cfg.data.max_megapixels) * 1e6))
     run, backend = make_predictor(model, backend=backend, device=device,
                                   checkpoint=checkpoint if onnx_cache is not None else None,
                                   cache_dir=onnx_cache)

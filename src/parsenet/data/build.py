@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from parsenet.config import ConfigError, DataConfig
 from parsenet.data.camvid import camvid_dataset
@@ -42,7 +43,17 @@ def _reader_and_root(cfg: DataConfig) -> tuple[Callable[..., SegmentationDataset
 
         root = Path(ensure_dataset(cfg.root, **dict(cfg.synthetic)))
         extra["palette"] = PALETTE
-    return reader, root, extra
+    return _limited(reader, round(cfg.max_megapixels * 1e6)), root, extra
+
+
+def _limited(reader: Callable[..., SegmentationDataset], max_pixels: int
+             ) -> Callable[..., SegmentationDataset]:
+    """``reader`` whose datasets refuse images over ``max_pixels`` (data.max_megapixels)."""
+    def read(*args: Any, **kwargs: Any) -> SegmentationDataset:
+        dataset = reader(*args, **kwargs)
+        dataset.max_pixels = max_pixels
+        return dataset
+    return read
 
 
 def build_datasets(cfg: DataConfig, preprocessing: Preprocessing, with_valid: bool = False

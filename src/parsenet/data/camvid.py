@@ -53,7 +53,8 @@ class CamVid(SegmentationDataset):
 
     def read_label(self, index: int) -> np.ndarray:
         path = self.label_path(index)
-        return map_label_values(read_label_png(path), self._table, path)
+        return map_label_values(read_label_png(path, max_pixels=self.max_pixels), self._table,
+                                path)
 
 
 def camvid_dataset(root: str | PathLike, split: str = "train", *,

@@ -12,8 +12,14 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 
-from parsenet.data.decode import check_label_values, read_image, read_label_png
+from parsenet.data.decode import (
+    check_label_values,
+    image_orientation,
+    read_image,
+    read_label_png,
+)
 from parsenet.data.errors import DataError
+from parsenet.data.image_safety import DEFAULT_MAX_PIXELS
 from parsenet.data.palette import as_palette
 from parsenet.labels import IGNORE_INDEX
 
@@ -105,6 +111,9 @@ class SegmentationDataset(Dataset):
     """
 
     ignore_index = IGNORE_INDEX
+    # Images and labels over this many pixels (from their headers) are refused before they
+    # are decoded; the builders set it from data.max_megapixels.
+    max_pixels = DEFAULT_MAX_PIXELS
 
     def __init__(self, *, ids: Sequence[str], image_paths: Sequence[Path],
                  label_paths: Sequence[Path], classes: Sequence[str],
@@ -157,20 +166,33 @@ class SegmentationDataset(Dataset):
     def read_label(self, index: int) -> np.ndarray:
         """The label map of item ``index``: uint8 H x W, values in 0..K-1 or 255."""
         path = self._label_paths[index]
-        return check_label_values(read_label_png(path), self.num_classes, path)
+        return check_label_values(read_label_png(path, max_pixels=self.max_pixels),
+                                  self.num_classes, path)
 
     def load(self, index: int) -> tuple[tv_tensors.Image, tv_tensors.Mask]:
         """Item ``index`` decoded and checked, before transforms."""
-        image = read_image(self._image_paths[index])
+        image = read_image(self._image_paths[index], max_pixels=self.max_pixels)
         label = self.read_label(index)
         if tuple(image.shape[-2:]) != label.shape:
-            raise DataError(
-                f"{self._image_paths[index]}: image is {image.shape[-1]}x{image.shape[-2]} "
-                f"(WxH) but its label {self._label_paths[index]} is "
-                f"{label.shape[1]}x{label.shape[0]}")
+            raise DataError(self._size_mismatch(index, image.shape[-1], image.shape[-2],
+                                                label.shape))
         if not label.flags.writeable:
             label = label.copy()
         return tv_tensors.Image(image), tv_tensors.Mask(torch.from_numpy(label))
+
+    def _size_mismatch(self, index: int, width: int, height: int,
+                       label_shape: tuple[int, ...]) -> str:
+        image_path, label_path = self._image_paths[index], self._label_paths[index]
+        message = (f"{image_path}: image is {width}x{height} (WxH) but its label {label_path} "
+                   f"is {label_shape[1]}x{label_shape[0]}")
+        orientation = image_orientation(image_path)
+        if orientation in (5, 6, 7, 8) and (height, width) == label_shape[::-1]:
+            # Images are shown as their EXIF orientation says (as viewers and serve do);
+            # labels carry none, so a label drawn on the stored pixels no longer fits.
+            message += (f": the image's EXIF orientation {orientation} turns it a quarter; "
+                        f"the label must be drawn on the image as displayed (or save the "
+                        f"image with the rotation applied and the tag removed)")
+        return message
 
     def __getitem__(self, index: int) -> tuple[Any, Any]:
         image, mask = self.load(index)

@@ -1,39 +1,32 @@
 """Reading images and label maps from disk, with the checks every dataset needs.
 
-Images become uint8 3 x H x W RGB tensors; labels become uint8 H x W numpy arrays of class
-indices. JPEGs and 8-bit PNGs go through torchvision's libjpeg-turbo / libpng decoders (the
-fast path, ~1.1 ms of CPU for a 500x375 JPEG against Pillow's ~1.5 ms); anything else goes
-through Pillow with explicit conversion rules. torchvision 0.29 deprecates its decoders in
-favour of TorchCodec; while they exist they are used (their warning silenced), and Pillow
-takes over when they are gone. Every failure is a ``DataError`` naming the file.
+Images become uint8 3 x H x W RGB tensors (EXIF orientation applied); labels become uint8
+H x W numpy arrays of class indices. Both go through :mod:`parsenet.data.image_safety`: the
+size is read from the header and checked against a pixel limit before anything is decoded,
+no decoder that can crash the process is used, and every failure is a ``DataError`` naming
+the file.
 """
 
 from __future__ import annotations
 
-import io
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import torch
-from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from parsenet.data.errors import DataError
+from parsenet.data.image_safety import (
+    DEFAULT_MAX_PIXELS,
+    decode_rgb,
+    exif_orientation,
+    open_pillow,
+)
 from parsenet.labels import IGNORE_INDEX
 
-try:
-    from torchvision.io import ImageReadMode, decode_jpeg, decode_png
-except ImportError:  # pragma: no cover - torchvision > 0.29 may drop them: Pillow decodes all
-    ImageReadMode = decode_jpeg = decode_png = None  # type: ignore[assignment,misc]
-
 __all__ = ["read_image", "read_label_png", "read_mat_array", "check_label_values",
-           "map_label_values"]
+           "map_label_values", "image_orientation"]
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_JPEG_SIGNATURE = b"\xff\xd8"
 # PNG IHDR colour types
 _GRAY, _RGB, _PALETTE, _GRAY_ALPHA, _RGBA = 0, 2, 3, 4, 6
 _COLOR_TYPE_NAMES = {_GRAY: "grayscale", _RGB: "RGB", _PALETTE: "palette",
@@ -54,74 +47,37 @@ def _png_header(data: bytes) -> tuple[int, int]:
     return data[24], data[25]
 
 
-def _sixteen_to_eight(array: np.ndarray) -> np.ndarray:
-    # Round to nearest rather than truncate: 65535 -> 255, 32896 -> 128.
-    return ((array.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-
-
-def _torchvision_decode(decoder: Callable[..., Tensor], data: bytes, mode: Any) -> Tensor:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return decoder(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=mode)
-
-
-def _pil_to_rgb(path: Path, data: bytes) -> Tensor:
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            im.load()
-            if im.mode in ("I;16", "I;16B", "I;16L", "I"):
-                array = np.asarray(im)
-                if array.min() < 0 or array.max() > 65535:
-                    raise DataError(f"{path}: 32-bit image with values outside 0..65535")
-                array = np.repeat(_sixteen_to_eight(array)[..., None], 3, axis=2)
-            elif im.mode == "F":
-                raise DataError(f"{path}: floating-point image; expected 8- or 16-bit")
-            else:
-                # Grayscale, palette, RGBA (alpha dropped), CMYK, YCbCr, LAB -> RGB.
-                array = np.array(im.convert("RGB"))
-    except DataError:
-        raise
-    except UnidentifiedImageError:  # its message names the in-memory buffer, not the file
-        raise DataError(f"{path}: cannot decode image (not a format Pillow reads)") from None
-    except Exception as e:  # Pillow raises many types for corrupt files
-        raise DataError(f"{path}: cannot decode image ({e})") from None
-    return torch.from_numpy(array).permute(2, 0, 1)
-
-
-def read_image(path: str | Path) -> Tensor:
-    """Decode an image file into a uint8 3 x H x W RGB tensor.
+def read_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Tensor:
+    """Decode an image file into a uint8 3 x H x W RGB tensor, as a viewer shows it (EXIF
+    orientation applied).
 
     Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit images (scaled to 8 bit) are
-    converted to RGB. The tensor may be channels-last in memory (as the JPEG decoder writes).
+    converted to RGB. Over ``max_pixels`` (from the header, before decoding) is a
+    :class:`~parsenet.data.image_safety.ImageTooLarge`. The tensor may be channels-last in
+    memory (as the JPEG decoder writes).
     """
     path = Path(path)
-    data = _read_bytes(path, "image")
-    if decode_jpeg is None:
-        return _pil_to_rgb(path, data)
+    return decode_rgb(_read_bytes(path, "image"), str(path), max_pixels=max_pixels)
+
+
+def image_orientation(path: str | Path) -> int:
+    """The EXIF orientation of an image file (1 when it has none or cannot be read)."""
     try:
-        if data[:2] == _JPEG_SIGNATURE:
-            return _torchvision_decode(decode_jpeg, data, ImageReadMode.RGB)
-        if data[:8] == _PNG_SIGNATURE and len(data) > 26:
-            image = _torchvision_decode(decode_png, data, ImageReadMode.RGB)
-            if image.dtype == torch.uint16:
-                return torch.from_numpy(_sixteen_to_eight(image.numpy()))
-            return image
-    except RuntimeError as e:
-        raise DataError(f"{path}: cannot decode image ({_short(e)})") from None
-    return _pil_to_rgb(path, data)
+        from PIL import Image
+
+        with Image.open(path) as image:
+            return exif_orientation(image)
+    except Exception:  # only for messages: a file that cannot be read was reported already
+        return 1
 
 
-def _short(error: Exception) -> str:
-    # torchvision prefixes its messages with a C++ source location; keep the last part.
-    return str(error).rsplit(", ", 1)[-1].strip()
-
-
-def read_label_png(path: str | Path) -> np.ndarray:
+def read_label_png(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """Decode a label PNG into a uint8 H x W array of class indices.
 
     Accepted: 8-bit single-channel PNGs (the value is the class index) and palette PNGs (the
     palette index is the class index, as in VOC's SegmentationClass). RGB, 16-bit and
-    grayscale+alpha labels are errors: their values are not class indices.
+    grayscale+alpha labels are errors: their values are not class indices. Labels are never
+    rotated: a PNG label carries no EXIF orientation of its own.
     """
     path = Path(path)
     data = _read_bytes(path, "label")
@@ -135,14 +91,9 @@ def read_label_png(path: str | Path) -> np.ndarray:
     if color_type == _GRAY and bit_depth != 8:
         raise DataError(f"{path}: label is a {bit_depth}-bit grayscale PNG; labels must be "
                         "8-bit (values 0..K-1, 255 = ignore)")
-    try:
-        if bit_depth == 8 and decode_png is not None:
-            return _torchvision_decode(decode_png, data, ImageReadMode.UNCHANGED)[0].numpy()
-        # Palette PNGs with 1/2/4-bit indices: libpng would expand them, Pillow keeps indices.
-        with Image.open(io.BytesIO(data)) as im:
-            return np.array(im, dtype=np.uint8)
-    except Exception as e:
-        raise DataError(f"{path}: cannot decode label PNG ({_short(e)})") from None
+    # Pillow keeps palette indices (also of 1/2/4-bit palettes) where libpng would expand.
+    with open_pillow(data, str(path), max_pixels, what="label PNG") as image:
+        return np.array(image, dtype=np.uint8)
 
 
 def read_mat_array(path: str | Path, variable: str, field: str | None = None) -> np.ndarray:

@@ -126,5 +126,5 @@ class VOCSegmentation(SegmentationDataset):
                 raise DataError(f"{path}: GTcls.Segmentation values outside 0..255")
             label = raw.astype(np.uint8)
         else:
-            label = read_label_png(path)
+            label = read_label_png(path, max_pixels=self.max_pixels)
         return check_label_values(label, self.num_classes, path)

@@ -7,18 +7,22 @@
                                 ``?stream=true``: NDJSON progress lines, then the result
     POST /api/predict.png       multipart field ``image`` -> label PNG of ``?model=0|1``
 
-Bad uploads get a 4xx with ``{"detail": "<one line>"}``.
+Bad uploads get a 4xx with ``{"detail": "<one line>"}``; a full queue a 503 (see
+:mod:`parsenet.apps.serve.admission` for what is admitted, and how memory is bounded).
+Uploads are decoded inside the bounded section, and a request whose client disconnects stops
+at its next forward pass.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import queue
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,11 +34,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
 
+from parsenet.apps.serve.admission import Admission, Busy, ClientGone
 from parsenet.apps.serve.examples import example_pngs
 from parsenet.apps.serve.models import ServedModel
 from parsenet.apps.serve.results import build_result, png_bytes
-from parsenet.apps.serve.uploads import UploadLimits, UploadRejected, decode_upload, too_many_bytes
+from parsenet.apps.serve.uploads import (
+    UploadLimits,
+    UploadRejected,
+    decode_upload,
+    too_many_bytes,
+    upload_header,
+)
 from parsenet.viz import label_image
 
 __all__ = ["ServeSettings", "Segmenter", "create_app"]
@@ -43,6 +55,8 @@ STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("parsenet.serve")
 # Room for the multipart boundaries and headers around the file itself.
 _MULTIPART_SLACK = 64 * 1024
+# How often a request in work asks whether its client is still there.
+_DISCONNECT_POLL_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -53,22 +67,70 @@ class ServeSettings:
     slide_above_pixels: int = 4_000_000
     # Predictions running at once; more requests wait. Two 40 MP images already need GBs.
     max_concurrent: int = 2
+    # Requests waiting for their turn (each holding its upload, <= limits.max_bytes); more
+    # are answered 503.
+    max_waiting: int = 8
+    # Pixels decoded and segmented at once; None: limits.max_pixels (one image at the limit,
+    # or several smaller ones). An image alone always runs.
+    pixel_budget: int | None = None
     alpha: float = 0.5
 
 
+class _Held:
+    """An admitted image's place, given back once by whoever finishes with it last."""
+
+    def __init__(self, admission: Admission, pixels: int) -> None:
+        self._admission, self._pixels = admission, pixels
+        self._lock, self._released = threading.Lock(), False
+
+    def release(self) -> None:
+        with self._lock:
+            if not self._released:
+                self._released = True
+                self._admission.done(self._pixels)
+
+
 class Segmenter:
-    """Runs every served model on an image, at most ``max_concurrent`` images at a time."""
+    """Runs every served model on an image, for the requests :class:`Admission` lets in."""
 
     def __init__(self, models: Sequence[ServedModel], settings: ServeSettings) -> None:
         self.models, self.settings = list(models), settings
-        self._slots = threading.BoundedSemaphore(settings.max_concurrent)
+        self.admission = Admission(
+            max_concurrent=settings.max_concurrent, max_waiting=settings.max_waiting,
+            pixel_budget=settings.pixel_budget or settings.limits.max_pixels)
+
+    def admit(self, data: bytes, name: str, gone: threading.Event
+              ) -> tuple[np.ndarray, _Held]:
+        """For a queued request: check the header, wait for its turn, decode. The caller
+        releases the place when done with the image (also on errors after this returns)."""
+        try:
+            header = upload_header(data, name, self.settings.limits)
+        except BaseException:
+            self.admission.leave()
+            raise
+        self.admission.turn(header.pixels, gone)
+        held = _Held(self.admission, header.pixels)
+        try:
+            return decode_upload(data, name, self.settings.limits), held
+        except BaseException:
+            held.release()
+            raise
+
+    def segment(self, data: bytes, name: str, gone: threading.Event,
+                job: Callable[[np.ndarray], Any]) -> Any:
+        """``job(rgb)`` for a queued upload, within its turn."""
+        rgb, held = self.admit(data, name, gone)
+        try:
+            return job(rgb)
+        finally:
+            held.release()
 
     def mode_for(self, model: ServedModel, height: int, width: int) -> str:
         return "slide" if height * width > self.settings.slide_above_pixels else model.mode
 
     def run(self, rgb: np.ndarray, *, images: bool = True,
-            progress: Callable[[int, int], None] = lambda done, total: None
-            ) -> dict[str, Any]:
+            progress: Callable[[int, int], None] = lambda done, total: None,
+            gone: threading.Event | None = None) -> dict[str, Any]:
         h, w = rgb.shape[:2]
         modes = [self.mode_for(m, h, w) for m in self.models]
         total = sum(m.passes(h, w, mode) for m, mode in zip(self.models, modes, strict=True))
@@ -78,21 +140,27 @@ class Segmenter:
             nonlocal done
             done += 1
             progress(min(done, total), total)
+            if gone is not None and gone.is_set():
+                raise ClientGone()
 
         image = torch.from_numpy(rgb).permute(2, 0, 1)
-        with self._slots:
-            start = time.perf_counter()
-            labels = [m.predict(image, mode, on_pass)
-                      for m, mode in zip(self.models, modes, strict=True)]
-            seconds = time.perf_counter() - start
+        start = time.perf_counter()
+        labels = [m.predict(image, mode, on_pass)
+                  for m, mode in zip(self.models, modes, strict=True)]
+        seconds = time.perf_counter() - start
         return build_result(rgb, self.models, labels, mode=", ".join(sorted(set(modes))),
                             seconds=seconds, alpha=self.settings.alpha, images=images)
 
-    def label_png(self, rgb: np.ndarray, index: int) -> bytes:
+    def label_png(self, rgb: np.ndarray, index: int, gone: threading.Event | None = None
+                  ) -> bytes:
         model = self.models[index]
         image = torch.from_numpy(rgb).permute(2, 0, 1)
-        with self._slots:
-            labels = model.predict(image, self.mode_for(model, *rgb.shape[:2]))
+
+        def on_pass() -> None:
+            if gone is not None and gone.is_set():
+                raise ClientGone()
+
+        labels = model.predict(image, self.mode_for(model, *rgb.shape[:2]), on_pass)
         return png_bytes(label_image(labels, model.palette))
 
 
@@ -102,58 +170,147 @@ def _info(segmenter: Segmenter) -> dict[str, Any]:
         "models": [{"name": m.name, "checkpoint": str(m.checkpoint), "classes": m.classes,
                     "mode": m.mode} for m in segmenter.models],
         "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
-                   "slide_above_pixels": segmenter.settings.slide_above_pixels},
+                   "slide_above_pixels": segmenter.settings.slide_above_pixels,
+                   "max_concurrent": segmenter.settings.max_concurrent,
+                   "max_waiting": segmenter.settings.max_waiting},
         "examples": [{"name": name, "url": f"/api/examples/{i}.png"}
                      for i, (name, _) in enumerate(example_pngs())],
     }
 
 
-def _progress_stream(segmenter: Segmenter, rgb: np.ndarray) -> Iterator[str]:
+class _HeldStream(StreamingResponse):
+    """The NDJSON stream of an admitted image: however it ends (finished, client gone, never
+    started), its work is told to stop and its place is given back."""
+
+    def __init__(self, content: AsyncIterator[str], gone: threading.Event,
+                 finish: Callable[[], None]) -> None:
+        super().__init__(content, media_type="application/x-ndjson")
+        self._gone, self._finish = gone, finish
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._gone.set()
+            self._finish()
+
+
+def _progress_stream(segmenter: Segmenter, rgb: np.ndarray, held: _Held,
+                     gone: threading.Event) -> _HeldStream:
     """NDJSON: ``{"progress": done, "total": n}`` per forward pass, then ``{"result": ..}``
     (or ``{"error": ..}``). The work runs in its own thread so progress can be sent while
-    it runs."""
+    it runs; the thread gives the place back when it ends, or the response does if the
+    thread never started."""
     events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+    started = threading.Event()
 
     def work() -> None:
         try:
-            result = segmenter.run(rgb, progress=lambda d, t: events.put(
+            result = segmenter.run(rgb, gone=gone, progress=lambda d, t: events.put(
                 {"progress": d, "total": t}))
             events.put({"result": result})
+        except ClientGone:
+            pass
         except Exception:  # a bug: logged with its traceback, the page gets one line
             log.exception("prediction failed")
             events.put({"error": "the prediction failed on the server (see its log)"})
         finally:
+            held.release()
             events.put(None)
 
-    threading.Thread(target=work, name="parsenet-serve-predict", daemon=True).start()
-    while (event := events.get()) is not None:
-        yield json.dumps(event) + "\n"
+    async def lines() -> AsyncIterator[str]:
+        started.set()
+        threading.Thread(target=work, name="parsenet-serve-predict", daemon=True).start()
+        while True:
+            try:
+                event = events.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(0.02)
+                continue
+            if event is None:
+                return
+            yield json.dumps(event) + "\n"
+
+    def finish() -> None:
+        if not started.is_set():
+            held.release()
+
+    return _HeldStream(lines(), gone, finish)
 
 
-async def _read_upload(image: UploadFile, limits: UploadLimits) -> np.ndarray:
+async def _watched(request: Request, work: Callable[[threading.Event], Any]) -> Any:
+    """``work(gone)`` in a worker thread; ``gone`` is set when the client disconnects, and
+    the work checks it between forward passes."""
+    gone = threading.Event()
+
+    async def watch() -> None:
+        while not await request.is_disconnected():
+            await asyncio.sleep(_DISCONNECT_POLL_S)
+        gone.set()
+
+    watcher = asyncio.create_task(watch())
+    try:
+        return await run_in_threadpool(work, gone)
+    except asyncio.CancelledError:  # the server stops: so does the work (at its next pass)
+        gone.set()
+        raise
+    finally:
+        watcher.cancel()
+
+
+async def _queued_upload(image: UploadFile, segmenter: Segmenter) -> tuple[bytes, str]:
+    """The upload's bytes and name, once it has a place in the queue (503 if none)."""
+    limits = segmenter.settings.limits
     name = image.filename or "upload"
-    data = await image.read(limits.max_bytes + 1)
-    if len(data) > limits.max_bytes:
-        raise too_many_bytes(name, image.size or len(data), limits)
-    return await run_in_threadpool(decode_upload, data, name, limits)
+    segmenter.admission.queue()
+    try:
+        data = await image.read(limits.max_bytes + 1)
+        if len(data) > limits.max_bytes:
+            raise too_many_bytes(name, image.size or len(data), limits)
+    except BaseException:
+        segmenter.admission.leave()
+        raise
+    return data, name
+
+
+class _BodyLimit:
+    """Refuses a POST without a Content-Length, or over the upload limit, before its body is
+    read (the multipart parser would spool all of it). A plain ASGI middleware: starlette's
+    BaseHTTPMiddleware would hide the client's disconnect from request.is_disconnected()."""
+
+    def __init__(self, app: Any, limits: UploadLimits) -> None:
+        self.app, self.limits = app, limits
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            length = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+            refusal = None
+            if not length.isdigit():
+                refusal = JSONResponse({"detail": "uploads need a Content-Length header"}, 411)
+            elif int(length) > self.limits.max_bytes + _MULTIPART_SLACK:
+                refusal = JSONResponse({"detail": too_many_bytes("upload", int(length),
+                                                                 self.limits).message}, 413)
+            if refusal is not None:
+                await refusal(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def _add_guards(app: FastAPI, limits: UploadLimits) -> None:
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        # Refuse before the body is read: the multipart parser would spool all of it.
-        if request.method == "POST":
-            length = request.headers.get("content-length")
-            if length is None or not length.isdigit():
-                return JSONResponse({"detail": "uploads need a Content-Length header"}, 411)
-            if int(length) > limits.max_bytes + _MULTIPART_SLACK:
-                return JSONResponse({"detail": too_many_bytes("upload", int(length),
-                                                              limits).message}, 413)
-        return await call_next(request)
+    app.add_middleware(_BodyLimit, limits=limits)
 
     @app.exception_handler(UploadRejected)
     async def rejected(request: Request, e: UploadRejected) -> JSONResponse:
         return JSONResponse({"detail": e.message}, status_code=e.status)
+
+    @app.exception_handler(Busy)
+    async def busy(request: Request, e: Busy) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=503, headers={"Retry-After": "5"})
+
+    @app.exception_handler(ClientGone)
+    async def gone(request: Request, e: ClientGone) -> JSONResponse:
+        # Nobody reads this: nginx's "client closed request", for the access log.
+        return JSONResponse({"detail": "the client disconnected"}, status_code=499)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -191,21 +348,24 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
         return Response(examples[index][1], media_type="image/png")
 
     @app.post("/api/predict")
-    async def predict(image: Annotated[UploadFile, File()], stream: bool = False,
-                      images: bool = True) -> Any:
-        rgb = await _read_upload(image, settings.limits)
-        if stream:
-            return StreamingResponse(_progress_stream(segmenter, rgb),
-                                     media_type="application/x-ndjson")
-        return await run_in_threadpool(segmenter.run, rgb, images=images)
+    async def predict(request: Request, image: Annotated[UploadFile, File()],
+                      stream: bool = False, images: bool = True) -> Any:
+        data, name = await _queued_upload(image, segmenter)
+        if stream:  # bad uploads still get their 4xx: decoded before the stream starts
+            rgb, held = await _watched(request, lambda gone: segmenter.admit(data, name, gone))
+            return _progress_stream(segmenter, rgb, held, threading.Event())
+        return await _watched(request, lambda gone: segmenter.segment(
+            data, name, gone, lambda rgb: segmenter.run(rgb, images=images, gone=gone)))
 
     @app.post("/api/predict.png")
-    async def predict_png(image: Annotated[UploadFile, File()], model: int = 0) -> Response:
+    async def predict_png(request: Request, image: Annotated[UploadFile, File()],
+                          model: int = 0) -> Response:
         if not 0 <= model < len(segmenter.models):
             raise UploadRejected(400, f"model={model}: this server has models 0.."
                                       f"{len(segmenter.models) - 1}")
-        rgb = await _read_upload(image, settings.limits)
-        data = await run_in_threadpool(segmenter.label_png, rgb, model)
+        upload, name = await _queued_upload(image, segmenter)
+        data = await _watched(request, lambda gone: segmenter.segment(
+            upload, name, gone, lambda rgb: segmenter.label_png(rgb, model, gone)))
         # Only safe characters in a header: the name is the user's.
         stem = re.sub(r"[^A-Za-z0-9._-]", "_", Path(image.filename or "upload").stem)[:64]
         return Response(data, media_type="image/png", headers={

@@ -43,8 +43,11 @@ def serve(model: str | None = None, checkpoints: Sequence[str | os.PathLike] = (
     """Load the models and serve the page until interrupted."""
     import uvicorn
 
+    if not 0 <= port <= 65535:
+        raise UsageError(f"--port {port}: a TCP port is 0..65535 (0: any free port)")
     pairs = resolve_checkpoints(model, checkpoints)
     sock = _listen(host, port)  # a taken port fails before seconds of model loading
+    port = sock.getsockname()[1]  # the one bound: --port 0 asks the system for a free one
     served = load_served_models(pairs)
     app = create_app(served, settings)
     names = ", ".join(f"{m.name} ({m.checkpoint})" for m in served)
