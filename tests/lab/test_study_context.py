@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from parsenet.apps.study import context_study
-from parsenet.apps.study.context_size import DATASETS, scaled
-from parsenet.apps.study.context_study import (
+from lab.study import context_study
+from lab.study.context_size import DATASETS, scaled
+from lab.study.context_study import (
     CONFIGS,
     POINTS,
     collect,
@@ -21,7 +21,7 @@ from parsenet.apps.study.context_study import (
     spec_tables,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _write_metrics(path: Path, miou: float) -> None:
@@ -93,7 +93,7 @@ def test_scaled_resizes_both_sides():
 
 
 def test_trend_verdict_and_section_markers(tmp_path):
-    from parsenet.apps.study.context_report import BEGIN, END, trend_verdicts, write_section
+    from lab.study.context_report import BEGIN, END, trend_verdicts, write_section
 
     def point(scale, gains):
         return {"dataset": "camvid", "scale": scale, "gain_seeds": dict(enumerate(gains)),

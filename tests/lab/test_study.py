@@ -9,11 +9,12 @@ import pytest
 import yaml
 from study_data import write_study_dataset
 
+from lab.study.results_md import write_results_md
 from parsenet.apps import study
 from parsenet.config import ConfigError, load_config
 from parsenet.models import build_model
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 SPEC = REPO / "configs" / "cpu" / "study.yaml"
 
 
@@ -28,7 +29,7 @@ def test_every_table_lists_its_variants_in_a_dry_run(in_repo: Path, tmp_path: Pa
     tables = study.load_tables(SPEC)
     assert {"3", "6", "camvid"} <= set(tables)
     for key, table in tables.items():
-        jobs = study.run_study(key, out_root=tmp_path, dry_run=True)
+        jobs = study.run_study(key, out_root=tmp_path, dry_run=True, spec_file=SPEC)
         expected = [(v.name, s) for v in table.variants for s in v.seeds]
         assert sorted((j["variant"], j["seed"]) for j in jobs) == sorted(expected)
         assert not any(j["finished"] for j in jobs)
@@ -152,10 +153,11 @@ def test_tiny_study_writes_results_skips_finished_runs_and_resumes(
     # docs regeneration: only the marked section changes.
     md = tmp_path / "RESULTS.md"
     md.write_text("intro\n<!-- study:t:begin -->\nold\n<!-- study:t:end -->\noutro\n")
-    assert study.write_results_md(md, out, spec) == ["t"]
+    assert write_results_md(md, out, spec) == ["t"]
     text = md.read_text()
     assert text.startswith("intro\n") and text.endswith("outro\n") and "old" not in text
-    assert "parsenet study --table t" in text and f"{rows[1]['mean_iou']:.1f}" in text
+    assert f"parsenet study --spec {spec} --table t" in text
+    assert f"{rows[1]['mean_iou']:.1f}" in text
 
 
 def test_a_diverged_run_is_recorded_and_not_retried(tmp_path: Path,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from parsenet.apps.study.erf import (
+from lab.study.erf import (
     effective_receptive_field,
     mass_square_side,
     theoretical_receptive_field,

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from parsenet.apps.study.fig2 import LAYERS, TAPS, _fc_tensors, plot_fig2, position_vectors
+from lab.study.fig2 import LAYERS, TAPS, _fc_tensors, plot_fig2, position_vectors
 from parsenet.errors import WeightsError
 from parsenet.models.builders import parsenet_vgg16
 from parsenet.viz import feature_norms

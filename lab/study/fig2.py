@@ -6,7 +6,7 @@ that (top two panels) and, below, each layer's distribution of per-pixel norms o
 whole image before and after L2Norm, with the per-layer means from
 :func:`parsenet.viz.feature_norms` (the demo's Fig. 2 numbers) in the labels.
 
-    python -m parsenet.apps.study.fig2 --out docs/images/fig2_pretrained_vgg.png
+    python -m lab.study.fig2 --out docs/images/fig2_pretrained_vgg.png
 
 The convs are HED's (``weights: hed``); HED has no fc6/fc7, so unless ``--fc-weights``
 gives a state dict holding trained ``backbone.layers.fc6/fc7`` tensors, fc7 is the
@@ -30,7 +30,7 @@ from parsenet.config import load_config
 from parsenet.data.build import build_dataset
 from parsenet.errors import WeightsError
 from parsenet.models.builders import parsenet_vgg16
-from parsenet.viz import FIG2_LAYERS, _save_figure, feature_norms
+from parsenet.viz import FIG2_LAYERS, feature_norms, save_figure
 
 __all__ = ["fig2_model", "position_vectors", "plot_fig2"]
 
@@ -140,11 +140,11 @@ def plot_fig2(vectors: dict[str, dict[str, np.ndarray]],
     axes[2].grid(axis="y", alpha=0.3, which="both")
     fig.suptitle(f"Features are in different scale (cf. ParseNet Fig. 2)\n{subtitle}",
                  fontsize=10)
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m parsenet.apps.study.fig2")
+    parser = argparse.ArgumentParser(prog="python -m lab.study.fig2")
     parser.add_argument("--config", default="configs/cpu/siftflow_hed_parsenet.yaml",
                         help="dataset of the image (its data: section)")
     parser.add_argument("--index", type=int, default=0, help="val image index")

@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from lab.study.__main__ import main as lab_main
+from lab.study.results_md import render_section, write_results_md
+from lab.study.spec import SPEC_FILE
 from parsenet.apps import study
 from parsenet.apps.study import reporting
 
@@ -104,8 +107,8 @@ def test_table_cells_claims_and_section(fake_study, capsys) -> None:
 
     result = json.loads((runs / "t" / "results.json").read_text())
     assert result["rows"] == json.loads(json.dumps(rows)) and result["claims"] == claims
-    assert result["command"] == "parsenet study --table t"
-    section = study.render_section(result, spec)
+    assert result["command"] == f"parsenet study --spec {spec} --table t"
+    section = render_section(result, spec)
     assert "Runs finished: 3, diverged: 1, not run yet: 1 (c seed 0)." in section
     assert "the note" in section and "Paper: Table 9." in section
     assert f"at commit `{result['machine']['commit']}`" in section
@@ -130,41 +133,42 @@ def test_write_results_md_rewrites_only_marked_sections_with_results(fake_study)
     md = runs.parent / "RESULTS.md"
     md.write_text("intro\n<!-- study:t:begin -->\nstale\n<!-- study:t:end -->\n"
                   "<!-- study:other:begin -->\nkept\n<!-- study:other:end -->\noutro\n")
-    assert study.write_results_md(md, runs, spec) == ["t"]
+    assert write_results_md(md, runs, spec) == ["t"]
     text = md.read_text()
     assert "stale" not in text and "kept" in text
-    assert text.startswith("intro\n<!-- study:t:begin -->\nCommand: `parsenet study --table t`")
+    assert text.startswith("intro\n<!-- study:t:begin -->\nCommand: "
+                           f"`parsenet study --spec {spec} --table t`")
     assert text.endswith("<!-- study:t:end -->\n<!-- study:other:begin -->\nkept\n"
                          "<!-- study:other:end -->\noutro\n")
     assert "52.0 ± 2.8" in text
     # Idempotent: rendering the same results.json again gives the same file.
-    assert study.write_results_md(md, runs, spec) == ["t"] and md.read_text() == text
+    assert write_results_md(md, runs, spec) == ["t"] and md.read_text() == text
 
 
 def test_package_keeps_the_public_names_of_the_former_module() -> None:
-    for name in ("run_study", "report", "write_results_md", "collect_rows", "format_table",
-                 "load_tables", "resolve_table", "comparisons", "render_section",
+    for name in ("run_study", "report", "collect_rows", "format_table",
+                 "load_tables", "resolve_table", "comparisons",
                  "machine_facts", "measure_feature_norms", "run_dir", "is_finished",
-                 "command_for", "Table", "Variant", "METRICS", "SPEC_FILE", "main"):
+                 "command_for", "Table", "Variant", "METRICS"):
         assert hasattr(study, name), name
     assert study.report is reporting.report and study.runner.run_study is study.run_study
 
 
 def test_module_main_report_and_write_md_train_nothing(tmp_path: Path, capsys,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
-    """``python -m parsenet.apps.study --table K --report --write-md PATH`` on the real spec."""
+    """``python -m lab.study --table K --report --write-md PATH`` on the real spec."""
     def no_training(*args, **kwargs):  # noqa: ANN002, ANN003
         raise AssertionError("--report trained")
 
     monkeypatch.setattr("parsenet.engine.trainer.train", no_training)
-    table = next(iter(study.load_tables().values()))
+    table = next(iter(study.load_tables(SPEC_FILE).values()))
     variant = table.variants[0]
     runs = tmp_path / "runs"
     for seed in variant.seeds:
         _finish(study.run_dir(runs, table, variant, seed), 0.25)
     md = tmp_path / "RESULTS.md"
     md.write_text(f"<!-- study:{table.key}:begin -->\n<!-- study:{table.key}:end -->\n")
-    study.main(["--table", table.key, "--report", "--out-root", str(runs),
+    lab_main(["--table", table.key, "--report", "--out-root", str(runs),
                 "--write-md", str(md)])
     printed = capsys.readouterr().out
     expected = f"| {variant.label} | {len(variant.seeds)}/{len(variant.seeds)} | 80.0"
@@ -172,3 +176,21 @@ def test_module_main_report_and_write_md_train_nothing(tmp_path: Path, capsys,
     assert expected in md.read_text()
     written = sorted(p.name for p in runs.rglob("*") if p.is_file())
     assert written == sorted(["metrics.json"] * len(variant.seeds) + ["results.json"])
+
+
+def test_results_md_without_runs_gets_only_its_paper_column_refreshed(tmp_path: Path) -> None:
+    """No results.json (runs/ is not committed): our figures stay, the paper's come in."""
+    old = ("Command: `x`\n\nan old note\n\n| variant | seeds | pixel acc | mean acc | mean IU "
+           "| f.w. IU | wall | norms | paper (n/a: not retrieved) |\n|" + " --- |" * 9 + "\n"
+           "| fc7 (baseline) | 2/2 | 63.4 | 13.5 | 9.2 | 46.5 | 1.5 | 5 | n/a |\n"
+           "| not a variant | 1/1 | 1 | 2 | 3 | 4 | 5 | 6 | n/a |")
+    md = tmp_path / "RESULTS.md"
+    md.write_text(f"intro\n<!-- study:3:begin -->\n{old}\n<!-- study:3:end -->\noutro\n")
+    assert write_results_md(md, tmp_path / "no_runs") == ["3 (paper column)"]
+    text = md.read_text()
+    assert ("| fc7 (baseline) | 2/2 | 63.4 | 13.5 | 9.2 | 46.5 | 1.5 | 5 | T3 fc7: pixel acc "
+            "85.1, mean acc 44.1, mean IU 35.4, f.w. IU 75.6; T4 fc7, w/o Norm: mean IU 36.6 |"
+            ) in text
+    assert "| not a variant | 1/1 | 1 | 2 | 3 | 4 | 5 | 6 | n/a |" in text  # not ours to touch
+    assert "an old note" not in text and study.resolve_table(3, SPEC_FILE).note in text
+    assert text.startswith("intro\n") and text.endswith("outro\n")

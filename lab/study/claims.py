@@ -21,14 +21,15 @@ import math
 from pathlib import Path
 from typing import Any
 
+from lab.study.spec import SPEC_FILE, table_command
 from parsenet.apps.study.reporting import collect_rows
-from parsenet.apps.study.spec import SPEC_FILE, Table, load_tables
+from parsenet.apps.study.spec import Table, load_tables
 
 __all__ = ["claims_rows", "context_trend_rows", "trend_pairs", "format_claims_table",
            "verdict", "VERDICT_RULE", "CLAIM_PREFIX", "CONTEXT_SUMMARY"]
 
 CLAIM_PREFIX = "claim-"  # tables whose claims: entries the opening table reads
-# Claim 2's own summary (python -m parsenet.apps.study.context_study report), under out_root
+# Claim 2's own summary (python -m lab.study.context_study report), under out_root
 CONTEXT_SUMMARY = "claim-context-size/results.json"
 # Sec. 4.2's figures for the trend (A vs B): pool6 + fc7 minus fc7 on PASCAL-Context without
 # norm (Table 4) and on SiftFlow (Table 3), whose images are the smaller.
@@ -99,7 +100,7 @@ def claims_rows(out_root: str | Path = "runs/study", spec_file: str | Path = SPE
                         "better": a["label"], "worse": b["label"],
                         "paper": _paper(table, a, b), "ours": f"{_ours(a)} vs {_ours(b)}",
                         "verdict": verdict(_scores(a), _scores(b), kind[0] if kind else ""),
-                        "command": f"parsenet study --table {key}"})
+                        "command": table_command(key, spec_file)})
     return out + context_trend_rows(out_root)
 
 
@@ -141,7 +142,7 @@ def context_trend_rows(out_root: str | Path = "runs/study") -> list[dict[str, An
             "better": f"pool6 gain, {dataset} x{large['scale']:g}",
             "worse": f"pool6 gain, {dataset} x{small['scale']:g}",
             "paper": _PAPER_TREND, "ours": f"{_gain(large)} vs {_gain(small)}",
-            "verdict": trend, "command": "python -m parsenet.apps.study.context_study report"})
+            "verdict": trend, "command": "python -m lab.study.context_study report"})
     return out
 
 

@@ -2,7 +2,7 @@
 field. The pieces that are not training: which datasets and scales, their images, the frozen
 EfficientNet-Lite0 trunk, and its measured effective receptive field (:mod:`.erf`).
 
-    python -m parsenet.apps.study.context_size erf --dataset camvid --scale 1.0
+    python -m lab.study.context_size erf --dataset camvid --scale 1.0
 
 writes ``runs/study/claim-context-size/erf/<dataset>_x<scale>.json`` (skipped if present).
 A dataset at scale s is its images resized by s (bilinear, antialiased); labels are never
@@ -25,7 +25,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from parsenet.apps.study.erf import (
+from lab.study.erf import (
     effective_receptive_field,
     mass_square_side,
     theoretical_receptive_field,
@@ -113,7 +113,7 @@ def plot_erf(erf_dir: str | Path, out_png: str | Path) -> Path:
     from matplotlib.colors import LogNorm
     from matplotlib.patches import Rectangle
 
-    from parsenet.viz import _save_figure
+    from parsenet.viz import save_figure
 
     files = sorted(Path(erf_dir).glob("*.json"))
     records = [json.loads(f.read_text()) for f in files]
@@ -135,7 +135,7 @@ def plot_erf(erf_dir: str | Path, out_png: str | Path) -> Path:
     fig.suptitle(f"EfficientNet-Lite0 head tap (OS{records[0]['output_stride']}): mean |d "
                  f"centre cell / d input| over {records[0]['images']} val images; "
                  f"theoretical RF {records[0]['theoretical_rf']} px", fontsize=9)
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def _erf_main(args: argparse.Namespace) -> None:
@@ -153,7 +153,7 @@ def _erf_main(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m parsenet.apps.study.context_size")
+    parser = argparse.ArgumentParser(prog="python -m lab.study.context_size")
     sub = parser.add_subparsers(dest="command", required=True)
     erf = sub.add_parser("erf", help="measure the Lite0 head tap's ERF on val images")
     erf.add_argument("--dataset", choices=sorted(DATASETS), required=True)

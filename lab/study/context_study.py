@@ -1,7 +1,7 @@
 """Claim 2's runs: pool6's gain per dataset x input scale, on a frozen Lite0 trunk.
 
-    python -m parsenet.apps.study.context_study run       # every point, resumable
-    python -m parsenet.apps.study.context_study report    # results.json + the gain plot
+    python -m lab.study.context_study run       # every point, resumable
+    python -m lab.study.context_study report    # results.json + the gain plot
 
 Rows, one recipe for all (:data:`CONFIGS`): ``baseline`` = head tap -> L2Norm -> 1x1
 classifier; ``parsenet`` = + pool6 of the head tap, L2Norm, late fusion (the released lite
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from parsenet.apps.study.context_size import DATASETS, OUT_ROOT
+from lab.study.context_size import DATASETS, OUT_ROOT
 from parsenet.config import load_config
 from parsenet.errors import TrainingDivergedError
 
@@ -139,7 +139,7 @@ def spec_tables(seeds: Sequence[int] = SEEDS) -> dict[str, dict[str, Any]]:
             "paper_tables": "Sec. 4.2 (no table: SiftFlow small gain, PASCAL-Context +1.5)",
             "protocol": OUT_ROOT.name, "engine": "cached", "resolution": [h, w],
             "loss_stride": LOSS_STRIDE, **({"paper_keys": [paper_key]} if paper_key else {}),
-            "note": "See the claim 2 section (python -m parsenet.apps.study.context_study).",
+            "note": "See the claim 2 section (python -m lab.study.context_study).",
             "variants": variants, "claims": claims}
     return tables
 
@@ -206,7 +206,7 @@ def plot_gain(summary: dict[str, Any], out_png: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from parsenet.viz import _save_figure
+    from parsenet.viz import save_figure
 
     colours = {"siftflow": "#4c72b0", "camvid": "#c44e52", "stanford": "#55a868"}
     fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -230,11 +230,11 @@ def plot_gain(summary: dict[str, Any], out_png: str | Path) -> Path:
                  "frozen ImageNet EfficientNet-Lite0, OS16; ParseNet head - baseline head",
                  fontsize=9)
     ax.grid(alpha=0.3)
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m parsenet.apps.study.context_study")
+    parser = argparse.ArgumentParser(prog="python -m lab.study.context_study")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train every (point, row, seed), resumable")
     run.add_argument("--rows", nargs="+", default=["baseline", "parsenet"], choices=ROWS)
@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(yaml.safe_dump(spec_tables(), sort_keys=False, width=100))
         return
     if args.command == "report":
-        from parsenet.apps.study.context_report import SECTION, render, write_section
+        from lab.study.context_report import SECTION, render, write_section
 
         summary = collect()
         (OUT_ROOT / "results.json").write_text(json.dumps(summary, indent=1) + "\n")

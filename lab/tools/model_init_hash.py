@@ -1,5 +1,5 @@
 """Hash of a freshly built model's parameters, per config: proves a refactor of the model's
-assembly keeps parameter creation order and initialisation (issue 16).
+assembly keeps parameter creation order and initialisation.
 
 For every YAML config under ``configs/`` (pretrained weights dropped: only the initialiser
 is compared) and for the ResNet and EfficientNet-Lite builders, seeds torch with 0, builds
@@ -7,11 +7,12 @@ the model and hashes, in order, every state-dict entry (name, dtype, shape, byte
 order of ``named_parameters`` (the optimiser's) and the next draw of the RNG (the same
 amount of randomness consumed). Run it on two checkouts and diff the output::
 
-    PYTHONPATH=<checkout>/src python tools/model_init_hash.py > hashes.txt
+    PYTHONPATH=<checkout>/src python -m lab.tools.model_init_hash > hashes.txt
 """
 
 from __future__ import annotations
 
+import glob
 import hashlib
 import sys
 from pathlib import Path
@@ -21,12 +22,13 @@ import torch
 from parsenet.config import load_config
 from parsenet.models.builders import build_model, build_model_from_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 21
 
 
 def _resnet_tap(name: str) -> str:
-    """The ResNet tap called ``name`` (paper-style names before issue 16, layer names after)."""
+    """The ResNet tap called ``name``: a checkout whose ResNet taps are its layer names, or
+    one whose taps carry the paper's VGG names."""
     from parsenet.backbones import resnet
 
     new = {"conv3": "layer2", "conv4": "layer3", "conv5": "layer4", "fc7": "layer4"}
@@ -60,7 +62,9 @@ def model_hash(model: torch.nn.Module) -> str:
 
 def main() -> int:
     torch.set_num_threads(1)
-    for path in sorted((ROOT / "configs").rglob("*.yaml")):
+    # glob follows the configs/paper link into the package's copy, as a user's path would.
+    for path in sorted(Path(p) for p in glob.glob(str(ROOT / "configs" / "**" / "*.yaml"),
+                                                    recursive=True)):
         rel = path.relative_to(ROOT)
         try:
             config = load_config(path)

@@ -1,6 +1,6 @@
 """Claim 2's section of docs/RESULTS.md, generated from ``collect()``'s summary.
 
-Verdicts (the claims table's rule, :mod:`parsenet.apps.study.claims`): for one point, pool6
+Verdicts (the claims table's rule, :mod:`lab.study.claims`): for one point, pool6
 "held" if ParseNet's mean is above the baseline's and every ParseNet seed beats every
 baseline seed, "did not hold" if the same is true the other way, "inside the spread"
 otherwise. For the trend (the claim
@@ -15,7 +15,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from parsenet.apps.study.claims import trend_pairs, verdict
+from lab.study.claims import trend_pairs, verdict
 
 __all__ = ["pair_verdict", "trend_verdicts", "render", "write_section", "BEGIN", "END"]
 
@@ -23,13 +23,13 @@ BEGIN, END = "<!-- claim2:begin -->", "<!-- claim2:end -->"
 
 
 def pair_verdict(better: list[float], worse: list[float]) -> str:
-    """The claims table's rule (:func:`parsenet.apps.study.claims.verdict`) on per-seed values."""
+    """The claims table's rule (:func:`lab.study.claims.verdict`) on per-seed values."""
     return verdict(better, worse)
 
 
 def trend_verdicts(points: list[dict[str, Any]]) -> dict[str, str]:
     """Per dataset with several scales: does pool6's gain grow from the smallest scale to
-    the largest? (:func:`parsenet.apps.study.claims.trend_pairs`, worded.)"""
+    the largest? (:func:`lab.study.claims.trend_pairs`, worded.)"""
     out = {}
     for dataset, small, large, trend in trend_pairs(points):
         word = {"held": "grows", "did not hold": "shrinks"}.get(trend, trend)
@@ -131,7 +131,7 @@ at its native size (SiftFlow 256 x 256, Stanford Background resized to 320 x 240
 480 x 360) and, for the controlled comparison, CamVid resized to x0.5 and x1.5 (720 x 540,
 added in session 8): the labels are never resized (scores at native label resolution), so
 only the image side relative to the fixed receptive field changes. SiftFlow x1.5 was
-planned and dropped for time (`POINTS` in `parsenet.apps.study.context_study` takes it
+planned and dropped for time (`POINTS` in `lab.study.context_study` takes it
 back). Validation: SiftFlow
 every 10th sorted trainval id (249), the Stanford and CamVid val splits (143, 101). Mean
 IU: present-class convention (classes with ground truth in the split).
@@ -142,8 +142,8 @@ Measured as Luo et al. (2016): the gradient of the centre output cell (all chann
 respect to the input, |.| summed over RGB and averaged over 32 val images; the size is the
 side of the smallest centred square holding 95% (and 50%) of that mass. Theoretical field:
 851 px (`theoretical_receptive_field`, counted by hand in tests/test_study_erf.py).
-`python -m parsenet.apps.study.context_size erf --dataset camvid --scale 2` (one line per
-row), `python -m parsenet.apps.study.context_size plot-erf`:
+`python -m lab.study.context_size erf --dataset camvid --scale 2` (one line per
+row), `python -m lab.study.context_size plot-erf`:
 
 {erf}
 
@@ -155,8 +155,8 @@ sqrt(H W) by the 95% side measured where it is not clipped (CamVid x2, 960 x 720
 
 ### pool6's gain per dataset and scale
 
-`python -m parsenet.apps.study.context_study run` (resumable), then
-`python -m parsenet.apps.study.context_study report` (results.json, this section, the plot).
+`python -m lab.study.context_study run` (resumable), then
+`python -m lab.study.context_study report` (results.json, this section, the plot).
 Mean IU mean ± sample std (seeds); gain = ParseNet - baseline of the same seed.
 
 {results}
@@ -181,7 +181,7 @@ several ERFs wide, a fully fine-tuned VGG) is not reached.
 
 ## Fig. 2: features of different layers are in different scale
 
-`python -m parsenet.apps.study.fig2 --fc-weights
+`python -m lab.study.fig2 --fc-weights
 runs/study/claims/pool6_fc7_norm/seed0/checkpoints/model.pt` (HED's VGG-16 convs in a
 LargeFOV ParseNet with conv4_3, conv5_3, fc7 and pool6, each L2Norm'd with the paper's
 initial scale 10; one SiftFlow val image, 256 x 256): the concatenated feature at the
