@@ -26,6 +26,7 @@ from parsenet.apps.study.reporting import collect_rows
 from parsenet.apps.study.spec import Table, load_tables
 
 __all__ = ["claims_rows", "context_trend_rows", "trend_pairs", "format_claims_table",
+           "format_claims_summary",
            "verdict", "VERDICT_RULE", "CLAIM_PREFIX", "CONTEXT_SUMMARY"]
 
 CLAIM_PREFIX = "claim-"  # tables whose claims: entries the opening table reads
@@ -155,3 +156,19 @@ def format_claims_table(entries: list[dict[str, Any]]) -> str:
         lines.append(f"| {claim} | {e['better']} vs {e['worse']} | {e['paper']} | "
                      f"{e['ours']} | {e['verdict']} | `{e['command']}` |")
     return "\n".join(lines) + "\n\nVerdict rule:\n\n" + VERDICT_RULE
+
+
+VERDICTS = ("held", "did not hold", "inside the spread")
+
+
+def format_claims_summary(entries: list[dict[str, Any]]) -> str:
+    """The page's opening table: per table of claims, how many held, did not, or fell
+    inside the spread (any other verdict: not run), and the command that reproduces it."""
+    lines = ["| claims of | held | did not hold | inside the spread | not run | command |",
+             "|" + " --- |" * 6]
+    for command in dict.fromkeys(e["command"] for e in entries):
+        mine = [e for e in entries if e["command"] == command]
+        counts = [sum(e["verdict"] == v for e in mine) for v in VERDICTS]
+        lines.append(f"| {mine[0]['table']} | " + " | ".join(str(c) for c in counts)
+                     + f" | {len(mine) - sum(counts)} | `{command}` |")
+    return "\n".join(lines)

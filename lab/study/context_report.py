@@ -112,87 +112,8 @@ def write_section(section: str, path: str | Path = "docs/RESULTS.md") -> Path:
     return path
 
 
-SECTION = """\
-## Claim 2: global context helps more as images grow relative to the receptive field
-
-The paper (Sec. 3.1, 4.2): pool6 "does not help much" on SiftFlow's 256 x 256 images,
-"as we know even the empirical receptive field size of fc7 in FCN is about the same (e.g.
-200 x 200)", and helps by ~1.5 mean IU on PASCAL-Context: "context becomes more important
-proportionally to the image size". Tested here with a frozen ImageNet EfficientNet-Lite0
-(the released lite models' backbone, BatchNorm in eval, output stride 16), its 1280-channel
-head tap cached once per image and resolution (fp16, the cached engine), and two heads
-trained on it with one recipe (`configs/cpu/context_<dataset>.yaml`: SGD lr 0.1 on the
-head, 300 iterations of batch 8, poly, fp32, no augmentation, the training loss on every 4th
-pixel of each row and column): **baseline** = head tap ->
-L2Norm -> 1x1 classifier, **ParseNet** = + pool6 of the head tap, L2Norm, late fusion (the
-released lite models' head); **no L2Norm** = ParseNet without it (same recipe).
-Seeds (head initialisation and sample order): the count in brackets per cell. Each dataset
-at its native size (SiftFlow 256 x 256, Stanford Background resized to 320 x 240, CamVid
-480 x 360) and, for the controlled comparison, CamVid resized to x0.5 and x1.5 (720 x 540,
-added in session 8): the labels are never resized (scores at native label resolution), so
-only the image side relative to the fixed receptive field changes. SiftFlow x1.5 was
-planned and dropped for time (`POINTS` in `lab.study.context_study` takes it
-back). Validation: SiftFlow
-every 10th sorted trainval id (249), the Stanford and CamVid val splits (143, 101). Mean
-IU: present-class convention (classes with ground truth in the split).
-
-### The effective receptive field of the Lite0 head tap
-
-Measured as Luo et al. (2016): the gradient of the centre output cell (all channels) with
-respect to the input, |.| summed over RGB and averaged over 32 val images; the size is the
-side of the smallest centred square holding 95% (and 50%) of that mass. Theoretical field:
-851 px (`theoretical_receptive_field`, counted by hand in tests/test_study_erf.py).
-`python -m lab.study.context_size erf --dataset camvid --scale 2` (one line per
-row), `python -m lab.study.context_size plot-erf`:
-
-{erf}
-
-![ERF maps](images/erf_lite0.png)
-
-The 95% square reaches the border of every native-size image: at native sizes the head
-tap's gradient covers the whole image. The x axis below divides the image side
-sqrt(H W) by the 95% side measured where it is not clipped (CamVid x2, 960 x 720).
-
-### pool6's gain per dataset and scale
-
-`python -m lab.study.context_study run` (resumable), then
-`python -m lab.study.context_study report` (results.json, this section, the plot).
-Mean IU mean ± sample std (seeds); gain = ParseNet - baseline of the same seed.
-
-{results}
-
-Does the gain grow with image size, the data held constant?
-
-{trend}
-
-![pool6 gain vs image side / ERF](images/claim2_context_gain.png)
-
-Reading (sessions 4 and 8). On this backbone the premise of the claim is absent at native
-sizes: the Lite0 head tap's measured ERF (95% square) is larger than every native image,
-so pool6 adds no field of view the local branch lacks there. What pool6 adds is a second,
-image-level classifier on the same features (late fusion: a per-image class prior). It
-helps on CamVid x0.5 and SiftFlow, and is inside the spread on Stanford and CamVid x1.
-CamVid x1.5 is the one point whose side exceeds the ERF (1.29 ERF): there, too, the gain is
-inside the spread. In the controlled comparison (CamVid x0.5 -> x1 -> x1.5) its gain shrinks as the
-image grows: the opposite of the claim's direction. Caveats: one frozen backbone, a
-linear head on one cached view per image without augmentation, 300 iterations, the loss
-on a 1-in-16 pixel sample, and image sides only up to 1.29 ERF. The paper's regime (images
-several ERFs wide, a fully fine-tuned VGG) is not reached.
-
-## Fig. 2: features of different layers are in different scale
-
-`python -m lab.study.fig2 --fc-weights
-runs/study/claims/pool6_fc7_norm/seed0/checkpoints/model.pt` (HED's VGG-16 convs in a
-LargeFOV ParseNet with conv4_3, conv5_3, fc7 and pool6, each L2Norm'd with the paper's
-initial scale 10; one SiftFlow val image, 256 x 256): the concatenated feature at the
-centre cell before and after L2Norm, as the paper draws it, and each layer's per-pixel
-norms over the image. HED has no fc6/fc7; these are the ones the claims run "pool6 + fc7,
-early, L2Norm" (seed 0) trained on HED's frozen convs, so the network drawn is that run's.
-Without `--fc-weights` fc7 is the untrained layer, and the figure says so.
-{fig2}
-
-![Fig. 2 on HED VGG-16](images/fig2_pretrained_vgg.png)
-"""
+# The section's prose, with {erf}, {results}, {trend} and {fig2} where the tables go.
+SECTION = (Path(__file__).parent / "templates" / "claim2.md").read_text()
 
 
 def fig2_lines(summary: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from lab.study.claims import claims_rows, format_claims_table
+from lab.study.claims import claims_rows, format_claims_summary, format_claims_table
 from lab.study.spec import SPEC_FILE, table_command
 from parsenet.apps.study.reporting import (
     PAPER_HEADER,
@@ -72,7 +72,8 @@ def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path 
     rewritten. A section whose results.json is absent gets only its paper column and note
     refreshed (:func:`refresh_paper_cells`; its key is returned with " (paper column)").
     ``<!-- study:claims:begin/end -->`` gets the claims table of every ``claim-*`` table
-    (:mod:`lab.study.claims`), read from the run directories under ``out_root``.
+    (:mod:`lab.study.claims`), read from the run directories under ``out_root``, and
+    ``<!-- study:summary:begin/end -->`` its counts per verdict.
     Text outside the markers is left as it is."""
     path = Path(path)
     text = path.read_text()
@@ -92,12 +93,13 @@ def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path 
             body = render_section(result, spec_file)
         text = f"{head}{begin}\n{body}\n{end}{tail}"
         written.append(key)
-    begin, end = "<!-- study:claims:begin -->", "<!-- study:claims:end -->"
-    if begin in text and end in text:  # the opening claims table, from the run directories
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        body = format_claims_table(claims_rows(out_root, spec_file))
-        text = f"{head}{begin}\n{body}\n{end}{tail}"
-        written.append("claims")
+    entries = None
+    for key, render in (("claims", format_claims_table), ("summary", format_claims_summary)):
+        begin, end = f"<!-- study:{key}:begin -->", f"<!-- study:{key}:end -->"
+        if begin in text and end in text:  # from the run directories
+            entries = claims_rows(out_root, spec_file) if entries is None else entries
+            head, rest = text.split(begin, 1)
+            text = f"{head}{begin}\n{render(entries)}\n{end}{rest.split(end, 1)[1]}"
+            written.append(key)
     path.write_text(text)
     return written

@@ -194,3 +194,29 @@ def test_results_md_without_runs_gets_only_its_paper_column_refreshed(tmp_path: 
     assert "| not a variant | 1/1 | 1 | 2 | 3 | 4 | 5 | 6 | n/a |" in text  # not ours to touch
     assert "an old note" not in text and study.resolve_table(3, SPEC_FILE).note in text
     assert text.startswith("intro\n") and text.endswith("outro\n")
+
+
+def test_claims_summary_counts_each_verdict_per_table() -> None:
+    from lab.study.claims import format_claims_summary
+
+    def entry(table: str, verdict: str) -> dict:
+        return {"table": table, "verdict": verdict,
+                "command": f"python -m lab.study --table {table}"}
+
+    entries = [entry("claim-a", "held"), entry("claim-a", "did not hold"),
+               entry("claim-a", "held"), entry("claim-b", "inside the spread"),
+               entry("claim-b", "not run"), entry("claim-b", "too few seeds")]
+    lines = format_claims_summary(entries).splitlines()
+    assert lines[0].startswith("| claims of | held | did not hold | inside the spread | not run")
+    assert lines[2] == "| claim-a | 2 | 1 | 0 | 0 | `python -m lab.study --table claim-a` |"
+    assert lines[3] == "| claim-b | 0 | 0 | 1 | 2 | `python -m lab.study --table claim-b` |"
+    assert len(lines) == 4
+
+
+def test_committed_results_md_opens_with_a_short_summary() -> None:
+    """The page's opening (title to the first full table) stays short, and its summary is
+    the generated one."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
+    opening = text.split("\n## ", 1)[0]
+    assert len(opening.splitlines()) <= 40
+    assert "<!-- study:summary:begin -->\n| claims of |" in opening
