@@ -1,6 +1,6 @@
 """Claim 2 (Sec. 4.2): global context helps more as images grow relative to the receptive
 field. The pieces that are not training: which datasets and scales, their images, the frozen
-EfficientNet-Lite0 trunk, and its measured effective receptive field (:mod:`.erf`).
+EfficientNet-Lite0 trunk, and its measured effective receptive field (:mod:`parsenet.erf`).
 
     python -m lab.study.context_size erf --dataset camvid --scale 1.0
 
@@ -25,16 +25,16 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
-from lab.study.erf import (
-    effective_receptive_field,
-    mass_square_side,
-    theoretical_receptive_field,
-)
 from parsenet.backbones.efficientnet_lite import LITE_PREPROCESSING, EfficientNetLite
 from parsenet.backbones.efficientnet_lite_weights import load_lite_weights
 from parsenet.config import load_config
 from parsenet.data.build import build_dataset
 from parsenet.data.dataset import SegmentationDataset
+from parsenet.erf import (
+    effective_receptive_field,
+    mass_square_side,
+    theoretical_receptive_field,
+)
 
 __all__ = ["DATASETS", "OUT_ROOT", "lite_trunk", "scaled", "val_dataset", "erf_images",
            "measure_lite_erf"]

@@ -46,6 +46,7 @@ from parsenet.data.synthetic import (
 from parsenet.engine.checkpoint import load_model
 from parsenet.engine.precision import cpu_kind
 from parsenet.engine.trainer import train
+from parsenet.erf import input_gradient, mass_extent
 from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side
 
 __all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comparison",
@@ -73,25 +74,17 @@ def effective_receptive_field(model: torch.nn.Module, images: torch.Tensor,
                               fraction: float = 0.9) -> float:
     """Radius (px) of the disc around the centre pixel that holds ``fraction`` of the
     gradient magnitude of that pixel's winning score with respect to the input, averaged
-    over ``images`` (N x 3 x H x W, normalised). The theoretical field of LargeFOV is
-    419 px; the effective one, where the output really looks, is much smaller."""
+    over ``images`` (N x 3 x H x W, normalised; :mod:`parsenet.erf`). The theoretical field
+    of LargeFOV is 419 px; the effective one, where the output really looks, is much
+    smaller."""
     was_training = model.training
     model.eval()
     radii = []
     try:
         for image in images:
-            x = image[None].clone().requires_grad_(True)
-            logits = model(x)
-            h, w = logits.shape[-2:]
-            centre = logits[0, :, h // 2, w // 2]
-            centre[centre.argmax()].backward()
-            grad = x.grad[0].abs().sum(0).numpy()
-            yy, xx = np.indices(grad.shape)
-            dist = np.hypot(yy - h // 2, xx - w // 2).ravel()
-            order = np.argsort(dist)
-            cumulative = np.cumsum(grad.ravel()[order])
-            inside = np.searchsorted(cumulative, fraction * cumulative[-1])
-            radii.append(float(dist[order][min(inside, len(order) - 1)]))
+            # The logits are at input resolution: the centre cell is the centre pixel.
+            grad, centre = input_gradient(model, image, channels="argmax")
+            radii.append(mass_extent(grad, centre, fraction, shape="disc")[0])
     finally:
         model.train(was_training)
     return float(np.mean(radii))

@@ -7,12 +7,12 @@ import pytest
 import torch
 from torch import nn
 
-from lab.study.erf import (
+from parsenet.backbones.efficientnet_lite import EfficientNetLite
+from parsenet.erf import (
     effective_receptive_field,
     mass_square_side,
     theoretical_receptive_field,
 )
-from parsenet.backbones.efficientnet_lite import EfficientNetLite
 
 
 def _box_stack(n: int, stride: int = 1) -> nn.Sequential:
@@ -103,3 +103,51 @@ def test_bad_inputs_are_refused():
         mass_square_side(np.ones((3, 3)), (1, 1), fraction=0.0)
     with pytest.raises(ValueError, match="all zero"):
         mass_square_side(np.zeros((3, 3)), (1, 1))
+
+
+def test_disc_radius_of_a_point_mass_and_of_a_ring() -> None:
+    from parsenet.erf import mass_disc_radius, mass_extent
+
+    point = np.zeros((21, 21), dtype=np.float32)
+    point[10, 10] = 1.0
+    assert mass_disc_radius(point, (10, 10), 0.9) == (0.0, False)
+    ring = np.zeros((21, 21), dtype=np.float32)
+    ring[10, 10] = 1.0
+    ring[10, 15] = ring[10, 5] = ring[5, 10] = ring[15, 10] = 1.0  # 4/5 of the mass at r=5
+    radius, clipped = mass_extent(ring, (10, 10), 0.9, shape="disc")
+    assert radius == 5.0 and not clipped
+    assert mass_extent(ring, (10, 10), 0.2, shape="disc") == (0.0, False)
+    # The square around the same centre holding 90% has side 11 (r = 5).
+    assert mass_extent(ring, (10, 10), 0.9, shape="square") == (11, False)
+    assert mass_disc_radius(ring, (10, 5), 0.9)[1]  # the disc reaches the left border
+    with pytest.raises(ValueError, match="shape"):
+        mass_extent(ring, (10, 10), 0.9, shape="circle")  # type: ignore[arg-type]
+
+
+def test_input_gradient_of_the_winning_channel_or_of_all() -> None:
+    from parsenet.erf import input_gradient
+
+    conv = nn.Conv2d(3, 2, 3, padding=1, bias=False)
+    with torch.no_grad():
+        conv.weight.zero_()
+        conv.weight[0, 0, 1, 1] = 2.0  # channel 0: twice the red pixel under the cell
+        conv.weight[1, 1, 0, 0] = 1.0  # channel 1: the green pixel up and to the left
+    image = torch.ones(3, 5, 5)
+    grad, cell = input_gradient(conv, image, channels="argmax")
+    assert cell == (2, 2) and grad[2, 2] == 2.0 and grad.sum() == 2.0
+    grad_all, _ = input_gradient(conv, image)
+    assert grad_all[2, 2] == 2.0 and grad_all[1, 1] == 1.0 and grad_all.sum() == 3.0
+
+
+def test_the_demo_measures_its_erf_with_the_shared_disc() -> None:
+    """The demo's figure: the mean over images of each image's 90% disc radius."""
+    from parsenet.apps.demo import effective_receptive_field as demo_erf
+    from parsenet.erf import input_gradient, mass_extent
+
+    torch.manual_seed(0)
+    model = _box_stack(3).eval()
+    images = torch.randn(2, 3, 15, 17)
+    radii = [mass_extent(*input_gradient(model, im, channels="argmax"), 0.9, shape="disc")[0]
+             for im in images]
+    assert demo_erf(model, images) == pytest.approx(float(np.mean(radii)), abs=0)
+    assert 0 < demo_erf(model, images) <= 3 * 2 ** 0.5  # inside the 7 x 7 field of 3 convs
