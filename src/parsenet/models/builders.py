@@ -35,7 +35,8 @@ from parsenet.weights_api import Weights
 
 __all__ = ["HeadOptions", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
            "parsenet_efficientnet_lite0", "parsenet_efficientnet_lite1",
-           "parsenet_efficientnet_lite2", "MODELS", "build_model", "build_model_from_config"]
+           "parsenet_efficientnet_lite2", "MODELS", "model_builder", "build_model",
+           "build_model_from_config"]
 
 
 def _parsenet(backbone: nn.Module, num_classes: int, *, features: Sequence[str],
@@ -197,11 +198,18 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; any other name is a one-line :class:`ConfigError`
+    that lists the known ones."""
+    if name not in MODELS:
+        raise ConfigError(f"model.name: {name!r} is not a known model (expected one of "
+                          f"{', '.join(MODELS)})")
+    return MODELS[name]
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model by name with keyword arguments."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
+    return model_builder(name)(**kwargs)
 
 
 @functools.cache
@@ -227,16 +235,14 @@ def _arguments_model(name: str) -> type[BaseModel]:
 def build_model_from_config(model: ModelConfig, *, num_classes: int) -> nn.Module:
     """The model a config's ``model`` section describes; a name or argument the builder
     cannot use (unknown, wrong type, bad value) is a one-line :class:`ConfigError`."""
-    if model.name not in MODELS:
-        raise ConfigError(f"model.name: {model.name!r} is not a known model (expected one of "
-                          f"{', '.join(MODELS)})")
+    builder = model_builder(model.name)
     try:  # types checked against the builder's own hints; the values pass unchanged
         _arguments_model(model.name).model_validate(model.args)
     except ValidationError as e:
         raise ConfigError(describe_validation_error(
             e, _arguments_model(model.name), "", section="model.args")) from None
     try:
-        return MODELS[model.name](num_classes=num_classes, **model.args)
+        return builder(num_classes=num_classes, **model.args)
     except ValueError as e:
         if isinstance(e, ParseNetError):  # weights files name themselves
             raise

@@ -6,8 +6,7 @@ from __future__ import annotations
 import typing
 
 from parsenet.config import ModelConfig
-from parsenet.errors import ConfigError
-from parsenet.models.builders import MODELS
+from parsenet.models.builders import model_builder
 from parsenet.weights_api import Weights, WeightsEnum
 
 __all__ = ["weights_enum_of", "weights_of"]
@@ -15,10 +14,7 @@ __all__ = ["weights_enum_of", "weights_of"]
 
 def weights_enum_of(name: str) -> type[WeightsEnum]:
     """The :class:`WeightsEnum` of the model registered as ``name``."""
-    if name not in MODELS:
-        raise ConfigError(f"model.name: {name!r} is not a known model (expected one of "
-                          f"{', '.join(MODELS)})")
-    hint = typing.get_type_hints(MODELS[name]).get("weights")
+    hint = typing.get_type_hints(model_builder(name)).get("weights")
     for arg in typing.get_args(hint):
         if isinstance(arg, type) and issubclass(arg, WeightsEnum):
             return arg
