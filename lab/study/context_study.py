@@ -40,10 +40,10 @@ POINTS: dict[tuple[str, float], tuple[int, int]] = {
     ("stanford", 1.0): (240, 320),
     ("camvid", 1.0): (360, 480),
     ("camvid", 0.5): (180, 240),
-    ("camvid", 1.5): (540, 720),  # session 8: the one point past the ERF (side/ERF 1.29)
+    ("camvid", 1.5): (540, 720),  # the one point past the ERF (side/ERF 1.29)
 }
-# Planned and dropped in session 4 (2026-12-01) for time: SiftFlow x1.5 (384 x 384; its
-# cache ~30 min). Add it here to run it: every piece takes any scale.
+# SiftFlow x1.5 (384 x 384; its cache ~30 min) is left out for time. Add it here to run it:
+# every piece takes any scale.
 ROWS: dict[str, list[str]] = {
     "baseline": ["model.args.context=false", "model.args.normalize=true"],
     "parsenet": ["model.args.context=true", "model.args.normalize=true"],
