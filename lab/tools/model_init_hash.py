@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from parsenet.config import load_config
-from parsenet.models.builders import build_model, build_model_from_config
+from parsenet.models.builders import build_model
+from parsenet.recipe import build_model_from_config
 
 ROOT = Path(__file__).resolve().parents[2]
 NUM_CLASSES = 21

@@ -34,10 +34,10 @@ def _print_validation(metrics: dict) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from parsenet.config import load_config
     from parsenet.engine.trainer import train
+    from parsenet.recipe import load_recipe
 
-    config = load_config(args.config, args.set)
+    config = load_recipe(args.config, args.set)
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0

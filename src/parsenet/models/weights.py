@@ -1,15 +1,14 @@
 """A registered model's weights enum, read from its builder's ``weights`` annotation (as
-torchvision's ``get_model_weights``), and the entry a config's ``model`` section names."""
+torchvision's ``get_model_weights``)."""
 
 from __future__ import annotations
 
 import typing
 
-from parsenet.config import ModelConfig
 from parsenet.models.builders import model_builder
-from parsenet.weights_api import Weights, WeightsEnum
+from parsenet.weights_api import WeightsEnum
 
-__all__ = ["weights_enum_of", "weights_of"]
+__all__ = ["weights_enum_of"]
 
 
 def weights_enum_of(name: str) -> type[WeightsEnum]:
@@ -19,8 +18,3 @@ def weights_enum_of(name: str) -> type[WeightsEnum]:
         if isinstance(arg, type) and issubclass(arg, WeightsEnum):
             return arg
     raise TypeError(f"builder {name}: its weights argument names no WeightsEnum")
-
-
-def weights_of(model: ModelConfig) -> Weights | None:
-    """The entry ``model.args.weights`` names (None: no weights), without reading a file."""
-    return weights_enum_of(model.name).verify(model.args.get("weights"))

@@ -29,12 +29,13 @@ from parsenet.apps.study.spec import (
     run_overrides,
     with_overrides,
 )
-from parsenet.config import ConfigError, load_config
+from parsenet.config import ConfigError
 from parsenet.data.build import build_dataset
 from parsenet.engine import trainer  # trainer.train looked up per call: tests replace it
 from parsenet.engine.checkpoint import load_model
 from parsenet.engine.rundir import clear_run
 from parsenet.errors import TrainingDivergedError
+from parsenet.recipe import load_recipe
 from parsenet.viz import feature_norms
 
 
@@ -67,7 +68,7 @@ def _fit(table: Table | None) -> Any:
 
 
 def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = None) -> None:
-    config = load_config(config_file(variant.config), run_overrides(variant, seed, path))
+    config = load_recipe(config_file(variant.config), run_overrides(variant, seed, path))
     fit = _fit(table)
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
