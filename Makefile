@@ -36,7 +36,7 @@ bench-quick: $(STAMP)
 	$(PY) -m benchmarks --quick
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks
+	$(VENV)/bin/ruff check src tests benchmarks lab
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info

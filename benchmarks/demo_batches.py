@@ -24,8 +24,8 @@ from torch.utils.data import DataLoader
 from parsenet.config import load_config
 from parsenet.engine.sampler import ResumableSampler, SeededSamples
 from parsenet.engine.trainer import build_dataset_default
-from parsenet.models.builders import build_model_from_config
 from parsenet.preprocessing import preprocessing_by_name
+from parsenet.recipe import build_model_from_config
 
 
 def _batches(config_path: str, count: int, root: str | None) -> list[list[torch.Tensor]]:

@@ -55,7 +55,7 @@ NUM_CLASSES = 33  # the step's cost hardly depends on it; SiftFlow's
 
 def _model(config):
     from parsenet.engine.optim import freeze, norm_stats_to_eval
-    from parsenet.models.builders import build_model_from_config
+    from parsenet.recipe import build_model_from_config
 
     model = build_model_from_config(config.model, num_classes=NUM_CLASSES)
     freeze(model, config.model.freeze)

@@ -1,9 +1,7 @@
 import json
-import statistics
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -17,7 +15,7 @@ from parsenet.models import parsenet_vgg16
 
 CLASSES = ["sky", "ground", "thing"]
 COMMANDS = ("models", "train", "train-head", "eval", "predict", "export", "convert", "summary",
-            "demo", "study", "bench", "serve")
+            "demo", "study", "serve")
 
 
 def _write_dataset(root: Path, n: int = 2) -> None:
@@ -199,99 +197,18 @@ def test_train_then_eval_end_to_end(tmp_path, capsys):
     assert result["iteration"] == 2 and 0.0 <= result["metrics"]["pixel_acc"] <= 1.0
 
 
-def test_bench_forwards_arguments(monkeypatch):
-    import types
-
-    seen = []
-    fake = types.ModuleType("benchmarks.__main__")
-    fake.main = lambda argv: seen.append(argv) or 3
-    monkeypatch.setitem(sys.modules, "benchmarks.__main__", fake)
-    assert main(["bench", "--quick", "--only", "l2norm"]) == 3
-    assert seen == [["--quick", "--only", "l2norm"]]
-
-
 def test_missing_optional_command_is_one_line(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "parsenet.apps.study", None)  # as if not installed
-    assert main(["study", "--table", "3"]) == 1
+    assert main(["study", "--paper", "--table", "3"]) == 1
     err = capsys.readouterr().err.strip()
     assert err == "parsenet: error: the study is not available (parsenet.apps.study is missing)"
 
 
 # ---------------------------------------------------------------------------- study
-def _fake_study_runs(out_root: Path) -> tuple[Any, str]:
-    """Finished runs (no training) for every seed of the first variant of the first table of
-    the real study spec, mean IU 30, 32, ...; returns the table and that variant's mean IU
-    cell as the report prints it."""
-    from parsenet.apps import study
-
-    table = next(iter(study.load_tables().values()))
-    variant = table.variants[0]
-    values = [30.0 + 2 * i for i in range(len(variant.seeds))]
-    for seed, value in zip(variant.seeds, values, strict=True):
-        run = study.run_dir(out_root, table, variant, seed)
-        run.mkdir(parents=True)
-        (run / "metrics.json").write_text(json.dumps(
-            {"iteration": 5, "wall_time_s": 60.0,
-             "metrics": {"pixel_acc": 0.7, "mean_acc": 0.5, "mean_iou": value / 100,
-                         "fw_iou": 0.6}}))
-
-    def cell(column: list[float]) -> str:  # mean, and sample std when there are two seeds
-        spread = f" ± {statistics.stdev(column):.1f}" if len(column) > 1 else ""
-        return f"{statistics.mean(column):.1f}{spread}"
-
-    cells = [cell([v] * len(values)) for v in (70.0, 50.0)] + [cell(values)]
-    cells += [cell([60.0] * len(values)), "1.0"]  # f.w. IU, wall minutes per run
-    return table, f"| {variant.label} | {len(values)}/{len(values)} | " + " | ".join(cells)
-
-
-def test_study_report_prints_finished_runs_and_trains_nothing(tmp_path, capsys, monkeypatch):
-    def no_training(*args, **kwargs):
-        raise AssertionError("study --report trained")
-
-    monkeypatch.setattr("parsenet.engine.trainer.train", no_training)
-    runs = tmp_path / "runs"
-    table, row_start = _fake_study_runs(runs)
-    assert main(["study", "--table", table.key, "--report", "--out-root", str(runs)]) == 0
-    printed = capsys.readouterr().out
-    assert table.title in printed and row_start in printed
-    result = json.loads((runs / table.key / "results.json").read_text())
-    assert result["rows"][0]["finished"] == len(table.variants[0].seeds)
-    assert sum(row["finished"] for row in result["rows"][1:]) == 0
-    with pytest.raises(SystemExit) as exit_info:  # --report and --dry-run exclude each other
-        main(["study", "--table", table.key, "--report", "--dry-run"])
-    assert exit_info.value.code == 2
-
-
-def test_study_write_md_regenerates_marked_sections(tmp_path, capsys, monkeypatch):
-    runs = tmp_path / "runs"
-    table, row_start = _fake_study_runs(runs)
-    assert main(["study", "--table", table.key, "--report", "--out-root", str(runs)]) == 0
-    capsys.readouterr()
-    docs = tmp_path / "docs"
-    docs.mkdir()
-    original = (f"# Results\n<!-- study:{table.key}:begin -->\nstale\n"
-                f"<!-- study:{table.key}:end -->\n<!-- study:unknown:begin -->\nkept\n"
-                "<!-- study:unknown:end -->\n")
-    (docs / "RESULTS.md").write_text(original)
-    other = tmp_path / "OTHER.md"
-    other.write_text(original)
-    # Without PATH: docs/RESULTS.md of the working directory; only --write-md, no --table.
-    monkeypatch.chdir(tmp_path)
-    assert main(["study", "--write-md", "--out-root", str(runs)]) == 0
-    assert f"rewrote study section(s) {table.key} " in capsys.readouterr().out
-    text = (docs / "RESULTS.md").read_text()
-    assert "stale" not in text and "kept\n<!-- study:unknown:end -->" in text
-    assert row_start in text and f"`parsenet study --table {table.key}`" in text
-    assert other.read_text() == original
-    assert main(["study", "--write-md", str(other), "--out-root", str(runs)]) == 0
-    assert other.read_text() == text
-
-
-def test_study_argument_errors_are_one_line(tmp_path, capsys):
+def test_study_argument_errors_are_one_line(capsys):
     assert main(["study"]) == 2
     assert "give --table N" in capsys.readouterr().err
-    missing = tmp_path / "nope.md"
-    assert main(["study", "--write-md", str(missing), "--out-root", str(tmp_path)]) == 2
+    assert main(["study", "--table", "3"]) == 2  # which table 3: the paper's, or a spec's
     err = capsys.readouterr().err.strip()
-    assert err.startswith("parsenet: error:") and str(missing) in err
+    assert err.startswith("parsenet: error: study: --table 3: give --paper")
     assert len(err.splitlines()) == 1

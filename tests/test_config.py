@@ -246,7 +246,7 @@ def test_every_field_is_typed_and_every_number_bounded(section: type[BaseModel])
      "(model parsenet_vgg16)"),
 ])
 def test_a_model_section_the_builder_cannot_use_is_a_config_error(model, message):
-    from parsenet.models.builders import build_model_from_config
+    from parsenet.recipe import build_model_from_config
 
     with pytest.raises(ConfigError) as info:
         build_model_from_config(model, num_classes=3)

@@ -14,6 +14,7 @@ import yaml
 from study_data import write_study_dataset
 from torch import nn
 
+from lab.study.claims import claims_rows, format_claims_table, verdict
 from parsenet.apps import study
 from parsenet.apps.study.cached import (
     build_cache,
@@ -23,7 +24,6 @@ from parsenet.apps.study.cached import (
     train_cached,
 )
 from parsenet.apps.study.cached.sources import trunk_id
-from parsenet.apps.study.claims import claims_rows, format_claims_table, verdict
 from parsenet.config import ConfigError, load_config
 from parsenet.data.build import build_dataset
 from parsenet.engine.checkpoint import load_model
@@ -236,7 +236,7 @@ def test_the_claim_tables_run_on_the_cached_engine_and_fill_the_claims_table(
         "T4: 40.2 vs 36.5")
     # both rows stand for Table 4's same row: no figure pair the paper compared
     assert paper["Lite2, once normalised, late and early fusion are about equal"] == "-"
-    jobs = study.run_study("claim-layers", out_root=tmp_path, dry_run=True)
+    jobs = study.run_study("claim-layers", out_root=tmp_path, dry_run=True, spec_file=SPEC)
     # 10 rows x 2 seeds, and a third seed of pool6 + fc7 with and without L2Norm
     seeds = sum(len(v.seeds) for v in tables["claim-layers"].variants)
     assert len(jobs) == seeds == 22 and not any(j["finished"] for j in jobs)

@@ -162,24 +162,6 @@ def test_the_real_table3_rows_run_on_a_budget(in_repo: Path, tmp_path: Path, cap
     assert "T3 pool6 + fc7: pixel acc 85.7" in capsys.readouterr().out
 
 
-def test_results_md_without_runs_gets_only_its_paper_column_refreshed(tmp_path: Path) -> None:
-    """No results.json (runs/ is not committed): our figures stay, the paper's come in."""
-    old = ("Command: `x`\n\nan old note\n\n| variant | seeds | pixel acc | mean acc | mean IU "
-           "| f.w. IU | wall | norms | paper (n/a: not retrieved) |\n|" + " --- |" * 9 + "\n"
-           "| fc7 (baseline) | 2/2 | 63.4 | 13.5 | 9.2 | 46.5 | 1.5 | 5 | n/a |\n"
-           "| not a variant | 1/1 | 1 | 2 | 3 | 4 | 5 | 6 | n/a |")
-    md = tmp_path / "RESULTS.md"
-    md.write_text(f"intro\n<!-- study:3:begin -->\n{old}\n<!-- study:3:end -->\noutro\n")
-    assert study.write_results_md(md, tmp_path / "no_runs") == ["3 (paper column)"]
-    text = md.read_text()
-    assert ("| fc7 (baseline) | 2/2 | 63.4 | 13.5 | 9.2 | 46.5 | 1.5 | 5 | T3 fc7: pixel acc "
-            "85.1, mean acc 44.1, mean IU 35.4, f.w. IU 75.6; T4 fc7, w/o Norm: mean IU 36.6 |"
-            ) in text
-    assert "| not a variant | 1/1 | 1 | 2 | 3 | 4 | 5 | 6 | n/a |" in text  # not ours to touch
-    assert "an old note" not in text and study.resolve_table(3).note in text
-    assert text.startswith("intro\n") and text.endswith("outro\n")
-
-
 def test_committed_results_md_has_no_paper_cell_left_at_na() -> None:
     text = (REPO / "docs" / "RESULTS.md").read_text()
     assert "not retrieved" not in text

@@ -6,10 +6,10 @@
     parsenet export --checkpoint best.pt --format onnx --out model.onnx
     parsenet convert caffe VGG_VOC2012ext.caffemodel --out parsenet_voc.safetensors
     parsenet summary --size 500
-    parsenet study --table 3 [--report] [--write-md]   # train (or only tabulate) a table
     parsenet study --list                              # Tables 1-8: paper figures, configs
     parsenet study --paper --table 3 --device cuda --weights hed --budget-minutes 10
-    parsenet demo | bench --quick
+    parsenet study --spec my_tables.yaml --table 1 [--report]  # tables of your own
+    parsenet demo
     parsenet serve [--model demo | --checkpoint A.pt [--checkpoint B.pt]] [--port 7860]
 
 User errors (bad config, data, weights, checkpoint, missing files, bad arguments) are one
@@ -29,7 +29,6 @@ from parsenet.choices import EVAL_MODES
 from parsenet.commands import (
     EXIT_USER_ERROR,
     Unavailable,
-    cmd_bench,
     cmd_convert,
     cmd_demo,
     cmd_eval,
@@ -215,16 +214,19 @@ def _add_demo(sub: Subparsers) -> None:
 
 def _add_study(sub: Subparsers) -> None:
     p = _add(sub, "study", cmd_study,
-             "train and tabulate the variants of one of the paper's tables "
-             "(configs/cpu/study.yaml at CPU scale; --paper: configs/paper as the paper ran "
-             "them); --list prints every row of Tables 1-8 with the paper's figures; --report "
-             "tabulates finished runs only, --write-md regenerates docs/RESULTS.md's sections")
+             "train and tabulate the variants of a table: --paper, one of the paper's Tables "
+             "1-8 as the paper ran them (configs/paper, shipped with the package); --spec, a "
+             "table of a study spec file; --list prints every row of Tables 1-8 with the "
+             "paper's figures; --report tabulates finished runs only")
     p.add_argument("--table", default=None,
-                   help="table number or key (required unless only --write-md is given)")
+                   help="table number or key (required unless --list)")
     p.add_argument("--list", action="store_true",
                    help="print every row of the paper's Tables 1-8, its figures and its config")
     p.add_argument("--paper", action="store_true",
-                   help="the paper's own rows (configs/paper/tableN_*.yaml), not the CPU study")
+                   help="the paper's own rows (configs/paper/tableN_*.yaml)")
+    p.add_argument("--spec", default=None, metavar="FILE",
+                   help="a study spec (YAML tables of variants, seeds and claims) that "
+                        "defines --table")
     p.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (train.device)")
     p.add_argument("--amp", default=None, choices=("off", "bf16", "fp16", "auto"),
                    help="autocast (train.amp); default bf16 with --device cuda*, else the config's")
@@ -244,10 +246,6 @@ def _add_study(sub: Subparsers) -> None:
     what.add_argument("--report", action="store_true",
                       help="train nothing: print the table from the finished runs and write "
                            "<out-root>/<table>/results.json")
-    p.add_argument("--write-md", nargs="?", const="docs/RESULTS.md", default=None,
-                   metavar="PATH",
-                   help="then rewrite the marked study sections of PATH (default "
-                        "docs/RESULTS.md) from <out-root>/<table>/results.json")
 
 
 def _add_serve(sub: Subparsers) -> None:
@@ -274,13 +272,6 @@ def _add_serve(sub: Subparsers) -> None:
                         "and stride) rather than whole")
 
 
-def _add_bench(sub: Subparsers) -> None:
-    p = _add(sub, "bench", cmd_bench, "run the benchmarks (from a source checkout)")
-    p.add_argument("--quick", action="store_true", help="small sizes, few repeats")
-    p.add_argument("--only", default=None, help="comma-separated benchmark sections")
-    p.add_argument("--out", default=None, help="JSON results file")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="parsenet", description="ParseNet (Liu, Rabinovich, Berg 2015): train, evaluate, "
@@ -290,7 +281,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add_command in (_add_models, _add_train, _add_train_head, _add_eval, _add_predict,
                         _add_export, _add_convert, _add_summary, _add_demo, _add_study,
-                        _add_serve, _add_bench):
+                        _add_serve):
         add_command(sub)
     return parser
 

@@ -1,7 +1,7 @@
 """What each ``parsenet`` command does with its parsed arguments: call the library, print.
 
 Each command imports the library code it runs when it runs, not at module level: so that
-``parsenet --help``, a mistyped option or ``parsenet bench`` answer without importing torch,
+``parsenet --help`` or a mistyped option answer without importing torch,
 and the commands that need an optional extra (serve, the demo's matplotlib) fail alone, with
 one line (:class:`Unavailable`).
 """
@@ -14,12 +14,11 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from parsenet.apps.checkout import repo_root
 from parsenet.errors import UsageError
 
 __all__ = ["Unavailable", "EXIT_USER_ERROR", "cmd_train", "cmd_train_head", "cmd_models",
            "cmd_eval", "cmd_predict", "cmd_export", "cmd_summary", "cmd_demo", "cmd_study",
-           "cmd_serve", "cmd_bench", "cmd_convert"]
+           "cmd_serve", "cmd_convert"]
 
 EXIT_USER_ERROR = 2
 
@@ -40,10 +39,10 @@ def _pixel_limit_set(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from parsenet.config import load_config
     from parsenet.engine.trainer import train
+    from parsenet.recipe import load_recipe
 
-    config = load_config(args.config, [*args.set, *_pixel_limit_set(args)])
+    config = load_recipe(args.config, [*args.set, *_pixel_limit_set(args)])
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
@@ -204,30 +203,29 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.list:
         print(_optional("parsenet.apps.study.paper", "format_paper_list", "the study")())
         return 0
-    if args.table is None and args.write_md is None:
+    if args.table is None:
         raise UsageError("study: give --table N (to train or, with --report, tabulate a table) "
-                         "and/or --write-md [PATH], or --list")
+                         "or --list")
+    if not args.paper and args.spec is None:
+        raise UsageError(f"study: --table {args.table}: give --paper (the paper's Tables 1-8) "
+                         "or --spec FILE (a study spec of your own tables)")
     if args.budget_minutes is not None and args.budget_minutes <= 0:
         raise UsageError(f"study: --budget-minutes must be > 0, got {args.budget_minutes}")
-    if args.table is not None and args.report:
+    if args.report:
         report = _optional("parsenet.apps.study", "report", "the study")
         report(args.table, seeds=args.seeds, out_root=args.out_root, paper=args.paper,
-               budget_minutes=args.budget_minutes)
-    elif args.table is not None:
-        run_study = _optional("parsenet.apps.study", "run_study", "the study")
-        kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run,
-                                  "paper": args.paper, "overrides": _study_overrides(args),
-                                  "budget_minutes": args.budget_minutes}
-        if args.seeds:
-            kwargs["seeds"] = args.seeds
-        if args.only:
-            kwargs["only"] = args.only
-        run_study(args.table, **kwargs)
-    if args.write_md is not None:
-        write_results_md = _optional("parsenet.apps.study", "write_results_md", "the study")
-        written = write_results_md(args.write_md, args.out_root)
-        print(f"{args.write_md}: rewrote study section(s) {', '.join(written) or 'none'} "
-              f"from {args.out_root}")
+               spec_file=args.spec, budget_minutes=args.budget_minutes)
+        return 0
+    run_study = _optional("parsenet.apps.study", "run_study", "the study")
+    kwargs: dict[str, Any] = {"out_root": args.out_root, "dry_run": args.dry_run,
+                              "paper": args.paper, "spec_file": args.spec,
+                              "overrides": _study_overrides(args),
+                              "budget_minutes": args.budget_minutes}
+    if args.seeds:
+        kwargs["seeds"] = args.seeds
+    if args.only:
+        kwargs["only"] = args.only
+    run_study(args.table, **kwargs)
     return 0
 
 
@@ -248,17 +246,3 @@ def cmd_serve(args: argparse.Namespace) -> int:
                              slide_above_pixels=int(args.slide_above_megapixels * 1e6))
     serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings)
     return 0
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    root = repo_root()
-    if not (root / "benchmarks" / "__main__.py").is_file():
-        raise Unavailable("the benchmarks are not available: they live in the source "
-                           "repository (benchmarks/), not in the installed package")
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    bench_main = _optional("benchmarks.__main__", "main", "the benchmarks")
-    argv = ["--quick"] if args.quick else []
-    argv += ["--only", args.only] if args.only else []
-    argv += ["--out", args.out] if args.out else []
-    return int(bench_main(argv) or 0)

@@ -4,8 +4,8 @@ Every error that means "this input (file, config key, checkpoint, weights) canno
 derives from :class:`ParseNetError`, and its message names the file or key and the problem.
 Anything else that escapes is a bug and keeps its traceback.
 
-Members that used to be ``ValueError``/``RuntimeError`` still are, so code that caught them
-by those names keeps working.
+Members that are also ``ValueError``/``RuntimeError`` subclasses stay so, so code that
+catches them by those names works.
 """
 
 from __future__ import annotations

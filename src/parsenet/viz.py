@@ -22,7 +22,7 @@ from parsenet.data.palette import voc_palette
 
 __all__ = ["voc_palette", "IGNORE_COLOR", "colorize", "overlay", "save_label_png", "label_image",
            "side_by_side", "plot_curves", "feature_norms", "plot_feature_norms",
-           "FIG2_LAYERS"]
+           "FIG2_LAYERS", "save_figure"]
 
 # VOC's colour for "void" (label 255): pixels whose label is outside the palette.
 IGNORE_COLOR = (224, 224, 192)
@@ -205,10 +205,10 @@ def plot_curves(sources: Any, out_png: str | os.PathLike, title: str | None = No
             ax.legend(fontsize=8)
     if title:
         fig.suptitle(title)
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)
 
 
-def _save_figure(fig, out_png: str | os.PathLike) -> Path:
+def save_figure(fig, out_png: str | os.PathLike) -> Path:
     """Lay out, write (creating the folder) and close a matplotlib figure."""
     import matplotlib.pyplot as plt
 
@@ -298,4 +298,4 @@ def plot_feature_norms(norms: Mapping[str, tuple[float, float | None]],
     ax.set_title(title or "Feature norms per layer (cf. ParseNet Fig. 2)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3, which="both")
-    return _save_figure(fig, out_png)
+    return save_figure(fig, out_png)

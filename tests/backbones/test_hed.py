@@ -28,8 +28,8 @@ from parsenet.backbones.hed import (
 from parsenet.backbones.weights import WeightsError
 from parsenet.engine.optim import freeze, pretrained_parameter_names
 from parsenet.models import parsenet_vgg16
-from parsenet.models.weights import weights_of
 from parsenet.preprocessing import CAFFE_VGG
+from parsenet.recipe import weights_of
 
 # torchvision VGG-16 ``features`` index of each conv, and (in, out) channels.
 FEATURE_INDEX = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)

@@ -97,9 +97,9 @@ def test_under_bf16_autocast_l2norm_and_the_loss_compute_in_float32(data_root, t
     config = tiny_config(data_root, tmp_path / "bf16", iterations=1, checkpoint_every=1,
                          amp="bf16")
     model_logits = []
-    from parsenet.models import builders
+    from parsenet import recipe
 
-    build = builders.build_model_from_config
+    build = recipe.build_model_from_config
 
     def recording_build(*args, **kwargs):
         model = build(*args, **kwargs)
@@ -107,7 +107,7 @@ def test_under_bf16_autocast_l2norm_and_the_loss_compute_in_float32(data_root, t
         conv.register_forward_hook(lambda m, i, out: model_logits.append(out.dtype))
         return model
 
-    monkeypatch.setattr(builders, "build_model_from_config", recording_build)
+    monkeypatch.setattr(recipe, "build_model_from_config", recording_build)
     train(config, dataset_factory=tiny_factory())
     # the convolutions ran in bf16, the two float32 islands did not
     assert set(model_logits) == {torch.bfloat16}

@@ -58,7 +58,7 @@ def test_width_scales_channels():
 
 def test_registry_and_bad_arguments():
     assert build_model("parsenet_vgg16", num_classes=3, width=0.0625).num_classes == 3
-    with pytest.raises(ValueError, match="unknown model"):
+    with pytest.raises(ValueError, match="'segnet' is not a known model"):
         build_model("segnet", num_classes=3)
     with pytest.raises(ValueError, match="base"):
         parsenet_vgg16(num_classes=3, base="fcn8s")

@@ -75,9 +75,9 @@ def test_every_builder_takes_the_head_options_from_a_config(name):
 
     from parsenet.config import ModelConfig
     from parsenet.errors import ConfigError
-    from parsenet.models.builders import _arguments_model, build_model_from_config
+    from parsenet.recipe import build_model_from_config, builder_arguments
 
-    known = _arguments_model(name).model_fields
+    known = builder_arguments(name).model_fields
     assert {f.name for f in dataclasses.fields(HeadOptions)} <= set(known)
     assert "features" in known and "weights" in known
     with pytest.raises(ConfigError, match=r"^model.args.scale_init: 'x' is not a number"):
@@ -91,7 +91,7 @@ def test_every_builder_takes_the_head_options_from_a_config(name):
 def test_a_head_option_a_layer_refuses_is_a_config_error_for_any_backbone():
     from parsenet.config import ModelConfig
     from parsenet.errors import ConfigError
-    from parsenet.models.builders import build_model_from_config
+    from parsenet.recipe import build_model_from_config
 
     model = ModelConfig(name="parsenet_efficientnet_lite0", args={"init": "sideways"})
     with pytest.raises(ConfigError, match=r"^model.args: init must be one of .* got "

@@ -14,6 +14,7 @@ from PIL import Image
 from parsenet.cli import main
 from parsenet.config import Config, config_to_dict
 from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
+from parsenet.engine.release import write_release
 from parsenet.errors import UsageError
 from parsenet.models import parsenet_efficientnet_lite0
 from parsenet.models.released import (
@@ -21,7 +22,6 @@ from parsenet.models.released import (
     ReleasedWeights,
     load_released,
     released,
-    write_release,
 )
 
 CLASSES = ["sky", "ground", "thing"]

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
+from parsenet.apps.demo_runs import DEMO_RUNS, RUN_TITLES
 from parsenet.apps.tables import format_text_table
 from parsenet.config import Config, load_config
 from parsenet.data.build import build_dataset
@@ -45,6 +46,7 @@ from parsenet.data.synthetic import (
 from parsenet.engine.checkpoint import load_model
 from parsenet.engine.precision import cpu_kind
 from parsenet.engine.trainer import train
+from parsenet.erf import input_gradient, mass_extent
 from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side
 
 __all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comparison",
@@ -52,15 +54,13 @@ __all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comp
 
 # The only difference between the two models: no context branch, no L2Norm.
 BASELINE_CHANGES = {"context": False, "normalize": False}
-MODELS = ("baseline", "parsenet")
-TITLES = {"baseline": "baseline", "parsenet": "ParseNet"}
 AMBIGUOUS_CLASSES = tuple(c for pair in AMBIGUOUS_PAIRS.values() for c in pair)
 
 
 def demo_configs(config: Config, out_dir: str | os.PathLike) -> dict[str, Config]:
     """The baseline's and ParseNet's training configs, each writing into its own folder."""
     configs = {}
-    for name in MODELS:
+    for name in DEMO_RUNS:
         c = copy.deepcopy(config)
         if name == "baseline":
             c.model.args = {**c.model.args, **BASELINE_CHANGES}
@@ -74,25 +74,17 @@ def effective_receptive_field(model: torch.nn.Module, images: torch.Tensor,
                               fraction: float = 0.9) -> float:
     """Radius (px) of the disc around the centre pixel that holds ``fraction`` of the
     gradient magnitude of that pixel's winning score with respect to the input, averaged
-    over ``images`` (N x 3 x H x W, normalised). The theoretical field of LargeFOV is
-    419 px; the effective one, where the output really looks, is much smaller."""
+    over ``images`` (N x 3 x H x W, normalised; :mod:`parsenet.erf`). The theoretical field
+    of LargeFOV is 419 px; the effective one, where the output really looks, is much
+    smaller."""
     was_training = model.training
     model.eval()
     radii = []
     try:
         for image in images:
-            x = image[None].clone().requires_grad_(True)
-            logits = model(x)
-            h, w = logits.shape[-2:]
-            centre = logits[0, :, h // 2, w // 2]
-            centre[centre.argmax()].backward()
-            grad = x.grad[0].abs().sum(0).numpy()
-            yy, xx = np.indices(grad.shape)
-            dist = np.hypot(yy - h // 2, xx - w // 2).ravel()
-            order = np.argsort(dist)
-            cumulative = np.cumsum(grad.ravel()[order])
-            inside = np.searchsorted(cumulative, fraction * cumulative[-1])
-            radii.append(float(dist[order][min(inside, len(order) - 1)]))
+            # The logits are at input resolution: the centre cell is the centre pixel.
+            grad, centre = input_gradient(model, image, channels="argmax")
+            radii.append(mass_extent(grad, centre, fraction, shape="disc")[0])
     finally:
         model.train(was_training)
     return float(np.mean(radii))
@@ -118,7 +110,7 @@ def format_comparison(rows: dict[str, dict[str, float | None]],
     cells = [[n, *('-' if rows[m][n] is None else format(rows[m][n], '.1f') for m in rows)]
              for n in next(iter(rows.values()))]
     cells += [[n, *(extra[m][n] for m in rows)] for n in next(iter(extra.values()))]
-    return "\n".join(format_text_table(["", *(TITLES[m] for m in rows)], cells,
+    return "\n".join(format_text_table(["", *(RUN_TITLES[m] for m in rows)], cells,
                                         [None, *(9 for _ in rows)], rule="line"))
 
 
@@ -174,9 +166,9 @@ def _save_overlays(models: dict[str, torch.nn.Module], dataset: Any, raw: Any,
         raw_image = raw[i][0].permute(1, 2, 0).numpy()
         panels = [("input", raw_image), ("truth", _colour(np.asarray(mask)))]
         with torch.no_grad():
-            for name in MODELS:
+            for name in DEMO_RUNS:
                 pred = models[name](image[None]).argmax(1)[0].numpy()
-                panels.append((TITLES[name], _colour(pred)))
+                panels.append((RUN_TITLES[name], _colour(pred)))
         row = np.asarray(side_by_side(panels))
         legend = _legend(classes, row.shape[1])
         path = out / f"{dataset.ids[i]}.png"
@@ -190,7 +182,7 @@ def _train_pair(cfg: Config, out: Path, resume: bool, say: Callable[..., None]
     """Stage 1: train the baseline and ParseNet (or resume / re-evaluate their runs)."""
     results: dict[str, dict[str, Any]] = {}
     for name, c in demo_configs(cfg, out).items():
-        say(f"\n== training {TITLES[name]} ({c.train.iterations} iterations x batch "
+        say(f"\n== training {RUN_TITLES[name]} ({c.train.iterations} iterations x batch "
             f"{c.train.batch_size}, seed {c.train.seed}) -> {c.train.out_dir}")
         last = Path(c.train.out_dir) / "checkpoints" / "last.pt"
         resumed = resume and last.is_file()
@@ -204,13 +196,13 @@ def _measure(results: dict[str, dict[str, Any]], models: dict[str, torch.nn.Modu
              ) -> tuple[dict[str, dict[str, float | None]], dict[str, float],
                         dict[str, dict[str, str]]]:
     """Stage 2: the table's rows, each model's effective receptive field, the extra lines."""
-    rows = {name: _row_values(results[name]["metrics"], classes) for name in MODELS}
+    rows = {name: _row_values(results[name]["metrics"], classes) for name in DEMO_RUNS}
     probe = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))])
-    erf = {name: effective_receptive_field(models[name], probe) for name in MODELS}
+    erf = {name: effective_receptive_field(models[name], probe) for name in DEMO_RUNS}
     extra = {name: {"eff. receptive field (px)": f"{erf[name]:.0f}",
                     "training time (s)": f"{results[name]['wall_time_s']:.0f}",
                     "images / s": f"{results[name]['images_per_s'] or 0:.1f}"}
-             for name in MODELS}
+             for name in DEMO_RUNS}
     return rows, erf, extra
 
 
@@ -220,8 +212,8 @@ def _draw(results: dict[str, dict[str, Any]], models: dict[str, torch.nn.Module]
     """Stage 3: overlays, training curves and ParseNet's feature norms (Fig. 2 analogue)."""
     overlay_paths = _save_overlays(models, test_set, raw_test, classes, out / "overlays",
                                    overlays)
-    curves = plot_curves({TITLES[n]: Path(results[n]["out_dir"]) / "log.jsonl" for n in MODELS},
-                         out / "curves.png", title="demo training curves")
+    logs = {RUN_TITLES[n]: Path(results[n]["out_dir"]) / "log.jsonl" for n in DEMO_RUNS}
+    curves = plot_curves(logs, out / "curves.png", title="demo training curves")
     norms = feature_norms(models["parsenet"],
                           [test_set[i][0] for i in range(min(8, len(test_set)))],
                           taps=("conv4", "conv5", "fc7"))
@@ -266,8 +258,8 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
     data_s = time.perf_counter() - t
     results = _train_pair(cfg, out, resume, say)
 
-    loaded = {name: load_model(results[name]["last_checkpoint"]) for name in MODELS}
-    models = {name: loaded[name].model for name in MODELS}
+    loaded = {name: load_model(results[name]["last_checkpoint"]) for name in DEMO_RUNS}
+    models = {name: loaded[name].model for name in DEMO_RUNS}
     test_set = build_dataset(cfg.data, "val", preprocessing=loaded["parsenet"].preprocessing)
     raw_test = build_dataset(cfg.data, "val")
     classes = list(results["parsenet"]["metrics"].get("classes") or test_set.classes)
@@ -293,7 +285,7 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
               "feature_norms": {k: list(v) for k, v in drawn["norms"].items()},
               "overlays": [str(p) for p in drawn["overlays"]], "curves": str(drawn["curves"]),
               "feature_norms_png": str(drawn["norms_png"]), "data_time_s": data_s,
-              "total_time_s": total, "runs": {n: results[n]["out_dir"] for n in MODELS},
+              "total_time_s": total, "runs": {n: results[n]["out_dir"] for n in DEMO_RUNS},
               "printed": "\n".join([header, "", table, "", summary, norm_lines])}
     (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

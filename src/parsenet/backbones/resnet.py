@@ -28,7 +28,8 @@ __all__ = ["ResNetBackbone", "ResNet50Weights", "ResNet101Weights"]
 
 TAPS = ("layer2", "layer3", "layer4")
 _WIDTHS = {"layer2": 512, "layer3": 1024, "layer4": 2048}
-# The tap names before issue 16 (VGG's, which these layers are not), named in the refusal.
+# VGG's tap names, which these layers are not: a config that uses them is refused with the
+# layer name it means.
 _RENAMED = {"conv3": "layer2", "conv4": "layer3", "conv5": "layer4", "fc7": "layer4"}
 
 

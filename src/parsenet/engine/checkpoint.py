@@ -24,17 +24,16 @@ import errno
 import os
 import random
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
-from parsenet.config import Config, ConfigError, config_from_dict
+from parsenet.config import ConfigError, config_from_dict
 from parsenet.errors import CheckpointError, WeightsError  # noqa: F401  (re-exported)
 from parsenet.models import build_model
+from parsenet.models.loaded import LoadedModel, palette_tuple
 from parsenet.preprocessing import Preprocessing
 from parsenet.safe_load import load_weights_only
 from parsenet.weights_api import InMemory, ModelWeights
@@ -130,20 +129,6 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
-@dataclass(frozen=True)
-class LoadedModel:
-    """A trained model with what was stored beside its weights, checked once on loading:
-    callers read these fields rather than parsing the stored config again."""
-
-    model: nn.Module  # in eval mode, on the device it was loaded to
-    config: Config  # the run's resolved config
-    classes: tuple[str, ...]
-    palette: tuple[tuple[int, int, int], ...] | None  # K x RGB; None: the dataset had none
-    preprocessing: Preprocessing  # how the weights want their images prepared
-    iteration: int  # completed training iterations
-    best_mean_iou: float | None = None  # best validation mean IoU of the run, if it had one
-
-
 def load_model(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model stored in a checkpoint and load its weights.
 
@@ -188,11 +173,6 @@ def init_from_file(model: torch.nn.Module, path: str | os.PathLike) -> None:
         detail = lines[1].strip() if len(lines) > 1 else lines[0]
         raise CheckpointError(f"model.init_from: {path}: weights do not fit the model: "
                               f"{detail}") from None
-
-
-def palette_tuple(palette: Any) -> tuple[tuple[int, int, int], ...] | None:
-    """A stored K x 3 palette (lists) as tuples, so that a :class:`LoadedModel` is immutable."""
-    return None if palette is None else tuple(tuple(int(v) for v in rgb) for rgb in palette)
 
 
 def _differences(stored: Any, here: Any, where: str) -> list[str]:

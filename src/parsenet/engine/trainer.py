@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from parsenet import recipe  # looked up at call time: tests wrap the builder
 from parsenet.config import (
     Config,
     DataConfig,
@@ -76,8 +77,7 @@ from parsenet.engine.sampler import (
     worker_init_fn,
 )
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
-from parsenet.models import builders  # looked up at call time: tests wrap the builder
-from parsenet.models.weights import weights_enum_of, weights_of
+from parsenet.models.weights import weights_enum_of
 from parsenet.preprocessing import Preprocessing, preprocessing_by_name
 
 __all__ = ["train", "TrainingDivergedError", "IGNORE_INDEX"]
@@ -199,7 +199,8 @@ class _Training:
         dataset is built once; the training set gives the classes, then the model is built
         and its optimizer groups follow from what the entry filled."""
         cfg, t = self.config, self.config.train
-        weights = weights_of(cfg.model)
+        recipe.check_model_args(cfg.model)  # a bad model key fails before the datasets load
+        weights = recipe.weights_of(cfg.model)
         self.preprocessing: Preprocessing = (
             preprocessing_by_name(cfg.model.preprocessing) if cfg.model.preprocessing
             else weights_enum_of(cfg.model.name).preprocessing_of(weights))
@@ -212,7 +213,7 @@ class _Training:
                                            progress=t.progress and self.ctx.is_main)
         self.class_weights = (None if weights_of_classes is None
                               else weights_of_classes.to(self.device))
-        model = builders.build_model_from_config(cfg.model, num_classes=len(self.classes))
+        model = recipe.build_model_from_config(cfg.model, num_classes=len(self.classes))
         if cfg.model.init_from:
             init_from_file(model, cfg.model.init_from)
         freeze(model, cfg.model.freeze)

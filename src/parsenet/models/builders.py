@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
-import functools
-import inspect
 import os
-import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
 from parsenet.backbones.efficientnet_lite import EfficientNetLite
@@ -23,9 +18,7 @@ from parsenet.backbones.efficientnet_lite_weights import (
 from parsenet.backbones.resnet import ResNet50Weights, ResNet101Weights, ResNetBackbone
 from parsenet.backbones.vgg import VGGBackbone
 from parsenet.backbones.weights import VGG16Weights
-from parsenet.config import ModelConfig
-from parsenet.config_messages import describe_validation_error
-from parsenet.errors import ConfigError, ParseNetError
+from parsenet.errors import ConfigError
 from parsenet.layers.context import GlobalContext
 from parsenet.layers.fusion import ContextFusion
 from parsenet.models.head_options import HeadOptions
@@ -35,7 +28,7 @@ from parsenet.weights_api import Weights
 
 __all__ = ["HeadOptions", "parsenet_vgg16", "parsenet_resnet50", "parsenet_resnet101",
            "parsenet_efficientnet_lite0", "parsenet_efficientnet_lite1",
-           "parsenet_efficientnet_lite2", "MODELS", "build_model", "build_model_from_config"]
+           "parsenet_efficientnet_lite2", "MODELS", "model_builder", "build_model"]
 
 
 def _parsenet(backbone: nn.Module, num_classes: int, *, features: Sequence[str],
@@ -199,48 +192,15 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+def model_builder(name: str) -> Callable[..., nn.Module]:
+    """The builder registered as ``name``; any other name is a one-line :class:`ConfigError`
+    that lists the known ones."""
+    if name not in MODELS:
+        raise ConfigError(f"model.name: {name!r} is not a known model (expected one of "
+                          f"{', '.join(MODELS)})")
+    return MODELS[name]
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build a registered model by name with keyword arguments."""
-    if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
-    return MODELS[name](**kwargs)
-
-
-@functools.cache
-def _arguments_model(name: str) -> type[BaseModel]:
-    """A pydantic model of a builder's keyword arguments, from its signature and hints."""
-    builder = MODELS[name]
-    hints = typing.get_type_hints(builder)
-    params = inspect.signature(builder).parameters.values()
-    fields: dict[str, Any] = {}
-    for p in params:
-        if p.kind is p.KEYWORD_ONLY and p.name != "num_classes":
-            fields[p.name] = (hints.get(p.name, Any), p.default)
-        if p.name == "features" and any(q.kind is q.VAR_KEYWORD for q in params):
-            # ``**head``: the HeadOptions fields, listed after the taps they act on
-            head_hints = typing.get_type_hints(HeadOptions)
-            fields |= {f.name: (head_hints[f.name], f.default)
-                       for f in dataclasses.fields(HeadOptions)}
-    return create_model(f"{name}_args", __config__=ConfigDict(extra="forbid", strict=True,
-                                                              arbitrary_types_allowed=True),
-                        **fields)
-
-
-def build_model_from_config(model: ModelConfig, *, num_classes: int) -> nn.Module:
-    """The model a config's ``model`` section describes; a name or argument the builder
-    cannot use (unknown, wrong type, bad value) is a one-line :class:`ConfigError`."""
-    if model.name not in MODELS:
-        raise ConfigError(f"model.name: {model.name!r} is not a known model (expected one of "
-                          f"{', '.join(MODELS)})")
-    try:  # types checked against the builder's own hints; the values pass unchanged
-        _arguments_model(model.name).model_validate(model.args)
-    except ValidationError as e:
-        raise ConfigError(describe_validation_error(
-            e, _arguments_model(model.name), "", section="model.args")) from None
-    try:
-        return MODELS[model.name](num_classes=num_classes, **model.args)
-    except ValueError as e:
-        if isinstance(e, ParseNetError):  # weights files name themselves
-            raise
-        # The builders and layers raise ValueError only for an argument they cannot use.
-        raise ConfigError(f"model.args: {e} (model {model.name})") from e
+    return model_builder(name)(**kwargs)

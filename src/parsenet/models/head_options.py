@@ -1,4 +1,4 @@
-"""The ParseNet head's options, declared once for every builder (issue 16).
+"""The ParseNet head's options, declared once for every builder.
 
 Each builder (:mod:`parsenet.models.builders`) takes its backbone's own arguments, the taps
 (``features``, named in its backbone's vocabulary) and ``**head``: the fields below, which a

@@ -15,19 +15,18 @@ import os
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from parsenet.config import config_from_dict
-from parsenet.engine.checkpoint import LoadedModel, load_checkpoint, palette_tuple
 from parsenet.errors import UsageError, WeightsError
 from parsenet.models.builders import build_model
+from parsenet.models.loaded import LoadedModel, palette_tuple
 from parsenet.preprocessing import IMAGENET, Preprocessing
 from parsenet.weights_api import ModelWeights, WeightsEnum, WeightsSource
 
-__all__ = ["ReleasedWeights", "Release", "released", "load_released", "write_release"]
+__all__ = ["ReleasedWeights", "Release", "released", "load_released"]
 
 RELEASE_DIR = "released"
 
@@ -116,26 +115,3 @@ def load_released(name: str | Release, device: str | torch.device = "cpu") -> Lo
     return LoadedModel(model=release.build(device), config=config,
                        classes=tuple(meta["classes"]), palette=palette_tuple(meta["palette"]),
                        preprocessing=release.preprocessing, iteration=int(meta["iteration"]))
-
-
-def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, name: str,
-                  card: dict[str, Any]) -> tuple[Path, Path]:
-    """Write ``<name>.safetensors`` (fp16) and ``<name>.json`` from a training checkpoint;
-    ``card`` adds the recipe, command, commit, CPU, time and figures."""
-    from safetensors.torch import save_file
-
-    state = load_checkpoint(checkpoint)
-    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()
-               for k, v in state["model"].items()}
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    weights, meta_path = out_dir / f"{name}.safetensors", out_dir / f"{name}.json"
-    save_file(tensors, str(weights))
-    config = state["config"]
-    meta = {"name": name, "model": config["model"]["name"],
-            "model_args": {k: v for k, v in config["model"]["args"].items() if k != "weights"},
-            "classes": list(state["classes"]), "palette": state.get("palette"),
-            "preprocessing": state["preprocessing"], "iteration": int(state["iteration"]),
-            "config": config, **card}
-    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
-    return weights, meta_path

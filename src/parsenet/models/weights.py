@@ -1,30 +1,20 @@
 """A registered model's weights enum, read from its builder's ``weights`` annotation (as
-torchvision's ``get_model_weights``), and the entry a config's ``model`` section names."""
+torchvision's ``get_model_weights``)."""
 
 from __future__ import annotations
 
 import typing
 
-from parsenet.config import ModelConfig
-from parsenet.errors import ConfigError
-from parsenet.models.builders import MODELS
-from parsenet.weights_api import Weights, WeightsEnum
+from parsenet.models.builders import model_builder
+from parsenet.weights_api import WeightsEnum
 
-__all__ = ["weights_enum_of", "weights_of"]
+__all__ = ["weights_enum_of"]
 
 
 def weights_enum_of(name: str) -> type[WeightsEnum]:
     """The :class:`WeightsEnum` of the model registered as ``name``."""
-    if name not in MODELS:
-        raise ConfigError(f"model.name: {name!r} is not a known model (expected one of "
-                          f"{', '.join(MODELS)})")
-    hint = typing.get_type_hints(MODELS[name]).get("weights")
+    hint = typing.get_type_hints(model_builder(name)).get("weights")
     for arg in typing.get_args(hint):
         if isinstance(arg, type) and issubclass(arg, WeightsEnum):
             return arg
     raise TypeError(f"builder {name}: its weights argument names no WeightsEnum")
-
-
-def weights_of(model: ModelConfig) -> Weights | None:
-    """The entry ``model.args.weights`` names (None: no weights), without reading a file."""
-    return weights_enum_of(model.name).verify(model.args.get("weights"))

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from parsenet.apps.demo import MODELS, TITLES
+from parsenet.apps.demo_runs import DEMO_RUNS, RUN_TITLES
 from parsenet.apps.tasks import load_source
 from parsenet.data.palette import voc_palette
 from parsenet.engine.inference import predict_logits
@@ -53,7 +53,7 @@ def named_checkpoints(name: str, *, demo_dir: str | os.PathLike = DEMO_DIR
     ``<name>_baseline`` release when one ships (the paper's Fig. 3, live)."""
     if name == "demo":
         root = Path(demo_dir)
-        pairs = [(TITLES[m], root / m / "checkpoints" / "last.pt") for m in MODELS]
+        pairs = [(RUN_TITLES[m], root / m / "checkpoints" / "last.pt") for m in DEMO_RUNS]
         missing = [str(path) for _, path in pairs if not path.is_file()]
         if missing:
             raise UsageError(f"the demo models are not there ({', '.join(missing)}): run "

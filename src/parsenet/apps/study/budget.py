@@ -31,7 +31,7 @@ __all__ = ["WARMUP_ITERATIONS", "plan_iterations"]
 WARMUP_ITERATIONS = 5
 
 
-def _time_warmup(config: str, overrides: list[str], workdir: Path, warmup: int
+def _time_warmup(config: str | Path, overrides: list[str], workdir: Path, warmup: int
                  ) -> tuple[float, float]:
     """(seconds per training iteration, wall seconds of the whole warm-up run)."""
     cfg = load_config(config, [*overrides, f"train.iterations={warmup}",
@@ -46,7 +46,7 @@ def _time_warmup(config: str, overrides: list[str], workdir: Path, warmup: int
     return images_per_iteration / float(result["images_per_s"]), wall
 
 
-def plan_iterations(config: str, overrides: list[str], run_dir: Path, seconds: float,
+def plan_iterations(config: str | Path, overrides: list[str], run_dir: Path, seconds: float,
                     warmup: int = WARMUP_ITERATIONS) -> dict[str, Any]:
     """How many iterations of ``config`` (with ``overrides``) fit in ``seconds``, the warm-up
     included; at least one. Returns (and stores in ``run_dir/budget.json``) the plan."""

@@ -1,8 +1,10 @@
 """The paper's figures (every cell of Tables 1-8) and the configs that reproduce its rows.
 
-The figures ship with the package (``paper_figures.yaml`` beside this module), so `parsenet
-study` prints them wherever it is installed. A row's id is the stem of its config,
-``configs/paper/<id>.yaml``; rows other papers reported (``reported_by``) have none.
+The figures ship with the package (``paper_figures.yaml`` beside this module), and so do the
+configs (``parsenet/configs/paper``, which a source checkout shows as ``configs/paper``), so
+`parsenet study --paper` runs wherever the package is installed. A row's id is the stem of
+its config, ``configs/paper/<id>.yaml``; rows other papers reported (``reported_by``) have
+none.
 
     figures = load_paper_figures()
     figures.rows["table3_siftflow_fc7"].figures["mean_iou"]   # 35.4
@@ -21,9 +23,10 @@ import yaml
 from parsenet.errors import ConfigError
 
 __all__ = ["PaperRow", "PaperTable", "PaperFigures", "load_paper_figures", "format_figures",
-           "format_paper_list", "PAPER_CONFIG_DIR", "METRIC_NAMES"]
+           "format_paper_list", "PAPER_CONFIG_DIR", "METRIC_NAMES", "config_file"]
 
-PAPER_CONFIG_DIR = "configs/paper"  # relative to the repo root
+# How the paper's configs are named in the docs and commands; the files ship in the package.
+PAPER_CONFIG_DIR = "configs/paper"
 FIGURES_FILE = "paper_figures.yaml"
 METRIC_NAMES = {"pixel_acc": "pixel acc", "mean_acc": "mean acc", "mean_iou": "mean IU",
                 "fw_iou": "f.w. IU"}
@@ -40,7 +43,8 @@ class PaperRow:
 
     @property
     def config(self) -> str | None:
-        """The config that reproduces the row (repo-relative), or None for reported rows."""
+        """The config that reproduces the row (``configs/paper/<id>.yaml``, see
+        :func:`config_file`), or None for reported rows."""
         return None if self.reported_by else f"{PAPER_CONFIG_DIR}/{self.id}.yaml"
 
 
@@ -57,6 +61,15 @@ class PaperTable:
 class PaperFigures:
     tables: dict[str, PaperTable]
     rows: dict[str, PaperRow]
+
+
+def config_file(name: str | Path) -> Path:
+    """The file a config name stands for: ``configs/paper/...`` is the copy shipped with the
+    package (the same files a source checkout links there); any other name is a path."""
+    parts = Path(name).parts
+    if parts[:2] == tuple(PAPER_CONFIG_DIR.split("/")) and not Path(name).is_absolute():
+        return Path(str(resources.files("parsenet").joinpath(*parts)))
+    return Path(name)
 
 
 def _row(row_id: str, values: dict[str, Any], columns: dict[str, tuple[str, ...]]) -> PaperRow:

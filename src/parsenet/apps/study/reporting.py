@@ -1,6 +1,6 @@
 """The study's reporting: rows from the run directories, the Markdown tables beside the
-paper's figures, the claims as measured deltas, the machine facts, and the generated
-sections of docs/RESULTS.md. Reads runs; trains nothing."""
+paper's figures, the claims as measured deltas and the machine facts, written to
+``<out_root>/<table>/results.json``. Reads runs; trains nothing."""
 
 from __future__ import annotations
 
@@ -8,35 +8,47 @@ import json
 import math
 import os
 import platform
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from parsenet.apps.checkout import git_commit
 from parsenet.apps.study.paper import PaperRow, format_figures
 from parsenet.apps.study.spec import (
     METRICS,
-    SPEC_FILE,
     Table,
     command_for,
-    load_tables,
-    paper_tables,
     resolve_table,
     run_dir,
     with_overrides,
 )
 from parsenet.apps.tables import format_markdown_table
 
+__all__ = ["PAPER_HEADER", "collect_rows", "comparisons", "format_table", "git_commit",
+           "is_paper_table", "machine_facts", "paper_cell", "paper_rows", "read_json",
+           "report"]
+
 PAPER_HEADER = "paper (Table: row: figures, src/parsenet/apps/study/paper_figures.yaml)"
 
 
-def _is_paper(key: str) -> bool:
-    return key.startswith("paper")  # the keys of runner.paper_tables
+def is_paper_table(key: str) -> bool:
+    """Whether a table key is one of the paper's Tables 1-8 (:func:`spec.paper_tables`)."""
+    return key.startswith("paper")
 
 
-def _read_json(path: Path) -> Any:
+def git_commit() -> str:
+    """The short commit of the folder the command runs in (the user's project, recorded
+    with each run), or "unknown" outside a git repository."""
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -55,9 +67,9 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
         runs = []
         for seed in (seeds if seeds is not None else v.seeds):
             path = run_dir(out_root, table, v, seed)
-            metrics, diverged = _read_json(path / "metrics.json"), _read_json(
+            metrics, diverged = read_json(path / "metrics.json"), read_json(
                 path / "diverged.json")
-            attempts = _read_json(path / "attempts.json") or []
+            attempts = read_json(path / "attempts.json") or []
             run: dict[str, Any] = {"seed": seed, "dir": str(path),
                                    "command": command_for(v, seed, path, table)}
             if metrics:
@@ -71,7 +83,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
                 run.update(status="missing")
             run["wall_s"] = (sum(a["seconds"] for a in attempts) if attempts
                              else (metrics or {}).get("wall_time_s"))
-            run["feature_norms"] = _read_json(path / "feature_norms.json")
+            run["feature_norms"] = read_json(path / "feature_norms.json")
             run["commits"] = sorted({a["commit"] for a in attempts if a.get("commit")})
             runs.append(run)
         done = [r for r in runs if r["status"] == "finished"]
@@ -79,7 +91,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
                                "overrides": list(v.overrides), "runs": runs,
                                "finished": len(done),
                                "diverged": sum(r["status"] == "diverged" for r in runs),
-                               "paper": _paper_rows(table, v.paper)}
+                               "paper": paper_rows(table, v.paper)}
         for m in METRICS:
             if done:
                 row[m], row[m + "_spread"] = _mean_spread([r[m] for r in done])
@@ -89,7 +101,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
     return rows
 
 
-def _paper_rows(table: Table, ids: tuple[str, ...]) -> list[dict[str, Any]]:
+def paper_rows(table: Table, ids: tuple[str, ...]) -> list[dict[str, Any]]:
     """The paper's rows a variant stands for, limited to the table's ``paper_keys``."""
     rows = [table.paper[i] for i in ids]
     return [{"id": r.id, "table": r.table, "label": r.label, "figures": r.figures}
@@ -104,7 +116,7 @@ def _cell(row: dict[str, Any], metric: str) -> str:
     return text + (f" ({row['diverged']} div.)" if row["diverged"] else "")
 
 
-def _paper_cell(row: dict[str, Any]) -> str:
+def paper_cell(row: dict[str, Any]) -> str:
     """The paper's figures of the rows this variant stands for, each named by table and row."""
     cells = [f"T{p['table']} {p['label']}: " + format_figures(PaperRow(
                  id=p["id"], table=p["table"], label=p["label"], figures=p["figures"]))
@@ -143,7 +155,7 @@ def format_table(table: Table, rows: list[dict[str, Any]]) -> str:
     cells = [[row["label"], f"{row['finished']}/{len(row['runs'])}",
               *(_cell(row, m) for m in METRICS),
               f"{row['wall_s'] / 60:.1f}" if row["wall_s"] else "-", _norm_cell(row, taps),
-              _paper_cell(row)] for row in rows]
+              paper_cell(row)] for row in rows]
     return "\n".join(format_markdown_table(header, cells))
 
 
@@ -175,18 +187,18 @@ def machine_facts() -> dict[str, Any]:
 
 
 def report(table: str | int | Table, *, seeds: list[int] | None = None,
-           out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE,
+           out_root: str | Path = "runs/study", spec_file: str | Path | None = None,
            paper: bool = False, budget_minutes: float | None = None) -> list[dict[str, Any]]:
     """Tabulate the finished runs of ``table`` (training nothing): print the table and
-    write ``<out_root>/<table>/results.json``; returns the rows. ``budget_minutes``: the
-    runs of a budgeted study (:func:`~parsenet.apps.study.runner.run_study`)."""
+    write ``<out_root>/<table>/results.json``; returns the rows. ``spec_file``: the study
+    spec that defines ``table`` (``paper``: the paper's Tables 1-8). ``budget_minutes``:
+    the runs of a budgeted study (:func:`~parsenet.apps.study.runner.run_study`)."""
     spec = table if isinstance(table, Table) else with_overrides(
         resolve_table(table, spec_file, paper), [], budget_minutes)
     rows = collect_rows(spec, out_root, seeds)
     result = {"table": spec.key, "title": spec.title, "paper_tables": spec.paper_tables,
               "protocol": spec.protocol, "note": spec.note,
-              "command": f"parsenet study {'--paper ' if _is_paper(spec.key) else ''}"
-                         f"--table {spec.key}", "rows": rows,
+              "command": f"parsenet study {spec.source} --table {spec.key}", "rows": rows,
               "claims": comparisons(spec, rows), "machine": machine_facts(),
               "written": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
     out = Path(out_root) / spec.key / "results.json"
@@ -195,86 +207,3 @@ def report(table: str | int | Table, *, seeds: list[int] | None = None,
     print(f"\n{spec.title}\n\n{format_table(spec, rows)}\n")
     print("\n".join(result["claims"]))
     return rows
-
-
-def render_section(result: dict[str, Any], spec_file: str | Path = SPEC_FILE) -> str:
-    """The Markdown of one table's results.json."""
-    spec = resolve_table(result["table"], spec_file, _is_paper(result["table"]))
-    m = result["machine"]
-    runs = [r for row in result["rows"] for r in row["runs"]]
-    missing = [f"{row['variant']} seed {r['seed']}" for row in result["rows"]
-               for r in row["runs"] if r["status"] == "missing"]
-    commits = sorted({c for r in runs for c in r.get("commits", [])})
-    lines = [
-        f"Command: `{result['command']}` (from the repo root). Written {result['written']} "
-        f"at commit `{m['commit']}`; runs trained at commit(s) "
-        f"{', '.join(f'`{c}`' for c in commits) or 'not recorded'} on {m['cpus']} CPUs "
-        f"({m['platform']}, Python "
-        f"{m['python']}, torch {m['torch']}, {m['torch_threads']} threads). "
-        f"Paper: {result['paper_tables']}.",
-        "", result["note"], "", format_table(spec, result["rows"]), "",
-        "Claims (mean IU difference, ours; the paper's reading is in the text):", "",
-        *result["claims"], "",
-        f"Runs finished: {sum(r['status'] == 'finished' for r in runs)}, diverged: "
-        f"{sum(r['status'] == 'diverged' for r in runs)}, not run yet: {len(missing)}"
-        + (f" ({', '.join(missing)})." if missing else "."),
-    ]
-    return "\n".join(lines)
-
-
-def refresh_paper_cells(section: str, table: Table) -> str:
-    """A rendered section with only what does not need the runs redone: the paper column
-    (from the figures file) and the table's note. Every figure of ours is left as it is.
-    Used when a section's results.json is absent (runs/ is not committed)."""
-    labels = {v.label: v for v in table.variants}
-    lines = section.split("\n")
-    for i, line in enumerate(lines):
-        cells = line.split(" | ")
-        if line.startswith("| variant | seeds |"):
-            lines[i] = " | ".join([*cells[:-1], f"{PAPER_HEADER} |"])
-        elif line.startswith("| ") and cells[0][2:] in labels:
-            paper = _paper_rows(table, labels[cells[0][2:]].paper)
-            lines[i] = " | ".join([*cells[:-1], f"{_paper_cell({'paper': paper})} |"])
-    if len(lines) > 2 and lines[0].startswith("Command:") and lines[1] == "" and table.note:
-        lines[2] = table.note
-    return "\n".join(lines)
-
-
-def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path = "runs/study",
-                     spec_file: str | Path = SPEC_FILE) -> list[str]:
-    """Replace each ``<!-- study:<key>:begin -->`` ... ``<!-- study:<key>:end -->`` section of
-    ``path`` by the rendering of ``<out_root>/<key>/results.json``; returns the keys
-    rewritten. A section whose results.json is absent gets only its paper column and note
-    refreshed (:func:`refresh_paper_cells`; its key is returned with " (paper column)").
-    ``<!-- study:claims:begin/end -->`` gets the claims table of every ``claim-*`` table
-    (:mod:`parsenet.apps.study.claims`), read from the run directories under ``out_root``.
-    Text outside the markers is left as it is."""
-    path = Path(path)
-    text = path.read_text()
-    written = []
-    tables = {**load_tables(spec_file), **paper_tables()}
-    for key, table in tables.items():
-        begin, end = f"<!-- study:{key}:begin -->", f"<!-- study:{key}:end -->"
-        if begin not in text or end not in text:
-            continue
-        result = _read_json(Path(out_root) / key / "results.json")
-        head, rest = text.split(begin, 1)
-        old, tail = rest.split(end, 1)
-        if result is None:
-            body = refresh_paper_cells(old.strip("\n"), table)
-            key = f"{key} (paper column)"
-        else:
-            body = render_section(result, spec_file)
-        text = f"{head}{begin}\n{body}\n{end}{tail}"
-        written.append(key)
-    begin, end = "<!-- study:claims:begin -->", "<!-- study:claims:end -->"
-    if begin in text and end in text:  # the opening claims table, from the run directories
-        from parsenet.apps.study.claims import claims_rows, format_claims_table
-
-        head, rest = text.split(begin, 1)
-        tail = rest.split(end, 1)[1]
-        body = format_claims_table(claims_rows(out_root, spec_file))
-        text = f"{head}{begin}\n{body}\n{end}{tail}"
-        written.append("claims")
-    path.write_text(text)
-    return written

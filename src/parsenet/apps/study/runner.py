@@ -14,28 +14,28 @@ from typing import Any
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from parsenet.apps.checkout import git_commit
 from parsenet.apps.study.budget import plan_iterations
 from parsenet.apps.study.cached.engine import train_cached
-from parsenet.apps.study.reporting import report
+from parsenet.apps.study.reporting import git_commit, report
 from parsenet.apps.study.spec import (
     NORM_IMAGES,
-    SPEC_FILE,
     Table,
     Variant,
     command_for,
+    config_file,
     is_finished,
     resolve_table,
     run_dir,
     run_overrides,
     with_overrides,
 )
-from parsenet.config import ConfigError, load_config
+from parsenet.config import ConfigError
 from parsenet.data.build import build_dataset
 from parsenet.engine import trainer  # trainer.train looked up per call: tests replace it
 from parsenet.engine.checkpoint import load_model
 from parsenet.engine.rundir import clear_run
 from parsenet.errors import TrainingDivergedError
+from parsenet.recipe import load_recipe
 from parsenet.viz import feature_norms
 
 
@@ -68,7 +68,7 @@ def _fit(table: Table | None) -> Any:
 
 
 def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = None) -> None:
-    config = load_config(variant.config, run_overrides(variant, seed, path))
+    config = load_recipe(config_file(variant.config), run_overrides(variant, seed, path))
     fit = _fit(table)
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
@@ -119,17 +119,17 @@ def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, An
 
 def run_study(table: str | int, *, seeds: list[int] | None = None,
               out_root: str | Path = "runs/study", only: list[str] | None = None,
-              dry_run: bool = False, spec_file: str | Path = SPEC_FILE, paper: bool = False,
+              dry_run: bool = False, spec_file: str | Path | None = None, paper: bool = False,
               overrides: list[str] | None = None, budget_minutes: float | None = None
               ) -> list[dict[str, Any]]:
     """Train the variants of ``table`` that have not finished, print the table, write
     ``<out_root>/<table>/results.json``; returns the rows. ``only`` restricts to some
     variant names, ``seeds`` replaces every variant's seeds for training (the table shows
-    the variant's own seeds and these), ``dry_run`` lists the runs.
-    ``paper``: the paper's Table ``table`` (configs/paper). ``overrides`` (``key=value``)
-    apply to every run. ``budget_minutes``: the runs still to train share this much
-    time; each one's iterations are set from timed warm-up iterations
-    (:mod:`parsenet.apps.study.budget`)."""
+    the variant's own seeds and these), ``dry_run`` lists the runs. ``spec_file``: the
+    study spec that defines ``table``; ``paper``: the paper's Table ``table``
+    (configs/paper). ``overrides`` (``key=value``) apply to every run. ``budget_minutes``:
+    the runs still to train share this much time; each one's iterations are set from timed
+    warm-up iterations (:mod:`parsenet.apps.study.budget`)."""
     spec = with_overrides(resolve_table(table, spec_file, paper), list(overrides or []),
                            budget_minutes)
     jobs = _jobs(spec, seeds, only)
@@ -151,7 +151,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
                 measure_feature_norms(path)  # stopped between training and measuring
             continue
         if budget_minutes is not None:
-            plan = plan_iterations(v.config, run_overrides(v, s, path), path, share)
+            plan = plan_iterations(config_file(v.config), run_overrides(v, s, path), path, share)
             tqdm.write(f"budget {share / 60:.2f} min: {plan['s_per_iteration']:.3g} s per "
                        f"iteration over {plan['warmup_iterations']} warm-up iterations -> "
                        f"{plan['iterations']} iterations")

@@ -1,6 +1,7 @@
-"""The study's tables as data: the variants of ``configs/cpu/study.yaml`` (or of the paper's
-Tables 1-8), where each run lives and the command that trains it. Trains and reads nothing
-else; :mod:`parsenet.apps.study.runner` trains, :mod:`parsenet.apps.study.reporting` tabulates."""
+"""The study's tables as data: the variants of a study spec (a YAML file of tables, such as
+the lab's ``configs/cpu/study.yaml``) or of the paper's Tables 1-8, where each run lives and
+the command that trains it. Trains and reads nothing else; :mod:`parsenet.apps.study.runner`
+trains, :mod:`parsenet.apps.study.reporting` tabulates."""
 
 from __future__ import annotations
 
@@ -10,16 +11,14 @@ from typing import Any
 
 import yaml
 
-from parsenet.apps.checkout import repo_root
-from parsenet.apps.study.paper import PaperFigures, PaperRow, load_paper_figures
+from parsenet.apps.study.paper import PaperFigures, PaperRow, config_file, load_paper_figures
 from parsenet.config import ConfigError
 
-__all__ = ["METRICS", "SPEC_FILE", "Variant", "Table", "load_tables", "paper_tables",
+__all__ = ["METRICS", "Variant", "Table", "load_tables", "paper_tables",
            "resolve_table", "run_dir", "is_finished", "run_overrides", "command_for",
-           "with_overrides"]
+           "with_overrides", "config_file"]
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
-SPEC_FILE = "configs/cpu/study.yaml"
 NORM_IMAGES = 16  # validation images used to measure feature norms (feature_norms.json)
 ENGINES = ("trainer", "cached")
 
@@ -28,7 +27,7 @@ ENGINES = ("trainer", "cached")
 class Variant:
     name: str  # run directory name, unique within a protocol
     label: str  # the row as the paper names it
-    config: str  # config file (paths relative to the repo root)
+    config: str  # config file: a path, or configs/paper/<row>.yaml (shipped, config_file)
     overrides: tuple[str, ...] = ()
     seeds: tuple[int, ...] = (0,)
     priority: int = 9  # lower runs first
@@ -58,15 +57,14 @@ class Table:
     # cached engine: the taps every row's trunk caches (a superset of each row's), so rows
     # reading fewer taps share the widest row's cache; empty: each row's own taps
     cache_features: tuple[str, ...] = ()
+    # How `parsenet study` names the table's source: "--paper" or "--spec <file>".
+    source: str = "--paper"
 
 
 def _spec_path(spec_file: str | Path) -> Path:
     path = Path(spec_file)
-    if not path.is_file() and not path.is_absolute():
-        # Called from elsewhere than the repo root: look next to the package's checkout.
-        path = repo_root() / spec_file
     if not path.is_file():
-        raise ConfigError(f"{spec_file}: study spec not found (run from the repo root)")
+        raise ConfigError(f"{spec_file}: study spec not found")
     return path
 
 
@@ -78,7 +76,7 @@ def _variant(v: dict[str, Any]) -> Variant:
                    paper=(paper,) if isinstance(paper, str) else tuple(paper))
 
 
-def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
+def load_tables(spec_file: str | Path) -> dict[str, Table]:
     """The tables of a study spec (YAML: ``tables: {key: ...}``; ``paper_figures: <file>``
     replaces the paper's figures shipped with the package)."""
     path = _spec_path(spec_file)
@@ -119,7 +117,8 @@ def load_tables(spec_file: str | Path = SPEC_FILE) -> dict[str, Table]:
                 resolution=tuple(resolution) if resolution else None,
                 loss_on=str(t.get("loss_on", "input")),
                 loss_stride=int(t.get("loss_stride", 1)),
-                cache_features=tuple(str(f) for f in t.get("cache_features", ())))
+                cache_features=tuple(str(f) for f in t.get("cache_features", ())),
+                source=f"--spec {spec_file}")
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
             raise
@@ -145,11 +144,14 @@ def paper_tables(figures: PaperFigures | None = None) -> dict[str, Table]:
     return tables
 
 
-def resolve_table(table: str | int, spec_file: str | Path = SPEC_FILE, paper: bool = False
+def resolve_table(table: str | int, spec_file: str | Path | None = None, paper: bool = False
                   ) -> Table:
     """A table of the study spec by key or alias; with ``paper``, one of the paper's
     Tables 1-8 (:func:`paper_tables`)."""
-    tables = paper_tables() if paper else load_tables(spec_file)
+    if not paper and spec_file is None:
+        raise ConfigError(f"study table {table!r}: give paper=True (the paper's Tables 1-8) "
+                          "or a study spec file")
+    tables = paper_tables() if paper or spec_file is None else load_tables(spec_file)
     key = str(table)
     for t in tables.values():
         if key == t.key or key in t.aliases:
@@ -176,7 +178,8 @@ def command_for(variant: Variant, seed: int, path: Path, table: Table | None = N
     """The command that trains this run on its own: ``parsenet train``, or for a table on
     the cached engine, ``parsenet study`` restricted to the run."""
     if table is not None and table.engine == "cached":
-        return f"parsenet study --table {table.key} --only {variant.name} --seeds {seed}"
+        return (f"parsenet study {table.source} --table {table.key} --only {variant.name} "
+                f"--seeds {seed}")
     sets = " ".join(f"--set '{o}'" for o in run_overrides(variant, seed, path)
                     if not o.startswith("train.progress"))
     return f"parsenet train --config {variant.config} {sets}"

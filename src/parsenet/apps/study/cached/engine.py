@@ -183,7 +183,7 @@ def _trunk_with_taps(config: Config, model: nn.Module, num_classes: int,
                      taps: Sequence[str]) -> nn.Module:
     """The frozen trunk of ``config``'s model, computing ``taps`` (a superset of what its
     head reads), so that rows reading fewer taps share one cache with the widest row."""
-    from parsenet.models.builders import build_model_from_config
+    from parsenet.recipe import build_model_from_config
 
     needed = {*model.features, *([model.context_source] if model.context_source else [])}
     if not needed <= set(taps):
@@ -202,7 +202,7 @@ def _trunk_with_taps(config: Config, model: nn.Module, num_classes: int,
 def _build(config: Config, val: Any, resolution: tuple[int, int], cache_root: str | Path,
            progress: bool, loss_on_grid: bool = False, cache_features: Sequence[str] = ()
            ) -> tuple[PackedHead, dict[str, TapCache], int, nn.Module]:
-    from parsenet.models.builders import build_model_from_config
+    from parsenet.recipe import build_model_from_config
 
     if config.model.name not in SPLITS:
         raise ValueError(f"model {config.model.name!r} has no trunk/head split; known: "

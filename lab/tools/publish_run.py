@@ -1,0 +1,268 @@
+"""Publish a finished training run: small records in docs/lite_runs/<run>/, pictures, and
+(with --release NAME) a released model in src/parsenet/released/.
+
+    python -m lab.tools.publish_run runs/lite_siftflow_parsenet --dataset SiftFlow \
+        --command "parsenet train ..." --release siftflow --overlays 3
+
+Reads <run>/metrics.json (the trainer's final validation on the recipe's val split),
+config.yaml and log.jsonl; draws curves, per-class IU bars and the confusion matrix; with
+--release writes the fp16 safetensors + model card from checkpoints/last.pt and overlays of
+the first val images. Then regenerates docs/RELEASED.md from every published run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[2]  # the checkout: lab/tools/ is two below it
+DOCS = REPO / "docs" / "lite_runs"
+
+
+def _cpu_kind() -> str:
+    from parsenet.engine.precision import cpu_has_native_bf16
+
+    name = platform.processor() or "cpu"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            name = line.split(":", 1)[1].strip()
+            break
+    return f"{name}, {'AVX512-BF16/AMX' if cpu_has_native_bf16() else 'no native bf16'}"
+
+
+def _segment_ends(log: Path) -> list[float]:
+    """Last timestamp of each process's stretch of the log (a resume restarts the clock)."""
+    ends: list[float] = []
+    last = -1.0
+    for line in log.read_text().splitlines():
+        record = json.loads(line)
+        time = float(record["time"])
+        # The trainer marks each process's start; the cached engine's log does not, but its
+        # clock restarts too.
+        if record.get("event") in ("start", "resume") or not ends or time < last:
+            ends.append(0.0)
+        ends[-1] = max(ends[-1], time)
+        last = time
+    return ends
+
+
+def _wall_seconds(log: Path) -> float:
+    return sum(_segment_ends(log))
+
+
+def _segments(log: Path) -> int:
+    return len(_segment_ends(log))
+
+
+def _plots(out: Path, metrics: dict, classes: list[str], title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    iou = np.array([np.nan if v is None else v for v in metrics["per_class_iou"]]) * 100
+    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(classes)), 4))
+    ax.bar(range(len(classes)), np.nan_to_num(iou), color="tab:blue")
+    ax.set_xticks(range(len(classes)), classes, rotation=70, fontsize=8)
+    ax.set_ylabel("IU (%)")
+    ax.set_title(f"{title}: per-class IU on val (mean {100 * metrics['mean_iou']:.1f})")
+    fig.tight_layout()
+    fig.savefig(out / "per_class_iou.png", dpi=100)
+    plt.close(fig)
+    conf = np.asarray(metrics["confusion"], dtype=float)
+    rows = conf / np.maximum(conf.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(0.3 * len(classes) + 3, 0.3 * len(classes) + 2.5))
+    im = ax.imshow(rows, cmap="viridis", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=90, fontsize=7)
+    ax.set_yticks(range(len(classes)), classes, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true (rows sum to 1)")
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    ax.set_title(f"{title}: confusion on val")
+    fig.tight_layout()
+    fig.savefig(out / "confusion.png", dpi=100)
+    plt.close(fig)
+
+
+def publish(run: Path, dataset: str, command: str, release: str | None, overlays: int,
+            commit: str | None = None, note: str = "") -> Path:
+    from parsenet.viz import plot_curves
+
+    out = DOCS / run.name
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("log.jsonl", "config.yaml", "metrics.json"):
+        shutil.copy(run / name, out / name)
+    result = json.loads((run / "metrics.json").read_text())
+    metrics = result["metrics"]
+    from parsenet.engine.checkpoint import load_checkpoint
+
+    # A head trained on cached features (parsenet train-head) keeps the whole model in
+    # model.pt; its last.pt holds the head alone.
+    head_only = (run / "checkpoints" / "model.pt").is_file()
+    weights = run / "checkpoints" / ("model.pt" if head_only else "last.pt")
+    state = load_checkpoint(weights)
+    classes = list(state["classes"])
+    plot_curves(run / "log.jsonl", out / "curves.png", title=run.name)
+    _plots(out, metrics, classes, run.name)
+    commit = commit or subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO,
+                                      capture_output=True, text=True).stdout.strip()
+    card = {"dataset": dataset, "run": run.name, "release": release, "command": command,
+            "commit": commit,
+            "cpu": _cpu_kind(), "precision": result["amp"],
+            "wall_time_min": round(_wall_seconds(run / "log.jsonl") / 60, 1),
+            "segments": _segments(run / "log.jsonl"), "head_only": head_only, "note": note,
+            "train_images_per_s": result["images_per_s"],
+            "variant": _variant(state["config"]["model"]["args"]),
+            "val_metrics": {k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou",
+                                                    "fw_iou", "per_class_iou")},
+            "val_split": "see config.data (val)"}
+    (out / "card.json").write_text(json.dumps(card, indent=1) + "\n")
+    (out / "README.md").write_text(_card_markdown(card, classes, state.get("palette"),
+                                                  state["config"], release))
+    if release:
+        from parsenet.engine.release import write_release
+
+        write_release(weights, REPO / "src" / "parsenet" / "released",
+                      release, card)
+        if overlays:
+            _overlays(release, out, overlays)
+    return out
+
+
+def _card_markdown(card: dict, classes: list[str], palette: list | None, config: dict,
+                   release: str | None) -> str:
+    m = card["val_metrics"]
+    lines = [f"# Model card: {card['run']}", "",
+             f"- dataset: {card['dataset']} ({len(classes)} classes), val split as in "
+             "config.yaml (data.val_split, data.holdout_every)",
+             f"- model: {config['model']['name']} {json.dumps(config['model']['args'])}",
+             f"- released as: `--model {release}`" if release else "- not released",
+             f"- trained by: `{card['command']}` at commit {card['commit']}",
+             f"- CPU: {card['cpu']}; precision {card['precision']}; wall time "
+             f"{card['wall_time_min']} min (training + final validation) on a machine shared "
+             "with other jobs" + (
+                 "; the head alone, on the frozen trunk's cached features: the cache (the "
+                 "trunk over the train and val images, fp32) is built once per trunk and "
+                 "resolution, shared by the runs on them, and not in this time"
+                 if card.get("head_only") else ""),
+             *([f"- note: {card['note']}"] if card.get("note") else []),
+             f"- val: pixel acc {100 * m['pixel_acc']:.1f}, mean acc {100 * m['mean_acc']:.1f}, "
+             f"mean IU {100 * m['mean_iou']:.1f}, f.w. IU {100 * m['fw_iou']:.1f} "
+             "(mean over classes present in val)", "",
+             "| class | palette | val IU |", "| --- | --- | --- |"]
+    for k, name in enumerate(classes):
+        iou = m["per_class_iou"][k]
+        color = palette[k] if palette else ""
+        lines.append(f"| {name} | {color} | {'-' if iou is None else f'{100 * iou:.1f}'} |")
+    lines += ["", "![curves](curves.png)", "![per-class IU](per_class_iou.png)",
+              "![confusion](confusion.png)", ""]
+    return "\n".join(lines)
+
+
+def _overlays(release: str, out: Path, n: int) -> None:
+    from parsenet.apps.tasks import predict_images
+    from parsenet.config import config_from_dict
+    from parsenet.data.build import build_dataset
+    from parsenet.models.released import Release
+
+    # Read from the files just written: the ReleasedWeights enum holds the cards as they
+    # were when this process imported it.
+    entry = Release.from_card(release)
+    cfg = config_from_dict(entry.meta["config"], "card")
+    val = build_dataset(cfg.data, "val")
+    files = list(val._image_paths[:n])  # the first val images, in sorted-id order
+    if files:
+        predict_images(entry, files, out / "overlays", backend="eager",
+                       progress=False)
+        for p in (out / "overlays").glob("*.png"):
+            p.unlink()  # keep the side-by-side JPEGs only
+
+
+def _variant(args: dict) -> str:
+    variant = "parsenet" if args.get("context", True) else "baseline"
+    return variant + (", multi-tap" if len(args.get("features", [])) > 1 else "")
+
+
+def _backbone(run_dir: Path) -> str:
+    """The network a published run trained, from the config.yaml beside its card."""
+    import yaml
+
+    model = yaml.safe_load((run_dir / "config.yaml").read_text())["model"]
+    args = model.get("args", {})
+    if model["name"] == "parsenet_vgg16":
+        return f"VGG-16 {args.get('base', '')} ({args.get('weights') or 'from scratch'})"
+    lite = model["name"].removeprefix("parsenet_efficientnet_")
+    return f"EfficientNet-{lite.title()}" if lite != model["name"] else model["name"]
+
+
+def write_index() -> Path:
+    lines = ["# Released and CPU-trained ParseNets", "",
+             "Regenerated by `python -m lab.tools.publish_run` from docs/lite_runs/*/card.json; "
+             "figures are",
+             "the trainer's final validation on each recipe's val split (whole images).", "",
+             "| run | released as | dataset | network | variant | pixel acc | mean acc | mean IU |"
+             " f.w. IU | wall min | precision | CPU |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for card_path in sorted(DOCS.glob("*/card.json")):
+        c = json.loads(card_path.read_text())
+        m = c["val_metrics"]
+        release = f"`--model {c['release']}`" if c.get("release") else "-"
+        lines.append(f"| {c['run']} | {release} | {c['dataset']} | "
+                     f"{_backbone(card_path.parent)} | {c['variant']} | "
+                     f"{100 * m['pixel_acc']:.1f} | {100 * m['mean_acc']:.1f} | "
+                     f"{100 * m['mean_iou']:.1f} | {100 * m['fw_iou']:.1f} | "
+                     f"{c['wall_time_min']} | {c['precision']} | {c['cpu']} |")
+    lines += ["", "Training commands: each docs/lite_runs/<run>/README.md (model card). Check a",
+              "released model on any folder-layout dataset with the same classes:", "",
+              "    parsenet eval --model NAME --data-root DIR --split SPLIT",
+              "    parsenet predict photo.jpg --model siftflow --out predictions/", "",
+              "The runs that chose the recipes and were not released: their figures are in",
+              "RESULTS.md (Exploration runs)."]
+    path = REPO / "docs" / "RELEASED.md"
+    path.write_text("\n".join(lines) + "\n")
+    _write_results_block(lines[4:])
+    return path
+
+
+BLOCK = ("<!-- released:begin -->", "<!-- released:end -->")
+
+
+def _write_results_block(table: list[str]) -> None:
+    """The released runs' table, also between the markers in docs/RESULTS.md."""
+    results = REPO / "docs" / "RESULTS.md"
+    text = results.read_text()
+    if BLOCK[0] not in text:
+        return
+    head, rest = text.split(BLOCK[0], 1)
+    tail = rest.split(BLOCK[1], 1)[1]
+    body = ["Written by `python -m lab.tools.publish_run` from docs/lite_runs/*/card.json (the",
+            "same table as [RELEASED.md](RELEASED.md)); each run's card has its command.", "",
+            *table[1:]]
+    results.write_text(head + BLOCK[0] + "\n" + "\n".join(body) + "\n" + BLOCK[1] + tail)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", type=Path, nargs="?")
+    ap.add_argument("--dataset", default="")
+    ap.add_argument("--command", default="")
+    ap.add_argument("--release", default=None)
+    ap.add_argument("--overlays", type=int, default=3)
+    ap.add_argument("--commit", default=None,
+                    help="the commit the run trained at (default: HEAD now)")
+    ap.add_argument("--note", default="", help="a line for the card (the run's conditions)")
+    args = ap.parse_args()
+    if args.run is not None:
+        print(publish(args.run, args.dataset, args.command, args.release, args.overlays,
+                      args.commit, args.note))
+    print(write_index())
+
+
+if __name__ == "__main__":
+    main()

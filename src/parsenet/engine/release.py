@@ -1,0 +1,37 @@
+"""A training checkpoint written as a released model: the pair of files that
+:class:`parsenet.models.released.Release` reads (``<name>.safetensors`` and ``<name>.json``).
+It lives in the engine, above the models, because it reads a training checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from parsenet.engine.checkpoint import load_checkpoint
+
+__all__ = ["write_release"]
+
+
+def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, name: str,
+                  card: dict[str, Any]) -> tuple[Path, Path]:
+    """Write ``<name>.safetensors`` (fp16) and ``<name>.json`` from a training checkpoint;
+    ``card`` adds the recipe, command, commit, CPU, time and figures."""
+    from safetensors.torch import save_file
+
+    state = load_checkpoint(checkpoint)
+    tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()
+               for k, v in state["model"].items()}
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    weights, meta_path = out_dir / f"{name}.safetensors", out_dir / f"{name}.json"
+    save_file(tensors, str(weights))
+    config = state["config"]
+    meta = {"name": name, "model": config["model"]["name"],
+            "model_args": {k: v for k, v in config["model"]["args"].items() if k != "weights"},
+            "classes": list(state["classes"]), "palette": state.get("palette"),
+            "preprocessing": state["preprocessing"], "iteration": int(state["iteration"]),
+            "config": config, **card}
+    meta_path.write_text(json.dumps(meta, indent=1) + "\n")
+    return weights, meta_path
