@@ -190,7 +190,7 @@ def test_converted_model_evaluates_and_predicts(tmp_path, rng, capsys):
 
 def test_trunk_as_the_configs_weights(tmp_path, rng):
     from parsenet.config import ModelConfig
-    from parsenet.models.builders import build_model_from_config
+    from parsenet.recipe import build_model_from_config
     from parsenet.models.weights import weights_enum_of
 
     layers = trunk(rng)

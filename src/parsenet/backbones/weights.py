@@ -112,7 +112,7 @@ class VGG16Weights(WeightsEnum):
         preprocessing = IMAGENET
         if path.suffix == ".safetensors" and path.is_file():
             # A trunk from `parsenet convert caffe` says how its images are prepared.
-            from parsenet.convert.model_file import KIND_KEY, file_preprocessing, read_metadata
+            from parsenet.model_file import KIND_KEY, file_preprocessing, read_metadata
 
             meta = read_metadata(path)
             if meta.get(KIND_KEY) == "model":

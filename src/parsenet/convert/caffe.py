@@ -27,10 +27,10 @@ from typing import Any
 
 from parsenet.convert.caffe_proto import CaffeLayer, read_net
 from parsenet.convert.fill import check_geometry, fill_model, model_args, trunk_state
-from parsenet.convert.model_file import write_model_file
 from parsenet.convert.prototxt import read_prototxt
 from parsenet.convert.structure import Layout, find_layout
 from parsenet.errors import UsageError, WeightsError
+from parsenet.model_file import write_model_file
 from parsenet.preprocessing import CAFFE_VGG16
 
 __all__ = ["convert_caffe", "Converted", "KNOWN_FILES"]

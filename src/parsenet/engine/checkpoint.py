@@ -104,7 +104,7 @@ def _fsync_dir(directory: Path) -> None:
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     """Load a training checkpoint on the CPU with ``weights_only=True``, or a converted
-    model's ``.safetensors`` (:mod:`parsenet.convert.model_file`) as the same dict.
+    model's ``.safetensors`` (:mod:`parsenet.model_file`) as the same dict.
 
     Raises :class:`CheckpointError` naming the file when it is missing, unreadable
     (truncated or corrupt) or not a parsenet checkpoint.
@@ -113,7 +113,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     if path.suffix == ".safetensors":  # a converted model (parsenet convert caffe)
-        from parsenet.convert.model_file import read_model_file
+        from parsenet.model_file import read_model_file
 
         return {"format": CHECKPOINT_FORMAT, **read_model_file(path)}
     state = load_weights_only(path, CheckpointError, "parsenet checkpoint")
