@@ -46,7 +46,8 @@ __all__ = ["main", "build_parser"]
 
 
 # The user's own paths: not found, already there, a folder where a file was meant (or the
-# reverse), no permission, no space. Other OSErrors are bugs and keep their traceback.
+# reverse), no permission, no space, a read-only file system. Other OSErrors are bugs and
+# keep their traceback.
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
                    PermissionError)
 
@@ -54,7 +55,7 @@ _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADi
 def _is_user_error(e: BaseException) -> bool:
     if isinstance(e, (ParseNetError, *_USER_OS_ERRORS)):
         return True
-    return isinstance(e, OSError) and e.errno == errno.ENOSPC
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _one_line(e: BaseException) -> str:
@@ -80,6 +81,11 @@ def _add(sub: Subparsers, name: str, func: Callable[[argparse.Namespace], int], 
 def _add_sets(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. train.iterations=500 (repeatable)")
+
+
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} that already exist (an input is never replaced)")
 
 
 def _add_model_source(p: argparse.ArgumentParser) -> None:
@@ -134,6 +140,7 @@ def _add_eval(sub: Subparsers) -> None:
                    help="default: the config's eval.mode (whole, as the paper)")
     p.add_argument("--out", default=None,
                    help="JSON file (default: next to the checkpoint)")
+    _add_overwrite(p, "an --out file")
     p.add_argument("--max-images", type=int, default=0, help="0: the whole split")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
@@ -144,6 +151,7 @@ def _add_predict(sub: Subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     _add_model_source(p)
     p.add_argument("--out", default="predictions", help="output directory")
+    _add_overwrite(p, "label PNGs and overlays in --out")
     p.add_argument("--backend", default="auto", choices=("auto", "eager", "onnx"),
                    help="auto: ONNX Runtime on CPU when installed and --onnx-cache is given, "
                         "else eager PyTorch")
@@ -169,6 +177,7 @@ def _add_export(sub: Subparsers) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     p.add_argument("--out", required=True, help="output file")
+    _add_overwrite(p, "an --out file")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the export with the eager model")
 

@@ -52,6 +52,9 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     from parsenet.apps.study.cached.engine import train_cached
     from parsenet.config import load_config
 
+    if min(args.resolution) < 1 or args.loss_stride < 1:
+        raise UsageError(f"train-head: --resolution {args.resolution[0]} {args.resolution[1]} "
+                         f"and --loss-stride {args.loss_stride} must be >= 1")
     config = load_config(args.config, args.set)
     result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
                           progress=config.train.progress, loss_stride=args.loss_stride)
@@ -98,7 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(_source(args), config=args.config, overrides=overrides,
                                  split=split, mode=args.mode, device=args.device,
                                  max_images=args.max_images, out=args.out,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{result['checkpoint']} (iteration {result['iteration']}) on {result['split']} "
           f"of {result['data_root']}")
     print(format_metrics(result["metrics"], result["classes"]))
@@ -113,7 +116,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             mode=args.mode, device=args.device,
                             progress=not args.no_progress, skip_errors=args.skip_errors,
                             onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
-                            window=args.window)
+                            window=args.window, overwrite=args.overwrite)
     modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
     print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
           f"{result['mode']}{f' ({modes})' if result['mode'] == 'auto' else ''}: labels and "
@@ -130,7 +133,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from parsenet.apps.tasks import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check)
+    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check,
+                               overwrite=args.overwrite)
     print(f"exported {result['path']} ({result['format']}, {result['exporter']} exporter)")
     for size, diff in result["diffs"].items():
         print(f"  {size}: max abs diff vs eager {diff:.2e}")
