@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -36,10 +37,19 @@ def _print_validation(metrics: dict) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from parsenet.config import load_config
+    from parsenet.engine.distributed import StoppedBySigterm
     from parsenet.engine.trainer import train
 
     config = load_config(args.config, args.set)
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except StoppedBySigterm as stopped:
+        if stopped.rank == 0:
+            sets = [word for value in args.set for word in ("--set", value)]
+            again = shlex.join(["parsenet", "train", "--config", args.config, *sets, "--resume"])
+            print(f"parsenet: stopped by SIGTERM; saved {stopped.saved}; resume with {again}",
+                  file=sys.stderr)
+        return int(stopped.code)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
     _print_validation(result.get("metrics") or {})

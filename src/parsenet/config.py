@@ -48,6 +48,7 @@ from parsenet.choices import (  # noqa: F401  (re-exported)
     PreprocessingName,
 )
 from parsenet.config_messages import describe_validation_error, describe_yaml_error
+from parsenet.disk_full import naming_full_disk
 from parsenet.errors import ConfigError
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError",
@@ -413,4 +414,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def save_config(config: Config, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    with naming_full_disk(path, "the run's config"):
+        Path(path).write_text(text)

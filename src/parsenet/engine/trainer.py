@@ -52,6 +52,7 @@ from parsenet.config import (
     config_to_dict,
     save_config,
 )
+from parsenet.disk_full import naming_full_disk
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checkpoint import init_from_file
@@ -405,7 +406,7 @@ class _Training:
                         self._save(iteration, self.last_path)
                     if stop:
                         self.runlog.log("event", iteration, event="sigterm")
-                        raise SystemExit(dist_utils.SIGTERM_EXIT_CODE)
+                        raise dist_utils.StoppedBySigterm(self.last_path, self.ctx.rank)
             bar.close()
             self._validate(iteration)
             result = self._finish(iteration, loss, time.perf_counter() - wall_start,
@@ -435,8 +436,10 @@ class _Training:
             "world_size": self.ctx.world_size, "rank": self.ctx.rank,
         }
         if self.ctx.is_main:
-            (self.out_dir / "metrics.json").write_text(
-                json.dumps(to_jsonable(result), indent=2) + "\n")
+            metrics = self.out_dir / "metrics.json"
+            with naming_full_disk(metrics, "the run's results", f"free space; the run's "
+                                  f"weights are in {self.last_path}"):
+                metrics.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
         self.runlog.log("event", iteration, event="end", wall_time_s=wall,
                         images_per_s=result["images_per_s"])
         return result
