@@ -57,6 +57,7 @@ from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checkpoint import init_from_file
 from parsenet.engine.class_weights import class_weights
+from parsenet.engine.crop_memory import check_crop_fits
 from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
 from parsenet.engine.optim import (
     build_optimizer,
@@ -218,6 +219,8 @@ class _Training:
             init_from_file(model, cfg.model.init_from)
         freeze(model, cfg.model.freeze)
         self.model = model.to(self.device)
+        check_crop_fits(self.model, len(self.classes), cfg.data.crop_size, t.batch_size,
+                        self.device)
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             new_layer_lr_mult=t.new_layer_lr_mult,
