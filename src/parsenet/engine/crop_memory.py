@@ -14,10 +14,12 @@ import os
 import torch
 from torch import nn
 
-from parsenet.engine.memory import InferenceMemory
+from parsenet.engine.memory import FLOAT, InferenceMemory
 from parsenet.errors import ResourceError
 
 __all__ = ["device_memory", "check_crop_fits"]
+
+_MARGIN = 64
 
 
 def device_memory(device: torch.device) -> int | None:
@@ -36,6 +38,12 @@ def check_crop_fits(model: nn.Module, num_classes: int, crop_size: int | None,
     device's memory by the inference estimate (a lower bound for training)."""
     total = device_memory(device)
     if crop_size is None or total is None:
+        return
+    # The estimate's terms that need no probe forward: the input, two K-class logits maps
+    # and the labels. The layers' own peak is within a few times that (VGG's conv1_1 output
+    # at full resolution: 64 floats a pixel), so far below the limit the probe is skipped.
+    floor = (FLOAT * (2 * num_classes + 3) + 8) * crop_size ** 2 * batch_size
+    if floor * _MARGIN < total:
         return
     memory = InferenceMemory.of(model, num_classes)
     need = memory.whole(crop_size, crop_size) * batch_size
