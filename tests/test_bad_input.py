@@ -1,7 +1,10 @@
 """The bad-input catalogue (issue 13): each user mistake, and the one line the CLI prints.
 
 Cases 1-3, 4 (a directory as --config) and 12a-e are here; the runs and predict cases (4-11)
-are in test_bad_input_runs.py, split off to keep each file under ~400 lines.
+are in test_bad_input_runs.py, split off to keep each file under ~400 lines; outputs that must
+not replace anything, bad values and errors naming the right file or key in
+test_bad_input_outputs.py; a disk filling up, SIGTERM and a killed save in
+test_bad_input_disk.py.
 
 Every case runs ``parsenet.cli.main`` as a user would and asserts the exact line on stderr,
 exit code 2 and no traceback. The data is tiny and written into tmp_path; training, where a

@@ -285,7 +285,7 @@ def test_skip_errors_reports_the_bad_files_at_the_end(checkpoint, tmp_path, caps
             "--backend", "eager", "--no-progress"]
     assert main(argv) == 2  # without --skip-errors: the first bad file stops
     assert error_line(capsys) == f"parsenet: error: {bad.value}"
-    assert main([*argv, "--skip-errors"]) == 2
+    assert main([*argv, "--skip-errors", "--overwrite"]) == 2  # a.png is there from above
     printed = capsys.readouterr()
     assert printed.out.startswith("2 image(s), backend eager")
     assert printed.err.splitlines() == ["parsenet: skipped 1 of 3 image(s):",
@@ -306,6 +306,7 @@ def test_case_11_the_onnx_cache_is_explicit_and_rebuilt_when_corrupt(checkpoint,
     assert main(argv) == 0
     assert "backend eager" in capsys.readouterr().out  # auto without a cache: eager
     assert not list(checkpoint.parent.glob("*.onnx"))  # nothing written beside it
+    argv.append("--overwrite")  # the predictions of the run before are replaced
     assert main([*argv, "--onnx-cache", str(cache)]) == 0
     assert "backend onnx" in capsys.readouterr().out
     cached = onnx_cache_path(checkpoint, cache)

@@ -179,7 +179,7 @@ def _overlays(release: str, out: Path, n: int) -> None:
     files = list(val._image_paths[:n])  # the first val images, in sorted-id order
     if files:
         predict_images(entry, files, out / "overlays", backend="eager",
-                       progress=False)
+                       progress=False, overwrite=True)  # a republish redraws its own
         for p in (out / "overlays").glob("*.png"):
             p.unlink()  # keep the side-by-side JPEGs only
 

@@ -47,7 +47,8 @@ __all__ = ["main", "build_parser"]
 
 
 # The user's own paths: not found, already there, a folder where a file was meant (or the
-# reverse), no permission, no space. Other OSErrors are bugs and keep their traceback.
+# reverse), no permission, no space, a read-only file system. Other OSErrors are bugs and
+# keep their traceback.
 _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError,
                    PermissionError)
 
@@ -55,7 +56,7 @@ _USER_OS_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADi
 def _is_user_error(e: BaseException) -> bool:
     if isinstance(e, (ParseNetError, *_USER_OS_ERRORS)):
         return True
-    return isinstance(e, OSError) and e.errno == errno.ENOSPC
+    return isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _one_line(e: BaseException) -> str:
@@ -87,6 +88,11 @@ def _add_pixel_limit(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-megapixels", type=float, default=None, metavar="MP",
                    help="refuse images larger than this, from their header, before decoding "
                         "(default: the config's data.max_megapixels, 40)")
+
+
+def _add_overwrite(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help=f"replace {what} that already exist (an input is never replaced)")
 
 
 def _add_model_source(p: argparse.ArgumentParser) -> None:
@@ -144,6 +150,7 @@ def _add_eval(sub: Subparsers) -> None:
                    help="default: the config's eval.mode (whole, as the paper)")
     p.add_argument("--out", default=None,
                    help="JSON file (default: next to the checkpoint)")
+    _add_overwrite(p, "an --out file")
     p.add_argument("--max-images", type=int, default=0, help="0: the whole split")
     _add_pixel_limit(p)
     p.add_argument("--device", default="cpu")
@@ -155,6 +162,7 @@ def _add_predict(sub: Subparsers) -> None:
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_DIR")
     _add_model_source(p)
     p.add_argument("--out", default="predictions", help="output directory")
+    _add_overwrite(p, "label PNGs and overlays in --out")
     p.add_argument("--backend", default="auto", choices=("auto", "eager", "onnx"),
                    help="auto: ONNX Runtime on CPU when installed and --onnx-cache is given, "
                         "else eager PyTorch")
@@ -181,6 +189,7 @@ def _add_export(sub: Subparsers) -> None:
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     p.add_argument("--out", required=True, help="output file")
+    _add_overwrite(p, "an --out file")
     p.add_argument("--no-check", action="store_true",
                    help="skip comparing the export with the eager model")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import shlex
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -39,11 +40,20 @@ def _pixel_limit_set(args: argparse.Namespace) -> list[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from parsenet.engine.distributed import StoppedBySigterm
     from parsenet.engine.trainer import train
     from parsenet.recipe import load_recipe
 
     config = load_recipe(args.config, [*args.set, *_pixel_limit_set(args)])
-    result = train(config, resume=args.resume, overwrite=args.overwrite)
+    try:
+        result = train(config, resume=args.resume, overwrite=args.overwrite)
+    except StoppedBySigterm as stopped:
+        if stopped.rank == 0:
+            sets = [word for value in args.set for word in ("--set", value)]
+            again = shlex.join(["parsenet", "train", "--config", args.config, *sets, "--resume"])
+            print(f"parsenet: stopped by SIGTERM; saved {stopped.saved}; resume with {again}",
+                  file=sys.stderr)
+        return int(stopped.code)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
     _print_validation(result.get("metrics") or {})
@@ -56,6 +66,9 @@ def cmd_train_head(args: argparse.Namespace) -> int:
     from parsenet.apps.study.cached.engine import train_cached
     from parsenet.config import load_config
 
+    if min(args.resolution) < 1 or args.loss_stride < 1:
+        raise UsageError(f"train-head: --resolution {args.resolution[0]} {args.resolution[1]} "
+                         f"and --loss-stride {args.loss_stride} must be >= 1")
     config = load_config(args.config, [*args.set, *_pixel_limit_set(args)])
     result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
                           progress=config.train.progress, loss_stride=args.loss_stride)
@@ -102,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(_source(args), config=args.config, overrides=overrides,
                                  split=split, mode=args.mode, device=args.device,
                                  max_images=args.max_images, out=args.out,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, overwrite=args.overwrite)
     print(f"{result['checkpoint']} (iteration {result['iteration']}) on {result['split']} "
           f"of {result['data_root']}")
     print(format_metrics(result["metrics"], result["classes"]))
@@ -117,7 +130,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             mode=args.mode, device=args.device,
                             progress=not args.no_progress, skip_errors=args.skip_errors,
                             onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
-                            window=args.window, max_megapixels=args.max_megapixels)
+                            window=args.window, max_megapixels=args.max_megapixels,
+                            overwrite=args.overwrite)
     modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
     counts = f" ({modes})" if result["mode"] == "auto" and modes else ""
     print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
@@ -134,7 +148,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from parsenet.apps.tasks import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check)
+    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check,
+                               overwrite=args.overwrite)
     print(f"exported {result['path']} ({result['format']}, {result['exporter']} exporter)")
     for size, diff in result["diffs"].items():
         print(f"  {size}: max abs diff vs eager {diff:.2e}")

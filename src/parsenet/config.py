@@ -48,6 +48,7 @@ from parsenet.choices import (  # noqa: F401  (re-exported)
     PreprocessingName,
 )
 from parsenet.config_messages import describe_validation_error, describe_yaml_error
+from parsenet.disk_full import naming_full_disk
 from parsenet.errors import ConfigError
 
 __all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError",
@@ -81,6 +82,9 @@ def _ordered(value: list[float]) -> list[float]:
         raise ValueError(f"{value!r} is not allowed (expected [low, high] with "
                          f"0 < low <= high)")
     return value
+
+
+_FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max
 
 
 def _int(ge: int) -> Any:
@@ -218,6 +222,17 @@ class TrainConfig(_Section):
     # paper builds on (FCN, DeepLab, ParseNet prototxts: bias decay_mult 0).
     bias_decay: bool = False
 
+    @model_validator(mode="after")
+    def _rates_fit_float32(self) -> TrainConfig:
+        # The optimizer steps in float32: a larger rate fails inside torch's SGD.
+        rate = self.lr * max(1.0, self.new_layer_lr_mult, self.bias_lr_mult,
+                             self.new_layer_lr_mult * self.bias_lr_mult)
+        if rate > _FLOAT32_MAX:
+            raise ValueError(f"lr: {self.lr:g} is not allowed (times the largest rate "
+                             f"multiplier it is {rate:g}, beyond float32's {_FLOAT32_MAX:.3g} "
+                             f"that the optimizer steps in)")
+        return self
+
 
 class EvalConfig(_Section):
     SECTION: ClassVar[str] = "eval"
@@ -264,8 +279,25 @@ class _Yaml12Loader(yaml.SafeLoader):
 
     YAML 1.1, which PyYAML follows, wants a dot in a float (``1e-3`` is a string) and reads
     yes/no/on/off as booleans (``amp: off`` would be False). YAML 1.2 reads ``1e-3``, ``1E10``
-    and ``.5`` as numbers and only true/false as booleans.
+    and ``.5`` as numbers and only true/false as booleans. A key given twice in one mapping
+    is an error (PyYAML keeps the last silently: ``lr: 0.01`` then ``lr: 0.5`` trains at 0.5).
     """
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # "<<:" may repeat merged keys
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first given on line "
+                        f"{first[key] + 1})", key_node.start_mark)
+                first[key] = key_node.start_mark.line
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+        return super().construct_mapping(node, deep)
 
 
 _BOOL, _FLOAT = "tag:yaml.org,2002:bool", "tag:yaml.org,2002:float"
@@ -416,4 +448,6 @@ def load_config(path: str | os.PathLike | None = None, overrides: list[str] | No
 
 
 def save_config(config: Config, path: str | os.PathLike) -> None:
-    Path(path).write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False))
+    text = yaml.safe_dump(config_to_dict(config), sort_keys=False)
+    with naming_full_disk(path, "the run's config"):
+        Path(path).write_text(text)

@@ -138,8 +138,12 @@ def describe_validation_error(error: ValidationError, model: type[BaseModel] | N
             fields = getattr(inner.annotation if inner is not None else model, "model_fields", {})
             if named.group(1) in fields:
                 key, problem = _key((key, named.group(1))), named.group(2)
+        # An unknown section that only an override made up (--set trian.iterations=3).
+        made_by = [k for k in from_overrides if k.startswith(key + ".")]
         if any(key == k or key.startswith((k + ".", k + "[")) for k in from_overrides):
             lines.append(f"--set {key}: {problem}")
+        elif e["type"] == "extra_forbidden" and made_by:
+            lines.append(f"--set {made_by[0]}: {key}: {problem}")
         else:
             lines.append(": ".join(part for part in (where, key, problem) if part))
     return "; ".join(lines)

@@ -193,4 +193,11 @@ class WeightsEnum(Enum):
         if isinstance(weights, ModelWeights):
             model.load_state_dict(weights.get_state_dict(), strict=True)
             return
-        cls.load_backbone(model.backbone, weights)
+        try:
+            cls.load_backbone(model.backbone, weights)
+        except WeightsError as e:  # "does not fit": say which of the user's files
+            path = getattr(weights.source, "path", None)
+            if path is None or str(path) in str(e):
+                raise
+            raise WeightsError(f"{path}: cannot load as {cls.__name__} weights: {e}"
+                               ) from None

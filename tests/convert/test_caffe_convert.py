@@ -190,8 +190,8 @@ def test_converted_model_evaluates_and_predicts(tmp_path, rng, capsys):
 
 def test_trunk_as_the_configs_weights(tmp_path, rng):
     from parsenet.config import ModelConfig
-    from parsenet.recipe import build_model_from_config
     from parsenet.models.weights import weights_enum_of
+    from parsenet.recipe import build_model_from_config
 
     layers = trunk(rng)
     done = convert_caffe(_write(tmp_path, layers), tmp_path / "vgg.safetensors")

@@ -18,12 +18,20 @@ from parsenet.config import Config, config_from_dict, config_to_dict, load_confi
 from parsenet.data.build import build_dataset
 from parsenet.engine.checkpoint import LoadedModel, load_model
 from parsenet.engine.export import check_export, export_onnx, export_torchscript
-from parsenet.engine.inference import evaluate
+from parsenet.engine.inference import MIN_SIZE, evaluate
 from parsenet.engine.memory import DEFAULT_BUDGET_GB, ONNX_OVERHEAD, InferenceMemory
+from parsenet.engine.precision import resolve_device
 from parsenet.engine.predictor import make_predictor
 from parsenet.engine.runlog import to_jsonable
-from parsenet.errors import ParseNetError, UsageError
+from parsenet.errors import ConfigError, ParseNetError, UsageError
 from parsenet.models.released import Release, load_released
+from parsenet.output_paths import (
+    make_folder,
+    make_parent,
+    refuse_overwrite,
+    refuse_overwrite_in,
+    refuse_replacing,
+)
 from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionJob
 
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_source",
@@ -45,10 +53,19 @@ def _config_for(loaded: LoadedModel, config_path: str | os.PathLike | None,
                             overrides=overrides)
 
 
+def check_device(device: str) -> None:
+    """Refuse a ``--device`` that is not one, or not on this machine, before loading."""
+    try:
+        resolve_device(device, key="--device")
+    except ConfigError as e:
+        raise UsageError(str(e)) from None
+
+
 def load_source(source: str | os.PathLike | Release, device: str = "cpu"
                 ) -> tuple[LoadedModel, Path]:
     """(the loaded model, its path) of a checkpoint path or a released model
     (:class:`parsenet.models.released.Release`; its path is runs/released/<name>)."""
+    check_device(device)
     if isinstance(source, Release):
         return load_released(source, device), Path("runs") / "released" / source.name
     return load_model(source, device=device), Path(source)
@@ -57,13 +74,18 @@ def load_source(source: str | os.PathLike | Release, device: str = "cpu"
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None,
                         overrides: Sequence[str] = (), split: str = "val",
                         mode: str | None = None, device: str = "cpu", max_images: int = 0,
-                        out: str | os.PathLike | None = None, progress: bool = True
-                        ) -> dict[str, Any]:
+                        out: str | os.PathLike | None = None, progress: bool = True,
+                        overwrite: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on a split of its dataset (or the one ``config``/``overrides``
     describe) and write the result as JSON (default: next to the checkpoint,
     ``<stem>.eval-<split>-<mode>.json``). Returns the written dict: ``metrics`` (see
     :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``,
-    ``mode``, ``iteration``, ``json``."""
+    ``mode``, ``iteration``, ``json``. An explicit ``out`` that exists is replaced only
+    with ``overwrite``; the checkpoint itself never is."""
+    if out is not None:  # refused before the evaluation, not after it
+        refuse_overwrite(Path(out), [(checkpoint, "the checkpoint this command reads")],
+                         overwrite=overwrite)
+        make_parent(out)
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
     dataset = build_dataset(cfg.data, split, preprocessing=loaded.preprocessing)
@@ -85,10 +107,11 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     metrics = evaluate(loaded.model, dataset, num_classes=len(classes), mode=mode, device=device,
                        max_images=max_images, progress=progress, eval_cfg=cfg.eval)
     out = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.eval-{split}-{mode}.json")
+    refuse_replacing(out, [(checkpoint, "the checkpoint this command reads")])
     result = {"checkpoint": str(checkpoint), "iteration": loaded.iteration, "split": split,
               "mode": mode, "data_root": str(cfg.data.root), "classes": classes,
               "metrics": metrics}
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     out.write_text(json.dumps(to_jsonable(result), indent=1) + "\n")  # NaN (absent) -> null
     result["json"] = str(out)
     return result
@@ -143,15 +166,22 @@ def collect_images(inputs: Sequence[str | os.PathLike]) -> list[Path]:
     return [path for path, _ in collect_named_images(inputs)]
 
 
-def _check_out_folder(out_dir: Path, named: list[tuple[Path, str]]) -> None:
+def _check_out_folder(out_dir: Path, named: list[tuple[Path, str]], overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise UsageError(f"{out_dir}: is a file, not a folder; --out names the folder that "
                          f"predict writes label PNGs and overlays into")
-    for path, name in named:
-        for written in (out_dir / f"{name}.png", out_dir / f"{name}_overlay.jpg"):
-            if written.exists() and written.resolve() == path.resolve():
-                raise UsageError(f"{path}: predicting into {out_dir} would overwrite this "
-                                 f"input with its labels; choose another --out")
+    outputs = [(out_dir / f"{name}{suffix}", path) for path, name in named
+               for suffix in (".png", "_overlay.jpg")]
+    refuse_overwrite_in(out_dir, outputs, [path for path, _ in named], overwrite=overwrite)
+
+
+def _check_predict_options(window: int | None, memory_budget_gb: float) -> None:
+    if window is not None and window < MIN_SIZE:
+        raise UsageError(f"--window {window}: give at least {MIN_SIZE} (the smallest input the "
+                         f"model takes; a smaller window is padded to {MIN_SIZE} at every one "
+                         f"of its positions)")
+    if not (math.isfinite(memory_budget_gb) and memory_budget_gb > 0):
+        raise UsageError(f"--memory-budget {memory_budget_gb}: give a number of GB > 0")
 
 
 def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike],
@@ -160,7 +190,8 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
                    progress: bool = True, skip_errors: bool = False,
                    onnx_cache: str | os.PathLike | None = None,
                    memory_budget_gb: float = DEFAULT_BUDGET_GB, window: int | None = None,
-                   max_megapixels: float | None = None) -> dict[str, Any]:
+                   max_megapixels: float | None = None, overwrite: bool = False
+                   ) -> dict[str, Any]:
     """Segment images of any size with a checkpoint.
 
     Writes ``<out_dir>/<stem>.png`` (palette PNG: pixel values are class ids) and
@@ -175,16 +206,21 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     ``onnx_cache`` (a folder), verified by hash there. ``skip_errors``: an image that cannot
     be read or predicted is reported in ``skipped`` and the others are processed.
     ``max_megapixels``: larger images are refused from their header, before decoding
-    (default the checkpoint config's data.max_megapixels).
+    (default the checkpoint config's data.max_megapixels). Files
+    already in ``out_dir`` that would be written are replaced only with ``overwrite``; an
+    input never is.
 
     Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
     ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
     """
     if max_megapixels is not None and not 0 < max_megapixels < math.inf:
         raise UsageError(f"--max-megapixels must be a number > 0, got {max_megapixels}")
+    _check_predict_options(window, memory_budget_gb)
     named = collect_named_images(inputs)  # fail on a bad path before loading anything
     out_dir = Path(out_dir)
-    _check_out_folder(out_dir, named)
+    _check_out_folder(out_dir, named, overwrite)
+    if onnx_cache is not None:
+        make_folder(onnx_cache, "--onnx-cache")
     loaded, checkpoint = load_source(checkpoint, device)
     model, cfg = loaded.model, loaded.config
     mode = mode or "auto"
@@ -202,7 +238,7 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     job.run = run
     job.memory = InferenceMemory.of(model, len(job.classes),
                                     overhead=ONNX_OVERHEAD if backend == "onnx" else 1.0)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     outputs, modes, skipped = [], [], []
     for path, name in tqdm(named, desc=f"predict ({backend})", disable=not progress):
         try:
@@ -220,14 +256,19 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
 
 def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
                       check: bool = True,
-                      sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385))
-                      ) -> dict[str, Any]:
+                      sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385)),
+                      overwrite: bool = False) -> dict[str, Any]:
     """Export a checkpoint's model to ONNX or TorchScript, then (``check``) compare the file
-    with the eager model at ``sizes``. Returns ``path``, ``format``, ``exporter``, ``diffs``."""
+    with the eager model at ``sizes``. Returns ``path``, ``format``, ``exporter``, ``diffs``.
+    An existing ``out`` is replaced only with ``overwrite``; the checkpoint never is."""
     if fmt not in ("onnx", "torchscript"):
         raise UsageError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
-    model = load_model(checkpoint, device="cpu").model
     out = Path(out)
+    refuse_overwrite(out, [(checkpoint, "the checkpoint this command reads")],
+                     overwrite=overwrite)
+    model = load_model(checkpoint, device="cpu").model
+    if not out.is_dir():  # a directory is refused by the exporter, naming a file to give
+        make_parent(out)
     if fmt == "onnx":
         exporter = export_onnx(model, out)
     else:

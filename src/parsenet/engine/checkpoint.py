@@ -20,9 +20,9 @@ A training checkpoint is a dict of plain containers and tensors only, so that it
 
 from __future__ import annotations
 
-import errno
 import os
 import random
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from parsenet.config import ConfigError, config_from_dict
+from parsenet.disk_full import is_disk_full
 from parsenet.errors import CheckpointError, WeightsError  # noqa: F401  (re-exported)
 from parsenet.models import build_model
 from parsenet.models.loaded import LoadedModel, palette_tuple
@@ -40,10 +41,30 @@ from parsenet.weights_api import InMemory, ModelWeights
 
 __all__ = ["CheckpointError", "CHECKPOINT_FORMAT", "save_checkpoint", "load_checkpoint",
            "load_model", "LoadedModel", "palette_tuple", "check_resumable", "rng_state",
-           "set_rng_state"]
+           "set_rng_state", "remove_partial_checkpoints"]
 
 CHECKPOINT_FORMAT = 1
 _REQUIRED = ("format", "iteration", "model", "config", "classes", "preprocessing")
+
+
+# The names save_checkpoint's tempfile.mkstemp gives: ".<name>.<8 of [a-z0-9_]>.tmp".
+_PARTIAL = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_partial_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files a killed :func:`save_checkpoint` left in ``directory``
+    (only names of that pattern whose final file name ends in .pt); returns them. Call it
+    only while no other process can be saving there (the trainer holds the run lock)."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in sorted(directory.iterdir()):
+        match = _PARTIAL.fullmatch(path.name)
+        if match and match["name"].endswith(".pt") and path.is_file():
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
@@ -65,28 +86,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
         os.replace(tmp_name, path)
     except BaseException as e:
         Path(tmp_name).unlink(missing_ok=True)
-        if _is_disk_full(e):
-            kept = "the previous checkpoint is kept" if path.is_file() else "nothing written"
+        if is_disk_full(e):
+            kept = ("the previous checkpoint is kept); free space and resume" if path.is_file()
+                    else "nothing written); free space and try again")
             raise CheckpointError(f"{path}: cannot write checkpoint: no space left on the "
-                                  f"device ({kept}); free space and resume") from None
+                                  f"device ({kept}") from None
         raise
     _fsync_dir(path.parent)
     return path
-
-
-# torch's zip writer reports a failed write(2) as RuntimeError("[enforce fail at
-# inline_container.cc:...] ... error code 28"), the errno in its text only.
-_DISK_FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
-
-
-def _is_disk_full(e: BaseException) -> bool:
-    if isinstance(e, OSError):
-        return e.errno in _DISK_FULL_ERRNOS
-    if isinstance(e, RuntimeError):
-        text = str(e)
-        return any(f"error code {n}" in text for n in _DISK_FULL_ERRNOS) \
-            or "No space left on device" in text
-    return False
 
 
 def _fsync_dir(directory: Path) -> None:

@@ -18,6 +18,7 @@ import signal
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -26,7 +27,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 __all__ = ["DistContext", "init_distributed", "wrap_model", "barrier",
-           "all_reduce_sum", "cleanup", "StopOnSigterm", "SIGTERM_EXIT_CODE"]
+           "all_reduce_sum", "cleanup", "StopOnSigterm", "SIGTERM_EXIT_CODE",
+           "StoppedBySigterm"]
 
 SIGTERM_EXIT_CODE = 128 + signal.SIGTERM
 
@@ -93,6 +95,14 @@ def all_reduce_sum(values: torch.Tensor, ctx: DistContext) -> torch.Tensor:
 def cleanup(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.destroy_process_group()
+
+
+class StoppedBySigterm(SystemExit):
+    """The run stopped after SIGTERM, ``saved`` its checkpoint; exit status 143."""
+
+    def __init__(self, saved: str | os.PathLike, rank: int = 0) -> None:
+        super().__init__(SIGTERM_EXIT_CODE)
+        self.saved, self.rank = Path(saved), rank
 
 
 class StopOnSigterm:

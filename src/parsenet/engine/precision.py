@@ -42,15 +42,24 @@ class AmpPolicy:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, *, key: str = "train.device"
+                   ) -> torch.device:
+    """The torch device ``name`` (auto, cpu, cuda, cuda:N) means here; ``key`` names the
+    setting in the :class:`ConfigError` raised for a device that is not one or not present."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
+    kind, colon, index = name.partition(":")
+    if kind == "cuda":
+        if colon and not index.isdigit():
+            raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
         if not torch.cuda.is_available():
-            raise ConfigError(f"train.device={name!r} but CUDA is not available")
-        return torch.device(name if ":" in name else f"cuda:{local_rank}")
+            raise ConfigError(f"{key}={name!r} but CUDA is not available")
+        if index and int(index) >= torch.cuda.device_count():
+            raise ConfigError(f"{key}={name!r} but this machine has "
+                              f"{torch.cuda.device_count()} CUDA device(s)")
+        return torch.device(name if index else f"cuda:{local_rank}")
     if name != "cpu":
-        raise ConfigError(f"train.device must be auto, cpu, cuda or cuda:N, got {name!r}")
+        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N, got {name!r}")
     return torch.device("cpu")
 
 

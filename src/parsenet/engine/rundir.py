@@ -23,7 +23,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from parsenet.disk_full import naming_full_disk
 from parsenet.errors import ConfigError, ParseNetError, UsageError
+from parsenet.output_paths import make_folder
 
 __all__ = ["RunLock", "claim_out_dir", "check_out_dir", "clear_run", "resume_changes",
            "APPLIED_ON_RESUME", "RUN_FILES"]
@@ -65,13 +67,14 @@ class RunLock:
         self.held = False
 
     def acquire(self) -> RunLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(self.path.parent, "train.out_dir")
         me = {"pid": os.getpid(), "host": socket.gethostname()}
         # The lock appears with its content (a hard link of a written file), so another run
         # never reads a half-written lock and takes it for a stale one.
         mine = self.path.with_name(f"{LOCK_NAME}.{os.getpid()}.tmp")
-        mine.write_text(json.dumps(me))
         try:
+            with naming_full_disk(self.path, "the run lock"):
+                mine.write_text(json.dumps(me))
             for _ in range(3):  # create; or find it stale, move it aside, create again
                 try:
                     os.link(mine, self.path)
@@ -172,6 +175,17 @@ def resume_changes(stored: dict[str, Any], current: dict[str, Any], where: str
     return changed
 
 
+def _remove_partial_checkpoints(directory: Path) -> None:
+    """A save killed before its rename (SIGKILL, power loss) leaves its temporary file; with
+    the lock held no other run is saving here, so each such file is stale."""
+    from parsenet.engine.checkpoint import remove_partial_checkpoints
+
+    removed = remove_partial_checkpoints(directory)
+    if removed:
+        log.warning("%s: removed %s, left by an interrupted checkpoint save", directory,
+                    ", ".join(p.name for p in removed))
+
+
 def claim_out_dir(out_dir: str | os.PathLike, ctx: Any, *, resume: bool, overwrite: bool
                   ) -> RunLock | None:
     """Rank 0 takes the lock and checks the directory; every rank raises its refusal.
@@ -187,6 +201,7 @@ def claim_out_dir(out_dir: str | os.PathLike, ctx: Any, *, resume: bool, overwri
             if overwrite and (removed := clear_run(out_dir)):
                 log.warning("%s: --overwrite removed the earlier run's %s", out_dir,
                             ", ".join(removed))
+            _remove_partial_checkpoints(Path(out_dir) / "checkpoints")
         except ParseNetError as e:
             if lock is not None:
                 lock.release()

@@ -15,7 +15,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from parsenet.disk_full import naming_full_disk
+
 __all__ = ["RunLog", "to_jsonable"]
+
+# A line cut by a full disk is dropped on resume, like one cut by a kill.
+_RESUME = "free space and continue with --resume (from the last checkpoint)"
 
 
 def to_jsonable(value: Any) -> Any:
@@ -47,10 +52,11 @@ class RunLog:
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if resume_from is None:
-            self.path.write_text("")
-        else:
-            self._truncate_after(resume_from)
+        with naming_full_disk(self.path, "the run log"):
+            if resume_from is None:
+                self.path.write_text("")
+            else:
+                self._truncate_after(resume_from)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -78,7 +84,7 @@ class RunLog:
                   "time": round(time.perf_counter() - self._start, 3), **to_jsonable(values)}
         if not self.enabled:
             return record
-        with self.path.open("a") as f:
+        with naming_full_disk(self.path, "the run log", _RESUME), self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
         if self._writer is not None:
             for key, value in values.items():

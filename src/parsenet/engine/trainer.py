@@ -53,10 +53,12 @@ from parsenet.config import (
     config_to_dict,
     save_config,
 )
+from parsenet.disk_full import naming_full_disk
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checkpoint import init_from_file
 from parsenet.engine.class_weights import class_weights
+from parsenet.engine.crop_memory import check_crop_fits
 from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
 from parsenet.engine.optim import (
     build_optimizer,
@@ -218,6 +220,8 @@ class _Training:
             init_from_file(model, cfg.model.init_from)
         freeze(model, cfg.model.freeze)
         self.model = model.to(self.device)
+        check_crop_fits(self.model, len(self.classes), cfg.data.crop_size, t.batch_size,
+                        self.device)
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             new_layer_lr_mult=t.new_layer_lr_mult,
@@ -406,7 +410,7 @@ class _Training:
                         self._save(iteration, self.last_path)
                     if stop:
                         self.runlog.log("event", iteration, event="sigterm")
-                        raise SystemExit(dist_utils.SIGTERM_EXIT_CODE)
+                        raise dist_utils.StoppedBySigterm(self.last_path, self.ctx.rank)
             bar.close()
             self._validate(iteration)
             result = self._finish(iteration, loss, time.perf_counter() - wall_start,
@@ -436,8 +440,10 @@ class _Training:
             "world_size": self.ctx.world_size, "rank": self.ctx.rank,
         }
         if self.ctx.is_main:
-            (self.out_dir / "metrics.json").write_text(
-                json.dumps(to_jsonable(result), indent=2) + "\n")
+            metrics = self.out_dir / "metrics.json"
+            with naming_full_disk(metrics, "the run's results", f"free space; the run's "
+                                  f"weights are in {self.last_path}"):
+                metrics.write_text(json.dumps(to_jsonable(result), indent=2) + "\n")
         self.runlog.log("event", iteration, event="end", wall_time_s=wall,
                         images_per_s=result["images_per_s"])
         return result
