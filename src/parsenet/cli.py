@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -70,9 +71,31 @@ def _one_line(e: BaseException) -> str:
 Subparsers = Any  # argparse's _SubParsersAction, private in typeshed
 
 
+# One runnable line per command, shown at the end of its --help.
+EXAMPLES = {
+    "models": "parsenet models",
+    "train": "parsenet train --config configs/cpu/lite_stanford_multitap.yaml "
+             "--set data.root=DIR --set train.out_dir=runs/mine",
+    "train-head": "parsenet train-head --config configs/cpu/lite_siftflow_head.yaml "
+                  "--resolution 512 512",
+    "eval": "parsenet eval --model camvid --data-root DIR --split test --out camvid.json",
+    "predict": "parsenet predict photo.jpg --model stanford --out predictions/",
+    "export": "parsenet export --checkpoint runs/x/checkpoints/best.pt --format onnx "
+              "--out model.onnx",
+    "summary": "parsenet summary --size 500",
+    "demo": "parsenet demo --config configs/demo.yaml",
+    "study": "parsenet study --paper --table 3 --device cuda --budget-minutes 60",
+    "serve": "parsenet serve --model siftflow --port 7860",
+    "bench": "parsenet bench --quick",
+}
+
+
 def _add(sub: Subparsers, name: str, func: Callable[[argparse.Namespace], int], help_: str
          ) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_, description=help_)
+    # Raw: the example stays on one line, to be copied whole; the description is filled here.
+    p = sub.add_parser(name, help=help_, description=textwrap.fill(help_, 88),
+                       epilog=f"example: {EXAMPLES[name]}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
     return p
 
@@ -133,7 +156,8 @@ def _add_eval(sub: Subparsers) -> None:
     p.add_argument("--mode", default=None, choices=EVAL_MODES,
                    help="default: the config's eval.mode (whole, as the paper)")
     p.add_argument("--out", default=None,
-                   help="JSON file (default: next to the checkpoint)")
+                   help="JSON file of the figures (default: <checkpoint stem>.eval-<split>-"
+                        "<mode>.json next to a --checkpoint; none for a --model)")
     p.add_argument("--max-images", type=int, default=0, help="0: the whole split")
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
