@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -72,9 +73,32 @@ def _one_line(e: BaseException) -> str:
 Subparsers = Any  # argparse's _SubParsersAction, private in typeshed
 
 
+# One runnable line per command, shown at the end of its --help.
+EXAMPLES = {
+    "models": "parsenet models",
+    "train": "parsenet train --config configs/cpu/lite_stanford_multitap.yaml "
+             "--set data.root=DIR --set train.out_dir=runs/mine",
+    "train-head": "parsenet train-head --config configs/cpu/lite_siftflow_head.yaml "
+                  "--resolution 512 512",
+    "eval": "parsenet eval --model camvid --data-root DIR --split test --out camvid.json",
+    "predict": "parsenet predict photo.jpg --model stanford --out predictions/",
+    "export": "parsenet export --checkpoint runs/x/checkpoints/best.pt --format onnx "
+              "--out model.onnx",
+    "summary": "parsenet summary --size 500",
+    "demo": "parsenet demo --config configs/demo.yaml",
+    "study": "parsenet study --paper --table 3 --device cuda --budget-minutes 60",
+    "serve": "parsenet serve --model siftflow --port 7860",
+    "convert": "parsenet convert caffe VGG_VOC2012ext.caffemodel --out parsenet_voc.safetensors",
+    "caffe": "parsenet convert caffe VGG_VOC2012ext.caffemodel --out parsenet_voc.safetensors",
+}
+
+
 def _add(sub: Subparsers, name: str, func: Callable[[argparse.Namespace], int], help_: str
          ) -> argparse.ArgumentParser:
-    p = sub.add_parser(name, help=help_, description=help_)
+    # Raw: the example stays on one line, to be copied whole; the description is filled here.
+    p = sub.add_parser(name, help=help_, description=textwrap.fill(help_, 88),
+                       epilog=f"example: {EXAMPLES[name]}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(func=func)
     return p
 
@@ -149,7 +173,8 @@ def _add_eval(sub: Subparsers) -> None:
     p.add_argument("--mode", default=None, choices=EVAL_MODES,
                    help="default: the config's eval.mode (whole, as the paper)")
     p.add_argument("--out", default=None,
-                   help="JSON file (default: next to the checkpoint)")
+                   help="JSON file of the figures (default: <checkpoint stem>.eval-<split>-"
+                        "<mode>.json next to a --checkpoint; none for a --model)")
     _add_overwrite(p, "an --out file")
     p.add_argument("--max-images", type=int, default=0, help="0: the whole split")
     _add_pixel_limit(p)
@@ -196,7 +221,9 @@ def _add_export(sub: Subparsers) -> None:
 
 def _add_convert(sub: Subparsers) -> None:
     p = sub.add_parser("convert", help="convert another framework's model file",
-                       description="convert another framework's model file")
+                       description="convert another framework's model file",
+                       epilog=f"example: {EXAMPLES['convert']}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     kinds = p.add_subparsers(dest="source_format", required=True, metavar="FORMAT")
     c = _add(kinds, "caffe", cmd_convert, "a .caffemodel (the authors' ParseNet or their "
              "fc-reduced VGG-16) to a .safetensors that eval/predict (--checkpoint) or "

@@ -119,7 +119,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     print(f"{result['checkpoint']} (iteration {result['iteration']}) on {result['split']} "
           f"of {result['data_root']}")
     print(format_metrics(result["metrics"], result["classes"]))
-    print(f"\nwritten: {result['json']}")
+    print(f"\nwritten: {result['json']}" if result["json"] else
+          "\nno JSON written (a released model has no run folder): --out FILE writes one")
     return 0
 
 

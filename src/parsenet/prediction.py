@@ -63,7 +63,14 @@ class PredictionJob:
         """Write ``<out_stem>.png`` and ``<out_stem>_overlay.jpg``; returns them and the
         mode used."""
         from parsenet.data.decode import read_image
-        from parsenet.viz import colorize, overlay, save_label_png, side_by_side
+        from parsenet.viz import (
+            colorize,
+            legend_entries,
+            overlay,
+            save_label_png,
+            side_by_side,
+            with_legend,
+        )
 
         image = read_image(path, max_pixels=self.max_pixels)
         h, w = image.shape[-2:]
@@ -74,12 +81,13 @@ class PredictionJob:
         labels = self._labels(path, image, mode).numpy()
         label_png = out_stem.with_name(out_stem.name + ".png")
         save_label_png(labels, self._palette, label_png)
+        legend = legend_entries(labels, self.classes, self._palette)  # shares at full size
         rgb, small = _shrunk(image.permute(1, 2, 0).contiguous().numpy(), labels)
         del image, labels
         panels = [("image", rgb), ("overlay", overlay(rgb, small, self._palette, self.alpha)),
                   ("prediction", colorize(small, self._palette))]
         overlay_path = out_stem.with_name(out_stem.name + "_overlay.jpg")
-        side_by_side(panels).save(overlay_path, quality=92)
+        with_legend(side_by_side(panels), legend).save(overlay_path, quality=92)
         return label_png, overlay_path, mode
 
     def _labels(self, path: Path, image: torch.Tensor, mode: str) -> torch.Tensor:

@@ -21,8 +21,9 @@ from torch import Tensor, nn
 from parsenet.data.palette import voc_palette
 
 __all__ = ["voc_palette", "IGNORE_COLOR", "colorize", "overlay", "save_label_png", "label_image",
-           "side_by_side", "plot_curves", "feature_norms", "plot_feature_norms",
-           "FIG2_LAYERS", "save_figure"]
+           "side_by_side", "class_shares", "LegendEntry", "legend_entries", "legend_strip",
+           "with_legend", "plot_curves", "feature_norms", "plot_feature_norms", "FIG2_LAYERS",
+           "save_figure"]
 
 # VOC's colour for "void" (label 255): pixels whose label is outside the palette.
 IGNORE_COLOR = (224, 224, 192)
@@ -118,6 +119,67 @@ def side_by_side(panels: Sequence[tuple[str, Any]], gap: int = 4, title_size: in
         draw.text((x + 4, 3), str(title), fill="black", font=font)
         x += a.shape[1] + gap
     return canvas
+
+
+# ---------------------------------------------------------------------------- legend
+# (class name, RGB colour, share of the pixels or None where the share is not shown)
+LegendEntry = tuple[str, tuple[int, int, int], float | None]
+
+
+def class_shares(labels: Any, num_classes: int) -> list[tuple[int, float]]:
+    """(class id, share of all pixels) of the classes present in an H x W label map, most
+    pixels first; labels outside 0..num_classes-1 (ignore) count in the total only."""
+    labels = _as_numpy(labels).astype(np.int64).ravel()
+    inside = labels[(labels >= 0) & (labels < num_classes)]
+    counts = np.bincount(inside, minlength=num_classes)
+    total = max(1, labels.size)
+    order = np.argsort(-counts, kind="stable")
+    return [(int(k), float(counts[k]) / total) for k in order if counts[k] > 0]
+
+
+def legend_entries(labels: Any, classes: Sequence[str], palette: Any) -> list[LegendEntry]:
+    """The legend of a predicted label map: name, colour and share of each class present."""
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    return [(classes[k], tuple(int(v) for v in palette[k]), share)
+            for k, share in class_shares(labels, len(classes))]
+
+
+def _share_text(share: float) -> str:
+    # A class on a few pixels of a big image is present, not "0.0%".
+    return "<0.1%" if share < 0.0005 else f"{100 * share:.1f}%"
+
+
+def legend_strip(entries: Sequence[LegendEntry], width: int, text_size: int = 13
+                 ) -> Image.Image:
+    """A white strip ``width`` pixels wide: a colour swatch and "name share" per entry,
+    wrapped onto as many rows as the names need."""
+    font = _font(text_size)
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    row_h, pad, swatch = text_size + 10, 6, text_size
+    items, x, y = [], pad, 0
+    for name, colour, share in entries:
+        text = name if share is None else f"{name} {_share_text(share)}"
+        item_w = swatch + 5 + int(measure.textlength(text, font=font)) + 14
+        if x + item_w > width and x > pad:
+            x, y = pad, y + row_h
+        items.append((x, y, text, colour))
+        x += item_w
+    canvas = Image.new("RGB", (width, y + row_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for x, y, text, colour in items:
+        top = y + (row_h - swatch) // 2
+        draw.rectangle([x, top, x + swatch, top + swatch], fill=tuple(colour), outline="black")
+        draw.text((x + swatch + 5, top - 1), text, fill="black", font=font)
+    return canvas
+
+
+def with_legend(picture: Image.Image, entries: Sequence[LegendEntry]) -> Image.Image:
+    """``picture`` with :func:`legend_strip` below it."""
+    strip = legend_strip(entries, picture.width)
+    out = Image.new("RGB", (picture.width, picture.height + strip.height), "white")
+    out.paste(picture.convert("RGB"), (0, 0))
+    out.paste(strip, (0, picture.height))
+    return out
 
 
 # ---------------------------------------------------------------------------- curves

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,11 +24,15 @@ WIDTH = 0.0625  # 1/16 of VGG-16's channels: a forward pass on 100 x 100 takes m
 
 def write_tiny_checkpoint(path: Path, classes: Sequence[str], *, seed: int, name: str,
                           eval_window: int = 512, eval_stride: int = 341,
-                          **model_args) -> Path:
+                          data: dict[str, Any] | None = None, **model_args) -> Path:
     """An untrained ParseNet (or, with context/normalize False, a baseline) in the
-    trainer's checkpoint format, written by the project's save_checkpoint."""
+    trainer's checkpoint format, written by the project's save_checkpoint; ``data``:
+    config.data values, e.g. the root of the dataset (the page's examples come from its
+    val split)."""
     config = Config()
     config.name = name
+    for key, value in (data or {}).items():
+        setattr(config.data, key, str(value) if isinstance(value, Path) else value)
     config.model.args = {"width": WIDTH, **model_args}
     config.eval.window, config.eval.stride = eval_window, eval_stride
     torch.manual_seed(seed)
@@ -46,6 +51,21 @@ def write_tiny_pair(root: Path, classes: Sequence[str], **kwargs) -> list[Path]:
                                   context=False, normalize=False, **kwargs),
             write_tiny_checkpoint(root / "parsenet.pt", classes, seed=2, name="tiny-parsenet",
                                   **kwargs)]
+
+
+def write_tiny_folder(root: Path, classes: Sequence[str], *, count: int = 4,
+                      size: tuple[int, int] = (50, 70)) -> Path:
+    """A folder-layout dataset with ``count`` random images in its val split."""
+    rng = np.random.default_rng(0)
+    for kind in ("images", "labels"):
+        (root / kind / "val").mkdir(parents=True)
+    for i in range(count):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(
+            root / "images" / "val" / f"v{i}.png")
+        Image.fromarray(rng.integers(0, len(classes), size, dtype=np.uint8)).save(
+            root / "labels" / "val" / f"v{i}.png")
+    (root / "classes.txt").write_text("\n".join(classes) + "\n")
+    return root
 
 
 def image_bytes(height: int, width: int, *, seed: int = 0, fmt: str = "PNG") -> bytes:

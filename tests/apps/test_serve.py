@@ -18,7 +18,12 @@ httpx = pytest.importorskip("httpx2")  # what starlette's TestClient uses
 
 from bad_input_data import bomb_jpeg, short_png  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
-from serve_helpers import image_bytes, running_server, write_tiny_pair  # noqa: E402
+from serve_helpers import (  # noqa: E402
+    image_bytes,
+    running_server,
+    write_tiny_folder,
+    write_tiny_pair,
+)
 
 from parsenet.apps.serve import (  # noqa: E402
     ServeSettings,
@@ -37,8 +42,9 @@ CLASSES = ["sky", "ground", "thing", "water"]
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     # A 40 px window makes a 100 x 100 image take 3 x 3 sliding windows.
+    data = write_tiny_folder(tmp_path_factory.mktemp("data") / "tiny", CLASSES)
     paths = write_tiny_pair(tmp_path_factory.mktemp("ckpt"), CLASSES, eval_window=40,
-                            eval_stride=30)
+                            eval_stride=30, data={"root": data})
     return load_served_models([(None, p) for p in paths])
 
 
@@ -69,10 +75,15 @@ def test_info_names_models_limits_and_examples(client):
     assert info["models"][0]["classes"] == CLASSES
     assert info["limits"]["max_bytes"] == 20_000_000
     assert info["limits"]["max_pixels"] == 40_000_000
-    assert len(info["examples"]) == 3
-    example = client.get(info["examples"][0]["url"])
+    # Examples from the models' own dataset: spread over the 4 images of its val split.
+    assert [e["name"] for e in info["examples"]] == ["tiny v0", "tiny v1", "tiny v3"]
+    assert info["examples_source"].startswith("the validation split of ")
+    example = client.get(info["examples"][2]["url"])
     assert example.headers["content-type"] == "image/png"
-    assert Image.open(io.BytesIO(example.content)).size == (320, 320)
+    shown = np.asarray(Image.open(io.BytesIO(example.content)))
+    on_disk = np.asarray(Image.open(Path(info["examples_source"].split(" of ", 1)[1])
+                                    / "images" / "val" / "v3.png"))
+    assert np.array_equal(shown, on_disk)
     assert client.get("/api/examples/9.png").status_code == 404
 
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw
 
 from parsenet.apps.demo_runs import DEMO_RUNS, RUN_TITLES
 from parsenet.apps.tables import format_text_table
@@ -47,7 +46,7 @@ from parsenet.engine.checkpoint import load_model
 from parsenet.engine.precision import cpu_kind
 from parsenet.engine.trainer import train
 from parsenet.erf import input_gradient, mass_extent
-from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side
+from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side, with_legend
 
 __all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comparison",
            "BASELINE_CHANGES"]
@@ -146,17 +145,6 @@ def _colour(mask: np.ndarray) -> np.ndarray:
     return PALETTE[np.clip(mask, 0, len(PALETTE) - 1)]
 
 
-def _legend(classes: list[str], width: int) -> np.ndarray:
-    canvas = Image.new("RGB", (width, 22), "white")
-    draw = ImageDraw.Draw(canvas)
-    x = 4
-    for k, name in enumerate(classes):
-        draw.rectangle([x, 5, x + 12, 17], fill=tuple(int(v) for v in PALETTE[k]))
-        draw.text((x + 16, 5), name, fill="black")
-        x += 22 + 7 * len(name)
-    return np.asarray(canvas)
-
-
 def _save_overlays(models: dict[str, torch.nn.Module], dataset: Any, raw: Any,
                    classes: list[str], out: Path, count: int) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
@@ -169,10 +157,10 @@ def _save_overlays(models: dict[str, torch.nn.Module], dataset: Any, raw: Any,
             for name in DEMO_RUNS:
                 pred = models[name](image[None]).argmax(1)[0].numpy()
                 panels.append((RUN_TITLES[name], _colour(pred)))
-        row = np.asarray(side_by_side(panels))
-        legend = _legend(classes, row.shape[1])
+        legend = [(name, tuple(int(v) for v in PALETTE[k]), None)
+                  for k, name in enumerate(classes)]
         path = out / f"{dataset.ids[i]}.png"
-        Image.fromarray(np.concatenate([row, legend], 0)).save(path)
+        with_legend(side_by_side(panels), legend).save(path)
         paths.append(path)
     return paths
 

@@ -64,10 +64,11 @@ def check_device(device: str) -> None:
 def load_source(source: str | os.PathLike | Release, device: str = "cpu"
                 ) -> tuple[LoadedModel, Path]:
     """(the loaded model, its path) of a checkpoint path or a released model
-    (:class:`parsenet.models.released.Release`; its path is runs/released/<name>)."""
+    (:class:`parsenet.models.released.Release`; its path is ``released/<name>``, a name
+    for messages: nothing is read or written there)."""
     check_device(device)
     if isinstance(source, Release):
-        return load_released(source, device), Path("runs") / "released" / source.name
+        return load_released(source, device), Path("released") / source.name
     return load_model(source, device=device), Path(source)
 
 
@@ -77,17 +78,21 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
                         out: str | os.PathLike | None = None, progress: bool = True,
                         overwrite: bool = False) -> dict[str, Any]:
     """Evaluate a checkpoint on a split of its dataset (or the one ``config``/``overrides``
-    describe) and write the result as JSON (default: next to the checkpoint,
-    ``<stem>.eval-<split>-<mode>.json``). Returns the written dict: ``metrics`` (see
-    :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``,
-    ``mode``, ``iteration``, ``json``. An explicit ``out`` that exists is replaced only
+    describe) and write the result as JSON to ``out``; without ``out``, next to a checkpoint
+    file (``<stem>.eval-<split>-<mode>.json``), and nowhere for a released model (it has no
+    folder of the user's). Returns the dict: ``metrics`` (see
+    :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``
+    (the dataset's name of the split read, e.g. ``test``), ``mode``, ``iteration``,
+    ``json`` (the file written, or None). An explicit ``out`` that exists is replaced only
     with ``overwrite``; the checkpoint itself never is."""
     if out is not None:  # refused before the evaluation, not after it
         refuse_overwrite(Path(out), [(checkpoint, "the checkpoint this command reads")],
                          overwrite=overwrite)
         make_parent(out)
+    is_release = isinstance(checkpoint, Release)
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
+    split_name = _split_name(cfg, split)
     dataset = build_dataset(cfg.data, split, preprocessing=loaded.preprocessing)
     classes = list(loaded.classes)
     if len(dataset.classes) != len(classes):
@@ -106,15 +111,27 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     mode = mode or cfg.eval.mode
     metrics = evaluate(loaded.model, dataset, num_classes=len(classes), mode=mode, device=device,
                        max_images=max_images, progress=progress, eval_cfg=cfg.eval)
-    out = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.eval-{split}-{mode}.json")
-    refuse_replacing(out, [(checkpoint, "the checkpoint this command reads")])
-    result = {"checkpoint": str(checkpoint), "iteration": loaded.iteration, "split": split,
-              "mode": mode, "data_root": str(cfg.data.root), "classes": classes,
-              "metrics": metrics}
-    make_parent(out)
-    out.write_text(json.dumps(to_jsonable(result), indent=1) + "\n")  # NaN (absent) -> null
-    result["json"] = str(out)
+    if out is None and not is_release:
+        out = checkpoint.with_name(f"{checkpoint.stem}.eval-{split_name}-{mode}.json")
+        refuse_replacing(out, [(checkpoint, "the checkpoint this command reads")])
+    result = {"checkpoint": str(checkpoint), "iteration": loaded.iteration,
+              "split": split_name, "mode": mode, "data_root": str(cfg.data.root),
+              "classes": classes, "metrics": metrics}
+    if out is not None:
+        out = Path(out)
+        make_parent(out)
+        out.write_text(json.dumps(to_jsonable(result), indent=1) + "\n")  # NaN (absent) -> null
+    result["json"] = None if out is None else str(out)
     return result
+
+
+def _split_name(cfg: Config, split: str) -> str:
+    """The dataset's own name of the split that ``split`` ("train" or "val") reads: the
+    configured split folder, unless validation is held out of the training split, where
+    the role itself is the only name it has."""
+    if split not in ("train", "val") or cfg.data.holdout_every:
+        return split
+    return cfg.data.train_split if split == "train" else cfg.data.val_split
 
 
 def _pct(value: float | None) -> str:

@@ -1,11 +1,15 @@
 """The FastAPI app of ``parsenet serve``: the page, its static files and the prediction API.
 
     GET  /                      the page (static/index.html; no request leaves the machine)
-    GET  /api/info              models, classes, limits, examples
-    GET  /api/examples/{i}.png  a bundled example image
+    GET  /api/info              the model choices, limits, and the default choice's models
+                                and examples
+    GET  /api/choices/{key}     one choice's models and examples (loads them on first use)
+    GET  /api/examples/{i}.png  an example image of ``?choice=KEY`` (default: the first)
     POST /api/predict           multipart field ``image`` -> JSON (see results.build_result);
-                                ``?stream=true``: NDJSON progress lines, then the result
+                                ``?stream=true``: NDJSON progress lines, then the result;
+                                ``?choice=KEY``: which models (default: the first choice)
     POST /api/predict.png       multipart field ``image`` -> label PNG of ``?model=0|1``
+                                (of ``?choice=KEY``)
 
 Bad uploads get a 4xx with ``{"detail": "<one line>"}``; a full queue a 503 (see
 :mod:`parsenet.apps.serve.admission` for what is admitted, and how memory is bounded).
@@ -37,8 +41,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from parsenet.apps.serve.admission import Admission, Busy, ClientGone
-from parsenet.apps.serve.examples import example_pngs
 from parsenet.apps.serve.models import ServedModel
+from parsenet.apps.serve.registry import ModelRegistry
 from parsenet.apps.serve.results import build_result, png_bytes
 from parsenet.apps.serve.uploads import (
     UploadLimits,
@@ -47,6 +51,7 @@ from parsenet.apps.serve.uploads import (
     too_many_bytes,
     upload_header,
 )
+from parsenet.errors import ParseNetError, UsageError
 from parsenet.viz import label_image
 
 __all__ = ["ServeSettings", "Segmenter", "create_app"]
@@ -76,6 +81,11 @@ class ServeSettings:
     alpha: float = 0.5
 
 
+def new_admission(settings: ServeSettings) -> Admission:
+    return Admission(max_concurrent=settings.max_concurrent, max_waiting=settings.max_waiting,
+                     pixel_budget=settings.pixel_budget or settings.limits.max_pixels)
+
+
 class _Held:
     """An admitted image's place, given back once by whoever finishes with it last."""
 
@@ -93,11 +103,11 @@ class _Held:
 class Segmenter:
     """Runs every served model on an image, for the requests :class:`Admission` lets in."""
 
-    def __init__(self, models: Sequence[ServedModel], settings: ServeSettings) -> None:
+    def __init__(self, models: Sequence[ServedModel], settings: ServeSettings,
+                 admission: Admission | None = None) -> None:
         self.models, self.settings = list(models), settings
-        self.admission = Admission(
-            max_concurrent=settings.max_concurrent, max_waiting=settings.max_waiting,
-            pixel_budget=settings.pixel_budget or settings.limits.max_pixels)
+        # One admission for every choice of the picker: the limits are the machine's.
+        self.admission = admission or new_admission(settings)
 
     def admit(self, data: bytes, name: str, gone: threading.Event
               ) -> tuple[np.ndarray, _Held]:
@@ -164,17 +174,39 @@ class Segmenter:
         return png_bytes(label_image(labels, model.palette))
 
 
-def _info(segmenter: Segmenter) -> dict[str, Any]:
-    limits = segmenter.settings.limits
+def _choice_models(registry: ModelRegistry, key: str) -> list[ServedModel]:
+    """The choice's models (loaded on first use), or the HTTP answer why not."""
+    try:
+        return registry.models(key)
+    except UsageError as e:  # an unknown key
+        raise UploadRejected(404, str(e)) from None
+    except ParseNetError as e:  # a model that cannot be loaded: the other choices still work
+        raise UploadRejected(500, f"model choice {key!r} cannot be loaded: {e}") from None
+
+
+def _choice_info(registry: ModelRegistry, key: str) -> dict[str, Any]:
+    """A choice's models and examples, loading them on first use."""
+    models = _choice_models(registry, key)
+    examples = registry.examples(key)
     return {
+        "key": key, "title": registry.title(key),
         "models": [{"name": m.name, "checkpoint": str(m.checkpoint), "classes": m.classes,
-                    "mode": m.mode} for m in segmenter.models],
+                    "mode": m.mode} for m in models],
+        "examples": [{"name": name, "url": f"/api/examples/{i}.png?choice={key}"}
+                     for i, (name, _) in enumerate(examples.images)],
+        "examples_source": examples.source,
+    }
+
+
+def _info(registry: ModelRegistry, settings: ServeSettings) -> dict[str, Any]:
+    limits = settings.limits
+    return {
+        **_choice_info(registry, registry.default_key),
+        "choices": [{"key": c.key, "title": registry.title(c.key)} for c in registry.choices],
         "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
-                   "slide_above_pixels": segmenter.settings.slide_above_pixels,
-                   "max_concurrent": segmenter.settings.max_concurrent,
-                   "max_waiting": segmenter.settings.max_waiting},
-        "examples": [{"name": name, "url": f"/api/examples/{i}.png"}
-                     for i, (name, _) in enumerate(example_pngs())],
+                   "slide_above_pixels": settings.slide_above_pixels,
+                   "max_concurrent": settings.max_concurrent,
+                   "max_waiting": settings.max_waiting},
     }
 
 
@@ -320,13 +352,26 @@ def _add_guards(app: FastAPI, limits: UploadLimits) -> None:
                                        f"multipart form field 'image'"}, status_code=400)
 
 
-def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = None) -> FastAPI:
-    """The app serving ``models`` (one or two :class:`ServedModel`)."""
+def create_app(models: Sequence[ServedModel] | ModelRegistry,
+               settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving ``models``: one or two :class:`ServedModel`, or a
+    :class:`ModelRegistry` whose choices the page's picker offers."""
     settings = settings or ServeSettings()
-    segmenter = Segmenter(models, settings)
+    registry = models if isinstance(models, ModelRegistry) else ModelRegistry.of_models(models)
+    admission = new_admission(settings)
+    segmenters: dict[str, Segmenter] = {}
+
+    def segmenter_for(choice: str | None) -> Segmenter:
+        key = registry.default_key if choice is None else choice
+        if key not in segmenters:
+            segmenters[key] = Segmenter(_choice_models(registry, key), settings, admission)
+        return segmenters[key]
+
     # No interactive docs: their pages load scripts from a CDN.
     app = FastAPI(title="parsenet serve", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.segmenter = segmenter
+    app.state.registry = registry
+    # The first choice is loaded already (serve loads it to fail early on a bad checkpoint).
+    app.state.segmenter = segmenter_for(None)
     _add_guards(app, settings.limits)
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -337,11 +382,17 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
-        return _info(segmenter)
+        return _info(registry, settings)
+
+    @app.get("/api/choices/{key}")
+    def choice_info(key: str) -> dict[str, Any]:
+        return _choice_info(registry, key)
 
     @app.get("/api/examples/{index}.png")
-    def example(index: int) -> Response:
-        examples = example_pngs()
+    def example(index: int, choice: str | None = None) -> Response:
+        key = choice or registry.default_key
+        _choice_models(registry, key)  # an unknown choice: 404
+        examples = registry.examples(key).images
         if not 0 <= index < len(examples):
             return JSONResponse({"detail": f"no example {index} (there are "
                                            f"{len(examples)})"}, status_code=404)
@@ -349,7 +400,9 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
 
     @app.post("/api/predict")
     async def predict(request: Request, image: Annotated[UploadFile, File()],
-                      stream: bool = False, images: bool = True) -> Any:
+                      stream: bool = False, images: bool = True, choice: str | None = None
+                      ) -> Any:
+        segmenter = await run_in_threadpool(segmenter_for, choice)  # may load the models
         data, name = await _queued_upload(image, segmenter)
         if stream:  # bad uploads still get their 4xx: decoded before the stream starts
             rgb, held = await _watched(request, lambda gone: segmenter.admit(data, name, gone))
@@ -359,7 +412,8 @@ def create_app(models: Sequence[ServedModel], settings: ServeSettings | None = N
 
     @app.post("/api/predict.png")
     async def predict_png(request: Request, image: Annotated[UploadFile, File()],
-                          model: int = 0) -> Response:
+                          model: int = 0, choice: str | None = None) -> Response:
+        segmenter = await run_in_threadpool(segmenter_for, choice)
         if not 0 <= model < len(segmenter.models):
             raise UploadRejected(400, f"model={model}: this server has models 0.."
                                       f"{len(segmenter.models) - 1}")

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 
 from parsenet.apps.demo_runs import DEMO_RUNS, RUN_TITLES
 from parsenet.apps.tasks import load_source
+from parsenet.config import DataConfig
 from parsenet.data.palette import voc_palette
 from parsenet.engine.inference import predict_logits
 from parsenet.errors import UsageError
@@ -97,6 +98,7 @@ class ServedModel:
     palette: np.ndarray  # K x 3 uint8
     mode: str  # the checkpoint config's eval mode
     options: dict[str, Any] = field(default_factory=dict)  # window, stride, scales, flip
+    data: DataConfig | None = None  # the training config's dataset: the page's examples
 
     def passes(self, height: int, width: int, mode: str) -> int:
         """Forward passes :meth:`predict` makes on an image of this size in ``mode``."""
@@ -148,7 +150,7 @@ def load_served_models(checkpoints: Sequence[tuple[str | None, Any]]
             name=title or config.name or path.stem, checkpoint=path,
             model=bundle.model, classes=classes,
             palette=np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:len(classes)],
-            mode=ev.mode, options=options))
+            mode=ev.mode, options=options, data=config.data))
     for served, title in zip(loaded, _unique_titles([m.name for m in loaded]), strict=True):
         served.name = title
     return loaded

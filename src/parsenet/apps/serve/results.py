@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image
 
 from parsenet.apps.serve.models import ServedModel
-from parsenet.viz import colorize, label_image, overlay
+from parsenet.viz import class_shares, colorize, label_image, overlay
 
 __all__ = ["png_bytes", "legend", "disagreement_map", "build_result", "DISAGREE_COLOR"]
 
@@ -43,11 +43,8 @@ def _hex(colour: Sequence[int]) -> str:
 def legend(labels: np.ndarray, classes: Sequence[str], palette: np.ndarray
            ) -> list[dict[str, Any]]:
     """Classes present in ``labels``, most pixels first: id, name, colour, share (0-1)."""
-    counts = np.bincount(labels.ravel(), minlength=len(classes))
-    total = max(1, labels.size)
-    order = np.argsort(-counts, kind="stable")
-    return [{"id": int(k), "name": classes[k], "color": _hex(palette[k]),
-             "share": float(counts[k]) / total} for k in order if counts[k] > 0]
+    return [{"id": k, "name": classes[k], "color": _hex(palette[k]), "share": share}
+            for k, share in class_shares(labels, len(classes))]
 
 
 def disagreement_map(rgb: np.ndarray, first: np.ndarray, second: np.ndarray

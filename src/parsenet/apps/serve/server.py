@@ -8,10 +8,16 @@ import socket
 from collections.abc import Sequence
 
 from parsenet.apps.serve.app import ServeSettings, create_app
-from parsenet.apps.serve.models import default_model, load_served_models, named_checkpoints
+from parsenet.apps.serve.models import (
+    DEMO_DIR,
+    default_model,
+    known_models,
+    named_checkpoints,
+)
+from parsenet.apps.serve.registry import ModelChoice, ModelRegistry
 from parsenet.errors import UsageError
 
-__all__ = ["resolve_checkpoints", "serve"]
+__all__ = ["resolve_checkpoints", "model_choices", "serve"]
 
 
 def resolve_checkpoints(model: str | None, checkpoints: Sequence[str | os.PathLike]
@@ -26,6 +32,23 @@ def resolve_checkpoints(model: str | None, checkpoints: Sequence[str | os.PathLi
                              f"--checkpoint options")
         return [(None, path) for path in checkpoints]
     return list(named_checkpoints(model or default_model()))
+
+
+def model_choices(model: str | None, checkpoints: Sequence[str | os.PathLike], *,
+                  demo_dir: str | os.PathLike = DEMO_DIR) -> list[ModelChoice]:
+    """The picker's choices: first what ``--model``/``--checkpoint`` asked for (see
+    :func:`resolve_checkpoints`), then every released model (each beside its baseline) and
+    the demo's pair when ``make demo`` has left it in ``demo_dir``."""
+    first_key = "checkpoints" if checkpoints else (model or default_model())
+    choices = [ModelChoice(first_key, tuple(resolve_checkpoints(model, checkpoints)))]
+    for name in known_models():
+        if name == first_key or name.endswith("_baseline") and name[:-9] in known_models():
+            continue  # a baseline is shown beside its ParseNet
+        try:
+            choices.append(ModelChoice(name, tuple(named_checkpoints(name, demo_dir=demo_dir))))
+        except UsageError:  # the demo's models are not there: not offered
+            continue
+    return choices
 
 
 def _is_loopback(host: str) -> bool:
@@ -45,13 +68,15 @@ def serve(model: str | None = None, checkpoints: Sequence[str | os.PathLike] = (
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port}: a TCP port is 0..65535 (0: any free port)")
-    pairs = resolve_checkpoints(model, checkpoints)
+    registry = ModelRegistry(model_choices(model, checkpoints))
     sock = _listen(host, port)  # a taken port fails before seconds of model loading
     port = sock.getsockname()[1]  # the one bound: --port 0 asks the system for a free one
-    served = load_served_models(pairs)
-    app = create_app(served, settings)
+    served = registry.models()  # the first choice now: a bad checkpoint fails here
+    app = create_app(registry, settings)
     names = ", ".join(f"{m.name} ({m.checkpoint})" for m in served)
-    print(f"parsenet serve: {names}", flush=True)
+    others = ", ".join(c.key for c in registry.choices[1:])
+    print(f"parsenet serve: {names}" + (f"; the page can switch to {others}" if others else ""),
+          flush=True)
     if not _is_loopback(host):
         print(f"parsenet serve: listening on {host}: the page is reachable from other "
               f"machines, and it has no authentication")

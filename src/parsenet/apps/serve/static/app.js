@@ -5,6 +5,8 @@
 const $ = (id) => document.getElementById(id);
 let info = null;
 let inputUrl = null;
+let choice = null;  // the picked model choice's key
+let lastFile = null;  // segmented again when another choice is picked
 
 function showError(message) {
   const box = $("error");
@@ -21,14 +23,13 @@ function setBusy(text, done, total) {
 
 function megabytes(bytes) { return (bytes / 1e6).toFixed(bytes < 1e7 ? 1 : 0) + " MB"; }
 
-async function loadInfo() {
-  const response = await fetch("/api/info");
-  info = await response.json();
-  $("models-line").textContent = "models: " + info.models.map((m) => m.name).join(" vs ");
-  $("limits").textContent = "up to " + megabytes(info.limits.max_bytes) + " and " +
-    (info.limits.max_pixels / 1e6) + " megapixels; images over " +
-    (info.limits.slide_above_pixels / 1e6) + " MP run in sliding windows";
-  for (const example of info.examples) {
+// The picked choice's models and its examples (images from those models' own dataset).
+function applyChoice(details) {
+  choice = details.key;
+  $("models-line").textContent = details.models.map((m) => m.checkpoint).join(", ");
+  const box = $("examples");
+  box.replaceChildren();
+  for (const example of details.examples) {
     const button = document.createElement("button");
     button.type = "button";
     button.className = "example";
@@ -37,8 +38,46 @@ async function loadInfo() {
       const blob = await (await fetch(example.url)).blob();
       segment(new File([blob], example.name + ".png", { type: "image/png" }));
     });
-    $("examples").appendChild(button);
+    box.appendChild(button);
   }
+  $("examples-source").textContent = details.examples.length
+    ? "from " + details.examples_source : "no examples: " + details.examples_source;
+}
+
+async function pick(key) {
+  showError("");
+  setBusy("loading the models of " + key + "…");
+  try {
+    const response = await fetch("/api/choices/" + encodeURIComponent(key));
+    if (!response.ok) { showError(await errorText(response)); return; }
+    applyChoice(await response.json());
+  } catch (e) {
+    showError("could not reach the server: " + e.message);
+    return;
+  } finally {
+    setBusy(null);
+  }
+  if (lastFile) segment(lastFile);
+}
+
+async function loadInfo() {
+  const response = await fetch("/api/info");
+  info = await response.json();
+  const picker = $("model-picker");
+  picker.replaceChildren();
+  for (const entry of info.choices) {
+    const option = document.createElement("option");
+    option.value = entry.key;
+    option.textContent = entry.title;
+    picker.appendChild(option);
+  }
+  picker.value = info.key;
+  picker.disabled = info.choices.length < 2;
+  picker.addEventListener("change", () => pick(picker.value));
+  applyChoice(info);
+  $("limits").textContent = "up to " + megabytes(info.limits.max_bytes) + " and " +
+    (info.limits.max_pixels / 1e6) + " megapixels; images over " +
+    (info.limits.slide_above_pixels / 1e6) + " MP run in sliding windows";
 }
 
 async function errorText(response) {
@@ -77,7 +116,8 @@ async function segment(file) {
   const form = new FormData();
   form.append("image", file, file.name);
   try {
-    const response = await fetch("/api/predict?stream=true", { method: "POST", body: form });
+    const url = "/api/predict?stream=true&choice=" + encodeURIComponent(choice);
+    const response = await fetch(url, { method: "POST", body: form });
     if (!response.ok) { showError(await errorText(response)); return; }
     for await (const event of lines(response)) {
       if (event.progress !== undefined) {
@@ -88,6 +128,7 @@ async function segment(file) {
       } else if (event.error) {
         showError(event.error);
       } else if (event.result) {
+        lastFile = file;
         show(file, event.result);
       }
     }
