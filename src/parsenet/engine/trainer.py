@@ -23,6 +23,11 @@ validation mean IoU), metrics.json. SIGTERM (a scheduler's preemption) saves las
 end of the current iteration and exits with status 143; ``train(config, resume=True)``
 continues exactly where it stopped.
 
+``train.frozen_prefix`` freezes the backbone up to a stage; with its ``cache`` the training
+samples are stride-aligned crops of that prefix's output, computed once per image, scale and
+flip, and the loss goes through the rest of the model (:mod:`parsenet.engine.frozen_prefix`).
+Checkpoints, validation and everything else are the same: the model saved is the whole one.
+
 An out_dir holds one run (:mod:`parsenet.engine.rundir`): ``run.lock`` refuses a second
 concurrent run, and a fresh run into a directory holding an earlier one needs
 ``overwrite=True``. A checkpoint is written only if every parameter and floating buffer
@@ -46,6 +51,7 @@ from tqdm.auto import tqdm
 
 from parsenet.config import (
     Config,
+    ConfigError,
     DataConfig,
     check_config,
     config_from_dict,
@@ -56,6 +62,13 @@ from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checkpoint import init_from_file
 from parsenet.engine.class_weights import class_weights
+from parsenet.engine.frozen_prefix import (
+    CachedCrops,
+    PrefixRest,
+    build_prefix_cache,
+    freeze_prefix,
+    prefix_to_eval,
+)
 from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
 from parsenet.engine.optim import (
     build_optimizer,
@@ -169,7 +182,7 @@ class _Training:
         self.sampler = ResumableSampler(len(self.train_set), seed=t.seed, rank=self.ctx.rank,
                                         world_size=self.ctx.world_size)
         start = self._resume() if resume else 0
-        self.ddp_model = dist_utils.wrap_model(self.model, self.ctx, self.device)
+        self.ddp_model = dist_utils.wrap_model(self.train_net, self.ctx, self.device)
 
         self.runlog = RunLog(self.out_dir, enabled=self.ctx.is_main,
                              resume_from=start if resume else None)
@@ -216,7 +229,15 @@ class _Training:
         if cfg.model.init_from:
             init_from_file(model, cfg.model.init_from)
         freeze(model, cfg.model.freeze)
+        prefix = t.frozen_prefix
+        self.prefix_stages = freeze_prefix(model, prefix.upto) if prefix.upto else []
         self.model = model.to(self.device)
+        # The module the loss is computed through: the model, or its rest after a cached
+        # prefix (whose training samples are crops of the prefix's cached maps).
+        self.train_net: torch.nn.Module = self.model
+        if prefix.cache:
+            self.train_set = self._cached_training_set()
+            self.train_net = PrefixRest(self.model, self.prefix_stages)
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             new_layer_lr_mult=t.new_layer_lr_mult,
@@ -224,6 +245,19 @@ class _Training:
                         else pretrained_parameter_names(model, weights)),
             bias_lr_mult=t.bias_lr_mult,
             bias_decay=t.bias_decay)
+
+    def _cached_training_set(self) -> CachedCrops:
+        cfg, prefix = self.config, self.config.train.frozen_prefix
+        if not hasattr(self.train_set, "load"):
+            raise ConfigError("train.frozen_prefix.cache: the training set gives no raw "
+                              "images (load(i)) to cache the prefix's output of")
+        with torch.random.fork_rng(devices=[]):  # building draws nothing, but be sure
+            cache = build_prefix_cache(self.model, self.prefix_stages, self.train_set,
+                                       root=prefix.cache, scales=prefix.scales,
+                                       flip=cfg.data.flip, preprocessing=self.preprocessing,
+                                       progress=cfg.train.progress and self.ctx.is_main)
+        crop = (cfg.data.crop_size, cfg.data.crop_size)
+        return CachedCrops(cache, self.train_set, crop, self.model.backbone.output_stride)
 
     def _datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.config.data
@@ -335,6 +369,7 @@ class _Training:
         self.model.train()
         if self.config.model.norm_eval:
             norm_stats_to_eval(self.model)
+        prefix_to_eval(self.model, self.prefix_stages)
 
     # ----------------------------------------------------------------- validation
     def _validate(self, iteration: int) -> None:
