@@ -34,11 +34,11 @@ def _print_validation(metrics: dict) -> None:
               f"{100 * metrics['mean_iou']:.2f}")
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, overrides: tuple[str, ...] = ()) -> int:
     from parsenet.config import load_config
     from parsenet.engine.trainer import train
 
-    config = load_config(args.config, args.set)
+    config = load_config(args.config, [*overrides, *args.set])  # --set has the last word
     result = train(config, resume=args.resume, overwrite=args.overwrite)
     if result.get("rank", 0) != 0:  # under torchrun, one process reports
         return 0
@@ -49,16 +49,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from parsenet.apps.study.cached.engine import train_cached
-    from parsenet.config import load_config
-
-    config = load_config(args.config, args.set)
-    result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
-                          progress=config.train.progress, loss_stride=args.loss_stride)
-    _print_validation(result["metrics"])
-    print(f"{result['iteration']} iterations; run directory {config.train.out_dir}, model "
-          f"{config.train.out_dir}/checkpoints/model.pt")
-    return 0
+    """``train`` with the whole backbone frozen and its output cached: the head alone."""
+    return cmd_train(args, ("train.frozen_prefix.upto=all",
+                            f"train.frozen_prefix.cache={args.cache_root}"))
 
 
 def _source(args: argparse.Namespace) -> object:
