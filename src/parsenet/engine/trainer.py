@@ -196,6 +196,7 @@ class _Training:
                      val_images=len(self.val_set) if self.val_set is not None else 0,
                      parameters=sum(p.numel() for p in self.model.parameters()),
                      images_per_iteration=self.images_per_iteration, resumed_from=start,
+                     prefix_cache_s=round(self.prefix_cache_s, 1),
                      changed_on_resume=self.resume_changes)
         if self.ctx.is_main:  # the decisions, once: in the log, and on screen with progress
             summary = (f"training on {self.device}, {self.amp.name} ({self.amp.reason}), "
@@ -235,8 +236,11 @@ class _Training:
         # The module the loss is computed through: the model, or its rest after a cached
         # prefix (whose training samples are crops of the prefix's cached maps).
         self.train_net: torch.nn.Module = self.model
+        self.prefix_cache_s = 0.0
         if prefix.cache:
+            tic = time.perf_counter()
             self.train_set = self._cached_training_set()
+            self.prefix_cache_s = time.perf_counter() - tic
             self.train_net = PrefixRest(self.model, self.prefix_stages)
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
