@@ -139,18 +139,23 @@ def _config(root, out, **prefix) -> Config:
                           frozen_prefix=dict(prefix)))
 
 
-def test_a_cached_run_trains_only_the_rest_and_resumes_exactly(square_root, tmp_path,
-                                                               monkeypatch):
-    prefix = dict(upto="stage4", cache=str(tmp_path / "cache"), scales=[1.0, 1.25])
-    train(_config(square_root, tmp_path / "full", **prefix))
-    state = load_checkpoint(tmp_path / "full" / "checkpoints" / "last.pt")
+@pytest.mark.parametrize("cached", [False, True])
+def test_the_prefix_keeps_its_weights_and_statistics(square_root, tmp_path, cached):
+    prefix = dict(upto="stage4", cache=str(tmp_path / "cache") if cached else None)
+    train(_config(square_root, tmp_path / "run", **prefix))
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     torch.manual_seed(0)
     start = build_model("parsenet_efficientnet_lite0", num_classes=3, **MODEL_ARGS)
-    for name, value in start.state_dict().items():  # the prefix is untouched, BN included
+    for name, value in start.state_dict().items():  # BatchNorm's running stats included
         if name.startswith(("backbone.stem.", *(f"backbone.stages.{i}." for i in range(4)))):
             torch.testing.assert_close(state["model"][name], value, rtol=0, atol=0, msg=name)
     assert not torch.equal(state["model"]["backbone.stages.4.0.project.0.weight"],
                            start.state_dict()["backbone.stages.4.0.project.0.weight"])
+
+
+def test_a_cached_run_resumes_exactly(square_root, tmp_path, monkeypatch):
+    prefix = dict(upto="stage4", cache=str(tmp_path / "cache"), scales=[1.0, 1.25])
+    train(_config(square_root, tmp_path / "full", **prefix))
 
     real, loads = fp.CachedCrops.__getitem__, {"n": 0}
 
