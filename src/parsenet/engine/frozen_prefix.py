@@ -51,7 +51,8 @@ from parsenet.labels import IGNORE_INDEX
 from parsenet.preprocessing import Preprocessing
 
 __all__ = ["ALL_STAGES", "prefix_stages", "freeze_prefix", "prefix_to_eval", "cached_stages",
-           "run_prefix", "PrefixRest", "PrefixCache", "build_prefix_cache", "CachedCrops"]
+           "run_prefix", "PrefixRest", "PrefixCache", "build_prefix_cache", "CachedCrops",
+           "cached_training_set"]
 
 ALL_STAGES = "all"
 
@@ -301,3 +302,20 @@ def _window(x: Tensor, top: int, left: int, h: int, w: int, fill: float) -> Tens
     if pad_h or pad_w:
         part = F.pad(part, (0, pad_w, 0, pad_h), value=fill)
     return part.contiguous()
+
+
+def cached_training_set(model: nn.Module, stages: Sequence[str], train_set: Any, data: Any,
+                        prefix: Any, preprocessing: Preprocessing, *, progress: bool = False
+                        ) -> CachedCrops:
+    """The training samples of ``train.frozen_prefix.cache``: the cache of ``train_set``'s
+    images built (or finished) under ``prefix.cache``, read as crops of
+    ``data.crop_size``. ``data`` and ``prefix`` are the config's sections."""
+    if not hasattr(train_set, "load"):
+        raise ConfigError("train.frozen_prefix.cache: the training set gives no raw images "
+                          "(load(i)) to cache the prefix's output of")
+    with torch.random.fork_rng(devices=[]):  # building draws nothing, but be sure
+        cache = build_prefix_cache(model, stages, train_set, root=prefix.cache,
+                                   scales=prefix.scales, flip=data.flip,
+                                   preprocessing=preprocessing, progress=progress)
+    crop = (data.crop_size, data.crop_size)
+    return CachedCrops(cache, train_set, crop, model.backbone.output_stride)

@@ -51,7 +51,6 @@ from tqdm.auto import tqdm
 
 from parsenet.config import (
     Config,
-    ConfigError,
     DataConfig,
     check_config,
     config_from_dict,
@@ -63,9 +62,8 @@ from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checkpoint import init_from_file
 from parsenet.engine.class_weights import class_weights
 from parsenet.engine.frozen_prefix import (
-    CachedCrops,
     PrefixRest,
-    build_prefix_cache,
+    cached_training_set,
     freeze_prefix,
     prefix_to_eval,
 )
@@ -239,7 +237,9 @@ class _Training:
         self.prefix_cache_s = 0.0
         if prefix.cache:
             tic = time.perf_counter()
-            self.train_set = self._cached_training_set()
+            self.train_set = cached_training_set(
+                self.model, self.prefix_stages, self.train_set, cfg.data, prefix,
+                self.preprocessing, progress=t.progress and self.ctx.is_main)
             self.prefix_cache_s = time.perf_counter() - tic
             self.train_net = PrefixRest(self.model, self.prefix_stages)
         self.optimizer = build_optimizer(
@@ -249,19 +249,6 @@ class _Training:
                         else pretrained_parameter_names(model, weights)),
             bias_lr_mult=t.bias_lr_mult,
             bias_decay=t.bias_decay)
-
-    def _cached_training_set(self) -> CachedCrops:
-        cfg, prefix = self.config, self.config.train.frozen_prefix
-        if not hasattr(self.train_set, "load"):
-            raise ConfigError("train.frozen_prefix.cache: the training set gives no raw "
-                              "images (load(i)) to cache the prefix's output of")
-        with torch.random.fork_rng(devices=[]):  # building draws nothing, but be sure
-            cache = build_prefix_cache(self.model, self.prefix_stages, self.train_set,
-                                       root=prefix.cache, scales=prefix.scales,
-                                       flip=cfg.data.flip, preprocessing=self.preprocessing,
-                                       progress=cfg.train.progress and self.ctx.is_main)
-        crop = (cfg.data.crop_size, cfg.data.crop_size)
-        return CachedCrops(cache, self.train_set, crop, self.model.backbone.output_stride)
 
     def _datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.config.data
