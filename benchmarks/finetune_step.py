@@ -57,7 +57,8 @@ STAGES = ("none", "stage2", "stage3", "stage4", "stage5", "stage6", "all")
 
 
 # The rows --brief keeps (a second model on a contended machine).
-BRIEF = ("whole net, fp32", "whole net, bf16", "frozen to stage3, cached, bf16",
+BRIEF = ("whole net, fp32", "whole net, bf16", "frozen to stage3, live, fp32",
+         "frozen to stage3, cached, fp32", "frozen to stage3, cached, bf16",
          "frozen to stage5, live, fp32", "frozen to stage5, cached, fp32",
          "frozen to stage5, cached, bf16", "frozen to all, cached, fp32")
 
