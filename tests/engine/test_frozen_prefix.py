@@ -178,6 +178,14 @@ def test_a_cached_run_resumes_exactly(square_root, tmp_path, monkeypatch):
     assert [r["iteration"] for r in log if r["kind"] == "train"] == [1, 2, 3, 4]
 
 
+def test_a_misaligned_crop_is_refused_before_the_cache_is_built(square_root, tmp_path):
+    config = _config(square_root, tmp_path / "run", upto="stage4", cache=str(tmp_path / "c"))
+    config.data.crop_size = 40
+    with pytest.raises(ConfigError, match="data.crop_size: 40 is not a multiple of 16"):
+        train(config)
+    assert not (tmp_path / "c").exists()
+
+
 def test_a_cache_needs_a_frozen_prefix_and_a_crop(tmp_path):
     with pytest.raises(ConfigError, match="frozen_prefix.cache needs frozen_prefix.upto"):
         Config(train=TrainConfig(frozen_prefix={"cache": str(tmp_path)}))

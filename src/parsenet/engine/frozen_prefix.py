@@ -313,9 +313,12 @@ def cached_training_set(model: nn.Module, stages: Sequence[str], train_set: Any,
     if not hasattr(train_set, "load"):
         raise ConfigError("train.frozen_prefix.cache: the training set gives no raw images "
                           "(load(i)) to cache the prefix's output of")
+    stride = model.backbone.output_stride
+    if data.crop_size % stride:  # before the cache is built, not after
+        raise ConfigError(f"data.crop_size: {data.crop_size} is not a multiple of {stride}, "
+                          f"the output stride its cached crops are aligned to")
     with torch.random.fork_rng(devices=[]):  # building draws nothing, but be sure
         cache = build_prefix_cache(model, stages, train_set, root=prefix.cache,
                                    scales=prefix.scales, flip=data.flip,
                                    preprocessing=preprocessing, progress=progress)
-    crop = (data.crop_size, data.crop_size)
-    return CachedCrops(cache, train_set, crop, model.backbone.output_stride)
+    return CachedCrops(cache, train_set, (data.crop_size, data.crop_size), stride)
