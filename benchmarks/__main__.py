@@ -33,6 +33,7 @@ SECTIONS = {
     "inference": "benchmarks.inference_paths",
     "peers": "benchmarks.peers",
     "scaling": "benchmarks.scaling",
+    "finetune": "benchmarks.finetune_step",
 }
 REPO = Path(__file__).resolve().parents[1]
 

@@ -277,65 +277,28 @@ def test_a_bad_engine_spec_is_refused(tmp_path: Path, change: dict, message: str
         study.load_tables(spec)
 
 
-def test_train_head_command_trains_a_model_that_eval_reads(tmp_path: Path, one_thread: None,
-                                                           capsys: pytest.CaptureFixture) -> None:
+def test_train_head_is_train_with_the_whole_backbone_frozen_and_cached(
+        tmp_path: Path, one_thread: None, capsys: pytest.CaptureFixture) -> None:
     from parsenet.cli import main
 
     path = _config_file(tmp_path)
-    out = tmp_path / "head"
+    out, cache = tmp_path / "head", tmp_path / "cache"
     assert main(["train-head", "--config", str(path), "--set", f"train.out_dir={out}",
-                 "--set", "train.progress=false", "--resolution", "40", "40",
-                 "--loss-stride", "2", "--cache-root", str(tmp_path / "cache")]) == 0
+                 "--set", "train.progress=false", "--set", "data.crop_size=40",
+                 "--cache-root", str(cache)]) == 0
     printed = capsys.readouterr().out
-    assert "model" in printed and str(out / "checkpoints" / "model.pt") in printed
-    assert (out / "config.yaml").is_file()
-    results = json.loads((out / "metrics.json").read_text())
-    assert results["loss_stride"] == 2 and results["amp"] == "fp32"
-    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "model.pt")]) == 0
-    capsys.readouterr()
-    # The images are 40 x 40: the loaded model on them computes what the head scored on the
-    # cache (up to the cache's fp16 storage).
-    scored = json.loads((out / "checkpoints" / "model.eval-val-whole.json").read_text())
-    assert scored["metrics"]["mean_iou"] == pytest.approx(results["metrics"]["mean_iou"],
-                                                          abs=0.02)
+    assert str(out / "checkpoints" / "last.pt") in printed
+    saved = load_config(out / "config.yaml")
+    assert saved.train.frozen_prefix.upto == "all"
+    assert saved.train.frozen_prefix.cache == str(cache)
+    assert len(list(next(cache.iterdir()).glob("*.safetensors"))) == 8  # the train images
+    # Only the head trained: every backbone weight is the one it started from.
+    trained = load_model(out / "checkpoints" / "last.pt").model.state_dict()
+    torch.manual_seed(0)
+    config = load_config(path)
+    from parsenet.models.builders import build_model_from_config
 
-
-def _lite_config(tmp_path: Path, out: str, features: list[str]) -> object:
-    data = tmp_path / "data"
-    config = {
-        "model": {"name": "parsenet_efficientnet_lite0", "args": {
-            "weights": None, "output_stride": 16, "features": features, "context": True,
-            "context_source": "head", "normalize": True}},
-        "data": {"root": str(data if data.is_dir() else _dataset(data)), "format": "folder",
-                 "train_split": "all", "val_split": "all", "holdout_every": 3, "workers": 0},
-        "train": {"iterations": 3, "batch_size": 2, "lr": 0.01, "new_layer_lr_mult": 1.0,
-                  "amp": "off", "checkpoint_every": 3, "log_every": 1,
-                  "out_dir": str(tmp_path / out)},
-    }
-    path = tmp_path / f"{out}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return load_config(path)
-
-
-def test_a_row_reading_fewer_taps_trains_the_same_on_a_wider_rows_cache(
-        tmp_path: Path, one_thread: None) -> None:
-    wide_taps = ["stride8", "stride16", "head"]
-    kwargs = {"resolution": (32, 32), "progress": False}
-    own = train_cached(_lite_config(tmp_path, "own", ["head"]),
-                       cache_root=tmp_path / "own_cache", **kwargs)
-    shared = train_cached(_lite_config(tmp_path, "shared", ["head"]),
-                          cache_root=tmp_path / "wide_cache", cache_features=wide_taps,
-                          **kwargs)
-    train_cached(_lite_config(tmp_path, "wide", wide_taps), cache_root=tmp_path / "wide_cache",
-                 **kwargs)
-    assert len(list((tmp_path / "wide_cache").iterdir())) == 2  # val + train, built once
-    assert open_cache(Path(shared["cache"]["train"])).tap_names == tuple(wide_taps)
-    a = torch.load(tmp_path / "own/checkpoints/last.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "shared/checkpoints/last.pt", weights_only=True)["model"]
-    assert a.keys() == b.keys()
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
-    assert shared["metrics"] == own["metrics"]
-    with pytest.raises(ConfigError, match=r"lack the head's taps \['head'\]"):
-        train_cached(_lite_config(tmp_path, "bad", ["head"]), cache_root=tmp_path / "bad",
-                     cache_features=["stride8"], **kwargs)
+    start = build_model_from_config(config.model, num_classes=5).state_dict()
+    backbone = [k for k in start if k.startswith("backbone.")]
+    assert backbone and all(torch.equal(trained[k], start[k]) for k in backbone)
+    assert main(["eval", "--checkpoint", str(out / "checkpoints" / "last.pt")]) == 0

@@ -144,18 +144,18 @@ def _add_train(sub: Subparsers) -> None:
 
 def _add_train_head(sub: Subparsers) -> None:
     p = _add(sub, "train-head", cmd_train_head,
-             "train only the head of a config's model on its frozen backbone's features, "
-             "computed once per image and cached (no augmentation)")
+             "train with the whole backbone frozen and its output computed once per image, "
+             "scale and flip and cached: `train` with train.frozen_prefix.upto=all and "
+             "train.frozen_prefix.cache=CACHE_ROOT")
     p.add_argument("--config", required=True, help="YAML config file")
     _add_sets(p)
     _add_pixel_limit(p)
-    p.add_argument("--resolution", type=int, nargs=2, required=True, metavar=("H", "W"),
-                   help="every image is resized to H x W for the backbone (evaluation still "
-                        "scores each full-size label)")
-    p.add_argument("--loss-stride", type=int, default=1,
-                   help="training loss on every Nth pixel of each row and column (default 1)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out_dir>/checkpoints/last.pt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an out_dir that holds an earlier run")
     p.add_argument("--cache-root", default="runs/cache",
-                   help="where the feature caches live (default runs/cache)")
+                   help="where the backbone's cached outputs live (default runs/cache)")
 
 
 def _add_eval(sub: Subparsers) -> None:

@@ -39,18 +39,20 @@ def _pixel_limit_set(args: argparse.Namespace) -> list[str]:
     return [] if args.max_megapixels is None else [f"data.max_megapixels={args.max_megapixels}"]
 
 
-def cmd_train(args: argparse.Namespace) -> int:
+def cmd_train(args: argparse.Namespace, overrides: tuple[str, ...] = ()) -> int:
     from parsenet.engine.distributed import StoppedBySigterm
     from parsenet.engine.trainer import train
     from parsenet.recipe import load_recipe
 
-    config = load_recipe(args.config, [*args.set, *_pixel_limit_set(args)])
+    # --set has the last word over the command's own overrides
+    config = load_recipe(args.config, [*overrides, *args.set, *_pixel_limit_set(args)])
     try:
         result = train(config, resume=args.resume, overwrite=args.overwrite)
     except StoppedBySigterm as stopped:
         if stopped.rank == 0:
             sets = [word for value in args.set for word in ("--set", value)]
-            again = shlex.join(["parsenet", "train", "--config", args.config, *sets, "--resume"])
+            again = shlex.join(["parsenet", args.command, "--config", args.config, *sets,
+                                "--resume"])
             print(f"parsenet: stopped by SIGTERM; saved {stopped.saved}; resume with {again}",
                   file=sys.stderr)
         return int(stopped.code)
@@ -63,19 +65,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_train_head(args: argparse.Namespace) -> int:
-    from parsenet.apps.study.cached.engine import train_cached
-    from parsenet.config import load_config
-
-    if min(args.resolution) < 1 or args.loss_stride < 1:
-        raise UsageError(f"train-head: --resolution {args.resolution[0]} {args.resolution[1]} "
-                         f"and --loss-stride {args.loss_stride} must be >= 1")
-    config = load_config(args.config, [*args.set, *_pixel_limit_set(args)])
-    result = train_cached(config, resolution=tuple(args.resolution), cache_root=args.cache_root,
-                          progress=config.train.progress, loss_stride=args.loss_stride)
-    _print_validation(result["metrics"])
-    print(f"{result['iteration']} iterations; run directory {config.train.out_dir}, model "
-          f"{config.train.out_dir}/checkpoints/model.pt")
-    return 0
+    """``train`` with the whole backbone frozen and its output cached: the head alone."""
+    return cmd_train(args, ("train.frozen_prefix.upto=all",
+                            f"train.frozen_prefix.cache={args.cache_root}"))
 
 
 def _source(args: argparse.Namespace) -> object:

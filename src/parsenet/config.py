@@ -51,7 +51,8 @@ from parsenet.config_messages import describe_validation_error, describe_yaml_er
 from parsenet.disk_full import naming_full_disk
 from parsenet.errors import ConfigError
 
-__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "EvalConfig", "ConfigError",
+__all__ = ["Config", "ModelConfig", "DataConfig", "TrainConfig", "FrozenPrefixConfig",
+           "EvalConfig", "ConfigError",
            "load_config", "read_config_file", "merge_dicts", "save_config", "apply_overrides",
            "config_from_dict", "config_to_dict", "check_config", "load_yaml",
            "EVAL_MODES", "AMP_MODES", "DATA_FORMATS", "LOSS_REDUCTIONS"]
@@ -187,6 +188,20 @@ class DataConfig(_Section):
     synthetic: dict[str, Any] = Field(default_factory=dict)
 
 
+class FrozenPrefixConfig(_Section):
+    """The backbone's stages up to ``upto`` are frozen (no gradient, BatchNorm on its running
+    statistics: mmseg's ``frozen_stages``, by name); ``cache``: their outputs are computed
+    once per image, flip and scale into that directory and training reads stride-aligned
+    crops of them (:mod:`parsenet.engine.frozen_prefix`)."""
+
+    SECTION: ClassVar[str] = "train.frozen_prefix"
+    upto: str | None = None  # a stage of model.freeze's names; null: nothing frozen this way
+    cache: str | None = None  # a directory; null: the prefix runs on every crop
+    # With a cache, the random scale is drawn from these (each cached), not data.scale_range.
+    scales: Floats = Field(default_factory=lambda: [1.0], min_length=1,
+                           description="a non-empty list of numbers > 0")
+
+
 class TrainConfig(_Section):
     SECTION: ClassVar[str] = "train"
     iterations: Count = 1000
@@ -221,6 +236,7 @@ class TrainConfig(_Section):
     # Whether biases take weight decay. False is this project's rule and every Caffe net the
     # paper builds on (FCN, DeepLab, ParseNet prototxts: bias decay_mult 0).
     bias_decay: bool = False
+    frozen_prefix: FrozenPrefixConfig = Field(default_factory=FrozenPrefixConfig)
 
     @model_validator(mode="after")
     def _rates_fit_float32(self) -> TrainConfig:
@@ -270,6 +286,13 @@ class Config(_Section):
                              f"its own size) so train.batch_size must be 1, got "
                              f"{self.train.batch_size}; use train.accumulate for Caffe's "
                              f"iter_size")
+        prefix = self.train.frozen_prefix
+        if prefix.cache is not None and (prefix.upto is None or self.data.crop_size is None
+                                         or self.data.color_jitter):
+            # A cache holds the prefix's output of each whole image, so an image-level step
+            # (jitter) cannot follow it and the crop must have a size.
+            raise ValueError("train: frozen_prefix.cache needs frozen_prefix.upto, a "
+                             "data.crop_size and data.color_jitter 0")
         return self
 
 

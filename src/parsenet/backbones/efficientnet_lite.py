@@ -176,6 +176,11 @@ class EfficientNetLite(nn.Module):
         return {"stem": self.stem, **{f"stage{i + 1}": s for i, s in enumerate(self.stages)},
                 "head": self.head}
 
+    def tap_stages(self) -> dict[str, str]:
+        """Tap -> the stage whose output it is read from (a frozen prefix caches these)."""
+        names = list(self.named_stages())[1:]
+        return {t: "head" if _TAP_AT[t][0] < 0 else names[_TAP_AT[t][0]] for t in self.taps}
+
     def tap_stride(self, tap: str) -> int:
         """Stride of ``tap`` before it is brought onto the output grid."""
         i = _TAP_AT[tap][0]

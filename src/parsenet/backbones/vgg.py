@@ -234,6 +234,11 @@ class VGGBackbone(nn.Module):
         return {name: self.layers[name] for name in (*(s for s, _, _ in VGG16_STAGES),
                                                      "fc6", "fc7")}
 
+    def tap_stages(self) -> dict[str, str]:
+        """Tap -> the stage whose output it is read from (a frozen prefix caches these); a
+        pool after the stage may come between (conv3 is read after pool3)."""
+        return {t: t for t in self.taps}
+
     def fc_layers(self) -> tuple[nn.Conv2d, nn.Conv2d]:
         return self.layers["fc6"][0], self.layers["fc7"][0]
 

@@ -18,8 +18,15 @@ from parsenet.labels import IGNORE_INDEX
 __all__ = ["run_iteration", "micro_batches", "IGNORE_INDEX", "Batch"]
 
 
-# (images, targets, valid or None): datasets may yield the validity mask of their padding
-Batch = tuple[torch.Tensor, torch.Tensor, "torch.Tensor | None"]
+# (images, targets, valid or None): datasets may yield the validity mask of their padding.
+# With a cached frozen prefix the "images" are the prefix's maps, a dict by stage name.
+Batch = tuple["torch.Tensor | dict[str, torch.Tensor]", torch.Tensor, "torch.Tensor | None"]
+
+
+def _to(inputs: Any, device: torch.device) -> Any:
+    if isinstance(inputs, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in inputs.items()}
+    return inputs.to(device, non_blocking=True)
 
 
 def micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
@@ -30,7 +37,7 @@ def micro_batches(loader_iter: Iterator, accumulate: int, device: torch.device
     for _ in range(accumulate):
         images, targets, *rest = next(loader_iter)
         valid = rest[0].to(device, non_blocking=True) if rest else None
-        out.append((images.to(device, non_blocking=True),
+        out.append((_to(images, device),
                     targets.to(device, non_blocking=True).long(), valid))
     return out
 

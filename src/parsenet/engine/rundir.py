@@ -46,7 +46,8 @@ RUN_FILES = ("config.yaml", "log.jsonl", "metrics.json", "checkpoints/last.pt",
 # changes are refused by checkpoint.check_resumable; eval.* is free.
 APPLIED_ON_RESUME = ("train.iterations", "train.checkpoint_every", "train.val_every",
                      "train.log_every", "train.max_val_images", "train.progress",
-                     "train.device", "train.out_dir", "data.root", "data.workers")
+                     "train.device", "train.out_dir", "train.frozen_prefix.cache", "data.root",
+                     "data.workers")
 
 
 def _pid_alive(pid: int) -> bool:

@@ -23,6 +23,11 @@ validation mean IoU), metrics.json. SIGTERM (a scheduler's preemption) saves las
 end of the current iteration and exits with status 143; ``train(config, resume=True)``
 continues exactly where it stopped.
 
+``train.frozen_prefix`` freezes the backbone up to a stage; with its ``cache`` the training
+samples are stride-aligned crops of that prefix's output, computed once per image, scale and
+flip, and the loss goes through the rest of the model (:mod:`parsenet.engine.frozen_prefix`).
+Checkpoints, validation and everything else are the same: the model saved is the whole one.
+
 An out_dir holds one run (:mod:`parsenet.engine.rundir`): ``run.lock`` refuses a second
 concurrent run, and a fresh run into a directory holding an earlier one needs
 ``overwrite=True``. A checkpoint is written only if every parameter and floating buffer
@@ -59,6 +64,12 @@ from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checkpoint import init_from_file
 from parsenet.engine.class_weights import class_weights
 from parsenet.engine.crop_memory import check_crop_fits
+from parsenet.engine.frozen_prefix import (
+    PrefixRest,
+    cached_training_set,
+    freeze_prefix,
+    prefix_to_eval,
+)
 from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
 from parsenet.engine.optim import (
     build_optimizer,
@@ -171,7 +182,7 @@ class _Training:
         self.sampler = ResumableSampler(len(self.train_set), seed=t.seed, rank=self.ctx.rank,
                                         world_size=self.ctx.world_size)
         start = self._resume() if resume else 0
-        self.ddp_model = dist_utils.wrap_model(self.model, self.ctx, self.device)
+        self.ddp_model = dist_utils.wrap_model(self.train_net, self.ctx, self.device)
 
         self.runlog = RunLog(self.out_dir, enabled=self.ctx.is_main,
                              resume_from=start if resume else None)
@@ -185,6 +196,7 @@ class _Training:
                      val_images=len(self.val_set) if self.val_set is not None else 0,
                      parameters=sum(p.numel() for p in self.model.parameters()),
                      images_per_iteration=self.images_per_iteration, resumed_from=start,
+                     prefix_cache_s=round(self.prefix_cache_s, 1),
                      changed_on_resume=self.resume_changes)
         if self.ctx.is_main:  # the decisions, once: in the log, and on screen with progress
             summary = (f"training on {self.device}, {self.amp.name} ({self.amp.reason}), "
@@ -219,9 +231,22 @@ class _Training:
         if cfg.model.init_from:
             init_from_file(model, cfg.model.init_from)
         freeze(model, cfg.model.freeze)
+        prefix = t.frozen_prefix
+        self.prefix_stages = freeze_prefix(model, prefix.upto) if prefix.upto else []
         self.model = model.to(self.device)
         check_crop_fits(self.model, len(self.classes), cfg.data.crop_size, t.batch_size,
                         self.device)
+        # The module the loss is computed through: the model, or its rest after a cached
+        # prefix (whose training samples are crops of the prefix's cached maps).
+        self.train_net: torch.nn.Module = self.model
+        self.prefix_cache_s = 0.0
+        if prefix.cache:
+            tic = time.perf_counter()
+            self.train_set = cached_training_set(
+                self.model, self.prefix_stages, self.train_set, cfg.data, prefix,
+                self.preprocessing, progress=t.progress and self.ctx.is_main)
+            self.prefix_cache_s = time.perf_counter() - tic
+            self.train_net = PrefixRest(self.model, self.prefix_stages)
         self.optimizer = build_optimizer(
             self.model, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
             new_layer_lr_mult=t.new_layer_lr_mult,
@@ -340,6 +365,7 @@ class _Training:
         self.model.train()
         if self.config.model.norm_eval:
             norm_stats_to_eval(self.model)
+        prefix_to_eval(self.model, self.prefix_stages)
 
     # ----------------------------------------------------------------- validation
     def _validate(self, iteration: int) -> None:
