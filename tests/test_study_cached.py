@@ -296,7 +296,7 @@ def test_train_head_is_train_with_the_whole_backbone_frozen_and_cached(
     trained = load_model(out / "checkpoints" / "last.pt").model.state_dict()
     torch.manual_seed(0)
     config = load_config(path)
-    from parsenet.models.builders import build_model_from_config
+    from parsenet.recipe import build_model_from_config
 
     start = build_model_from_config(config.model, num_classes=5).state_dict()
     backbone = [k for k in start if k.startswith("backbone.")]
