@@ -12,3 +12,14 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _eager_default_and_private_export_cache(tmp_path_factory):
+    # `auto` would export every test's model to ONNX (seconds each) and cache it under the
+    # user's home; tests of `auto` itself delete PARSENET_BACKEND. Session-wide, so that
+    # module-scoped fixtures see it too.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PARSENET_BACKEND", "eager")
+        patch.setenv("PARSENET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "exports"))
+        yield

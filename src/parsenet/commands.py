@@ -98,9 +98,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(_source(args), config=args.config, overrides=overrides,
                                  split=split, mode=args.mode, device=args.device,
                                  max_images=args.max_images, out=args.out,
-                                 progress=not args.no_progress)
+                                 progress=not args.no_progress, backend=args.backend)
     print(f"{result['checkpoint']} (iteration {result['iteration']}) on {result['split']} "
-          f"of {result['data_root']}")
+          f"of {result['data_root']}, backend {result['metrics']['backend']}")
     print(format_metrics(result["metrics"], result["classes"]))
     print(f"\nwritten: {result['json']}")
     return 0
@@ -112,7 +112,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result = predict_images(_source(args), args.inputs, args.out, backend=args.backend,
                             mode=args.mode, device=args.device,
                             progress=not args.no_progress, skip_errors=args.skip_errors,
-                            onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
+                            export_cache=args.export_cache,
+                            memory_budget_gb=args.memory_budget,
                             window=args.window)
     modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
     print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
@@ -130,8 +131,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from parsenet.apps.tasks import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check)
-    print(f"exported {result['path']} ({result['format']}, {result['exporter']} exporter)")
+    if args.calibration is not None and not args.int8:
+        raise UsageError("--calibration calibrates an --int8 export; add --int8")
+    result = export_checkpoint(_source(args), args.format, args.out, check=not args.no_check,
+                               int8=args.int8, calibration=args.calibration)
+    precision = f", {result['precision']}" if "precision" in result else ""
+    calibrated = (f", calibrated on {result['calibration_images']} images"
+                  if result.get("calibration_images") else "")
+    print(f"exported {result['path']} ({result['format']}{precision}, {result['exporter']} "
+          f"exporter{calibrated})")
     for size, diff in result["diffs"].items():
         print(f"  {size}: max abs diff vs eager {diff:.2e}")
     return 0
@@ -220,9 +228,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         raise
     limits = UploadLimits(max_bytes=int(args.max_mb * 1e6),
                           max_pixels=int(args.max_megapixels * 1e6))
-    settings = ServeSettings(limits=limits,
-                             slide_above_pixels=int(args.slide_above_megapixels * 1e6))
-    serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings)
+    settings = ServeSettings(limits=limits, memory_budget_gb=args.memory_budget)
+    serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings,
+          backend=args.backend)
     return 0
 
 

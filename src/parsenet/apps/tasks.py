@@ -14,21 +14,25 @@ from typing import Any
 from tqdm import tqdm
 
 from parsenet.apps.tables import format_text_table
+from parsenet.choices import EXPORT_FORMATS
 from parsenet.config import Config, config_from_dict, config_to_dict, load_config
 from parsenet.data.build import build_dataset
+from parsenet.engine.backends import openvino_available
 from parsenet.engine.checkpoint import LoadedModel, load_model
 from parsenet.engine.export import check_export, export_onnx, export_torchscript
 from parsenet.engine.inference import evaluate
-from parsenet.engine.memory import DEFAULT_BUDGET_GB, ONNX_OVERHEAD, InferenceMemory
-from parsenet.engine.predictor import make_predictor
+from parsenet.engine.inferencer import InferenceOptions, Inferencer
+from parsenet.engine.memory import DEFAULT_BUDGET_GB
+from parsenet.engine.onnx_cache import with_verified_export
 from parsenet.engine.runlog import to_jsonable
-from parsenet.errors import ParseNetError, UsageError
+from parsenet.errors import UsageError
 from parsenet.models.released import Release, load_released
-from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionJob
+from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionWriter, predict_files
 
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_source",
            "collect_images",
-           "collect_named_images", "format_metrics", "IMAGE_SUFFIXES", "OVERLAY_MAX_SIDE"]
+           "collect_named_images", "format_metrics", "content_file", "IMAGE_SUFFIXES",
+           "EXPORT_FORMATS", "OVERLAY_MAX_SIDE"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -57,13 +61,16 @@ def load_source(source: str | os.PathLike | Release, device: str = "cpu"
 def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathLike | None = None,
                         overrides: Sequence[str] = (), split: str = "val",
                         mode: str | None = None, device: str = "cpu", max_images: int = 0,
-                        out: str | os.PathLike | None = None, progress: bool = True
-                        ) -> dict[str, Any]:
+                        out: str | os.PathLike | None = None, progress: bool = True,
+                        backend: str = "eager") -> dict[str, Any]:
     """Evaluate a checkpoint on a split of its dataset (or the one ``config``/``overrides``
     describe) and write the result as JSON (default: next to the checkpoint,
     ``<stem>.eval-<split>-<mode>.json``). Returns the written dict: ``metrics`` (see
     :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``,
-    ``mode``, ``iteration``, ``json``."""
+    ``mode``, ``iteration``, ``json``. ``backend``: the runtime
+    (:mod:`parsenet.engine.backends`; eager, the default, is what the released figures
+    were scored with)."""
+    source = checkpoint
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
     dataset = build_dataset(cfg.data, split, preprocessing=loaded.preprocessing)
@@ -83,7 +90,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
                          f"differ)")
     mode = mode or cfg.eval.mode
     metrics = evaluate(loaded.model, dataset, num_classes=len(classes), mode=mode, device=device,
-                       max_images=max_images, progress=progress, eval_cfg=cfg.eval)
+                       max_images=max_images, progress=progress, eval_cfg=cfg.eval,
+                       backend=backend, checkpoint=content_file(source))
     out = Path(out) if out else checkpoint.with_name(f"{checkpoint.stem}.eval-{split}-{mode}.json")
     result = {"checkpoint": str(checkpoint), "iteration": loaded.iteration, "split": split,
               "mode": mode, "data_root": str(cfg.data.root), "classes": classes,
@@ -154,26 +162,34 @@ def _check_out_folder(out_dir: Path, named: list[tuple[Path, str]]) -> None:
                                  f"input with its labels; choose another --out")
 
 
-def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike],
-                   out_dir: str | os.PathLike, *, backend: str = "auto",
-                   mode: str | None = None, device: str = "cpu", alpha: float = 0.5,
-                   progress: bool = True, skip_errors: bool = False,
-                   onnx_cache: str | os.PathLike | None = None,
+def content_file(source: str | os.PathLike | Release) -> Path:
+    """The file whose content keys a model's export cache: a checkpoint, or a released
+    model's weights."""
+    return source.weights_path if isinstance(source, Release) else Path(source)
+
+
+def predict_images(checkpoint: str | os.PathLike | Release,
+                   inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+                   backend: str = "auto", mode: str | None = None, device: str = "cpu",
+                   alpha: float = 0.5, progress: bool = True, skip_errors: bool = False,
+                   export_cache: str | os.PathLike | None = None,
                    memory_budget_gb: float = DEFAULT_BUDGET_GB, window: int | None = None
                    ) -> dict[str, Any]:
-    """Segment images of any size with a checkpoint.
+    """Segment images of any size with a checkpoint or released model.
 
     Writes ``<out_dir>/<stem>.png`` (palette PNG: pixel values are class ids) and
     ``<out_dir>/<stem>_overlay.jpg`` (image | overlay | prediction, drawn at most
     ``OVERLAY_MAX_SIDE`` pixels high or wide). Two inputs with one stem are refused.
+    Images are decoded ahead and written behind in threads (:mod:`parsenet.prediction`).
 
     ``mode``: whole | slide | multiscale | auto; default auto: each image in the checkpoint
     config's eval mode (whole, the paper's protocol, unless the config says otherwise) when
     the memory estimate (:mod:`parsenet.engine.memory`) fits in ``memory_budget_gb``, else in
     sliding windows of ``window`` (default the config's eval.window). ``backend``: see
-    :func:`parsenet.engine.predictor.make_predictor`; ONNX exports are cached only in
-    ``onnx_cache`` (a folder), verified by hash there. ``skip_errors``: an image that cannot
-    be read or predicted is reported in ``skipped`` and the others are processed.
+    :mod:`parsenet.engine.backends`; ONNX exports are cached in ``export_cache`` (default
+    :func:`parsenet.engine.onnx_cache.default_cache_dir`), keyed on the checkpoint's content
+    and verified against it. ``skip_errors``: an image that cannot be read or predicted is
+    reported in ``skipped`` and the others are processed.
 
     Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
     ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
@@ -181,48 +197,58 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     named = collect_named_images(inputs)  # fail on a bad path before loading anything
     out_dir = Path(out_dir)
     _check_out_folder(out_dir, named)
-    loaded, checkpoint = load_source(checkpoint, device)
-    model, cfg = loaded.model, loaded.config
-    mode = mode or "auto"
-    window = window or cfg.eval.window
-    job = PredictionJob(
-        classes=list(loaded.classes), preprocessing=loaded.preprocessing, device=device,
-        palette=loaded.palette, alpha=alpha, mode=mode, preferred=cfg.eval.mode,
-        budget=memory_budget_gb * 1e9,
-        opts={"window": window, "stride": min(cfg.eval.stride, window),
-              "scales": tuple(cfg.eval.scales), "flip": cfg.eval.flip})
-    run, backend = make_predictor(model, backend=backend, device=device,
-                                  checkpoint=checkpoint if onnx_cache is not None else None,
-                                  cache_dir=onnx_cache)
-    job.run = run
-    job.memory = InferenceMemory.of(model, len(job.classes),
-                                    overhead=ONNX_OVERHEAD if backend == "onnx" else 1.0)
+    loaded, _ = load_source(checkpoint, device)
+    options = InferenceOptions.from_eval(loaded.config.eval, mode=mode or "auto",
+                                         window=window, budget_gb=memory_budget_gb)
+    inferencer = Inferencer.create(loaded.model, num_classes=len(loaded.classes),
+                                   options=options, backend=backend, device=device,
+                                   checkpoint=content_file(checkpoint), cache_dir=export_cache,
+                                   preprocessing=loaded.preprocessing)
+    writer = PredictionWriter(len(loaded.classes), loaded.palette, alpha)
     out_dir.mkdir(parents=True, exist_ok=True)
-    outputs, modes, skipped = [], [], []
-    for path, name in tqdm(named, desc=f"predict ({backend})", disable=not progress):
-        try:
-            label_png, overlay_path, used = job.predict(path, out_dir / name)
-        except (ParseNetError, OSError) as e:
-            if not skip_errors:
-                raise
-            skipped.append((str(path), " ".join(str(e).split())))
-            continue
-        outputs.append((label_png, overlay_path))
-        modes.append(used)
-    return {"backend": backend, "mode": mode, "outputs": outputs, "modes": modes,
-            "skipped": skipped}
+    with tqdm(total=len(named), desc=f"predict ({inferencer.backend})",
+              disable=not progress) as bar:
+        outputs, modes, skipped = predict_files(inferencer, writer, named, out_dir,
+                                                skip_errors=skip_errors, on_done=bar.update)
+    return {"backend": inferencer.backend, "mode": options.mode, "outputs": outputs,
+            "modes": modes, "skipped": skipped}
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
-                      check: bool = True,
-                      sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385))
-                      ) -> dict[str, Any]:
-    """Export a checkpoint's model to ONNX or TorchScript, then (``check``) compare the file
-    with the eager model at ``sizes``. Returns ``path``, ``format``, ``exporter``, ``diffs``."""
-    if fmt not in ("onnx", "torchscript"):
-        raise UsageError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
-    model = load_model(checkpoint, device="cpu").model
+def _calibration_images(folder: str | os.PathLike | None) -> list[Path]:
+    if folder is None:
+        return []
+    images = collect_images([folder])
+    return images
+
+
+def export_checkpoint(checkpoint: str | os.PathLike | Release, fmt: str,
+                      out: str | os.PathLike, *, check: bool = True,
+                      sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385)),
+                      int8: bool = False, calibration: str | os.PathLike | None = None,
+                      export_cache: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Export a checkpoint's (or released model's) model to ONNX, OpenVINO IR or
+    TorchScript, then (``check``) compare the file with the eager model at ``sizes``.
+    ``int8`` (OpenVINO only): NNCF post-training quantisation calibrated on the images of
+    the folder ``calibration`` (training images). Returns ``path``, ``format``,
+    ``exporter``, ``diffs`` (and for OpenVINO ``precision``, ``calibration_images``)."""
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    if int8 and fmt != "openvino":
+        raise UsageError("--int8 is an OpenVINO export: use --format openvino")
+    if fmt == "openvino" and not openvino_available():
+        raise UsageError("--format openvino needs OpenVINO (pip install 'parsenet[openvino]')")
+    calibration_images = _calibration_images(calibration)
+    model = load_source(checkpoint, "cpu")[0].model
     out = Path(out)
+    if fmt == "openvino":
+        from parsenet.engine.openvino_export import export_openvino
+
+        result = with_verified_export(
+            model, content_file(checkpoint), export_cache,
+            lambda onnx: export_openvino(model, onnx, out, calibration=calibration_images,
+                                         int8=int8))
+        return {**result, "format": fmt, "exporter": "onnx (dynamo) -> openvino",
+                "diffs": {}}
     if fmt == "onnx":
         exporter = export_onnx(model, out)
     else:

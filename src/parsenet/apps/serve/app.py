@@ -35,6 +35,7 @@ from parsenet.apps.serve.examples import example_pngs
 from parsenet.apps.serve.models import ServedModel
 from parsenet.apps.serve.results import build_result, png_bytes
 from parsenet.apps.serve.uploads import UploadLimits, UploadRejected, decode_upload, too_many_bytes
+from parsenet.engine.memory import DEFAULT_BUDGET_GB
 from parsenet.viz import label_image
 
 __all__ = ["ServeSettings", "Segmenter", "create_app"]
@@ -48,9 +49,9 @@ _MULTIPART_SLACK = 64 * 1024
 @dataclass(frozen=True)
 class ServeSettings:
     limits: UploadLimits = UploadLimits()
-    # Above this many pixels images go through sliding windows (the checkpoint's window
-    # and stride) instead of one whole-image pass, whose activations would not fit memory.
-    slide_above_pixels: int = 4_000_000
+    # An image whose estimated inference memory exceeds this goes through sliding windows
+    # (the checkpoint's window and stride), the rule predict uses (parsenet.engine.inferencer).
+    memory_budget_gb: float = DEFAULT_BUDGET_GB
     # Predictions running at once; more requests wait. Two 40 MP images already need GBs.
     max_concurrent: int = 2
     alpha: float = 0.5
@@ -62,16 +63,19 @@ class Segmenter:
     def __init__(self, models: Sequence[ServedModel], settings: ServeSettings) -> None:
         self.models, self.settings = list(models), settings
         self._slots = threading.BoundedSemaphore(settings.max_concurrent)
+        for model in self.models:
+            model.inferencer = model.inferencer.with_options(budget_gb=settings.memory_budget_gb)
 
     def mode_for(self, model: ServedModel, height: int, width: int) -> str:
-        return "slide" if height * width > self.settings.slide_above_pixels else model.mode
+        return model.inferencer.mode_for(height, width)
 
     def run(self, rgb: np.ndarray, *, images: bool = True,
             progress: Callable[[int, int], None] = lambda done, total: None
             ) -> dict[str, Any]:
         h, w = rgb.shape[:2]
         modes = [self.mode_for(m, h, w) for m in self.models]
-        total = sum(m.passes(h, w, mode) for m, mode in zip(self.models, modes, strict=True))
+        total = sum(m.inferencer.passes(h, w, mode)
+                    for m, mode in zip(self.models, modes, strict=True))
         done = 0
 
         def on_pass() -> None:
@@ -102,7 +106,8 @@ def _info(segmenter: Segmenter) -> dict[str, Any]:
         "models": [{"name": m.name, "checkpoint": str(m.checkpoint), "classes": m.classes,
                     "mode": m.mode} for m in segmenter.models],
         "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
-                   "slide_above_pixels": segmenter.settings.slide_above_pixels},
+                   "slide_above_pixels": min(m.inferencer.largest_preferred_pixels()
+                                             for m in segmenter.models)},
         "examples": [{"name": name, "url": f"/api/examples/{i}.png"}
                      for i, (name, _) in enumerate(example_pngs())],
     }

@@ -38,14 +38,15 @@ def _is_loopback(host: str) -> bool:
 
 
 def serve(model: str | None = None, checkpoints: Sequence[str | os.PathLike] = (), *,
-          host: str = "127.0.0.1", port: int = 7860, settings: ServeSettings | None = None
-          ) -> None:
+          host: str = "127.0.0.1", port: int = 7860, settings: ServeSettings | None = None,
+          backend: str = "auto") -> None:
     """Load the models and serve the page until interrupted."""
     import uvicorn
 
     pairs = resolve_checkpoints(model, checkpoints)
     sock = _listen(host, port)  # a taken port fails before seconds of model loading
-    served = load_served_models(pairs)
+    budget = (settings or ServeSettings()).memory_budget_gb
+    served = load_served_models(pairs, backend=backend, memory_budget_gb=budget)
     app = create_app(served, settings)
     names = ", ".join(f"{m.name} ({m.checkpoint})" for m in served)
     print(f"parsenet serve: {names}", flush=True)

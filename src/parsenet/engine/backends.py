@@ -1,0 +1,172 @@
+"""The runtimes an :class:`~parsenet.engine.inferencer.Inferencer` runs a model with.
+
+    eager     PyTorch; channels_last on the CPU
+    onnx      ONNX Runtime, on the model's ONNX export
+    openvino  OpenVINO on the same ONNX export: bf16 where the CPU computes bf16 natively
+              (AVX512-BF16 or AMX), float32 otherwise, where bf16 would be emulated
+              (:func:`parsenet.engine.precision.cpu_has_native_bf16`); or an INT8 model
+              written by ``parsenet export --format openvino --int8``
+    auto      the fastest of these that is installed and holds accuracy on this CPU kind
+              (docs/PERFORMANCE.md): openvino, else onnx, else eager; eager off the CPU
+
+ONNX exports are cached (:mod:`parsenet.engine.onnx_cache`), keyed on the checkpoint's
+content and verified against the eager model before they are used. OpenVINO is the optional
+extra ``parsenet[openvino]``; without it ``auto`` falls back and ``openvino`` says what to
+install.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from parsenet.choices import BACKENDS
+from parsenet.engine import onnx_cache
+from parsenet.engine.export import ChannelsLastPredictor, ExportCheckError, usable_cores
+from parsenet.engine.memory import ONNX_OVERHEAD
+from parsenet.engine.precision import cpu_has_native_bf16
+from parsenet.errors import UsageError
+
+BACKEND_ENV = "PARSENET_BACKEND"
+
+__all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor", "openvino_available",
+           "onnxruntime_available", "default_backend", "memory_overhead",
+           "openvino_precision"]
+
+
+
+def _importable(name: str) -> bool:
+    try:
+        __import__(name)
+    except ImportError:
+        return False
+    return True
+
+
+def onnxruntime_available() -> bool:
+    return _importable("onnxruntime")
+
+
+def openvino_available() -> bool:
+    # OpenVINO reads the ONNX export, which the exporter writes with onnx and checks with
+    # ONNX Runtime; all three must be there.
+    return _importable("openvino") and _importable("onnx") and onnxruntime_available()
+
+
+def openvino_precision() -> str:
+    """``bf16`` where the CPU computes it natively, else ``f32`` (bf16 emulated on an
+    AVX2-only CPU is slower than float32)."""
+    return "bf16" if cpu_has_native_bf16() else "f32"
+
+
+def default_backend(device: str = "cpu") -> str:
+    """What ``auto`` runs on ``device``: the fastest installed runtime that holds accuracy
+    (the benchmark's ``released`` section measures it: docs/PERFORMANCE.md).
+    ``$PARSENET_BACKEND`` names another (e.g. eager, to keep exports out of a test run)."""
+    forced = os.environ.get(BACKEND_ENV, "").strip()
+    if forced:
+        if forced not in BACKENDS[1:]:
+            raise UsageError(f"{BACKEND_ENV}={forced!r}: expected one of {BACKENDS[1:]}")
+        return forced
+    if torch.device(device).type != "cpu":
+        return "eager"
+    if openvino_available():
+        return "openvino"
+    return "onnx" if onnxruntime_available() else "eager"
+
+
+def memory_overhead(backend: str) -> float:
+    """Peak memory of ``backend`` relative to eager (runtimes plan their own buffers)."""
+    return 1.0 if backend == "eager" else ONNX_OVERHEAD
+
+
+class OpenVinoPredictor:
+    """An OpenVINO compiled model called like a model: 1 x 3 x H x W tensor -> logits.
+
+    Args:
+        path: an ``.onnx`` file or an OpenVINO IR ``.xml`` (e.g. an INT8 one).
+        precision: ``f32`` or ``bf16`` (OpenVINO's ``INFERENCE_PRECISION_HINT``; its CPU
+            default is bf16 wherever the CPU has it, so float32 must be asked for).
+        threads: inference threads (default: the CPU cores this process may use).
+    """
+
+    def __init__(self, path: str | os.PathLike, precision: str = "f32",
+                 threads: int | None = None) -> None:
+        import openvino as ov
+
+        if precision not in ("f32", "bf16"):
+            raise UsageError(f"OpenVINO precision must be f32 or bf16, got {precision!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        self.path, self.precision = Path(path), precision
+        core = ov.Core()
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": threads or usable_cores()}
+        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
+        self._requests = threading.local()  # an infer request serves one call at a time
+
+    def __call__(self, image: Tensor) -> Tensor:
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self.compiled.create_infer_request()
+        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        result = request.infer({0: array})
+        return torch.from_numpy(np.array(result[self.compiled.output(0)]))
+
+
+def _eager(model: nn.Module, device: str) -> Callable[[Tensor], Tensor]:
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":
+        return ChannelsLastPredictor(model)
+    return model
+
+
+def make_predictor(model: nn.Module, *, backend: str = "auto",
+                   checkpoint: str | os.PathLike | None = None, device: str = "cpu",
+                   cache_dir: str | os.PathLike | None = None
+                   ) -> tuple[Callable[[Tensor], Tensor], str]:
+    """A callable image batch -> logits, and the name of the runtime it uses.
+
+    ``checkpoint``: the file whose content keys the export cache (a training checkpoint,
+    or a released model's weights file); ``cache_dir``: where the cache lives (default
+    :func:`parsenet.engine.onnx_cache.default_cache_dir`). Without ``checkpoint`` an export
+    lives in a temporary folder for this run only. ``auto`` falls back to eager, with a
+    warning, when the export fails its check against the eager model.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    automatic = backend == "auto"
+    if automatic:
+        backend = default_backend(device)
+    if backend == "eager":
+        return _eager(model, device), "eager"
+    if torch.device(device).type != "cpu":
+        raise UsageError(f"backend {backend!r} runs on the CPU; use --backend eager with "
+                         f"--device {device}")
+    if backend == "onnx" and not onnxruntime_available():
+        raise UsageError("backend 'onnx' needs onnxruntime (pip install 'parsenet[export]')")
+    if backend == "openvino" and not openvino_available():
+        raise UsageError("backend 'openvino' needs OpenVINO (pip install 'parsenet[openvino]')")
+    def build(onnx_path: Path) -> Callable[[Tensor], Tensor]:
+        if backend == "onnx":
+            from parsenet.engine.export import OnnxPredictor
+
+            return OnnxPredictor(onnx_path)
+        return OpenVinoPredictor(onnx_path, openvino_precision())
+
+    try:
+        run = onnx_cache.with_verified_export(model, checkpoint, cache_dir, build)
+    except ExportCheckError as e:
+        if not automatic:
+            raise
+        warnings.warn(f"the ONNX export is unusable, running eager instead: {e}",
+                      stacklevel=2)
+        return _eager(model, device), "eager"
+    return run, backend if backend == "onnx" else f"openvino-{openvino_precision()}"
