@@ -33,6 +33,7 @@ SECTIONS = {
     "inference": "benchmarks.inference_paths",
     "peers": "benchmarks.peers",
     "scaling": "benchmarks.scaling",
+    "released": "benchmarks.released",  # the released models on every runtime
 }
 REPO = Path(__file__).resolve().parents[1]
 

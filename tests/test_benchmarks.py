@@ -25,7 +25,7 @@ from benchmarks.scaling import growth_exponent  # noqa: E402
 from benchmarks.table import goal_summary, text_table  # noqa: E402
 
 SECTIONS = ("roofline", "context", "l2norm", "precision", "pipeline", "inference", "peers",
-            "scaling")
+            "scaling", "released_camvid")
 
 
 def test_interleave_rotates_the_order_and_respects_round_limits():
