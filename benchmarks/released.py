@@ -12,10 +12,14 @@ their GFLOPs. The roofline: achieved GFLOP/s against the machine's conv peak (th
 runtime on a stack of 3x3 convolutions), per precision.
 
 ``--quick`` runs every code path on a toy ParseNet-VGG at 64 x 96 with two val images.
+``PARSENET_BENCH_TIMING_ONLY=1`` times only (no accuracy, no torch.compile): for the second
+run under ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 PARSENET_CPU_BF16=0``, which
+emulates an AVX2-only CPU where a runtime honours those variables.
 """
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -201,7 +205,11 @@ def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float
                                                  4 if settings.quick else 32, resize)]
                    if train is not None else [])
     ignore_index = getattr(val, "ignore_index", 255)
-    runs, skipped, setup = eager_runtimes(model, compile_model=not settings.quick, sample=x)
+    timing_only = os.environ.get("PARSENET_BENCH_TIMING_ONLY") == "1"
+    if timing_only:
+        pairs = []
+    runs, skipped, setup = eager_runtimes(
+        model, compile_model=not (settings.quick or timing_only), sample=x)
     onnx = with_verified_export(model, key, tmp if key is None else None,
                                 lambda path: _copy(path, tmp / f"{name}.onnx"))
     exported, more, setup2 = exported_runtimes(onnx, calibration)
@@ -224,7 +232,9 @@ def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float
     details = {"input": list(size), "gflops": gflops, "ms": ms, "setup_s": setup,
                "skipped": skipped, "accuracy": accuracy, "default_backend": backend,
                "val_images": len(pairs), "calibration_images": len(calibration),
-               "eval_mode": options.mode, "num_classes": len(loaded.classes)}
+               "eval_mode": options.mode, "num_classes": len(loaded.classes),
+               "isa_env": {k: os.environ.get(k) for k in
+                           ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "PARSENET_CPU_BF16")}}
     section.details = details
     return section, details
 
