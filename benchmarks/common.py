@@ -59,7 +59,7 @@ class Settings:
     slide_window: int
     slide_stride: int
     loader_seconds: float
-    released_val_images: int = 16  # val images each runtime labels (section released)
+    released_val_images: int = 12  # val images each runtime labels (section released)
 
 
 FULL = Settings(
