@@ -214,13 +214,6 @@ def predict_images(checkpoint: str | os.PathLike | Release,
             "modes": modes, "skipped": skipped}
 
 
-def _calibration_images(folder: str | os.PathLike | None) -> list[Path]:
-    if folder is None:
-        return []
-    images = collect_images([folder])
-    return images
-
-
 def export_checkpoint(checkpoint: str | os.PathLike | Release, fmt: str,
                       out: str | os.PathLike, *, check: bool = True,
                       sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385)),
@@ -237,7 +230,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | Release, fmt: str,
         raise UsageError("--int8 is an OpenVINO export: use --format openvino")
     if fmt == "openvino" and not openvino_available():
         raise UsageError("--format openvino needs OpenVINO (pip install 'parsenet[openvino]')")
-    calibration_images = _calibration_images(calibration)
+    calibration_images = collect_images([calibration]) if calibration is not None else []
     model = load_source(checkpoint, "cpu")[0].model
     out = Path(out)
     if fmt == "openvino":
