@@ -112,11 +112,11 @@ def test_predict_on_openvino_agrees_with_eager(checkpoint, images, tmp_path, mon
     monkeypatch.delenv("PARSENET_BACKEND")  # auto: the fastest installed
     fast = predict_images(checkpoint, [images], tmp_path / "auto", progress=False,
                           export_cache=tmp_path / "cache")
-    assert fast["backend"] == f"openvino-{'bf16' if native_bf16 == '1' else 'f32'}"
+    assert fast["backend"] == "openvino-f32"  # on every CPU kind
     eager = predict_images(checkpoint, [images], tmp_path / "eager", backend="eager",
                            progress=False)
     same = total = 0
     for (png, _), (ref, _) in zip(fast["outputs"], eager["outputs"], strict=True):
         a, b = np.asarray(Image.open(png)), np.asarray(Image.open(ref))
         same, total = same + int((a == b).sum()), total + a.size
-    assert same / total >= (0.99 if native_bf16 == "0" else 0.9)
+    assert same / total >= 0.99

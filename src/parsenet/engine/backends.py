@@ -2,12 +2,17 @@
 
     eager     PyTorch; channels_last on the CPU
     onnx      ONNX Runtime, on the model's ONNX export
-    openvino  OpenVINO on the same ONNX export: bf16 where the CPU computes bf16 natively
-              (AVX512-BF16 or AMX), float32 otherwise, where bf16 would be emulated
-              (:func:`parsenet.engine.precision.cpu_has_native_bf16`); or an INT8 model
-              written by ``parsenet export --format openvino --int8``
-    auto      the fastest of these that is installed and holds accuracy on this CPU kind
-              (docs/PERFORMANCE.md): openvino, else onnx, else eager; eager off the CPU
+    openvino  OpenVINO in float32 on the same ONNX export
+    openvino-bf16
+              OpenVINO in bf16: only on CPUs that compute bf16 natively (AVX512-BF16 or
+              AMX; :func:`parsenet.engine.precision.cpu_has_native_bf16`), where it is about
+              twice as fast as float32; on AVX2-only CPUs bf16 would be emulated (slower, and
+              OpenVINO refuses some layers), so it is refused there
+    auto      the fastest runtime that is installed and holds accuracy (val mean IU within
+              0.3 of eager fp32, >= 99% of pixels labelled alike): openvino, else onnx,
+              else eager; eager off the CPU. bf16 (and INT8) are faster but missed that bar
+              on the released camvid model (docs/PERFORMANCE.md), so auto does not pick them
+              on any CPU kind
 
 ONNX exports are cached (:mod:`parsenet.engine.onnx_cache`), keyed on the checkpoint's
 content and verified against the eager model before they are used. OpenVINO is the optional
@@ -36,9 +41,8 @@ from parsenet.errors import UsageError
 
 BACKEND_ENV = "PARSENET_BACKEND"
 
-__all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor", "openvino_available",
-           "onnxruntime_available", "default_backend", "memory_overhead",
-           "openvino_precision"]
+__all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor",
+           "openvino_available", "onnxruntime_available", "default_backend", "memory_overhead"]
 
 
 
@@ -60,10 +64,14 @@ def openvino_available() -> bool:
     return _importable("openvino") and _importable("onnx") and onnxruntime_available()
 
 
-def openvino_precision() -> str:
-    """``bf16`` where the CPU computes it natively, else ``f32`` (bf16 emulated on an
-    AVX2-only CPU is slower than float32)."""
-    return "bf16" if cpu_has_native_bf16() else "f32"
+def _openvino_precision(backend: str) -> str:
+    if backend == "openvino":
+        return "f32"
+    if not cpu_has_native_bf16():
+        raise UsageError("--backend openvino-bf16 needs a CPU with native bf16 (AVX512-BF16 "
+                         "or AMX); on this one bf16 is emulated and slower than float32: use "
+                         "--backend openvino")
+    return "bf16"
 
 
 def default_backend(device: str = "cpu") -> str:
@@ -152,14 +160,15 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
                          f"--device {device}")
     if backend == "onnx" and not onnxruntime_available():
         raise UsageError("backend 'onnx' needs onnxruntime (pip install 'parsenet[export]')")
-    if backend == "openvino" and not openvino_available():
+    precision = _openvino_precision(backend) if backend.startswith("openvino") else ""
+    if precision and not openvino_available():
         raise UsageError("backend 'openvino' needs OpenVINO (pip install 'parsenet[openvino]')")
     def build(onnx_path: Path) -> Callable[[Tensor], Tensor]:
         if backend == "onnx":
             from parsenet.engine.export import OnnxPredictor
 
             return OnnxPredictor(onnx_path)
-        return OpenVinoPredictor(onnx_path, openvino_precision())
+        return OpenVinoPredictor(onnx_path, precision)
 
     try:
         run = onnx_cache.with_verified_export(model, checkpoint, cache_dir, build)
@@ -169,4 +178,4 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
         warnings.warn(f"the ONNX export is unusable, running eager instead: {e}",
                       stacklevel=2)
         return _eager(model, device), "eager"
-    return run, backend if backend == "onnx" else f"openvino-{openvino_precision()}"
+    return run, backend if backend == "onnx" else f"openvino-{precision}"
