@@ -261,6 +261,7 @@ def _rows(section: Section, d: dict[str, Any], peers: dict[str, Any], peak: dict
     section.add_goal(f"{default} speed-up over eager fp32", base / ms[default], ">=", goal,
                      fmt="{:.2f}", note=f"{ms[default]:.1f} ms vs {base:.1f} ms")
     precision = {"eager bf16": "bf16", "OpenVINO bf16": "bf16", "OpenVINO INT8": "int8"}
+    precision[default] = "bf16" if default.endswith("bf16)") else "fp32"
     for name in (*RUNTIMES, default):
         if name not in ms:
             section.add(f"{name}", d["skipped"].get(name, "not run"))
