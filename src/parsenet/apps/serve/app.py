@@ -19,7 +19,7 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -61,10 +61,11 @@ class Segmenter:
     """Runs every served model on an image, at most ``max_concurrent`` images at a time."""
 
     def __init__(self, models: Sequence[ServedModel], settings: ServeSettings) -> None:
-        self.models, self.settings = list(models), settings
+        # Copies with this server's memory budget: the caller's models stay as they were.
+        self.models = [replace(m, inferencer=m.inferencer.with_options(
+            budget_gb=settings.memory_budget_gb)) for m in models]
+        self.settings = settings
         self._slots = threading.BoundedSemaphore(settings.max_concurrent)
-        for model in self.models:
-            model.inferencer = model.inferencer.with_options(budget_gb=settings.memory_budget_gb)
 
     def mode_for(self, model: ServedModel, height: int, width: int) -> str:
         return model.inferencer.mode_for(height, width)
