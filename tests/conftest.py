@@ -4,6 +4,13 @@ import pytest
 import torch
 
 
+def pytest_collection_modifyitems(config, items):
+    # Once OpenVINO is loaded its thread pool stays in the process, and a later test that
+    # forks worker processes (tests/engine/test_trainer_processes.py) then dies with a
+    # segfault: the tests that load it run last.
+    items.sort(key=lambda item: item.get_closest_marker("openvino") is not None)
+
+
 @pytest.fixture
 def one_thread():
     # Two cores shared by many processes: one thread is faster and gives the same sums in

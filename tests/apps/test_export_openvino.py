@@ -16,7 +16,7 @@ from parsenet.config import Config, config_to_dict
 from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
 from parsenet.models import parsenet_vgg16
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+pytestmark = [pytest.mark.usefixtures("one_thread"), pytest.mark.openvino]
 CLASSES = ["sky", "ground", "thing"]
 
 

@@ -101,6 +101,7 @@ def test_make_predictor_backends(model, onnx_file, tmp_path, monkeypatch):
         make_predictor(model, backend="auto")
 
 
+@pytest.mark.openvino
 def test_auto_is_the_fastest_installed_backend(model, onnx_file, tmp_path, monkeypatch):
     import parsenet.engine.backends as backends
 
@@ -120,6 +121,7 @@ def test_auto_is_the_fastest_installed_backend(model, onnx_file, tmp_path, monke
         make_predictor(model, backend="openvino", checkpoint=checkpoint)
 
 
+@pytest.mark.openvino
 @pytest.mark.parametrize("native_bf16", ["0", "1"])
 def test_openvino_backends_match_eager_and_bf16_needs_a_native_bf16_cpu(
         model, onnx_file, tmp_path, monkeypatch, native_bf16):

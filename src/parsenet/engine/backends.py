@@ -22,8 +22,8 @@ install.
 
 from __future__ import annotations
 
+import importlib.util
 import os
-import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -47,11 +47,8 @@ __all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor",
 
 
 def _importable(name: str) -> bool:
-    try:
-        __import__(name)
-    except ImportError:
-        return False
-    return True
+    # Found, not imported: loading OpenVINO starts its thread pool in this process.
+    return importlib.util.find_spec(name) is not None
 
 
 def onnxruntime_available() -> bool:
@@ -114,18 +111,16 @@ class OpenVinoPredictor:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such model file")
         self.path, self.precision = Path(path), precision
-        core = ov.Core()
+        self.core = ov.Core()  # kept: the compiled model is released before its core
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
                   "INFERENCE_NUM_THREADS": threads or usable_cores()}
-        self.compiled = core.compile_model(core.read_model(str(path)), "CPU", config)
-        self._requests = threading.local()  # an infer request serves one call at a time
+        self.compiled = self.core.compile_model(self.core.read_model(str(path)), "CPU", config)
 
     def __call__(self, image: Tensor) -> Tensor:
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self.compiled.create_infer_request()
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        result = request.infer({0: array})
+        # One request per call: a request serves one call at a time, and serve calls from
+        # several threads.
+        result = self.compiled.create_infer_request().infer({0: array})
         return torch.from_numpy(np.array(result[self.compiled.output(0)]))
 
 
