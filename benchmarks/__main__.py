@@ -34,6 +34,7 @@ SECTIONS = {
     "peers": "benchmarks.peers",
     "scaling": "benchmarks.scaling",
     "finetune": "benchmarks.finetune_step",
+    "released": "benchmarks.released",  # the released models on every runtime
 }
 REPO = Path(__file__).resolve().parents[1]
 

@@ -59,6 +59,7 @@ class Settings:
     slide_window: int
     slide_stride: int
     loader_seconds: float
+    released_val_images: int = 12  # val images each runtime labels (section released)
 
 
 FULL = Settings(
@@ -104,6 +105,7 @@ QUICK = Settings(
     slide_window=128,
     slide_stride=96,
     loader_seconds=1.0,
+    released_val_images=2,
 )
 
 

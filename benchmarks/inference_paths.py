@@ -65,29 +65,34 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             skipped["ONNX Runtime"] = "onnxruntime is not installed"
         else:
             try:
+                from parsenet.engine.backends import make_predictor
                 from parsenet.engine.export import (
                     OnnxPredictor,
                     export_onnx,
-                    onnx_cache_path,
+                    record_onnx_metadata,
                 )
-                from parsenet.engine.predictor import make_predictor
+                from parsenet.engine.onnx_cache import (
+                    CHECKPOINT_KEY,
+                    cache_path,
+                    file_sha256,
+                    record_digest,
+                )
             except ImportError as e:
                 skipped["ONNX Runtime"] = f"parsenet.engine.export not usable ({e})"
             else:
-                # make_predictor keys its ONNX cache by the checkpoint file's hash; a stand-in
-                # file lets it reuse the export timed here instead of exporting again.
+                # make_predictor keys its export cache on the checkpoint's content; a
+                # stand-in file lets it reuse the export timed here instead of exporting again.
                 checkpoint = Path(tmp) / "model.pt"
                 checkpoint.write_bytes(b"parsenet benchmark stand-in checkpoint")
-                onnx_path = onnx_cache_path(checkpoint)
+                onnx_path = cache_path(checkpoint, tmp)
                 t0 = time.perf_counter()
                 exporter = export_onnx(model, onnx_path)
-                from parsenet.engine.onnx_cache import record_digest
-
-                record_digest(onnx_path)  # make_predictor reuses a cache entry by its hash
+                record_onnx_metadata(onnx_path, {CHECKPOINT_KEY: file_sha256(checkpoint)})
+                record_digest(onnx_path)  # a checked entry, as make_predictor writes them
                 setup_s["ONNX export"] = time.perf_counter() - t0
                 paths["ONNX Runtime"] = _inference(OnnxPredictor(onnx_path), x)
                 predictor, predict_backend = make_predictor(
-                    model, backend="auto", checkpoint=checkpoint
+                    model, backend="auto", checkpoint=checkpoint, cache_dir=tmp
                 )
                 section.details["onnx_exporter"] = exporter
                 if predict_backend != "onnx":

@@ -294,24 +294,21 @@ def test_skip_errors_reports_the_bad_files_at_the_end(checkpoint, tmp_path, caps
 
 
 # ---------------------------------------------------------------- case 11: ONNX cache
-def test_case_11_the_onnx_cache_is_explicit_and_rebuilt_when_corrupt(checkpoint, tmp_path,
-                                                                     capsys):
+def test_case_11_the_export_cache_is_keyed_verified_and_rebuilt_when_corrupt(
+        checkpoint, tmp_path, capsys):
     pytest.importorskip("onnxruntime")
-    from parsenet.engine.export import onnx_cache_path
-    from parsenet.engine.onnx_cache import digest_matches
+    from parsenet.engine.onnx_cache import cache_path, digest_matches
 
     image, cache = photo(tmp_path / "x.png"), tmp_path / "cache"
     argv = ["predict", str(image), "--checkpoint", str(checkpoint), "--out",
-            str(tmp_path / "pred"), "--no-progress"]
-    assert main(argv) == 0
-    assert "backend eager" in capsys.readouterr().out  # auto without a cache: eager
-    assert not list(checkpoint.parent.glob("*.onnx"))  # nothing written beside it
-    argv.append("--overwrite")  # the predictions of the run before are replaced
-    assert main([*argv, "--onnx-cache", str(cache)]) == 0
+            str(tmp_path / "pred"), "--no-progress", "--backend", "onnx",
+            "--overwrite"]  # each run replaces the predictions of the one before
+    assert main([*argv, "--export-cache", str(cache)]) == 0
     assert "backend onnx" in capsys.readouterr().out
-    cached = onnx_cache_path(checkpoint, cache)
+    assert not list(checkpoint.parent.glob("*.onnx"))  # nothing written beside it
+    cached = cache_path(checkpoint, cache)
     assert digest_matches(cached)
     cached.write_bytes(b"\x08garbage that is no protobuf")
     with pytest.warns(UserWarning, match="does not match its recorded hash"):
-        assert main([*argv, "--onnx-cache", str(cache)]) == 0
+        assert main([*argv, "--export-cache", str(cache)]) == 0
     assert "backend onnx" in capsys.readouterr().out and digest_matches(cached)

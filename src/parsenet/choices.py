@@ -11,7 +11,7 @@ from typing import Literal, get_args
 __all__ = ["EvalMode", "AmpMode", "DataFormat", "LossReduction", "EVAL_MODES", "AMP_MODES",
            "DATA_FORMATS", "LOSS_REDUCTIONS", "LrPolicy", "MeanIuConvention", "PreprocessingName",
            "LR_POLICIES", "MEAN_IU_CONVENTIONS", "PREPROCESSING_NAMES", "ClassWeighting",
-           "CLASS_WEIGHTINGS"]
+           "CLASS_WEIGHTINGS", "BACKENDS", "EXPORT_FORMATS"]
 
 EvalMode = Literal["whole", "slide", "multiscale"]
 AmpMode = Literal["auto", "off", "bf16", "fp16"]  # auto: bf16/fp16 where the device is fast
@@ -22,6 +22,9 @@ LrPolicy = Literal["poly", "fixed"]  # fixed: Caffe's constant rate
 ClassWeighting = Literal["none", "median_frequency"]
 MeanIuConvention = Literal["present", "nanmean"]  # see parsenet.metrics
 PreprocessingName = Literal["caffe_vgg", "caffe_fcn", "imagenet"]  # see parsenet.preprocessing
+# runtimes of predict/eval/serve (parsenet.engine.backends) and formats of `parsenet export`
+BACKENDS: tuple[str, ...] = ("auto", "eager", "onnx", "openvino", "openvino-bf16")
+EXPORT_FORMATS: tuple[str, ...] = ("onnx", "openvino", "torchscript")
 EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
 AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)

@@ -107,9 +107,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     result = evaluate_checkpoint(_source(args), config=args.config, overrides=overrides,
                                  split=split, mode=args.mode, device=args.device,
                                  max_images=args.max_images, out=args.out,
-                                 progress=not args.no_progress, overwrite=args.overwrite)
+                                 progress=not args.no_progress, overwrite=args.overwrite,
+                                 backend=args.backend)
     print(f"{result['checkpoint']} (iteration {result['iteration']}) on {result['split']} "
-          f"of {result['data_root']}")
+          f"of {result['data_root']}, backend {result['metrics']['backend']}")
     print(format_metrics(result["metrics"], result["classes"]))
     print(f"\nwritten: {result['json']}" if result["json"] else
           "\nno JSON written (a released model has no run folder): --out FILE writes one")
@@ -122,7 +123,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
     result = predict_images(_source(args), args.inputs, args.out, backend=args.backend,
                             mode=args.mode, device=args.device,
                             progress=not args.no_progress, skip_errors=args.skip_errors,
-                            onnx_cache=args.onnx_cache, memory_budget_gb=args.memory_budget,
+                            export_cache=args.export_cache,
+                            memory_budget_gb=args.memory_budget,
                             window=args.window, max_megapixels=args.max_megapixels,
                             overwrite=args.overwrite)
     modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
@@ -141,9 +143,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from parsenet.apps.tasks import export_checkpoint
 
-    result = export_checkpoint(args.checkpoint, args.format, args.out, check=not args.no_check,
+    if args.calibration is not None and not args.int8:
+        raise UsageError("--calibration calibrates an --int8 export; add --int8")
+    result = export_checkpoint(_source(args), args.format, args.out, check=not args.no_check,
+                               int8=args.int8, calibration=args.calibration,
                                overwrite=args.overwrite)
-    print(f"exported {result['path']} ({result['format']}, {result['exporter']} exporter)")
+    precision = f", {result['precision']}" if "precision" in result else ""
+    calibrated = (f", calibrated on {result['calibration_images']} images"
+                  if result.get("calibration_images") else "")
+    print(f"exported {result['path']} ({result['format']}{precision}, {result['exporter']} "
+          f"exporter{calibrated})")
     for size, diff in result["diffs"].items():
         print(f"  {size}: max abs diff vs eager {diff:.2e}")
     return 0
@@ -251,6 +260,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.max_waiting < 0:
         raise UsageError(f"--max-waiting must be >= 0, got {args.max_waiting}")
     settings = ServeSettings(limits=limits, max_waiting=args.max_waiting,
-                             slide_above_pixels=int(args.slide_above_megapixels * 1e6))
-    serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings)
+                             memory_budget_gb=args.memory_budget)
+    serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings,
+          backend=args.backend)
     return 0

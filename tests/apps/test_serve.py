@@ -62,7 +62,9 @@ def _expected_labels(served, data: bytes, mode: str = "whole") -> np.ndarray:
     rgb = torch.from_numpy(np.array(Image.open(io.BytesIO(data)).convert("RGB")))
     x = served.model.preprocessing(rgb.permute(2, 0, 1)).unsqueeze(0)
     with torch.inference_mode():
-        return predict_logits(served.model, x, mode, **served.options).argmax(1)[0].numpy()
+        # the served runtime (eager: channels_last on the CPU), as predict runs it
+        return predict_logits(served.inferencer.run, x, mode,
+                              **served.options).argmax(1)[0].numpy()
 
 
 def _post(client, data: bytes, name: str = "photo.png", url: str = "/api/predict"):
@@ -134,7 +136,8 @@ def test_png_endpoint_returns_the_second_models_label_map(client, models):
 
 
 def test_big_images_slide_and_stream_one_progress_line_per_window(models):
-    settings = ServeSettings(slide_above_pixels=50 * 50)
+    # A budget that a 60 x 60 image fits whole and a 100 x 100 one does not.
+    settings = ServeSettings(memory_budget_gb=models[0].inferencer.memory.whole(60, 60) / 1e9)
     with TestClient(create_app(models, settings)) as client:
         data = image_bytes(100, 100, seed=5)
         response = client.post("/api/predict?stream=true", files={"image": ("big.png", data)})

@@ -75,7 +75,7 @@ def test_clients_that_leave_stop_their_work_and_a_small_request_is_answered(mode
     passes = []
     hooks = [m.model.register_forward_hook(lambda *a: passes.append(1)) for m in models]
     settings = ServeSettings(limits=UploadLimits(max_pixels=4_500_000),
-                             slide_above_pixels=1_000_000)
+                             memory_budget_gb=1e-3)  # 4 MP images slide
     app = create_app(models, settings)
     big = _flat_png(SIDE)
     try:
@@ -120,7 +120,7 @@ def test_a_streaming_client_that_leaves_stops_its_work(models):
     passes = []
     hooks = [m.model.register_forward_hook(lambda *a: passes.append(1)) for m in models]
     settings = ServeSettings(limits=UploadLimits(max_pixels=4_500_000),
-                             slide_above_pixels=1_000_000)
+                             memory_budget_gb=1e-3)  # 4 MP images slide
     app = create_app(models, settings)
     admission = app.state.segmenter.admission
     try:

@@ -36,24 +36,25 @@ def _tree(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
 
 
-@pytest.mark.parametrize("backend", ["auto", pytest.param("onnx", marks=pytest.mark.slow)])
-def test_predict_without_a_cache_writes_only_into_its_out_folder(checkpoint, tmp_path,
-                                                                 monkeypatch, backend):
-    """The user's run folder is not a cache: without ``onnx_cache`` nothing is added beside
-    the checkpoint, and a temporary ONNX export does not outlive the call."""
+@pytest.mark.parametrize("backend", ["eager", pytest.param("onnx", marks=pytest.mark.slow)])
+def test_predict_writes_only_into_its_out_folder_and_the_export_cache(checkpoint, tmp_path,
+                                                                      monkeypatch, backend):
+    """The user's run folder is not a cache: nothing is added beside the checkpoint; an
+    ONNX export goes to the export cache only, and no temporary file outlives the call."""
     if backend == "onnx":
         pytest.importorskip("onnxruntime")
     run = checkpoint.parents[1]
     before = _tree(run)
-    scratch = tmp_path / "tmp"
+    scratch, cache = tmp_path / "tmp", tmp_path / "cache"
     scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where a temporary export goes
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # where temporary files go
     image = tmp_path / "in" / "x.png"
     image.parent.mkdir()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 56, 3), np.uint8)).save(image)
     result = predict_images(checkpoint, [image], tmp_path / "out", backend=backend,
-                            progress=False)
-    assert result["backend"] == ("eager" if backend == "auto" else "onnx")
+                            progress=False, export_cache=cache)
+    assert result["backend"] == backend
     assert _tree(run) == before
     assert _tree(scratch) == []
+    assert len(list(cache.glob("*.onnx"))) == (backend == "onnx")
     assert _tree(tmp_path / "out") == ["x.png", "x_overlay.jpg"]

@@ -1,9 +1,11 @@
+import os
 import shutil
 import warnings
 
 import pytest
 import torch
 
+from parsenet.engine.backends import OpenVinoPredictor, make_predictor
 from parsenet.engine.export import (
     ChannelsLastPredictor,
     ExportCheckError,
@@ -11,10 +13,10 @@ from parsenet.engine.export import (
     check_export,
     export_onnx,
     export_torchscript,
-    onnx_cache_path,
+    record_onnx_metadata,
 )
-from parsenet.engine.onnx_cache import record_digest
-from parsenet.engine.predictor import make_predictor
+from parsenet.engine.onnx_cache import CHECKPOINT_KEY, cache_path, file_sha256, record_digest
+from parsenet.errors import UsageError
 from parsenet.models import parsenet_vgg16
 
 SIZES = ((64, 64), (57, 85))
@@ -64,28 +66,107 @@ def test_torchscript_matches_eager(model, tmp_path):
     assert max(diffs.values()) <= 1e-4
 
 
-def test_make_predictor_backends(model, onnx_file, tmp_path):
+def _seed_cache(onnx_file, checkpoint, recorded_checkpoint=None):
+    """Put ``onnx_file`` in ``checkpoint``'s cache slot, as a finished export of
+    ``recorded_checkpoint`` (default: of ``checkpoint`` itself)."""
+    cache = cache_path(checkpoint)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(onnx_file, cache)
+    record_onnx_metadata(cache, {CHECKPOINT_KEY: file_sha256(recorded_checkpoint or checkpoint)})
+    record_digest(cache)
+    return cache
+
+
+def test_make_predictor_backends(model, onnx_file, tmp_path, monkeypatch):
     checkpoint = tmp_path / "last.pt"
     checkpoint.write_bytes(b"stand-in checkpoint bytes")
     # Seed the cache with the fixture's export (same model): make_predictor must reuse it,
     # not export again (exporting is tested above and takes seconds).
-    shutil.copy(onnx_file, onnx_cache_path(checkpoint))
-    record_digest(onnx_cache_path(checkpoint))  # a cache entry is used only with its hash
+    cache = _seed_cache(onnx_file, checkpoint)
     run, backend = make_predictor(model, backend="onnx", checkpoint=checkpoint)
-    assert backend == "onnx" and isinstance(run, OnnxPredictor)
-    cache = onnx_cache_path(checkpoint)
-    assert run.path == cache and cache.is_file()
+    assert backend == "onnx" and isinstance(run, OnnxPredictor) and run.path == cache
+    assert str(cache.parent) == os.environ["PARSENET_CACHE_DIR"]  # set by conftest
+    assert list(tmp_path.iterdir()) == [checkpoint]  # nothing beside the checkpoint
     # The cache key follows the checkpoint's content.
     checkpoint.write_bytes(b"another checkpoint")
-    assert onnx_cache_path(checkpoint) != cache
+    assert cache_path(checkpoint) != cache
     eager, name = make_predictor(model, backend="eager")
     assert name == "eager" and isinstance(eager, ChannelsLastPredictor)
     x = torch.randn(1, 3, 48, 72)
     assert torch.allclose(eager(x), run(x), atol=1e-4)
-    _, auto = make_predictor(model, backend="auto", checkpoint=checkpoint)
-    assert auto == "onnx"
-    with pytest.raises(ValueError, match="backend"):
+    with pytest.raises(UsageError, match="backend"):
         make_predictor(model, backend="tensorrt")
+    monkeypatch.setenv("PARSENET_BACKEND", "tensorrt")
+    with pytest.raises(UsageError, match="PARSENET_BACKEND='tensorrt'"):
+        make_predictor(model, backend="auto")
+
+
+@pytest.mark.openvino
+def test_auto_is_the_fastest_installed_backend(model, onnx_file, tmp_path, monkeypatch):
+    import parsenet.engine.backends as backends
+
+    monkeypatch.delenv("PARSENET_BACKEND")
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"checkpoint for auto")
+    _seed_cache(onnx_file, checkpoint)
+    _, chosen = make_predictor(model, backend="auto", checkpoint=checkpoint)
+    if backends.openvino_available():
+        # float32 on every CPU kind: bf16 missed the accuracy bar (docs/PERFORMANCE.md)
+        assert chosen == "openvino-f32"
+    monkeypatch.setattr(backends, "openvino_available", lambda: False)
+    assert make_predictor(model, backend="auto", checkpoint=checkpoint)[1] == "onnx"
+    monkeypatch.setattr(backends, "onnxruntime_available", lambda: False)
+    assert make_predictor(model, backend="auto", checkpoint=checkpoint)[1] == "eager"
+    with pytest.raises(UsageError, match=r"pip install 'parsenet\[openvino\]'"):
+        make_predictor(model, backend="openvino", checkpoint=checkpoint)
+
+
+@pytest.mark.openvino
+@pytest.mark.parametrize("native_bf16", ["0", "1"])
+def test_openvino_backends_match_eager_and_bf16_needs_a_native_bf16_cpu(
+        model, onnx_file, tmp_path, monkeypatch, native_bf16):
+    pytest.importorskip("openvino")
+    monkeypatch.setenv("PARSENET_CPU_BF16", native_bf16)
+    checkpoint = tmp_path / "last.pt"
+    checkpoint.write_bytes(b"checkpoint for openvino")
+    _seed_cache(onnx_file, checkpoint)
+    x = torch.randn(1, 3, 57, 85)
+    with torch.no_grad():
+        expected = model(x)
+    run, backend = make_predictor(model, backend="openvino", checkpoint=checkpoint)
+    assert backend == "openvino-f32" and isinstance(run, OpenVinoPredictor)
+    assert float((run(x) - expected).abs().max()) <= 1e-4
+    if native_bf16 == "0":  # bf16 would be emulated: refused in one line
+        with pytest.raises(UsageError, match="needs a CPU with native bf16"):
+            make_predictor(model, backend="openvino-bf16", checkpoint=checkpoint)
+        return
+    run, backend = make_predictor(model, backend="openvino-bf16", checkpoint=checkpoint)
+    assert backend == "openvino-bf16" and run.precision == "bf16"
+    got = run(x)
+    assert got.shape == expected.shape  # bf16 keeps 8 bits of mantissa
+    assert float((got - expected).abs().max()) <= 0.1 * float(expected.abs().max())
+
+
+@pytest.mark.parametrize("forged", [False, True])
+def test_a_cache_entry_swapped_for_another_models_is_not_used(model, onnx_file, tmp_path,
+                                                              forged):
+    """Both the .onnx and its .sha256 replaced by another model's export: with its own
+    checkpoint's hash inside (caught by the key) or with ours forged (caught by running it)."""
+    torch.manual_seed(1)
+    other = parsenet_vgg16(num_classes=3, width=0.0625, features=("conv4", "fc7")).eval()
+    other_file = tmp_path / "other.onnx"
+    export_onnx(other, other_file, sample_size=(64, 64))
+    checkpoint, other_checkpoint = tmp_path / "ours.pt", tmp_path / "theirs.pt"
+    checkpoint.write_bytes(b"our checkpoint")
+    other_checkpoint.write_bytes(b"their checkpoint")
+    cache = _seed_cache(other_file, checkpoint, None if forged else other_checkpoint)
+    why = "is not this checkpoint's model" if forged else "exported from another checkpoint"
+    with pytest.warns(UserWarning, match=why):
+        run, backend = make_predictor(model, backend="onnx", checkpoint=checkpoint)
+    x = torch.randn(1, 3, 64, 80)
+    with torch.no_grad():
+        assert torch.allclose(run(x), model(x), atol=1e-4)  # exported again, from ours
+    assert run.path == cache
 
 
 def test_auto_backend_falls_back_to_eager_when_export_is_wrong(tmp_path, monkeypatch):
@@ -97,6 +178,7 @@ def test_auto_backend_falls_back_to_eager_when_export_is_wrong(tmp_path, monkeyp
 
     # The export itself succeeds; its check against eager outputs fails.
     monkeypatch.setattr(export_module, "check_export", disagreeing_check)
+    monkeypatch.delenv("PARSENET_BACKEND")
     torch.manual_seed(0)
     model = parsenet_vgg16(num_classes=3, width=0.0625).eval()
     checkpoint = tmp_path / "model.pt"
@@ -104,7 +186,7 @@ def test_auto_backend_falls_back_to_eager_when_export_is_wrong(tmp_path, monkeyp
     with pytest.warns(UserWarning, match="running eager"):
         run, backend = make_predictor(model, backend="auto", checkpoint=checkpoint)
     assert backend == "eager" and isinstance(run, ChannelsLastPredictor)
-    assert not onnx_cache_path(checkpoint).exists()  # the bad export is not kept
+    assert not cache_path(checkpoint).exists()  # the bad export is not kept
 
 
 def test_a_failed_export_leaves_no_tmp_and_a_directory_is_refused(model, tmp_path,

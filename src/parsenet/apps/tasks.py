@@ -14,16 +14,19 @@ from typing import Any
 from tqdm import tqdm
 
 from parsenet.apps.tables import format_text_table
+from parsenet.choices import EXPORT_FORMATS
 from parsenet.config import Config, config_from_dict, config_to_dict, load_config
 from parsenet.data.build import build_dataset
+from parsenet.engine.backends import openvino_available
 from parsenet.engine.checkpoint import LoadedModel, load_model
 from parsenet.engine.export import check_export, export_onnx, export_torchscript
 from parsenet.engine.inference import MIN_SIZE, evaluate
-from parsenet.engine.memory import DEFAULT_BUDGET_GB, ONNX_OVERHEAD, InferenceMemory
+from parsenet.engine.inferencer import InferenceOptions, Inferencer
+from parsenet.engine.memory import DEFAULT_BUDGET_GB
+from parsenet.engine.onnx_cache import with_verified_export
 from parsenet.engine.precision import resolve_device
-from parsenet.engine.predictor import make_predictor
 from parsenet.engine.runlog import to_jsonable
-from parsenet.errors import ConfigError, ParseNetError, UsageError
+from parsenet.errors import ConfigError, UsageError
 from parsenet.models.released import Release, load_released
 from parsenet.output_paths import (
     make_folder,
@@ -32,11 +35,12 @@ from parsenet.output_paths import (
     refuse_overwrite_in,
     refuse_replacing,
 )
-from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionJob
+from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionWriter, predict_files
 
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_source",
            "collect_images",
-           "collect_named_images", "format_metrics", "IMAGE_SUFFIXES", "OVERLAY_MAX_SIDE"]
+           "collect_named_images", "format_metrics", "content_file", "IMAGE_SUFFIXES",
+           "EXPORT_FORMATS", "OVERLAY_MAX_SIDE"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".ppm")
 
@@ -76,7 +80,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
                         overrides: Sequence[str] = (), split: str = "val",
                         mode: str | None = None, device: str = "cpu", max_images: int = 0,
                         out: str | os.PathLike | None = None, progress: bool = True,
-                        overwrite: bool = False) -> dict[str, Any]:
+                        overwrite: bool = False, backend: str = "eager") -> dict[str, Any]:
     """Evaluate a checkpoint on a split of its dataset (or the one ``config``/``overrides``
     describe) and write the result as JSON to ``out``; without ``out``, next to a checkpoint
     file (``<stem>.eval-<split>-<mode>.json``), and nowhere for a released model (it has no
@@ -84,12 +88,15 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     :class:`parsenet.metrics.SegmentationMetrics`), ``classes``, ``checkpoint``, ``split``
     (the dataset's name of the split read, e.g. ``test``), ``mode``, ``iteration``,
     ``json`` (the file written, or None). An explicit ``out`` that exists is replaced only
-    with ``overwrite``; the checkpoint itself never is."""
+    with ``overwrite``; the checkpoint itself never is. ``backend``: the runtime
+    (:mod:`parsenet.engine.backends`; eager, the default, is what the released figures
+    were scored with)."""
     if out is not None:  # refused before the evaluation, not after it
         refuse_overwrite(Path(out), [(checkpoint, "the checkpoint this command reads")],
                          overwrite=overwrite)
         make_parent(out)
     is_release = isinstance(checkpoint, Release)
+    source = checkpoint
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
     split_name = _split_name(cfg, split)
@@ -110,7 +117,8 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
                          f"differ)")
     mode = mode or cfg.eval.mode
     metrics = evaluate(loaded.model, dataset, num_classes=len(classes), mode=mode, device=device,
-                       max_images=max_images, progress=progress, eval_cfg=cfg.eval)
+                       max_images=max_images, progress=progress, eval_cfg=cfg.eval,
+                       backend=backend, checkpoint=content_file(source))
     if out is None and not is_release:
         out = checkpoint.with_name(f"{checkpoint.stem}.eval-{split_name}-{mode}.json")
         refuse_replacing(out, [(checkpoint, "the checkpoint this command reads")])
@@ -201,31 +209,38 @@ def _check_predict_options(window: int | None, memory_budget_gb: float) -> None:
         raise UsageError(f"--memory-budget {memory_budget_gb}: give a number of GB > 0")
 
 
-def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.PathLike],
-                   out_dir: str | os.PathLike, *, backend: str = "auto",
-                   mode: str | None = None, device: str = "cpu", alpha: float = 0.5,
-                   progress: bool = True, skip_errors: bool = False,
-                   onnx_cache: str | os.PathLike | None = None,
+def content_file(source: str | os.PathLike | Release) -> Path:
+    """The file whose content keys a model's export cache: a checkpoint, or a released
+    model's weights."""
+    return source.weights_path if isinstance(source, Release) else Path(source)
+
+
+def predict_images(checkpoint: str | os.PathLike | Release,
+                   inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
+                   backend: str = "auto", mode: str | None = None, device: str = "cpu",
+                   alpha: float = 0.5, progress: bool = True, skip_errors: bool = False,
+                   export_cache: str | os.PathLike | None = None,
                    memory_budget_gb: float = DEFAULT_BUDGET_GB, window: int | None = None,
                    max_megapixels: float | None = None, overwrite: bool = False
                    ) -> dict[str, Any]:
-    """Segment images of any size with a checkpoint.
+    """Segment images of any size with a checkpoint or released model.
 
     Writes ``<out_dir>/<stem>.png`` (palette PNG: pixel values are class ids) and
     ``<out_dir>/<stem>_overlay.jpg`` (image | overlay | prediction, drawn at most
     ``OVERLAY_MAX_SIDE`` pixels high or wide). Two inputs with one stem are refused.
+    Images are decoded ahead and written behind in threads (:mod:`parsenet.prediction`).
 
     ``mode``: whole | slide | multiscale | auto; default auto: each image in the checkpoint
     config's eval mode (whole, the paper's protocol, unless the config says otherwise) when
     the memory estimate (:mod:`parsenet.engine.memory`) fits in ``memory_budget_gb``, else in
     sliding windows of ``window`` (default the config's eval.window). ``backend``: see
-    :func:`parsenet.engine.predictor.make_predictor`; ONNX exports are cached only in
-    ``onnx_cache`` (a folder), verified by hash there. ``skip_errors``: an image that cannot
-    be read or predicted is reported in ``skipped`` and the others are processed.
+    :mod:`parsenet.engine.backends`; ONNX exports are cached in ``export_cache`` (default
+    :func:`parsenet.engine.onnx_cache.default_cache_dir`), keyed on the checkpoint's content
+    and verified against it. ``skip_errors``: an image that cannot be read or predicted is
+    reported in ``skipped`` and the others are processed.
     ``max_megapixels``: larger images are refused from their header, before decoding
-    (default the checkpoint config's data.max_megapixels). Files
-    already in ``out_dir`` that would be written are replaced only with ``overwrite``; an
-    input never is.
+    (default the checkpoint config's data.max_megapixels). Files already in ``out_dir``
+    that would be written are replaced only with ``overwrite``; an input never is.
 
     Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
     ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
@@ -236,56 +251,62 @@ def predict_images(checkpoint: str | os.PathLike, inputs: Sequence[str | os.Path
     named = collect_named_images(inputs)  # fail on a bad path before loading anything
     out_dir = Path(out_dir)
     _check_out_folder(out_dir, named, overwrite)
-    if onnx_cache is not None:
-        make_folder(onnx_cache, "--onnx-cache")
-    loaded, checkpoint = load_source(checkpoint, device)
-    model, cfg = loaded.model, loaded.config
-    mode = mode or "auto"
-    window = window or cfg.eval.window
-    job = PredictionJob(
-        classes=list(loaded.classes), preprocessing=loaded.preprocessing, device=device,
-        palette=loaded.palette, alpha=alpha, mode=mode, preferred=cfg.eval.mode,
-        budget=memory_budget_gb * 1e9,
-        opts={"window": window, "stride": min(cfg.eval.stride, window),
-              "scales": tuple(cfg.eval.scales), "flip": cfg.eval.flip},
-        max_pixels=round((max_megapixels or cfg.data.max_megapixels) * 1e6))
-    run, backend = make_predictor(model, backend=backend, device=device,
-                                  checkpoint=checkpoint if onnx_cache is not None else None,
-                                  cache_dir=onnx_cache)
-    job.run = run
-    job.memory = InferenceMemory.of(model, len(job.classes),
-                                    overhead=ONNX_OVERHEAD if backend == "onnx" else 1.0)
+    if export_cache is not None:
+        make_folder(export_cache, "--export-cache")
+    loaded, _ = load_source(checkpoint, device)
+    options = InferenceOptions.from_eval(loaded.config.eval, mode=mode or "auto",
+                                         window=window, budget_gb=memory_budget_gb)
+    inferencer = Inferencer.create(loaded.model, num_classes=len(loaded.classes),
+                                   options=options, backend=backend, device=device,
+                                   checkpoint=content_file(checkpoint), cache_dir=export_cache,
+                                   preprocessing=loaded.preprocessing)
+    writer = PredictionWriter(list(loaded.classes), loaded.palette, alpha)
+    max_pixels = round((max_megapixels or loaded.config.data.max_megapixels) * 1e6)
     make_folder(out_dir)
-    outputs, modes, skipped = [], [], []
-    for path, name in tqdm(named, desc=f"predict ({backend})", disable=not progress):
-        try:
-            label_png, overlay_path, used = job.predict(path, out_dir / name)
-        except (ParseNetError, OSError) as e:
-            if not skip_errors:
-                raise
-            skipped.append((str(path), " ".join(str(e).split())))
-            continue
-        outputs.append((label_png, overlay_path))
-        modes.append(used)
-    return {"backend": backend, "mode": mode, "outputs": outputs, "modes": modes,
-            "skipped": skipped}
+    with tqdm(total=len(named), desc=f"predict ({inferencer.backend})",
+              disable=not progress) as bar:
+        outputs, modes, skipped = predict_files(inferencer, writer, named, out_dir,
+                                                skip_errors=skip_errors, on_done=bar.update,
+                                                max_pixels=max_pixels)
+    return {"backend": inferencer.backend, "mode": options.mode, "outputs": outputs,
+            "modes": modes, "skipped": skipped}
 
 
-def export_checkpoint(checkpoint: str | os.PathLike, fmt: str, out: str | os.PathLike, *,
-                      check: bool = True,
+def export_checkpoint(checkpoint: str | os.PathLike | Release, fmt: str,
+                      out: str | os.PathLike, *, check: bool = True,
                       sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385)),
+                      int8: bool = False, calibration: str | os.PathLike | None = None,
+                      export_cache: str | os.PathLike | None = None,
                       overwrite: bool = False) -> dict[str, Any]:
-    """Export a checkpoint's model to ONNX or TorchScript, then (``check``) compare the file
-    with the eager model at ``sizes``. Returns ``path``, ``format``, ``exporter``, ``diffs``.
+    """Export a checkpoint's (or released model's) model to ONNX, OpenVINO IR or
+    TorchScript, then (``check``) compare the file with the eager model at ``sizes``.
+    ``int8`` (OpenVINO only): NNCF post-training quantisation calibrated on the images of
+    the folder ``calibration`` (training images). Returns ``path``, ``format``,
+    ``exporter``, ``diffs`` (and for OpenVINO ``precision``, ``calibration_images``).
     An existing ``out`` is replaced only with ``overwrite``; the checkpoint never is."""
-    if fmt not in ("onnx", "torchscript"):
-        raise UsageError(f"format must be 'onnx' or 'torchscript', got {fmt!r}")
+    if fmt not in EXPORT_FORMATS:
+        raise UsageError(f"format must be one of {EXPORT_FORMATS}, got {fmt!r}")
+    if int8 and fmt != "openvino":
+        raise UsageError("--int8 is an OpenVINO export: use --format openvino")
+    if fmt == "openvino" and not openvino_available():
+        raise UsageError("--format openvino needs OpenVINO (pip install 'parsenet[openvino]')")
     out = Path(out)
-    refuse_overwrite(out, [(checkpoint, "the checkpoint this command reads")],
-                     overwrite=overwrite)
-    model = load_model(checkpoint, device="cpu").model
+    inputs = [] if isinstance(checkpoint, Release) else [
+        (checkpoint, "the checkpoint this command reads")]
+    refuse_overwrite(out, inputs, overwrite=overwrite)
+    calibration_images = collect_images([calibration]) if calibration is not None else []
+    model = load_source(checkpoint, "cpu")[0].model
     if not out.is_dir():  # a directory is refused by the exporter, naming a file to give
         make_parent(out)
+    if fmt == "openvino":
+        from parsenet.engine.openvino_export import export_openvino
+
+        result = with_verified_export(
+            model, content_file(checkpoint), export_cache,
+            lambda onnx: export_openvino(model, onnx, out, calibration=calibration_images,
+                                         int8=int8))
+        return {**result, "format": fmt, "exporter": "onnx (dynamo) -> openvino",
+                "diffs": {}}
     if fmt == "onnx":
         exporter = export_onnx(model, out)
     else:

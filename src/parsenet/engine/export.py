@@ -1,4 +1,4 @@
-"""Export to ONNX and TorchScript, check exports against eager, and pick a predict backend.
+"""Export to ONNX and TorchScript, and check exports against eager.
 
 ONNX: the dynamo exporter (``torch.export`` with symbolic height and width) is tried first;
 if it fails the TorchScript-based exporter (``dynamo=False`` with ``dynamic_axes``) is used.
@@ -15,10 +15,8 @@ dict outputs of the backbone), so it is traced. Tracing runs without grad, where
 Function; the two shape checks the tracer warns about (context replication, output crop
 bound) do not depend on the input size for a given model, so the trace holds for any size.
 
-The ``predict`` command's CPU path: ``backend="auto"`` uses ONNX Runtime when it is
-importable and the user named a cache folder (``--onnx-cache``: the model exported once,
-named by the checkpoint's hash, verified by its own hash on reuse), and eager PyTorch in
-channels_last memory format otherwise; nothing is written next to the checkpoint unasked.
+The runtimes that run these files for ``predict``, ``eval`` and ``serve`` are in
+:mod:`parsenet.engine.backends`; the export cache in :mod:`parsenet.engine.onnx_cache`.
 
 The exported graph takes normalised images, as the model does. So that a file alone says how
 to prepare them, both formats record the model's :class:`~parsenet.preprocessing.Preprocessing`
@@ -34,7 +32,6 @@ dynamo exporter's adaptive pooling is wrong or fails at some sizes, the other on
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import warnings
@@ -48,10 +45,9 @@ from parsenet.errors import ExportError as ExportCheckError  # noqa: F401  (re-e
 from parsenet.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["export_onnx", "export_torchscript", "check_export", "ExportCheckError",
-           "OnnxPredictor", "ChannelsLastPredictor", "onnx_cache_path",
-           "exported_preprocessing", "BACKENDS", "PREPROCESSING_KEY"]
+           "OnnxPredictor", "ChannelsLastPredictor", "exported_preprocessing",
+           "record_onnx_metadata", "usable_cores", "PREPROCESSING_KEY"]
 
-BACKENDS = ("auto", "eager", "onnx")
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Odd sizes other than the export's sample, small and large, wide and tall: a graph with a
 # shape baked in fails on at least one.
@@ -100,15 +96,19 @@ def _preprocessing_json(model: nn.Module, given: Preprocessing | None) -> str | 
     return None if recorded is None else json.dumps(recorded.to_dict())
 
 
-def _record_onnx_preprocessing(path: Path, text: str | None) -> None:
-    if text is None:
-        return
+def record_onnx_metadata(path: str | os.PathLike, entries: dict[str, str]) -> None:
+    """Add ``entries`` to an ONNX file's metadata (replacing those of the same keys)."""
     import onnx
 
     proto = onnx.load(str(path))
-    entry = proto.metadata_props.add()
-    entry.key, entry.value = PREPROCESSING_KEY, text
-    onnx.save(proto, str(path))
+    kept = [(p.key, p.value) for p in proto.metadata_props if p.key not in entries]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *entries.items()]:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    tmp = Path(str(path) + ".meta.tmp")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
 
 
 def exported_preprocessing(path: str | os.PathLike) -> Preprocessing | None:
@@ -169,7 +169,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18,
                               OUTPUT_NAME: {2: "height", 3: "width"}},
             )
             exporter = "torchscript"
-        _record_onnx_preprocessing(tmp, recorded)
+        if recorded is not None:
+            record_onnx_metadata(tmp, {PREPROCESSING_KEY: recorded})
     return exporter
 
 
@@ -187,7 +188,7 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike,
         torch.jit.save(traced, str(tmp), _extra_files=extra)
 
 
-def _usable_cores() -> int:
+def usable_cores() -> int:
     """Cores this process may run on (the affinity mask, which containers narrow)."""
     if hasattr(os, "sched_getaffinity"):
         return max(1, len(os.sched_getaffinity(0)))
@@ -211,7 +212,7 @@ class OnnxPredictor:
         if not Path(path).is_file():
             raise FileNotFoundError(f"{path}: no such ONNX file")
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or _usable_cores()
+        options.intra_op_num_threads = threads or usable_cores()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if not allow_spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -275,20 +276,3 @@ def check_export(path: str | os.PathLike, model: nn.Module,
                 raise ExportCheckError(f"{path}: max abs difference {diff:.3g} > {atol} from "
                                        f"the eager model at input {h}x{w}")
     return diffs
-
-
-def _file_hash(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
-
-
-def onnx_cache_path(checkpoint: str | os.PathLike,
-                    cache_dir: str | os.PathLike | None = None) -> Path:
-    """``<cache_dir>/<stem>.<sha256[:16] of the checkpoint>.onnx``; ``cache_dir`` defaults
-    to the checkpoint's directory."""
-    checkpoint = Path(checkpoint)
-    folder = Path(cache_dir) if cache_dir is not None else checkpoint.parent
-    return folder / f"{checkpoint.stem}.{_file_hash(checkpoint)}.onnx"

@@ -29,7 +29,7 @@ from parsenet.labels import IGNORE_INDEX
 from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
 from parsenet.preprocessing import Preprocessing, preprocessing_for
 
-__all__ = ["predict_logits", "predict_labels", "evaluate", "MIN_SIZE"]
+__all__ = ["predict_logits", "predict_labels", "evaluate", "window_starts", "MIN_SIZE"]
 
 MIN_SIZE = 32  # smallest H, W the backbones accept
 
@@ -52,7 +52,9 @@ def _forward(model: Predictor, x: Tensor) -> Tensor:
     return model(x)
 
 
-def _window_starts(size: int, window: int, stride: int) -> list[int]:
+def window_starts(size: int, window: int, stride: int) -> list[int]:
+    """Where the sliding windows along one side start: clipped to the image, one window
+    when the side fits in it."""
     if size <= window:
         return [0]
     n = math.ceil((size - window) / stride) + 1
@@ -61,7 +63,7 @@ def _window_starts(size: int, window: int, stride: int) -> list[int]:
 
 def _slide(model: Predictor, x: Tensor, window: int, stride: int) -> Tensor:
     h, w = x.shape[-2:]
-    ys, xs = _window_starts(h, window, stride), _window_starts(w, window, stride)
+    ys, xs = window_starts(h, window, stride), window_starts(w, window, stride)
     if len(ys) == 1 and len(xs) == 1:
         return _forward(model, x)
     total: Tensor | None = None
@@ -163,7 +165,7 @@ def _slide_labels(model: Predictor, x: Tensor, window: int, stride: int, flip: b
     """argmax of ``predict_logits(mode="slide")`` holding only a band of window rows of
     logits: rows above the next window row are final and are reduced to labels at once."""
     n, _, h, w = x.shape
-    ys, xs = _window_starts(h, window, stride), _window_starts(w, window, stride)
+    ys, xs = window_starts(h, window, stride), window_starts(w, window, stride)
     band = min(window, h)
     labels = torch.empty(n, h, w, dtype=torch.int64, device=x.device)
     acc: list[Tensor | None] = [None, None]
@@ -253,6 +255,8 @@ def evaluate(
     progress: bool = True,
     eval_cfg: Any = None,
     preprocessing: Preprocessing | None = None,
+    backend: str = "eager",
+    checkpoint: Any = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` on ``dataset`` one image at a time, at native size.
 
@@ -264,13 +268,20 @@ def evaluate(
     convention (:mod:`parsenet.metrics`; default ``"present"``). ``max_images`` > 0
     evaluates the first that many images only. Under torch.distributed each rank takes
     every world-size-th image and the confusion matrices are summed, so every rank returns
-    the metrics of the whole set.
+    the metrics of the whole set. ``backend`` (:mod:`parsenet.engine.backends`; eager runs
+    the module as it is) and ``checkpoint`` (the file keying an export cache) choose the
+    runtime; the images go through the :class:`~parsenet.engine.inferencer.Inferencer`
+    that ``predict`` and ``serve`` use.
 
-    Returns :meth:`SegmentationMetrics.compute`'s dict plus ``images`` (number evaluated)
-    and ``mode``. The model is moved to ``device`` and left there; its train/eval state is
-    restored.
+    Returns :meth:`SegmentationMetrics.compute`'s dict plus ``images`` (number evaluated),
+    ``mode`` and ``backend``. The model is moved to ``device`` and left there; its
+    train/eval state is restored.
     """
+    from parsenet.engine.inferencer import InferenceOptions, Inferencer
+    from parsenet.engine.memory import InferenceMemory
+
     mode, opts, mean_iu = _eval_options(eval_cfg, mode)
+    options = InferenceOptions(mode=mode, preferred=mode, **opts)
     device = torch.device(device)
     ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
     metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, mean_iu=mean_iu)
@@ -280,17 +291,23 @@ def evaluate(
     was_training = model.training
     model.to(device).eval()
     try:
-        with torch.inference_mode():
-            for i in tqdm(range(rank, total, world), desc=f"eval ({mode})",
-                          disable=not progress or rank != 0, leave=False):
-                image, mask = dataset[i]
-                logits = predict_logits(model, _model_input(image, prepare, device),
-                                        mode, **opts)
-                metrics.update(logits.argmax(1)[0].cpu(), torch.as_tensor(mask).to(torch.int64))
+        if backend == "eager":  # the module itself: the figures the releases were scored by
+            inferencer = Inferencer(model, num_classes, InferenceMemory(0.0, num_classes),
+                                    options, prepare, "eager", device)
+        else:
+            inferencer = Inferencer.create(model, num_classes=num_classes, options=options,
+                                           backend=backend, device=str(device),
+                                           checkpoint=checkpoint, preprocessing=prepare)
+        for i in tqdm(range(rank, total, world), desc=f"eval ({mode})",
+                      disable=not progress or rank != 0, leave=False):
+            image, mask = dataset[i]
+            labels = inferencer.labels(_model_input(image, prepare, device), mode)
+            metrics.update(labels[0], torch.as_tensor(mask).to(torch.int64))
     finally:
         model.train(was_training)
     metrics.all_reduce()
     result = metrics.compute()
     result["images"] = total
     result["mode"] = mode
+    result["backend"] = inferencer.backend
     return result

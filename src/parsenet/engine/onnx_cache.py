@@ -1,16 +1,20 @@
-"""The ONNX export cache of ``predict``: where it lives is the caller's choice, and a cached
-file is used only if its hash matches the one recorded when it was written and checked.
+"""The ONNX export cache of the onnx and openvino backends: keyed on the checkpoint's
+content, and an entry is used only once it is shown to be that checkpoint's model.
 
     <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.onnx
     <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.onnx.sha256
 
-The ``.sha256`` file holds the full SHA-256 of the ``.onnx`` file; it is written only after
-the export has been checked against the eager model. A cache file that is truncated,
-overwritten, lacks its digest or does not load in ONNX Runtime is exported again (with a
-warning) instead of failing every later predict with an ``InvalidProtobuf`` traceback.
+The export records the checkpoint's full SHA-256 in its metadata (``parsenet.checkpoint``),
+and the ``.sha256`` file holds the SHA-256 of the ``.onnx`` file, written only after the
+export was checked against the eager model. On reuse all three must agree, and the file must
+still give the eager model's logits on a small image: an entry whose ``.onnx`` and
+``.sha256`` were both replaced by another model's fails that, and a truncated, overwritten
+or unloadable one fails earlier. Such an entry is exported again, with a warning.
 
-Without a cache directory, an ONNX export lives in a temporary directory for one run only:
-ONNX Runtime reads the whole file when the session is made.
+The cache folder is the caller's (``--export-cache``), else ``$PARSENET_CACHE_DIR``, else
+``$XDG_CACHE_HOME/parsenet`` (``~/.cache/parsenet``), as torch.hub keeps its downloads;
+nothing is written beside the checkpoint. Without a checkpoint to key it, an export lives in
+a temporary folder for one run only.
 """
 
 from __future__ import annotations
@@ -19,22 +23,45 @@ import hashlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
+import torch
 from torch import nn
 
 from parsenet.engine import export
 
-__all__ = ["cached_onnx_predictor", "temporary_onnx_predictor", "record_digest",
-           "digest_matches"]
+__all__ = ["with_verified_export", "record_digest", "digest_matches", "default_cache_dir",
+           "cache_path", "CHECKPOINT_KEY", "CACHE_DIR_ENV", "file_sha256"]
+
+CHECKPOINT_KEY = "parsenet.checkpoint"  # ONNX metadata: SHA-256 of the exported checkpoint
+CACHE_DIR_ENV = "PARSENET_CACHE_DIR"
+_SPOT_SIZE = (45, 67)  # small and odd: a quick check that the file is this model
+T = TypeVar("T")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "parsenet"
+
+
+def cache_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike | None = None
+               ) -> Path:
+    """Where ``checkpoint``'s export is cached: named by its content's SHA-256."""
+    checkpoint = Path(checkpoint)
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / f"{checkpoint.stem}.{file_sha256(checkpoint)[:16]}.onnx"
 
 
 def _digest_path(onnx: Path) -> Path:
@@ -46,7 +73,7 @@ def record_digest(onnx: str | os.PathLike) -> Path:
     onnx = Path(onnx)
     path = _digest_path(onnx)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(_sha256(onnx) + "\n")
+    tmp.write_text(file_sha256(onnx) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -57,41 +84,63 @@ def digest_matches(onnx: str | os.PathLike) -> bool:
     digest = _digest_path(onnx)
     if not (onnx.is_file() and digest.is_file()):
         return False
-    return digest.read_text().strip() == _sha256(onnx)
+    return digest.read_text().strip() == file_sha256(onnx)
 
 
-def _export_checked(model: nn.Module, path: Path) -> None:
+def _recorded_checkpoint(onnx: Path) -> str:
+    import onnx as onnx_lib
+
+    props = onnx_lib.load(str(onnx), load_external_data=False).metadata_props
+    return next((p.value for p in props if p.key == CHECKPOINT_KEY), "")
+
+
+def _export_checked(model: nn.Module, path: Path, checkpoint_sha: str | None) -> None:
     export.export_onnx(model, path)
     try:  # at sizes other than the export's sample: shapes must really be dynamic
         export.check_export(path, model, sizes=export.CHECK_SIZES)
     except export.ExportCheckError:
         path.unlink(missing_ok=True)
         raise
+    if checkpoint_sha is not None:
+        export.record_onnx_metadata(path, {CHECKPOINT_KEY: checkpoint_sha})
 
 
-def cached_onnx_predictor(model: nn.Module, cache: Path):
-    """An :class:`~parsenet.engine.export.OnnxPredictor` of ``cache``, exporting ``model``
-    there first unless a verified export is already there."""
+def _why_unusable(model: nn.Module, cache: Path, checkpoint_sha: str) -> str | None:
+    """None when ``cache`` is a verified export of ``model``; else why not."""
+    if not digest_matches(cache):
+        return "does not match its recorded hash (corrupt, changed or unfinished)"
+    try:
+        if _recorded_checkpoint(cache) != checkpoint_sha:
+            return "was exported from another checkpoint"
+        export.check_export(cache, model, sizes=(_SPOT_SIZE,), atol=1e-3)
+    except export.ExportCheckError as e:
+        return f"is not this checkpoint's model ({e})"
+    except Exception as e:  # onnx's DecodeError, onnxruntime's InvalidProtobuf, ...
+        return f"does not load ({type(e).__name__})"
+    return None
+
+
+def with_verified_export(model: nn.Module, checkpoint: str | os.PathLike | None,
+                         cache_dir: str | os.PathLike | None,
+                         build: Callable[[Path], T]) -> T:
+    """``build(path)`` on an ONNX export of ``model`` checked against it: the cached one of
+    ``checkpoint`` when it verifies, else a fresh export (cached for ``checkpoint``, or
+    temporary without one)."""
     model = model.to("cpu").eval()
-    if cache.exists() and not digest_matches(cache):
-        warnings.warn(f"{cache}: cached ONNX export does not match its recorded hash "
-                      f"(corrupt, changed or unfinished); exporting it again", stacklevel=3)
-    elif cache.exists():
-        try:
-            return export.OnnxPredictor(cache)
-        except Exception as e:  # onnxruntime's InvalidProtobuf, Fail, ...: not ours to show
-            warnings.warn(f"{cache}: cached ONNX export does not load ({type(e).__name__}); "
-                          f"exporting it again", stacklevel=3)
+    if checkpoint is None:
+        with tempfile.TemporaryDirectory(prefix="parsenet-onnx-") as tmp:
+            path = Path(tmp) / "model.onnx"
+            _export_checked(model, path, None)
+            return build(path)
+    checkpoint_sha = file_sha256(checkpoint)
+    cache = cache_path(checkpoint, cache_dir)
+    if cache.exists():
+        with torch.inference_mode(False):
+            why = _why_unusable(model, cache, checkpoint_sha)
+        if why is None:
+            return build(cache)
+        warnings.warn(f"{cache}: cached ONNX export {why}; exporting it again", stacklevel=3)
     _digest_path(cache).unlink(missing_ok=True)
-    _export_checked(model, cache)
+    _export_checked(model, cache, checkpoint_sha)
     record_digest(cache)
-    return export.OnnxPredictor(cache)
-
-
-def temporary_onnx_predictor(model: nn.Module):
-    """An ONNX Runtime predictor of ``model`` whose export is deleted once loaded."""
-    model = model.to("cpu").eval()
-    with tempfile.TemporaryDirectory(prefix="parsenet-onnx-") as tmp:
-        path = Path(tmp) / "model.onnx"
-        _export_checked(model, path)
-        return export.OnnxPredictor(path)
+    return build(cache)

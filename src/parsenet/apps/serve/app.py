@@ -27,7 +27,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -51,6 +51,7 @@ from parsenet.apps.serve.uploads import (
     too_many_bytes,
     upload_header,
 )
+from parsenet.engine.memory import DEFAULT_BUDGET_GB
 from parsenet.errors import ParseNetError, UsageError
 from parsenet.viz import label_image
 
@@ -67,9 +68,9 @@ _DISCONNECT_POLL_S = 0.1
 @dataclass(frozen=True)
 class ServeSettings:
     limits: UploadLimits = UploadLimits()
-    # Above this many pixels images go through sliding windows (the checkpoint's window
-    # and stride) instead of one whole-image pass, whose activations would not fit memory.
-    slide_above_pixels: int = 4_000_000
+    # An image whose estimated inference memory exceeds this goes through sliding windows
+    # (the checkpoint's window and stride), the rule predict uses (parsenet.engine.inferencer).
+    memory_budget_gb: float = DEFAULT_BUDGET_GB
     # Predictions running at once; more requests wait. Two 40 MP images already need GBs.
     max_concurrent: int = 2
     # Requests waiting for their turn (each holding its upload, <= limits.max_bytes); more
@@ -105,7 +106,10 @@ class Segmenter:
 
     def __init__(self, models: Sequence[ServedModel], settings: ServeSettings,
                  admission: Admission | None = None) -> None:
-        self.models, self.settings = list(models), settings
+        # Copies with this server's memory budget: the caller's models stay as they were.
+        self.models = [replace(m, inferencer=m.inferencer.with_options(
+            budget_gb=settings.memory_budget_gb)) for m in models]
+        self.settings = settings
         # One admission for every choice of the picker: the limits are the machine's.
         self.admission = admission or new_admission(settings)
 
@@ -136,14 +140,15 @@ class Segmenter:
             held.release()
 
     def mode_for(self, model: ServedModel, height: int, width: int) -> str:
-        return "slide" if height * width > self.settings.slide_above_pixels else model.mode
+        return model.inferencer.mode_for(height, width)
 
     def run(self, rgb: np.ndarray, *, images: bool = True,
             progress: Callable[[int, int], None] = lambda done, total: None,
             gone: threading.Event | None = None) -> dict[str, Any]:
         h, w = rgb.shape[:2]
         modes = [self.mode_for(m, h, w) for m in self.models]
-        total = sum(m.passes(h, w, mode) for m, mode in zip(self.models, modes, strict=True))
+        total = sum(m.inferencer.passes(h, w, mode)
+                    for m, mode in zip(self.models, modes, strict=True))
         done = 0
 
         def on_pass() -> None:
@@ -200,11 +205,15 @@ def _choice_info(registry: ModelRegistry, key: str) -> dict[str, Any]:
 
 def _info(registry: ModelRegistry, settings: ServeSettings) -> dict[str, Any]:
     limits = settings.limits
+    budget = settings.memory_budget_gb
+    default_models = _choice_models(registry, registry.default_key)
     return {
         **_choice_info(registry, registry.default_key),
         "choices": [{"key": c.key, "title": registry.title(c.key)} for c in registry.choices],
         "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
-                   "slide_above_pixels": settings.slide_above_pixels,
+                   "slide_above_pixels": min(
+                       m.inferencer.with_options(budget_gb=budget).largest_preferred_pixels()
+                       for m in default_models),
                    "max_concurrent": settings.max_concurrent,
                    "max_waiting": settings.max_waiting},
     }

@@ -1,28 +1,28 @@
 """The models ``parsenet serve`` shows: which checkpoints a name stands for, and running them.
 
 A served model is a checkpoint loaded with :func:`parsenet.engine.checkpoint.load_model` and
-run with :func:`parsenet.engine.inference.predict_logits` in the mode its config evaluates
-with, so the page shows what ``parsenet predict`` would write.
+run by the :class:`~parsenet.engine.inferencer.Inferencer` that ``parsenet predict`` uses,
+with the same rule for whole or sliding windows, so the page shows what predict would
+write.
 """
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from parsenet.apps.demo_runs import DEMO_RUNS, RUN_TITLES
 from parsenet.apps.tasks import load_source
 from parsenet.config import DataConfig
 from parsenet.data.palette import voc_palette
-from parsenet.engine.inference import predict_logits
+from parsenet.engine.inferencer import InferenceOptions, Inferencer
+from parsenet.engine.memory import DEFAULT_BUDGET_GB
 from parsenet.errors import UsageError
 from parsenet.models.released import Release, ReleasedWeights, released
 
@@ -70,23 +70,6 @@ def named_checkpoints(name: str, *, demo_dir: str | os.PathLike = DEMO_DIR
     return [*pair, (name, released(name))]
 
 
-def _windows(size: int, window: int, stride: int) -> int:
-    # The count of inference._window_starts: windows clipped to the image, one if it fits.
-    return 1 if size <= window else math.ceil((size - window) / stride) + 1
-
-
-class _CountingPredictor:
-    """The model, calling ``on_pass`` after every forward pass (progress of big images)."""
-
-    def __init__(self, model: nn.Module, on_pass: Callable[[], None]) -> None:
-        self.model, self.on_pass = model, on_pass
-
-    def __call__(self, x: Tensor) -> Tensor:
-        out = self.model(x)
-        self.on_pass()
-        return out
-
-
 @dataclass
 class ServedModel:
     """A loaded checkpoint with what the page needs to draw its predictions."""
@@ -96,28 +79,25 @@ class ServedModel:
     model: nn.Module
     classes: list[str]
     palette: np.ndarray  # K x 3 uint8
-    mode: str  # the checkpoint config's eval mode
-    options: dict[str, Any] = field(default_factory=dict)  # window, stride, scales, flip
+    inferencer: Inferencer
     data: DataConfig | None = None  # the training config's dataset: the page's examples
 
-    def passes(self, height: int, width: int, mode: str) -> int:
-        """Forward passes :meth:`predict` makes on an image of this size in ``mode``."""
-        views = 2 if self.options.get("flip") else 1
-        if mode == "multiscale":
-            return views * len(self.options.get("scales", (1.0,)))
-        if mode == "slide":
-            window, stride = self.options["window"], self.options["stride"]
-            return views * _windows(height, window, stride) * _windows(width, window, stride)
-        return views
+    @property
+    def mode(self) -> str:
+        """The checkpoint config's eval mode: what images run in when they fit."""
+        return self.inferencer.options.preferred
 
-    def predict(self, image: Tensor, mode: str,
-                on_pass: Callable[[], None] = lambda: None) -> np.ndarray:
-        """Class ids (H x W int64) for a uint8 3 x H x W RGB image."""
+    @property
+    def options(self) -> dict[str, Any]:
+        """window, stride, scales, flip (:func:`~parsenet.engine.inference.predict_logits`)."""
+        return self.inferencer.options.run_options
+
+    def predict(self, image: Tensor, mode: str | None = None,
+                on_pass: Callable[[], None] | None = None) -> np.ndarray:
+        """Class ids (H x W int64) for a uint8 3 x H x W RGB image (``mode`` None: the
+        inferencer's choice)."""
         x = self.model.preprocessing(image).unsqueeze(0)
-        with torch.inference_mode():
-            logits = predict_logits(_CountingPredictor(self.model, on_pass), x, mode,
-                                    **self.options)
-        return logits.argmax(1)[0].numpy()
+        return self.inferencer.labels(x, mode, on_pass)[0].numpy()
 
 
 def _unique_titles(titles: list[str]) -> list[str]:
@@ -129,10 +109,15 @@ def _unique_titles(titles: list[str]) -> list[str]:
     return out
 
 
-def load_served_models(checkpoints: Sequence[tuple[str | None, Any]]
+def load_served_models(checkpoints: Sequence[tuple[str | None, Any]], *,
+                       backend: str = "auto", memory_budget_gb: float = DEFAULT_BUDGET_GB
                        ) -> list[ServedModel]:
-    """Load (title, checkpoint) pairs on the CPU; a None title becomes the run's config name
-    (or the file name). One or two models: the page compares at most two."""
+    """Load (title, checkpoint) pairs on the CPU, each in an inferencer on ``backend``
+    (:mod:`parsenet.engine.backends`) that slides images whose memory estimate exceeds
+    ``memory_budget_gb``; a None title becomes the run's config name (or the file name).
+    One or two models: the page compares at most two."""
+    from parsenet.apps.tasks import content_file
+
     if not 1 <= len(checkpoints) <= 2:
         raise UsageError(f"serve shows one or two models, got {len(checkpoints)} checkpoints")
 
@@ -141,16 +126,18 @@ def load_served_models(checkpoints: Sequence[tuple[str | None, Any]]
         bundle, _ = load_source(source)
         path = Path("released") / source.name if isinstance(source, Release) else Path(source)
         config = bundle.config
-        ev = config.eval
         classes = list(bundle.classes)
         palette = bundle.palette if bundle.palette is not None else voc_palette(len(classes))
-        options = {"window": ev.window, "stride": ev.stride, "scales": tuple(ev.scales),
-                   "flip": ev.flip}
+        options = InferenceOptions.from_eval(config.eval, mode="auto",
+                                             budget_gb=memory_budget_gb)
+        inferencer = Inferencer.create(bundle.model, num_classes=len(classes), options=options,
+                                       backend=backend, checkpoint=content_file(source),
+                                       preprocessing=bundle.preprocessing)
         loaded.append(ServedModel(
             name=title or config.name or path.stem, checkpoint=path,
             model=bundle.model, classes=classes,
             palette=np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:len(classes)],
-            mode=ev.mode, options=options, data=config.data))
+            inferencer=inferencer, data=config.data))
     for served, title in zip(loaded, _unique_titles([m.name for m in loaded]), strict=True):
         served.name = title
     return loaded

@@ -1,0 +1,98 @@
+"""``python -m benchmarks.predict_folder FOLDER --model NAME [--baseline-src DIR]``: end-to-end
+``parsenet predict`` over a folder, timed as a user runs it (a fresh process each time,
+model loading and file I/O included), interleaved in rounds.
+
+Variants: this checkout's default (``--backend auto``: the fastest runtime, images decoded
+ahead and written behind), this checkout with ``--backend eager`` (the overlap alone), and,
+given ``--baseline-src`` (another checkout's ``src``, e.g. before this change), that
+checkout's default. Also the share of label pixels each variant's PNGs share with the first
+variant's. Prints and writes JSON (``--out``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(src: Path, folder: Path, model: str, out: Path, extra: list[str]) -> float:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    argv = [sys.executable, "-m", "parsenet.cli", "predict", str(folder), "--model", model,
+            "--out", str(out), "--no-progress", *extra]
+    shutil.rmtree(out, ignore_errors=True)
+    start = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
+    print(f"  {seconds:6.1f} s  {proc.stdout.strip()}", flush=True)
+    return seconds
+
+
+def _agreement(a: Path, b: Path) -> float:
+    same = total = 0
+    for png in sorted(a.glob("*.png")):
+        x, y = np.asarray(Image.open(png)), np.asarray(Image.open(b / png.name))
+        same += int((x == y).sum())
+        total += x.size
+    return same / total
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--model", default="camvid")
+    parser.add_argument("--images", type=int, default=0, help="the first N only (0: all)")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baseline-src", type=Path, default=None)
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="parsenet-predict-folder-"))
+    images = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))
+    images = images[:args.images] if args.images else images
+    folder = work / "in"
+    folder.mkdir()
+    for image in images:
+        shutil.copy(image, folder / image.name)
+    variants = {"this checkout, default (auto)": (REPO / "src", []),
+                "this checkout, --backend eager": (REPO / "src", ["--backend", "eager"])}
+    if args.baseline_src is not None:
+        variants["baseline checkout, default"] = (args.baseline_src, [])
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    _run(REPO / "src", folder, args.model, work / "warm", [])  # export cache, file cache
+    for r in range(args.rounds):
+        names = list(variants)[::-1] if r % 2 else list(variants)
+        for name in names:
+            print(f"round {r + 1}: {name}", flush=True)
+            src, extra = variants[name]
+            times[name].append(_run(src, folder, args.model, work / name, extra))
+    first = work / next(iter(variants))
+    result = {"model": args.model, "images": len(images), "rounds": args.rounds,
+              "folder": str(args.folder), "seconds": times,
+              "median_s": {k: statistics.median(v) for k, v in times.items()},
+              "agreement_with_first": {k: _agreement(first, work / k) for k in variants}}
+    if args.baseline_src is not None:
+        base = result["median_s"]["baseline checkout, default"]
+        result["speedup_over_baseline"] = {k: base / v for k, v in result["median_s"].items()}
+    print(json.dumps(result, indent=1))
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+    shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""The CPU runtimes the ``released`` section times: one callable image -> logits each.
+
+eager fp32 (NCHW), eager bf16 (autocast, channels_last), channels_last, torch.compile, ONNX
+Runtime, and OpenVINO fp32 / bf16 / INT8 (NNCF post-training quantisation). Each builder
+returns a callable, or raises :class:`Unavailable` with the reason it cannot run here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["Unavailable", "eager_runtimes", "exported_runtimes", "conv_stack", "static_onnx",
+           "int8_ir", "RUNTIMES"]
+
+Run = Callable[[Tensor], Tensor]
+RUNTIMES = ("eager fp32", "eager bf16", "channels_last", "torch.compile", "ONNX Runtime",
+            "OpenVINO fp32", "OpenVINO bf16", "OpenVINO INT8")
+
+
+class Unavailable(Exception):
+    """This runtime cannot run here; the message says why."""
+
+
+def _logits(out: object) -> Tensor:
+    return out["out"] if isinstance(out, dict) else out  # torchvision's segmentation models
+
+
+def eager_runtimes(model: nn.Module, *, compile_model: bool, sample: Tensor
+                   ) -> tuple[dict[str, Run], dict[str, str], dict[str, float]]:
+    """(runtimes, skipped with reasons, setup seconds) of the PyTorch runtimes."""
+    model = model.eval()
+    last = _ChannelsLast(model)
+
+    def fp32(x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return _logits(model(x))
+
+    def bf16(x: Tensor) -> Tensor:
+        with torch.inference_mode(), torch.autocast("cpu", torch.bfloat16):
+            return last(x).float()
+
+    runs: dict[str, Run] = {"eager fp32": fp32, "eager bf16": bf16, "channels_last": last}
+    skipped: dict[str, str] = {}
+    setup: dict[str, float] = {}
+    if compile_model:
+        compiled = torch.compile(model)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            compiled(sample)  # compiling happens on the first call
+        setup["torch.compile"] = time.perf_counter() - start
+
+        def run_compiled(x: Tensor) -> Tensor:
+            with torch.inference_mode():
+                return _logits(compiled(x))
+
+        runs["torch.compile"] = run_compiled
+    else:
+        skipped["torch.compile"] = "--quick (compiling takes minutes on a shared 2-core CPU)"
+    return runs, skipped, setup
+
+
+class _ChannelsLast:
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model.to(memory_format=torch.channels_last)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            out = _logits(self.model(x.contiguous(memory_format=torch.channels_last)))
+        return out.contiguous()
+
+
+def static_onnx(model: nn.Module, size: tuple[int, int], path: Path) -> Path:
+    """A fixed-size ONNX export (TorchScript-based exporter: seconds, where the dynamo one
+    takes minutes on a shared CPU); for models timed at one size only."""
+    import warnings
+
+    class Logits(nn.Module):
+        def __init__(self, inner: nn.Module) -> None:
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, x: Tensor) -> Tensor:
+            return _logits(self.inner(x))
+
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(Logits(model).eval(), (torch.randn(1, 3, *size),), str(path),
+                          dynamo=False, opset_version=17, input_names=["image"],
+                          output_names=["logits"])
+    return path
+
+
+def int8_ir(onnx_path: Path, calibration: Sequence[np.ndarray], out_dir: Path) -> Path:
+    """NNCF's post-training INT8 quantisation of ``onnx_path``, as an OpenVINO IR."""
+    import nncf
+    import openvino as ov
+
+    quantized = nncf.quantize(ov.Core().read_model(str(onnx_path)),
+                              nncf.Dataset(list(calibration)), subset_size=len(calibration))
+    path = out_dir / "int8.xml"
+    with torch.inference_mode(False):
+        ov.save_model(quantized, str(path), compress_to_fp16=False)
+    return path
+
+
+def exported_runtimes(onnx_path: Path | None, calibration: Sequence[np.ndarray], *,
+                      int8: bool = True) -> tuple[dict[str, Run], dict[str, str],
+                                                  dict[str, float]]:
+    """(runtimes, skipped with reasons, setup seconds) of ONNX Runtime and OpenVINO on an
+    ONNX file (None: no export, all skipped)."""
+    runs: dict[str, Run] = {}
+    skipped: dict[str, str] = {}
+    setup: dict[str, float] = {}
+    if onnx_path is None:
+        return runs, {n: "no ONNX export" for n in RUNTIMES[4:]}, setup
+    from parsenet.engine.export import OnnxPredictor
+
+    runs["ONNX Runtime"] = OnnxPredictor(onnx_path)
+    if importlib.util.find_spec("openvino") is None:
+        reason = "openvino is not installed (pip install 'parsenet[openvino]')"
+        return runs, {n: reason for n in RUNTIMES[5:]}, setup
+    from parsenet.engine.backends import OpenVinoPredictor
+
+    for name, precision in (("OpenVINO fp32", "f32"), ("OpenVINO bf16", "bf16")):
+        try:
+            runs[name] = OpenVinoPredictor(onnx_path, precision)
+        except RuntimeError as e:  # e.g. bf16 with ONEDNN_MAX_CPU_ISA=AVX2: OpenVINO honours it
+            skipped[name] = "OpenVINO cannot compile it here: " + " ".join(str(e).split())[-160:]
+    why_not = ("not asked" if not int8 else
+               "nncf is not installed" if importlib.util.find_spec("nncf") is None else
+               "no calibration images" if not calibration else "")
+    if why_not:
+        return runs, {**skipped, "OpenVINO INT8": why_not}, setup
+    start = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="parsenet-int8-"))
+    runs["OpenVINO INT8"] = OpenVinoPredictor(int8_ir(onnx_path, calibration, folder), "f32")
+    setup["OpenVINO INT8 quantisation"] = time.perf_counter() - start
+    return runs, skipped, setup
+
+
+def conv_stack(channels: int, layers: int = 4) -> nn.Module:
+    """3x3 convolutions only: what the machine's conv peak is measured on."""
+    return nn.Sequential(*[nn.Conv2d(channels, channels, 3, padding=1) for _ in range(layers)]
+                         ).eval()

@@ -1,0 +1,176 @@
+"""The runtimes an :class:`~parsenet.engine.inferencer.Inferencer` runs a model with.
+
+    eager     PyTorch; channels_last on the CPU
+    onnx      ONNX Runtime, on the model's ONNX export
+    openvino  OpenVINO in float32 on the same ONNX export
+    openvino-bf16
+              OpenVINO in bf16: only on CPUs that compute bf16 natively (AVX512-BF16 or
+              AMX; :func:`parsenet.engine.precision.cpu_has_native_bf16`), where it is about
+              twice as fast as float32; on AVX2-only CPUs bf16 would be emulated (slower, and
+              OpenVINO refuses some layers), so it is refused there
+    auto      the fastest runtime that is installed and holds accuracy (val mean IU within
+              0.3 of eager fp32, >= 99% of pixels labelled alike): openvino, else onnx,
+              else eager; eager off the CPU. bf16 (and INT8) are faster but missed that bar
+              on the released camvid model (docs/PERFORMANCE.md), so auto does not pick them
+              on any CPU kind
+
+ONNX exports are cached (:mod:`parsenet.engine.onnx_cache`), keyed on the checkpoint's
+content and verified against the eager model before they are used. OpenVINO is the optional
+extra ``parsenet[openvino]``; without it ``auto`` falls back and ``openvino`` says what to
+install.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from parsenet.choices import BACKENDS
+from parsenet.engine import onnx_cache
+from parsenet.engine.export import ChannelsLastPredictor, ExportCheckError, usable_cores
+from parsenet.engine.memory import ONNX_OVERHEAD
+from parsenet.engine.precision import cpu_has_native_bf16
+from parsenet.errors import UsageError
+
+BACKEND_ENV = "PARSENET_BACKEND"
+
+__all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor",
+           "openvino_available", "onnxruntime_available", "default_backend", "memory_overhead"]
+
+
+
+def _importable(name: str) -> bool:
+    # Found, not imported: loading OpenVINO starts its thread pool in this process.
+    return importlib.util.find_spec(name) is not None
+
+
+def onnxruntime_available() -> bool:
+    return _importable("onnxruntime")
+
+
+def openvino_available() -> bool:
+    # OpenVINO reads the ONNX export, which the exporter writes with onnx and checks with
+    # ONNX Runtime; all three must be there.
+    return _importable("openvino") and _importable("onnx") and onnxruntime_available()
+
+
+def _openvino_precision(backend: str) -> str:
+    if backend == "openvino":
+        return "f32"
+    if not cpu_has_native_bf16():
+        raise UsageError("--backend openvino-bf16 needs a CPU with native bf16 (AVX512-BF16 "
+                         "or AMX); on this one bf16 is emulated and slower than float32: use "
+                         "--backend openvino")
+    return "bf16"
+
+
+def default_backend(device: str = "cpu") -> str:
+    """What ``auto`` runs on ``device``: the fastest installed runtime that holds accuracy
+    (the benchmark's ``released`` section measures it: docs/PERFORMANCE.md).
+    ``$PARSENET_BACKEND`` names another (e.g. eager, to keep exports out of a test run)."""
+    forced = os.environ.get(BACKEND_ENV, "").strip()
+    if forced:
+        if forced not in BACKENDS[1:]:
+            raise UsageError(f"{BACKEND_ENV}={forced!r}: expected one of {BACKENDS[1:]}")
+        return forced
+    if torch.device(device).type != "cpu":
+        return "eager"
+    if openvino_available():
+        return "openvino"
+    return "onnx" if onnxruntime_available() else "eager"
+
+
+def memory_overhead(backend: str) -> float:
+    """Peak memory of ``backend`` relative to eager (runtimes plan their own buffers)."""
+    return 1.0 if backend == "eager" else ONNX_OVERHEAD
+
+
+class OpenVinoPredictor:
+    """An OpenVINO compiled model called like a model: 1 x 3 x H x W tensor -> logits.
+
+    Args:
+        path: an ``.onnx`` file or an OpenVINO IR ``.xml`` (e.g. an INT8 one).
+        precision: ``f32`` or ``bf16`` (OpenVINO's ``INFERENCE_PRECISION_HINT``; its CPU
+            default is bf16 wherever the CPU has it, so float32 must be asked for).
+        threads: inference threads (default: the CPU cores this process may use).
+    """
+
+    def __init__(self, path: str | os.PathLike, precision: str = "f32",
+                 threads: int | None = None) -> None:
+        import openvino as ov
+
+        if precision not in ("f32", "bf16"):
+            raise UsageError(f"OpenVINO precision must be f32 or bf16, got {precision!r}")
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"{path}: no such model file")
+        self.path, self.precision = Path(path), precision
+        self.core = ov.Core()  # kept: the compiled model is released before its core
+        config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
+                  "INFERENCE_NUM_THREADS": threads or usable_cores()}
+        self.compiled = self.core.compile_model(self.core.read_model(str(path)), "CPU", config)
+
+    def __call__(self, image: Tensor) -> Tensor:
+        array = image.detach().to("cpu", torch.float32).contiguous().numpy()
+        # One request per call: a request serves one call at a time, and serve calls from
+        # several threads.
+        result = self.compiled.create_infer_request().infer({0: array})
+        return torch.from_numpy(np.array(result[self.compiled.output(0)]))
+
+
+def _eager(model: nn.Module, device: str) -> Callable[[Tensor], Tensor]:
+    model = model.to(device).eval()
+    if torch.device(device).type == "cpu":
+        return ChannelsLastPredictor(model)
+    return model
+
+
+def make_predictor(model: nn.Module, *, backend: str = "auto",
+                   checkpoint: str | os.PathLike | None = None, device: str = "cpu",
+                   cache_dir: str | os.PathLike | None = None
+                   ) -> tuple[Callable[[Tensor], Tensor], str]:
+    """A callable image batch -> logits, and the name of the runtime it uses.
+
+    ``checkpoint``: the file whose content keys the export cache (a training checkpoint,
+    or a released model's weights file); ``cache_dir``: where the cache lives (default
+    :func:`parsenet.engine.onnx_cache.default_cache_dir`). Without ``checkpoint`` an export
+    lives in a temporary folder for this run only. ``auto`` falls back to eager, with a
+    warning, when the export fails its check against the eager model.
+    """
+    if backend not in BACKENDS:
+        raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
+    automatic = backend == "auto"
+    if automatic:
+        backend = default_backend(device)
+    if backend == "eager":
+        return _eager(model, device), "eager"
+    if torch.device(device).type != "cpu":
+        raise UsageError(f"backend {backend!r} runs on the CPU; use --backend eager with "
+                         f"--device {device}")
+    if backend == "onnx" and not onnxruntime_available():
+        raise UsageError("backend 'onnx' needs onnxruntime (pip install 'parsenet[export]')")
+    precision = _openvino_precision(backend) if backend.startswith("openvino") else ""
+    if precision and not openvino_available():
+        raise UsageError("backend 'openvino' needs OpenVINO (pip install 'parsenet[openvino]')")
+    def build(onnx_path: Path) -> Callable[[Tensor], Tensor]:
+        if backend == "onnx":
+            from parsenet.engine.export import OnnxPredictor
+
+            return OnnxPredictor(onnx_path)
+        return OpenVinoPredictor(onnx_path, precision)
+
+    try:
+        run = onnx_cache.with_verified_export(model, checkpoint, cache_dir, build)
+    except ExportCheckError as e:
+        if not automatic:
+            raise
+        warnings.warn(f"the ONNX export is unusable, running eager instead: {e}",
+                      stacklevel=2)
+        return _eager(model, device), "eager"
+    return run, backend if backend == "onnx" else f"openvino-{precision}"

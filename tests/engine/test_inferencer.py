@@ -1,0 +1,103 @@
+"""The one inference object behind predict, eval and serve: its rule, its pass count, its
+errors, and the released models' eval figures it must not change."""
+
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from parsenet.engine.inference import window_starts
+from parsenet.engine.inferencer import InferenceOptions, Inferencer
+from parsenet.engine.memory import InferenceMemory
+from parsenet.errors import ResourceError
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
+from data_helpers import shared_dataset  # noqa: E402
+
+
+class CountingConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.conv(x)
+
+
+def _inferencer(model, **options) -> Inferencer:
+    memory = InferenceMemory(bytes_per_pixel=100.0, num_classes=4)
+    return Inferencer(model, 4, memory, InferenceOptions(**options))
+
+
+def test_auto_takes_the_preferred_mode_while_it_fits_the_budget_else_slides():
+    inferencer = _inferencer(CountingConv(), budget_gb=100 * 1000 * 1000 / 1e9,
+                             preferred="whole")
+    assert inferencer.mode_for(1000, 1000) == "whole"
+    assert inferencer.mode_for(1001, 1000) == "slide"
+    assert inferencer.with_options(mode="whole").mode_for(6000, 6000) == "whole"  # asked
+    side = inferencer.largest_preferred_pixels() ** 0.5
+    assert side == 1000
+
+
+@pytest.mark.parametrize(("mode", "size", "flip"), [
+    ("whole", (50, 70), False), ("slide", (100, 75), False), ("slide", (100, 75), True),
+    ("multiscale", (40, 40), True), ("slide", (30, 30), False)])
+def test_passes_counts_the_forward_passes_labelling_makes(mode, size, flip):
+    model = CountingConv()
+    inferencer = _inferencer(model, mode=mode, window=40, stride=30, scales=(0.5, 1.0),
+                             flip=flip)
+    labels = inferencer.labels(torch.randn(1, 3, *size))
+    assert labels.shape == (1, *size)
+    assert model.calls == inferencer.passes(*size)
+    if mode == "slide":  # windows counted where they are placed
+        rows, cols = (len(window_starts(s, 40, 30)) for s in size)
+        assert inferencer.passes(*size) == rows * cols * (2 if flip else 1)
+
+
+def test_out_of_memory_is_one_line_naming_the_image_and_what_fits(monkeypatch):
+    import parsenet.engine.inference as inference
+
+    def allocation_fails(*args, **kwargs):
+        raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 9 GB")
+
+    monkeypatch.setattr(inference, "predict_labels", allocation_fails)
+    model = CountingConv()
+    model.preprocessing = lambda image: image.float() / 255
+    inferencer = _inferencer(model, mode="slide", window=64, budget_gb=1.0)
+    inferencer.preprocessing = model.preprocessing
+    with pytest.raises(ResourceError, match=r"^big\.jpg: out of memory predicting this "
+                                            r"300x200 image in 64x64 sliding windows"):
+        inferencer.label_image(torch.zeros(3, 300, 200, dtype=torch.uint8), name="big.jpg")
+
+
+# Confusion-matrix hashes of the released models' eval (eager, their configs' modes) on the
+# first images of each val split, as computed before predict, eval and serve shared one
+# inferencer; a change in any pixel's label changes the hash.
+RELEASED_EVAL = {
+    "stanford": ("stanford_background", 8, "8ff71a4b7a345b2d", 0.5206491064627403),
+    "camvid": ("camvid", 4, "0d710f1a17a150ef", 0.5780548135459094),
+    "siftflow": ("siftflow", 4, "c36f0f60cc19896a", 0.52930938413962),
+}
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(RELEASED_EVAL))
+def test_released_models_eval_figures_are_unchanged(name, tmp_path, one_thread):
+    from parsenet.apps.tasks import evaluate_checkpoint
+    from parsenet.models.released import released
+
+    folder, images, digest, mean_iou = RELEASED_EVAL[name]
+    root = shared_dataset(folder)
+    result = evaluate_checkpoint(released(name), split="val", max_images=images,
+                                 out=tmp_path / "eval.json", progress=False,
+                                 overrides=[f"data.root={root}"])
+    confusion = result["metrics"]["confusion"]
+    assert hashlib.sha256(json.dumps(confusion).encode()).hexdigest()[:16] == digest
+    assert result["metrics"]["mean_iou"] == mean_iou
