@@ -202,13 +202,6 @@ def test_an_lr_beyond_float32_is_refused_at_load(data_root, tmp_path, capsys):
         "1e+301, beyond float32's 3.4e+38 that the optimizer steps in)")
 
 
-def test_train_head_refuses_a_resolution_below_one(data_root, tmp_path, capsys):
-    config = train_yaml(tmp_path, data_root)
-    assert error_line(capsys, ["train-head", "--config", str(config), "--resolution", "0",
-                               "-5"]) == \
-        "train-head: --resolution 0 -5 and --loss-stride 1 must be >= 1"
-
-
 # ---------------------------------------------------------------- 6, 7: where to write
 def test_predict_out_below_a_file_names_the_file(checkpoint, tmp_path, capsys):
     image = photo(tmp_path / "a.jpg")
@@ -217,7 +210,7 @@ def test_predict_out_below_a_file_names_the_file(checkpoint, tmp_path, capsys):
         f"--out {image / 'out'}: cannot write there: {image} is a file, not a folder")
 
 
-@pytest.mark.parametrize("flag", ["--out", "--onnx-cache"])
+@pytest.mark.parametrize("flag", ["--out", "--export-cache"])
 def test_predict_where_no_folder_can_be_made(checkpoint, tmp_path, capsys, flag):
     # /proc: no folder can be made there, even by root (whom a chmod'ed folder would not stop).
     image, target = photo(tmp_path / "a.jpg"), "/proc/parsenet-test"

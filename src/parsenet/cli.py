@@ -79,7 +79,7 @@ EXAMPLES = {
     "train": "parsenet train --config configs/cpu/lite_stanford_multitap.yaml "
              "--set data.root=DIR --set train.out_dir=runs/mine",
     "train-head": "parsenet train-head --config configs/cpu/lite_siftflow_head.yaml "
-                  "--resolution 512 512",
+                  "--set data.crop_size=512",
     "eval": "parsenet eval --model camvid --data-root DIR --split test --out camvid.json",
     "predict": "parsenet predict photo.jpg --model stanford --out predictions/",
     "export": "parsenet export --checkpoint runs/x/checkpoints/best.pt --format onnx "
