@@ -76,7 +76,7 @@ Subparsers = Any  # argparse's _SubParsersAction, private in typeshed
 # One runnable line per command, shown at the end of its --help.
 EXAMPLES = {
     "models": "parsenet models",
-    "train": "parsenet train --config configs/cpu/lite_stanford_multitap.yaml "
+    "train": "parsenet train --config configs/recipes/stanford.yaml "
              "--set data.root=DIR --set train.out_dir=runs/mine",
     "train-head": "parsenet train-head --config configs/cpu/lite_siftflow_head.yaml "
                   "--set data.crop_size=512",
