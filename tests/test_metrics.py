@@ -181,7 +181,7 @@ def test_mean_iu_convention_names_checked():
 
 def test_evaluate_reports_the_configured_convention():
     from parsenet.config import EvalConfig
-    from parsenet.engine.inference import evaluate
+    from parsenet.engine.evaluation import evaluate
 
     class Predicts(torch.nn.Module):  # class 2 everywhere on the left, 0 on the right
         def forward(self, x):

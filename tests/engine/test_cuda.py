@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from parsenet.engine.backends import make_predictor
-from parsenet.engine.inference import evaluate
+from parsenet.engine.evaluation import evaluate
 from parsenet.engine.inferencer import InferenceOptions, Inferencer
 from parsenet.models import parsenet_vgg16
 

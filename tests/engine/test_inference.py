@@ -3,7 +3,8 @@ import torch
 from torch import nn
 
 from parsenet.config import EvalConfig
-from parsenet.engine.inference import evaluate, predict_logits
+from parsenet.engine.evaluation import evaluate
+from parsenet.engine.inference import predict_logits
 from parsenet.models import parsenet_vgg16
 
 
@@ -135,12 +136,12 @@ def test_evaluate_tiny_model_max_images_and_eval_cfg():
 
 
 def test_evaluate_shards_images_across_ranks(monkeypatch):
-    import parsenet.engine.inference as inference
+    import parsenet.engine.evaluation as evaluation
 
     data = TinyDataset()
     oracle = OracleModel([data.items[1][1]], num_classes=3)
     # Rank 1 of 2 takes images 1, 3, ...: here only image 1 (all_reduce is a no-op).
-    monkeypatch.setattr(inference, "_dist_rank_world", lambda: (1, 2))
+    monkeypatch.setattr(evaluation, "_dist_rank_world", lambda: (1, 2))
     out = evaluate(oracle, data, num_classes=3, progress=False)
     assert oracle.calls == 1
     assert sum(map(sum, out["confusion"])) == int((data.items[1][1] != 255).sum())

@@ -19,8 +19,9 @@ from parsenet.config import Config, config_from_dict, config_to_dict, load_confi
 from parsenet.data.build import build_dataset
 from parsenet.engine.backends import openvino_available
 from parsenet.engine.checkpoint import LoadedModel, load_model
+from parsenet.engine.evaluation import evaluate
 from parsenet.engine.export import check_export, export_onnx, export_torchscript
-from parsenet.engine.inference import MIN_SIZE, evaluate
+from parsenet.engine.inference import MIN_SIZE
 from parsenet.engine.inferencer import InferenceOptions, Inferencer
 from parsenet.engine.memory import DEFAULT_BUDGET_GB
 from parsenet.engine.onnx_cache import with_verified_export

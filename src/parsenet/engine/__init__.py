@@ -11,7 +11,10 @@ sampler      endless, seeded, resumable sampler; per-sample augmentation seeds
 distributed  torchrun environment, process group, DDP wrapping, SIGTERM flag
 precision    device and autocast decisions
 runlog       log.jsonl + TensorBoard
-inference    whole / sliding-window / multi-scale prediction, ``evaluate``
+inference    whole / sliding-window / multi-scale prediction
+inferencer   the one inference object (mode by a memory estimate, backends) of predict,
+             eval and serve
+evaluation   ``evaluate``: a dataset's confusion matrix through the inferencer
 export       ONNX / TorchScript export
 
 Names are imported lazily so that ``import parsenet.engine.inference`` does not pull in

@@ -102,7 +102,7 @@ EvaluateFn = Callable[..., dict]
 
 
 def evaluate_default(model: torch.nn.Module, dataset: Dataset, **kwargs: Any) -> dict:
-    from parsenet.engine.inference import evaluate
+    from parsenet.engine.evaluation import evaluate
 
     return evaluate(model, dataset, **kwargs)
 
@@ -128,7 +128,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
 
     ``dataset_factory(data_config, split, preprocessing)`` and ``evaluate_fn(model, dataset,
     **kwargs)`` default to :func:`parsenet.data.build.build_datasets` (each split listed
-    once) and :func:`parsenet.engine.inference.evaluate`; tests inject small ones.
+    once) and :func:`parsenet.engine.evaluation.evaluate`; tests inject small ones.
     """
     config = _check_config(config)
     device = resolve_device(config.train.device)
