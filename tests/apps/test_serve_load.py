@@ -67,6 +67,18 @@ def _flat_png(side: int) -> bytes:
     return buffer.getvalue()
 
 
+def _passes_once_settled(admission, passes: list, seconds: float) -> int:
+    """Waits up to ``seconds`` for no image to be working, then checks that no forward pass
+    runs any more; returns the passes made."""
+    deadline = time.monotonic() + seconds
+    while admission.snapshot()["working"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    stopped = len(passes)
+    time.sleep(0.5)
+    assert len(passes) == stopped  # nothing runs any more
+    return stopped
+
+
 @pytest.mark.slow
 def test_clients_that_leave_stop_their_work_and_a_small_request_is_answered(models):
     """Four parallel 4 MP uploads, each 3,528 sliding-window passes, whose clients give up
@@ -95,12 +107,8 @@ def test_clients_that_leave_stop_their_work_and_a_small_request_is_answered(mode
                                files={"image": ("small.png", image_bytes(32, 32))}, timeout=30)
             answered = time.monotonic() - left
             admission = app.state.segmenter.admission
-            deadline = time.monotonic() + 2  # a pass in flight ends, then its place is freed
-            while admission.snapshot()["working"] and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stopped = len(passes)
-            time.sleep(0.5)
-            assert len(passes) == stopped  # nothing runs any more
+            # a pass in flight ends, then its place is freed
+            stopped = _passes_once_settled(admission, passes, 2)
     finally:
         for hook in hooks:
             hook.remove()
@@ -129,12 +137,7 @@ def test_a_streaming_client_that_leaves_stops_its_work(models):
                               files={"image": ("big.png", _flat_png(SIDE))}) as response:
                 first = next(response.iter_lines())
             assert first == f'{{"progress": 1, "total": {PASSES_PER_IMAGE}}}'
-            deadline = time.monotonic() + 5
-            while admission.snapshot()["working"] and time.monotonic() < deadline:
-                time.sleep(0.05)
-            stopped = len(passes)
-            time.sleep(0.5)
-            assert len(passes) == stopped  # nothing runs any more
+            stopped = _passes_once_settled(admission, passes, 5)
     finally:
         for hook in hooks:
             hook.remove()
