@@ -4,6 +4,7 @@ and the hostile image files of the catalogue (written by the tests themselves)."
 from __future__ import annotations
 
 import io
+import json
 import struct
 import zlib
 from pathlib import Path
@@ -27,6 +28,42 @@ def write_dataset(root: Path, n: int = 2, classes: list[str] = CLASSES) -> Path:
             Image.fromarray(label).save(root / "labels" / split / f"im{i}.png")
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return root
+
+
+def write_train_yaml(tmp_path: Path, data_root: Path, model_args: dict | None = None,
+                     **train) -> Path:
+    """A tiny training config (width-1/16 VGG, 32-pixel crops, CPU, fp32) as
+    ``tmp_path/tiny.yaml``; ``train`` sets the train section (lr, device, amp, progress and
+    out_dir have defaults)."""
+    values = dict(lr=0.01, device="cpu", amp="off", progress=False,
+                  out_dir=str(tmp_path / "run"))
+    values.update(train)
+    config = {"model": {"name": "parsenet_vgg16", "args": {"width": 0.0625, **(model_args or {})}},
+              "data": {"root": str(data_root), "crop_size": 32, "scale_range": [1.0, 1.0],
+                       "workers": 0},
+              "train": values}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(json.dumps(config))  # JSON is YAML
+    return path
+
+
+def write_tiny_checkpoint(path: Path, data_root: Path) -> Path:
+    """A seeded width-1/16 ParseNet VGG checkpoint at iteration 7 over ``data_root``."""
+    import torch
+
+    from parsenet.config import Config, config_to_dict
+    from parsenet.engine import checkpoint as ckpt
+    from parsenet.models import parsenet_vgg16
+
+    config = Config()
+    config.model.args = {"width": 0.0625}
+    config.data.root = str(data_root)
+    torch.manual_seed(0)
+    model = parsenet_vgg16(num_classes=len(CLASSES), width=0.0625)
+    state = {"format": ckpt.CHECKPOINT_FORMAT, "iteration": 7, "model": model.state_dict(),
+             "config": config_to_dict(config), "classes": CLASSES, "palette": None,
+             "preprocessing": model.preprocessing.to_dict()}
+    return ckpt.save_checkpoint(path, state)
 
 
 def chunk(kind: bytes, body: bytes) -> bytes:

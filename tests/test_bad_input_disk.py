@@ -6,7 +6,6 @@ that the previous checkpoint still loads."""
 from __future__ import annotations
 
 import errno
-import json
 import os
 import pathlib
 import signal
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from bad_input_data import write_dataset
+from bad_input_data import write_dataset, write_train_yaml
 
 from parsenet.cli import main
 from parsenet.engine import checkpoint as ckpt
@@ -31,17 +30,9 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def train_yaml(tmp_path: Path, data_root: Path, **train) -> Path:
-    values = dict(iterations=2, batch_size=2, lr=0.01, device="cpu", amp="off",
-                  progress=False, checkpoint_every=1, log_every=1, out_dir=str(tmp_path / "run"))
-    values.update(train)
-    config = {"model": {"name": "parsenet_vgg16", "args": {"width": 0.0625}},
-              "data": {"root": str(data_root), "crop_size": 32, "scale_range": [1.0, 1.0],
-                       "workers": 0},
-              "train": values}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
-
+    return write_train_yaml(tmp_path, data_root,
+                            **{"iterations": 2, "batch_size": 2, "checkpoint_every": 1,
+                               "log_every": 1, **train})
 
 def one_line(capsys) -> str:
     err = capsys.readouterr().err.strip()

@@ -5,7 +5,6 @@ the one line printed on stderr, exit status 2, no traceback, and the files left.
 
 from __future__ import annotations
 
-import json
 import os
 import zipfile
 from pathlib import Path
@@ -13,12 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bad_input_data import CLASSES, write_dataset
+from bad_input_data import write_dataset, write_tiny_checkpoint, write_train_yaml
 from PIL import Image
 
 from parsenet.cli import main
-from parsenet.config import Config, config_to_dict
-from parsenet.engine import checkpoint as ckpt
 from parsenet.models import parsenet_vgg16
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/conftest.py
@@ -33,16 +30,7 @@ def data_root(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def checkpoint(tmp_path, data_root) -> Path:
-    config = Config()
-    config.model.args = {"width": 0.0625}
-    config.data.root = str(data_root)
-    torch.manual_seed(0)
-    model = parsenet_vgg16(num_classes=len(CLASSES), width=0.0625)
-    state = {"format": ckpt.CHECKPOINT_FORMAT, "iteration": 7, "model": model.state_dict(),
-             "config": config_to_dict(config), "classes": CLASSES, "palette": None,
-             "preprocessing": model.preprocessing.to_dict()}
-    return ckpt.save_checkpoint(tmp_path / "x.pt", state)
-
+    return write_tiny_checkpoint(tmp_path / "x.pt", data_root)
 
 def photo(path: Path, seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -52,17 +40,7 @@ def photo(path: Path, seed: int = 0) -> Path:
 
 
 def train_yaml(tmp_path: Path, data_root: Path, **train) -> Path:
-    values = dict(iterations=1, batch_size=1, lr=0.01, device="cpu", amp="off",
-                  progress=False, out_dir=str(tmp_path / "run"))
-    values.update(train)
-    config = {"model": {"name": "parsenet_vgg16", "args": {"width": 0.0625}},
-              "data": {"root": str(data_root), "crop_size": 32, "scale_range": [1.0, 1.0],
-                       "workers": 0},
-              "train": values}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(json.dumps(config))
-    return path
-
+    return write_train_yaml(tmp_path, data_root, **{"iterations": 1, "batch_size": 1, **train})
 
 def error_line(capsys, argv: list[str]) -> str:
     assert main(argv) == 2

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bad_input_data import CLASSES, write_dataset
+from bad_input_data import CLASSES, write_dataset, write_tiny_checkpoint, write_train_yaml
 from PIL import Image
 
 from parsenet.cli import main
-from parsenet.config import Config, config_to_dict
 from parsenet.engine import checkpoint as ckpt
 from parsenet.engine.rundir import APPLIED_ON_RESUME
 from parsenet.models import parsenet_vgg16
@@ -32,32 +31,14 @@ def data_root(tmp_path_factory) -> Path:
 
 
 def train_yaml(tmp_path: Path, data_root: Path, batch_norm: bool = False, **train) -> Path:
-    values = dict(iterations=2, batch_size=2, lr=0.01, device="cpu", amp="off",
-                  progress=False, checkpoint_every=1, log_every=1, out_dir=str(tmp_path / "run"))
-    values.update(train)
-    config = {"model": {"name": "parsenet_vgg16",
-                        "args": {"width": 0.0625, "batch_norm": batch_norm}},
-              "data": {"root": str(data_root), "crop_size": 32, "scale_range": [1.0, 1.0],
-                       "workers": 0},
-              "train": values}
-    path = tmp_path / "tiny.yaml"
-    path.write_text(json.dumps(config))  # JSON is YAML
-    return path
-
+    return write_train_yaml(tmp_path, data_root, {"batch_norm": batch_norm},
+                            **{"iterations": 2, "batch_size": 2, "checkpoint_every": 1,
+                               "log_every": 1, **train})
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, data_root) -> Path:
     base = tmp_path_factory.mktemp("ckpt")
-    config = Config()
-    config.model.args = {"width": 0.0625}
-    config.data.root = str(data_root)
-    torch.manual_seed(0)
-    model = parsenet_vgg16(num_classes=len(CLASSES), width=0.0625)
-    state = {"format": ckpt.CHECKPOINT_FORMAT, "iteration": 7, "model": model.state_dict(),
-             "config": config_to_dict(config), "classes": CLASSES, "palette": None,
-             "preprocessing": model.preprocessing.to_dict()}
-    return ckpt.save_checkpoint(base / "checkpoints" / "last.pt", state)
-
+    return write_tiny_checkpoint(base / "checkpoints" / "last.pt", data_root)
 
 def photo(path: Path, size: tuple[int, int] = (40, 56), seed: int = 0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
