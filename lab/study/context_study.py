@@ -8,7 +8,7 @@ classifier; ``parsenet`` = + pool6 of the head tap, L2Norm, late fusion (the rel
 models' head); ``nonorm`` = ParseNet without L2Norm (run where time allows). The trunk's
 head tap is cached once per image and resolution by the cached engine
 (:mod:`parsenet.apps.study.cached`); only the head trains, on whole images resized to the
-point's resolution, without augmentation. Runs: ``runs/study/claim-context-size/
+point's resolution, without augmentation. Runs: ``lab/runs/study/claim-context-size/
 <dataset>_x<scale>_<row>/seed<k>`` (the study's layout, so ``configs/cpu/study.yaml``'s
 table ``claim-context-size`` reads them). A finished run (``metrics.json``) is skipped, an
 interrupted one resumes from its checkpoint.
