@@ -33,6 +33,10 @@ __all__ = ["FOLDED", "find_runs", "slim_record", "slim_run", "card_markdown", "t
 # Every file whose content results.json takes over; deleted once it has.
 FOLDED = ("metrics.json", "diverged.json", "attempts.json", "feature_norms.json",
           "config.yaml", "log.jsonl", "card.json")
+# The files beside metrics.json, and the key each gets in results.json (read_run's keys; a
+# publish_run card's facts go in at the top level).
+EXTRAS = {"diverged.json": "diverged", "attempts.json": "attempts",
+          "feature_norms.json": "feature_norms"}
 CURVE = "curve.png"
 # Keys of an earlier results.json that repeat what the record holds in full.
 REPEATS = ("summary", "val_metrics")
@@ -64,6 +68,10 @@ def table_commands(root: Path) -> dict[Path, list[tuple[str, str]]]:
     return out
 
 
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def _read_log(path: Path) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
@@ -75,15 +83,20 @@ def slim_record(run: Path, *, name: str | None = None, command: str | None = Non
                 ) -> dict[str, Any]:
     """The one-file record of ``run`` (see the module docstring); reads, writes nothing."""
     run = Path(run)
-    earlier = read_run(run)
-    if "metrics" not in earlier and "diverged" not in earlier:
+    # The files a run (or a republish) wrote last win over an earlier results.json.
+    record = dict(_read_json(run / "results.json") or {})
+    metrics = _read_json(run / "metrics.json")
+    if metrics is not None:
+        record.pop("diverged", None)
+        record.update(metrics)
+    for file, key in EXTRAS.items():
+        value = _read_json(run / file)
+        if value is not None:
+            record[key] = value
+    if "metrics" not in record and "diverged" not in record:
         raise ValueError(f"{run}: not a finished run (no metrics.json or diverged.json)")
-    cached = json.loads((run / "results.json").read_text()) if (
-        run / "results.json").is_file() else {}
-    record = {**cached, **earlier}
-    card = json.loads((run / "card.json").read_text()) if (run / "card.json").is_file() else {}
-    record.update({k: v for k, v in card.items() if k not in record})
-    if "config" not in record and (run / "config.yaml").is_file():
+    record.update(_read_json(run / "card.json") or {})
+    if (run / "config.yaml").is_file() and "config" not in (metrics or {}):
         record["config"] = yaml.safe_load((run / "config.yaml").read_text())
     log = _read_log(run / "log.jsonl")
     if log is not None:
@@ -93,9 +106,8 @@ def slim_record(run: Path, *, name: str | None = None, command: str | None = Non
         record.setdefault("command", tables[0][1])
     record.setdefault("run", name or run.name)
     record["status"] = "diverged" if "diverged" in record else "finished"
-    record.setdefault("command", command)
-    record.setdefault("cpu", cpu)
-    record.setdefault("precision", record.get("amp"))
+    for key, given in (("command", command), ("cpu", cpu), ("precision", record.get("amp"))):
+        record[key] = record.get(key) or given
     for key in REPEATS:
         record.pop(key, None)
     return {**{k: record[k] for k in ORDER if k in record},

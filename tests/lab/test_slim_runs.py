@@ -128,3 +128,26 @@ def test_a_run_that_has_not_ended_is_no_run(tmp_path) -> None:
     assert sorted(p.name for p in run.iterdir()) == ["attempts.json"]
     with pytest.raises(ValueError, match="not a finished run"):
         slim_run(run)
+
+
+def test_the_released_index_reads_the_published_records(tmp_path) -> None:
+    from lab.tools.publish_run import write_index
+
+    run = tmp_path / "releases" / "lite_run"
+    _full_run(run)
+    (run / "results.json").unlink()
+    (run / "card.json").write_text(json.dumps(
+        {"run": "lite_run", "release": "tiny", "dataset": "Tiny", "variant": "parsenet",
+         "wall_time_min": 1.5, "precision": "bf16", "cpu": "EPYC"}))
+    slim_run(run)
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "RESULTS.md").write_text("before\n<!-- released:begin -->\nold\n"
+                                     "<!-- released:end -->\nafter\n")
+    released = write_index(tmp_path / "releases", docs).read_text()
+    row = ("| lite_run | `--model tiny` | Tiny | VGG-16  (from scratch) | parsenet | 80.0 | "
+           "60.0 | 50.0 | 70.0 | 1.5 | bf16 | EPYC |")
+    assert row in released.splitlines()
+    results = (docs / "RESULTS.md").read_text()
+    assert row in results.splitlines() and "\nold\n" not in results
+    assert results.startswith("before\n") and results.endswith("after\n")
