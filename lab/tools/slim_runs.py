@@ -40,6 +40,11 @@ EXTRAS = {"diverged.json": "diverged", "attempts.json": "attempts",
 CURVE = "curve.png"
 # Keys of an earlier results.json that repeat what the record holds in full.
 REPEATS = ("summary", "val_metrics")
+# What a card says results.json holds, where the record has it.
+HELD = (("diverged", "the error"), ("metrics", "these figures with the per-class IU"),
+        ("confusion", "the confusion matrix"), ("config", "the config"),
+        ("feature_norms", "the feature norms"), ("attempts", "the attempts"),
+        ("log", "the training log"))
 # The facts first, then the figures, then the long lists.
 ORDER = ("run", "status", "command", "cpu", "precision", "wall_time_s", "tables", "iteration",
          "final_loss", "images_per_s", "diverged", "metrics", "feature_norms", "attempts",
@@ -146,8 +151,9 @@ def card_markdown(record: dict[str, Any]) -> str:
         lines.append(f"- val: pixel acc {_pct(m.get('pixel_acc'))}, mean acc "
                      f"{_pct(m.get('mean_acc'))}, mean IU {_pct(m.get('mean_iou'))}, f.w. IU "
                      f"{_pct(m.get('fw_iou'))}")
-    lines += ["", "results.json holds these figures with the per-class IU and the confusion "
-              "matrix, the config, the feature norms and the training log.", ""]
+    held = [text for key, text in HELD if record.get(key) or (
+        key == "confusion" and (record.get("metrics") or {}).get("confusion"))]
+    lines += ["", f"results.json holds {', '.join(held)}.", ""]
     return "\n".join(lines)
 
 
