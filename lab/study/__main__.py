@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 
 from lab.study.results_md import write_results_md
-from lab.study.spec import SPEC_FILE
+from lab.study.spec import EVIDENCE, SPEC_FILE
 from parsenet.cli import main as parsenet_main
 from parsenet.errors import ParseNetError
 
@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--write-md", nargs="?", const="docs/RESULTS.md", default=None,
                         metavar="PATH", help="then rewrite the generated sections of PATH "
                         "(default docs/RESULTS.md) from <out-root>/<table>/results.json")
-    parser.add_argument("--out-root", default="runs/study")
+    parser.add_argument("--out-root", default=str(EVIDENCE))
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if not rest and args.write_md is None:
         parser.error("give --table KEY (and parsenet study's options), --list, or --write-md")

@@ -21,7 +21,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lab.study.spec import SPEC_FILE, table_command
+from lab.study.spec import EVIDENCE, SPEC_FILE, table_command
 from parsenet.apps.study.reporting import collect_rows
 from parsenet.apps.study.spec import Table, load_tables
 
@@ -86,7 +86,7 @@ def _paper(table: Table, better: dict[str, Any], worse: dict[str, Any]) -> str:
     return "; ".join(cells) or "-"
 
 
-def claims_rows(out_root: str | Path = "runs/study", spec_file: str | Path = SPEC_FILE
+def claims_rows(out_root: str | Path = EVIDENCE, spec_file: str | Path = SPEC_FILE
                 ) -> list[dict[str, Any]]:
     """One entry per claim of every ``claim-*`` table, from the run directories, then
     claim 2's trend (:func:`context_trend_rows`)."""
@@ -127,7 +127,7 @@ def trend_pairs(points: list[dict[str, Any]]
     return out
 
 
-def context_trend_rows(out_root: str | Path = "runs/study") -> list[dict[str, Any]]:
+def context_trend_rows(out_root: str | Path = EVIDENCE) -> list[dict[str, Any]]:
     """Claim 2 itself: per dataset run at two or more scales, pool6's gain (ParseNet minus
     baseline, per seed) at the largest scale against the smallest, from claim 2's summary
     (:data:`CONTEXT_SUMMARY`); none while that summary is absent."""

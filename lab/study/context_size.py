@@ -4,7 +4,7 @@ EfficientNet-Lite0 trunk, and its measured effective receptive field (:mod:`pars
 
     python -m lab.study.context_size erf --dataset camvid --scale 1.0
 
-writes ``runs/study/claim-context-size/erf/<dataset>_x<scale>.json`` (skipped if present).
+writes ``lab/runs/study/claim-context-size/erf/<dataset>_x<scale>.json`` (skipped if present).
 A dataset at scale s is its images resized by s (bilinear, antialiased); labels are never
 resized: predictions are scored at the native label resolution, so the metric is the same
 at every scale and only the image side relative to the fixed ERF changes.
@@ -25,6 +25,7 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch import Tensor
 
+from lab.study.spec import EVIDENCE
 from parsenet.backbones.efficientnet_lite import LITE_PREPROCESSING, EfficientNetLite
 from parsenet.backbones.efficientnet_lite_weights import load_lite_weights
 from parsenet.config import load_config
@@ -43,7 +44,7 @@ __all__ = ["DATASETS", "OUT_ROOT", "lite_trunk", "scaled", "val_dataset", "erf_i
 DATASETS = {"siftflow": "configs/cpu/lite_siftflow.yaml",
             "camvid": "configs/cpu/lite_camvid.yaml",
             "stanford": "configs/cpu/lite_stanford.yaml"}
-OUT_ROOT = Path("runs/study/claim-context-size")
+OUT_ROOT = EVIDENCE / "claim-context-size"
 MAPS = Path("runs/erf_maps")  # the mean |gradient| maps (MBs each: not committed)
 
 

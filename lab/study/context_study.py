@@ -8,10 +8,10 @@ classifier; ``parsenet`` = + pool6 of the head tap, L2Norm, late fusion (the rel
 models' head); ``nonorm`` = ParseNet without L2Norm (run where time allows). The trunk's
 head tap is cached once per image and resolution by the cached engine
 (:mod:`parsenet.apps.study.cached`); only the head trains, on whole images resized to the
-point's resolution, without augmentation. Runs: ``runs/study/claim-context-size/
+point's resolution, without augmentation. Runs: ``lab/runs/study/claim-context-size/
 <dataset>_x<scale>_<row>/seed<k>`` (the study's layout, so ``configs/cpu/study.yaml``'s
-table ``claim-context-size`` reads them). A finished run (``metrics.json``) is skipped, an
-interrupted one resumes from its checkpoint.
+table ``claim-context-size`` reads them). A finished run (``metrics.json``, or the
+``results.json`` it is slimmed to) is skipped, an interrupted one resumes from its checkpoint.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from lab.study.context_size import DATASETS, OUT_ROOT
+from parsenet.apps.study import is_finished, read_run
 from parsenet.config import load_config
 from parsenet.errors import TrainingDivergedError
 
@@ -81,7 +82,7 @@ def run_point(dataset: str, scale: float, row: str, seed: int,
     from parsenet.apps.study.cached.engine import train_cached
 
     path = run_path(dataset, scale, row, seed)
-    if (path / "metrics.json").is_file() or (path / "diverged.json").is_file():
+    if is_finished(path):
         return "skipped"
     config = load_config(CONFIGS[dataset], overrides(dataset, scale, row, seed))
     try:
@@ -156,9 +157,9 @@ def _mean_spread(values: list[float]) -> tuple[float | None, float | None]:
 def _miou(dataset: str, scale: float, row: str) -> dict[int, float]:
     out = {}
     for seed in SEEDS:
-        file = run_path(dataset, scale, row, seed) / "metrics.json"
-        if file.is_file():
-            out[seed] = 100.0 * json.loads(file.read_text())["metrics"]["mean_iou"]
+        record = read_run(run_path(dataset, scale, row, seed))
+        if "metrics" in record:
+            out[seed] = 100.0 * record["metrics"]["mean_iou"]
     return out
 
 

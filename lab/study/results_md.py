@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from lab.study.claims import claims_rows, format_claims_summary, format_claims_table
-from lab.study.spec import SPEC_FILE, table_command
+from lab.study.spec import EVIDENCE, SPEC_FILE, table_command
 from parsenet.apps.study.reporting import (
     PAPER_HEADER,
     format_table,
@@ -65,7 +65,7 @@ def refresh_paper_cells(section: str, table: Table) -> str:
     return "\n".join(lines)
 
 
-def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path = "runs/study",
+def write_results_md(path: str | Path = "docs/RESULTS.md", out_root: str | Path = EVIDENCE,
                      spec_file: str | Path = SPEC_FILE) -> list[str]:
     """Replace each ``<!-- study:<key>:begin -->`` ... ``<!-- study:<key>:end -->`` section of
     ``path`` by the rendering of ``<out_root>/<key>/results.json``; returns the keys

@@ -7,11 +7,14 @@ from pathlib import Path
 from lab import REPO
 from parsenet.apps.study.reporting import is_paper_table
 
-__all__ = ["SPEC_FILE", "table_command"]
+__all__ = ["EVIDENCE", "SPEC_FILE", "table_command"]
 
 # The CPU study's tables (variants, seeds, claims); the configs it names are paths from the
 # repo root, where the lab runs.
 SPEC_FILE = REPO / "configs" / "cpu" / "study.yaml"
+# The committed runs (slimmed by lab.tools.slim_runs), relative to the repo root so the
+# records written there name no machine's folders.
+EVIDENCE = Path("lab/runs/study")
 
 
 def table_command(key: str, spec_file: str | Path = SPEC_FILE) -> str:

@@ -7,9 +7,10 @@ Each variant is a config file plus dotted overrides (the same ones ``parsenet tr
 ... --set ...`` takes) and a list of seeds. A run lives in ``<out_root>/<protocol>/<variant>/
 seed<k>``; tables that share a protocol (SiftFlow's Tables 3 and 6) share runs. A finished run
 (``metrics.json``, or ``diverged.json`` when the loss became NaN, which the paper calls a
-collapse) is skipped; an interrupted one resumes from its last checkpoint. Every finished run
-also gets ``feature_norms.json``: the mean L2 norm of each layer's features on validation
-images (the paper's Fig. 2), which tells whether the scale gap that motivates L2Norm exists.
+collapse; or a ``results.json`` holding either, :func:`read_run`) is skipped; an
+interrupted one resumes from its last checkpoint. Every finished run also gets
+``feature_norms.json``: the mean L2 norm of each layer's features on validation images (the
+paper's Fig. 2), which tells whether the scale gap that motivates L2Norm exists.
 
 Results go to ``<out_root>/<table>/results.json``. The tables (variants, seeds, claims) are
 data: a study spec file (``spec_file=``; the lab's CPU study is ``configs/cpu/study.yaml`` in
@@ -47,13 +48,14 @@ from parsenet.apps.study.spec import (
     is_finished,
     load_tables,
     paper_tables,
+    read_run,
     resolve_table,
     run_dir,
 )
 
 __all__ = ["run_study", "report", "collect_rows", "format_table", "load_tables",
            "Table", "Variant", "METRICS", "NORM_IMAGES", "command_for", "comparisons",
-           "is_finished", "machine_facts", "measure_feature_norms",
+           "is_finished", "read_run", "machine_facts", "measure_feature_norms",
            "resolve_table", "run_dir", "paper_tables", "plan_iterations",
            "PaperFigures", "PaperRow", "PaperTable", "format_figures", "format_paper_list",
            "load_paper_figures"]

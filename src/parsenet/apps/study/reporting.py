@@ -20,6 +20,7 @@ from parsenet.apps.study.spec import (
     METRICS,
     Table,
     command_for,
+    read_run,
     resolve_table,
     run_dir,
     with_overrides,
@@ -67,9 +68,9 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
         runs = []
         for seed in (seeds if seeds is not None else v.seeds):
             path = run_dir(out_root, table, v, seed)
-            metrics, diverged = read_json(path / "metrics.json"), read_json(
-                path / "diverged.json")
-            attempts = read_json(path / "attempts.json") or []
+            record = read_run(path)
+            metrics = record if "metrics" in record else None
+            diverged, attempts = record.get("diverged"), record.get("attempts") or []
             run: dict[str, Any] = {"seed": seed, "dir": str(path),
                                    "command": command_for(v, seed, path, table)}
             if metrics:
@@ -83,7 +84,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
                 run.update(status="missing")
             run["wall_s"] = (sum(a["seconds"] for a in attempts) if attempts
                              else (metrics or {}).get("wall_time_s"))
-            run["feature_norms"] = read_json(path / "feature_norms.json")
+            run["feature_norms"] = record.get("feature_norms")
             run["commits"] = sorted({a["commit"] for a in attempts if a.get("commit")})
             runs.append(run)
         done = [r for r in runs if r["status"] == "finished"]

@@ -5,6 +5,7 @@ trains, :mod:`parsenet.apps.study.reporting` tabulates."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ from parsenet.apps.study.paper import PaperFigures, PaperRow, config_file, load_
 from parsenet.config import ConfigError
 
 __all__ = ["METRICS", "Variant", "Table", "load_tables", "paper_tables",
-           "resolve_table", "run_dir", "is_finished", "run_overrides", "command_for",
+           "resolve_table", "run_dir", "read_run", "is_finished", "run_overrides", "command_for",
            "with_overrides", "config_file"]
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
@@ -165,8 +166,35 @@ def run_dir(out_root: str | Path, table: Table, variant: Variant, seed: int) -> 
     return Path(out_root) / table.protocol / variant.name / f"seed{seed}"
 
 
+# What a run writes beside metrics.json, and the key each gets in its one-file record.
+RUN_EXTRAS = {"diverged.json": "diverged", "attempts.json": "attempts",
+              "feature_norms.json": "feature_norms"}
+
+
+def read_run(path: Path) -> dict[str, Any]:
+    """A run's record: metrics.json's content (``metrics``, ``iteration``, ``config``, ...)
+    with ``diverged``, ``attempts`` and ``feature_norms`` from the files beside it, or the
+    same from a ``results.json`` that holds them all (a run kept as one file, as the lab's
+    committed evidence is). Empty for a run that has not ended."""
+    path = Path(path)
+    whole = _read_json(path / "results.json")
+    if isinstance(whole, dict) and ("metrics" in whole or "diverged" in whole):
+        return whole
+    record = dict(_read_json(path / "metrics.json") or {})
+    for name, key in RUN_EXTRAS.items():
+        value = _read_json(path / name)
+        if value is not None:
+            record[key] = value
+    return record
+
+
+def _read_json(path: Path) -> Any:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
 def is_finished(path: Path) -> bool:
-    return (path / "metrics.json").is_file() or (path / "diverged.json").is_file()
+    record = read_run(path)
+    return "metrics" in record or "diverged" in record
 
 
 def run_overrides(variant: Variant, seed: int, path: Path) -> list[str]:
