@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from parsenet.engine.checkpoint import load_checkpoint
@@ -15,9 +16,14 @@ __all__ = ["write_release"]
 
 
 def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, name: str,
-                  card: dict[str, Any]) -> tuple[Path, Path]:
+                  card: dict[str, Any], eval_overrides: Mapping[str, Any] | None = None
+                  ) -> tuple[Path, Path]:
     """Write ``<name>.safetensors`` (fp16) and ``<name>.json`` from a training checkpoint;
-    ``card`` adds the recipe, command, commit, CPU, time and figures."""
+    ``card`` adds the recipe, command, commit, CPU, time and figures. ``eval_overrides``
+    (e.g. ``{"mode": "multiscale", "flip": True}``) become the release's default evaluation,
+    which ``parsenet eval --model`` and ``predict`` use; they are checked like a config."""
+    from parsenet.config import config_from_dict
+
     from safetensors.torch import save_file
 
     state = load_checkpoint(checkpoint)
@@ -28,6 +34,9 @@ def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, nam
     weights, meta_path = out_dir / f"{name}.safetensors", out_dir / f"{name}.json"
     save_file(tensors, str(weights))
     config = state["config"]
+    if eval_overrides:
+        config = {**config, "eval": {**config["eval"], **eval_overrides}}
+        config_from_dict(config, f"{name}: eval overrides")
     meta = {"name": name, "model": config["model"]["name"],
             "model_args": {k: v for k, v in config["model"]["args"].items() if k != "weights"},
             "classes": list(state["classes"]), "palette": state.get("palette"),
