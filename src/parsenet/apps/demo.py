@@ -33,7 +33,6 @@ import torch
 from parsenet.apps.demo_runs import DEMO_RUNS, RUN_TITLES
 from parsenet.apps.tables import format_text_table
 from parsenet.config import Config, load_config
-from parsenet.data.build import build_dataset
 from parsenet.data.synthetic import (
     AMBIGUOUS_PAIRS,
     LOCAL_CLASSES,
@@ -46,6 +45,7 @@ from parsenet.engine.checkpoint import load_model
 from parsenet.engine.precision import cpu_kind
 from parsenet.engine.trainer import train
 from parsenet.erf import input_gradient, mass_extent
+from parsenet.recipe import dataset_from_config
 from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side, with_legend
 
 __all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comparison",
@@ -248,8 +248,9 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
 
     loaded = {name: load_model(results[name]["last_checkpoint"]) for name in DEMO_RUNS}
     models = {name: loaded[name].model for name in DEMO_RUNS}
-    test_set = build_dataset(cfg.data, "val", preprocessing=loaded["parsenet"].preprocessing)
-    raw_test = build_dataset(cfg.data, "val")
+    test_set = dataset_from_config(cfg.data, "val",
+                                   preprocessing=loaded["parsenet"].preprocessing)
+    raw_test = dataset_from_config(cfg.data, "val")
     classes = list(results["parsenet"]["metrics"].get("classes") or test_set.classes)
     rows, erf, extra = _measure(results, models, test_set, classes)
     drawn = _draw(results, models, test_set, raw_test, classes, out, overlays)

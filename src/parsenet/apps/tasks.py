@@ -16,7 +16,6 @@ from tqdm import tqdm
 from parsenet.apps.tables import format_text_table
 from parsenet.choices import EXPORT_FORMATS
 from parsenet.config import Config, config_from_dict, config_to_dict, load_config
-from parsenet.data.build import build_dataset
 from parsenet.engine.backends import openvino_available
 from parsenet.engine.checkpoint import LoadedModel, load_model
 from parsenet.engine.evaluation import evaluate
@@ -37,6 +36,7 @@ from parsenet.output_paths import (
     refuse_replacing,
 )
 from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionWriter, predict_files
+from parsenet.recipe import dataset_from_config
 
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_source",
            "collect_images",
@@ -101,7 +101,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
     split_name = _split_name(cfg, split)
-    dataset = build_dataset(cfg.data, split, preprocessing=loaded.preprocessing)
+    dataset = dataset_from_config(cfg.data, split, preprocessing=loaded.preprocessing)
     classes = list(loaded.classes)
     if len(dataset.classes) != len(classes):
         raise UsageError(f"{checkpoint}: the model predicts {len(classes)} classes but the "
