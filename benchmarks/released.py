@@ -133,7 +133,8 @@ def _conv_peak(settings: Settings, tmp: Path) -> dict[str, float]:
 
 def _model(name: str, settings: Settings) -> tuple[nn.Module, Any, Path | None]:
     """(model, loaded bundle, the file keying its export cache)."""
-    from parsenet.models.released import load_released, released
+    from parsenet.engine.loaded import load_released
+    from parsenet.models.released import released
 
     if settings.quick:
         from parsenet.models import parsenet_vgg16

@@ -17,17 +17,18 @@ from parsenet.apps.tables import format_text_table
 from parsenet.choices import EXPORT_FORMATS
 from parsenet.config import Config, config_from_dict, config_to_dict, load_config
 from parsenet.engine.backends import openvino_available
-from parsenet.engine.checkpoint import LoadedModel, load_model
+from parsenet.engine.checkpoint import load_model
 from parsenet.engine.evaluation import evaluate
 from parsenet.engine.export import check_export, export_onnx, export_torchscript
 from parsenet.engine.inference import MIN_SIZE
 from parsenet.engine.inferencer import InferenceOptions, Inferencer
+from parsenet.engine.loaded import LoadedModel, load_released
 from parsenet.engine.memory import DEFAULT_BUDGET_GB
 from parsenet.engine.onnx_cache import with_verified_export
 from parsenet.engine.precision import resolve_device
 from parsenet.engine.runlog import to_jsonable
 from parsenet.errors import ConfigError, UsageError
-from parsenet.models.released import Release, load_released
+from parsenet.models.released import Release
 from parsenet.output_paths import (
     make_folder,
     make_parent,
