@@ -33,7 +33,7 @@ Why 320 x 320, and why the cues keep their distance. The width-reduced DeepLab-L
 baseline has a theoretical receptive field of 419 px, more than the image: fc6 is a 3x3
 convolution dilated by 12 on the stride-8 grid, so each output looks at nine windows 96 px
 apart. What it effectively uses is measured by the gradient of one output pixel with
-respect to the input (``parsenet.apps.demo.effective_receptive_field``): 90% of it lies within
+respect to the input (:mod:`parsenet.erf`, as the demo measures it): 90% of it lies within
 134-140 px of the pixel on the two trained demo baselines (seeds 0, 1, 450 iterations),
 most of it in the nine windows around the fc6 taps. A cue is a few hundred pixels somewhere
 in that sparse field, at least 112 px from an object's centre (``min_cue_distance``): the
