@@ -1,4 +1,4 @@
-"""Ratio benchmarks of parsenet (issue #5): ``python -m benchmarks [--quick] [--out FILE.json]``.
+"""Ratio benchmarks of parsenet: ``python -m benchmarks [--quick] [--out FILE.json]``.
 
 Every figure that matters is a ratio of two things timed in the same process, interleaved
 round by round (A B C, B C A, ...) and summarised as the median of the per-round ratios:

@@ -1,5 +1,5 @@
-"""``python -m benchmarks [--quick] [--out FILE.json] [--only a,b]``: run the sections of
-issue #5 in one process, print a table, write the results as JSON."""
+"""``python -m benchmarks [--quick] [--out FILE.json] [--only a,b]``: run every benchmark
+section in one process, print a table, write the results as JSON."""
 
 from __future__ import annotations
 

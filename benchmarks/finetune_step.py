@@ -45,13 +45,13 @@ from parsenet.engine.frozen_prefix import (
 from parsenet.engine.precision import cpu_kind
 from parsenet.models import build_model
 
-__all__ = ["run", "MODELS", "variants"]
+__all__ = ["run", "RECIPES", "variants"]
 
 NUM_CLASSES = 11  # CamVid's; the classifier is a small share of the step
 HEAD = dict(features=["stride8", "stride16", "head"], context=True, context_source="head",
             fusion="late", normalize=True, output_stride=16, weights=None)
 # name -> (builder, batch, crop side): the release recipes' batch and crop (configs/recipes).
-MODELS = {"lite0": ("parsenet_efficientnet_lite0", 8, 256),
+RECIPES = {"lite0": ("parsenet_efficientnet_lite0", 8, 256),
           "lite2": ("parsenet_efficientnet_lite2", 8, 256)}
 STAGES = ("none", "stage2", "stage3", "stage4", "stage5", "stage6", "all")
 
@@ -134,11 +134,11 @@ def _prefix_forward(builder: str, side: int) -> Callable[[], object]:
     return lambda: run_prefix(model, x, stages)
 
 
-def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tuple(MODELS),
+def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tuple(RECIPES),
         brief: bool = False) -> list[Section]:
     sections = []
     for name in models:
-        builder, batch, side = MODELS[name]
+        builder, batch, side = RECIPES[name]
         if settings.quick:
             if name != "lite0":
                 continue
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="toy size, one round")
     parser.add_argument("--out", type=Path, default=None, help="JSON file")
-    parser.add_argument("--models", default=",".join(MODELS), help="comma-separated subset")
+    parser.add_argument("--models", default=",".join(RECIPES), help="comma-separated subset")
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds (default: "
                         "the settings')")
     parser.add_argument("--brief", action="store_true", help=f"only the rows {BRIEF}")

@@ -51,7 +51,7 @@ def _step(name: str, argv: list[str], out: Path, limit: float) -> dict[str, Any]
 
 
 def _models(tiny: bool) -> dict[str, tuple[torch.nn.Module, tuple[int, int]]]:
-    from parsenet.models.released import load_released
+    from parsenet.engine.loaded import load_released
 
     if tiny:
         from parsenet.models import parsenet_vgg16

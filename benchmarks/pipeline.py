@@ -67,7 +67,6 @@ def _train_images_per_s(settings: Settings, shared: dict[str, Any]) -> tuple[flo
 
 
 def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
-    from parsenet.config import DataConfig
     from parsenet.data.build import build_dataset
     from parsenet.data.transforms import train_transforms
 
@@ -81,14 +80,11 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         root = Path(tmp)
         write_folder_dataset(root)
         label_mode = Image.open(root / "labels" / "train" / "0000.png").mode
-        cfg = DataConfig(root=str(root), format="folder", crop_size=CROP)
-        raw = build_dataset(cfg, "train")
+        raw = build_dataset(root, "train", format="folder")
         _, raw_mask = raw[0]
-        dataset = build_dataset(
-            cfg,
-            "train",
-            transforms=train_transforms(CROP, cfg.scale_range, cfg.flip, cfg.color_jitter),
-        )
+        # the config's default augmentation: scale 0.5-2, flip, no colour jitter
+        dataset = build_dataset(root, "train", format="folder",
+                                transforms=train_transforms(CROP))
         torch.set_num_threads(1)  # what a DataLoader worker runs with
         try:
             for i in range(5):

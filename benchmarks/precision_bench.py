@@ -33,8 +33,8 @@ SHAPES = {
     "full width 1x320²": (1, 320, 1.0, False),
     "demo shape 4x320² w0.125+BN": (4, 320, 0.125, True),
 }
-MODELS = {"baseline": dict(context=False, normalize=False), "ParseNet": dict()}
-GOAL = 1.6  # issue #11: bf16 at least 1.6x faster at full width on a native-bf16 CPU
+HEAD_VARIANTS = {"baseline": dict(context=False, normalize=False), "ParseNet": dict()}
+GOAL = 1.6  # bf16 at least 1.6x faster at full width on a native-bf16 CPU
 
 
 def _train_step(model: torch.nn.Module, x: torch.Tensor, dtype: torch.dtype | None
@@ -65,7 +65,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             side, width = min(side, settings.size), min(width, settings.width)
         x = torch.randn(batch, 3, side, side, generator=torch.Generator().manual_seed(1))
         fns: dict[str, Callable[[], object]] = {}
-        for name, kw in MODELS.items():
+        for name, kw in HEAD_VARIANTS.items():
             torch.manual_seed(0)
             fp32 = parsenet_vgg16(num_classes=NUM_CLASSES, width=width, batch_norm=batch_norm,
                                   **kw)
@@ -76,7 +76,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             fns[f"{name} bf16"] = _train_step(bf16, x, torch.bfloat16)
         times = interleave(fns, min_rounds=settings.min_rounds, max_rounds=settings.max_rounds,
                            budget_s=settings.budget_s, desc=f"precision {shape}")
-        for name in MODELS:
+        for name in HEAD_VARIANTS:
             fp32_t, bf16_t = times[f"{name} fp32"], times[f"{name} bf16"]
             ratio = paired_ratio(fp32_t, bf16_t)
             note = (f"{batch / median(fp32_t):.2f} -> {batch / median(bf16_t):.2f} img/s; "

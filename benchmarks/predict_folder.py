@@ -4,7 +4,7 @@ model loading and file I/O included), interleaved in rounds.
 
 Variants: this checkout's default (``--backend auto``: the fastest runtime, images decoded
 ahead and written behind), this checkout with ``--backend eager`` (the overlap alone), and,
-given ``--baseline-src`` (another checkout's ``src``, e.g. before this change), that
+given ``--baseline-src`` (another checkout's ``src``, e.g. an earlier commit's), that
 checkout's default. Also the share of label pixels each variant's PNGs share with the first
 variant's. Prints and writes JSON (``--out``).
 """

@@ -1,4 +1,4 @@
-"""Training time of each CPU recipe of issue 14, on this CPU and on an AVX2 CPU emulated here:
+"""Training time of each CPU recipe (configs/recipes), on this CPU and on an AVX2 CPU emulated here:
 
     python -m benchmarks.recipe_times [--rounds 2] [--steps 3] [--only camvid,stanford]
                                       [--out docs/benchmarks/recipe_times.json]

@@ -46,14 +46,14 @@ GOAL_MEAN_IU_POINTS, GOAL_AGREEMENT = 0.3, 0.99
 def _dataset(name: str, loaded: Any, split: str) -> Any:
     """The release's ``split`` from shared/data, or None where that is not there."""
     from parsenet.config import config_from_dict, config_to_dict
-    from parsenet.data.build import build_dataset
+    from parsenet.recipe import dataset_from_config
 
     folder = SHARED / RELEASES[name][0]
     if not (folder / "classes.txt").is_file():
         return None
     cfg = config_from_dict(config_to_dict(loaded.config), "release",
                            overrides=[f"data.root={folder}"])
-    return build_dataset(cfg.data, split, preprocessing=loaded.preprocessing)
+    return dataset_from_config(cfg.data, split, preprocessing=loaded.preprocessing)
 
 
 def _pairs(dataset: Any, prepare: Any, count: int, size: tuple[int, int] | None) -> list:
@@ -133,7 +133,8 @@ def _conv_peak(settings: Settings, tmp: Path) -> dict[str, float]:
 
 def _model(name: str, settings: Settings) -> tuple[nn.Module, Any, Path | None]:
     """(model, loaded bundle, the file keying its export cache)."""
-    from parsenet.models.released import load_released, released
+    from parsenet.engine.loaded import load_released
+    from parsenet.models.released import released
 
     if settings.quick:
         from parsenet.models import parsenet_vgg16

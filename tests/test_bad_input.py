@@ -1,4 +1,4 @@
-"""The bad-input catalogue (issue 13): each user mistake, and the one line the CLI prints.
+"""The bad-input catalogue: each user mistake, and the one line the CLI prints.
 
 Cases 1-3, 4 (a directory as --config) and 12a-e are here; the runs and predict cases (4-11)
 are in test_bad_input_runs.py, split off to keep each file under ~400 lines; outputs that must

@@ -108,7 +108,7 @@ def test_predict_replaces_files_already_in_out_only_with_overwrite(checkpoint, t
     assert sorted(p.name for p in out.iterdir()) == ["dog.png"]
     assert main([*argv, "--overwrite"]) == 0
     with Image.open(out / "dog.png") as labels:
-        assert labels.mode == "P"  # now the labels
+        assert labels.mode == "P"  # replaced by the label PNG
 
 
 def test_predict_never_replaces_an_input_with_another_inputs_overlay(checkpoint, tmp_path,

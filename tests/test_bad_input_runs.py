@@ -1,4 +1,4 @@
-"""Bad-input catalogue, runs and predict half (issue 13, cases 4-11): each case as a user
+"""Bad-input catalogue, runs and predict half (cases 4-11): each case as a user
 meets it through ``parsenet.cli.main``, with the exact line it prints (exit status 2, no
 traceback) or the behaviour that protects the user's files."""
 

@@ -1,4 +1,4 @@
-"""The benchmark package (issue #5): its helpers, and a smoke run of ``--quick``.
+"""The benchmark package: its helpers, and a smoke run of ``--quick``.
 
 The smoke test runs every section at toy sizes in a subprocess (about a minute on two idle
 cores). It is marked ``slow``: deselect it with ``-m "not slow"``.

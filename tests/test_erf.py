@@ -141,13 +141,19 @@ def test_input_gradient_of_the_winning_channel_or_of_all() -> None:
 
 def test_the_demo_measures_its_erf_with_the_shared_disc() -> None:
     """The demo's figure: the mean over images of each image's 90% disc radius."""
-    from parsenet.apps.demo import effective_receptive_field as demo_erf
+    from parsenet.apps.demo import erf_radius
     from parsenet.erf import input_gradient, mass_extent
 
     torch.manual_seed(0)
     model = _box_stack(3).eval()
     images = torch.randn(2, 3, 15, 17)
-    radii = [mass_extent(*input_gradient(model, im, channels="argmax"), 0.9, shape="disc")[0]
-             for im in images]
-    assert demo_erf(model, images) == pytest.approx(float(np.mean(radii)), abs=0)
-    assert 0 < demo_erf(model, images) <= 3 * 2 ** 0.5  # inside the 7 x 7 field of 3 convs
+    extents = [mass_extent(*input_gradient(model, im, channels="argmax"), 0.9, shape="disc")
+               for im in images]
+    assert erf_radius(model, images) == pytest.approx(np.mean([r for r, _ in extents]), abs=0)
+    assert 0 < erf_radius(model, images) <= 3 * 2 ** 0.5  # inside the 7 x 7 field of 3 convs
+    result = effective_receptive_field(model, images, stride=1, offset=0.0, fraction=0.9,
+                                       shape="disc", channels="argmax", average="extents")
+    assert result.images == 2 and result.clipped == any(c for _, c in extents)
+    with pytest.raises(ValueError, match="average must be 'map' or 'extents'"):
+        effective_receptive_field(model, images, stride=1, offset=0.0,
+                                  average="median")  # type: ignore[arg-type]

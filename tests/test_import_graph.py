@@ -15,6 +15,8 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "parsenet"
 RUNNERS = ("parsenet.apps", "parsenet.cli", "parsenet.commands")
 LIBRARY = ("parsenet.layers", "parsenet.backbones", "parsenet.models", "parsenet.data",
            "parsenet.engine")
+# Layers that take plain keyword arguments; parsenet.recipe turns a Config into them.
+CONFIG_FREE = ("parsenet.layers", "parsenet.backbones", "parsenet.models", "parsenet.data")
 
 
 def _module_name(path: Path, src: Path = SRC) -> str:
@@ -126,6 +128,29 @@ def test_the_library_never_imports_what_runs_it(layer: str) -> None:
                     if m == layer or m.startswith(layer + ".")
                     for t in targets if t.startswith(RUNNERS))
     assert upward == []
+
+
+def reachable(graph: dict[str, set[str]], start: str) -> set[str]:
+    """The modules ``start`` imports, directly or through others."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for target in graph.get(todo.pop(), ()):
+            if target not in seen:
+                seen.add(target)
+                todo.append(target)
+    return seen
+
+
+def test_reachable_follows_imports_through_other_modules() -> None:
+    assert reachable({"a": {"b"}, "b": {"c"}, "c": set(), "d": {"a"}}, "a") == {"b", "c"}
+
+
+@pytest.mark.parametrize("layer", CONFIG_FREE)
+def test_models_and_data_never_need_the_config(layer: str) -> None:
+    needing = sorted(m for m in GRAPH if m == layer or m.startswith(layer + ".")
+                     if {"parsenet.config", "parsenet.recipe"} & reachable(GRAPH, m))
+    assert needing == []
 
 
 def test_only_the_cli_imports_the_commands_and_nothing_imports_the_cli() -> None:

@@ -25,10 +25,10 @@ from parsenet.apps.study.cached import (
 )
 from parsenet.apps.study.cached.sources import trunk_id
 from parsenet.config import ConfigError, load_config
-from parsenet.data.build import build_dataset
 from parsenet.engine.checkpoint import load_model
 from parsenet.errors import TrainingDivergedError
 from parsenet.preprocessing import IMAGENET
+from parsenet.recipe import dataset_from_config
 
 REPO = Path(__file__).resolve().parents[1]
 SPEC = REPO / "configs" / "cpu" / "study.yaml"
@@ -105,7 +105,7 @@ def test_an_interrupted_cache_is_finished_and_equals_an_uninterrupted_one(
 
     monkeypatch.setattr(cache_module, "FLUSH_EVERY", 2)
     cfg = load_config(_config_file(tmp_path))
-    data = build_dataset(cfg.data, "train")
+    data = dataset_from_config(cfg.data, "train")
     # The probe forward is call 1; calls 2-4 fill 6 images, the 5th call is "killed".
     with pytest.raises(KeyboardInterrupt):
         _build(_Trunk(fail_after=4), tmp_path, data)

@@ -29,13 +29,13 @@ from lab.study.spec import EVIDENCE
 from parsenet.backbones.efficientnet_lite import LITE_PREPROCESSING, EfficientNetLite
 from parsenet.backbones.efficientnet_lite_weights import load_lite_weights
 from parsenet.config import load_config
-from parsenet.data.build import build_dataset
 from parsenet.data.dataset import SegmentationDataset
 from parsenet.erf import (
     effective_receptive_field,
     mass_square_side,
     theoretical_receptive_field,
 )
+from parsenet.recipe import dataset_from_config
 
 __all__ = ["DATASETS", "OUT_ROOT", "lite_trunk", "scaled", "val_dataset", "erf_images",
            "measure_lite_erf"]
@@ -72,7 +72,7 @@ def val_dataset(dataset: str, split: str = "val") -> SegmentationDataset:
     """The raw uint8 (image, mask) pairs of ``dataset``'s split, as its lite config has it."""
     if dataset not in DATASETS:
         raise ValueError(f"dataset must be one of {sorted(DATASETS)}, got {dataset!r}")
-    return build_dataset(load_config(DATASETS[dataset]).data, split)
+    return dataset_from_config(load_config(DATASETS[dataset]).data, split)
 
 
 def erf_images(dataset: str, count: int, scale: float = 1.0) -> list[Tensor]:

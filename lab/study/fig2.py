@@ -27,9 +27,9 @@ from torch import Tensor, nn
 
 from parsenet.backbones.weights import read_state_dict
 from parsenet.config import load_config
-from parsenet.data.build import build_dataset
 from parsenet.errors import WeightsError
 from parsenet.models.builders import parsenet_vgg16
+from parsenet.recipe import dataset_from_config
 from parsenet.viz import FIG2_LAYERS, feature_norms, save_figure
 
 __all__ = ["fig2_model", "position_vectors", "plot_fig2"]
@@ -155,9 +155,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)  # the untrained fc6/fc7's xavier draw: the same plot twice
     data_cfg = load_config(args.config).data
-    probe = build_dataset(data_cfg, "val")
+    probe = dataset_from_config(data_cfg, "val")
     model, source = fig2_model(probe.num_classes, args.fc_weights)
-    data = build_dataset(data_cfg, "val", preprocessing=model.preprocessing)
+    data = dataset_from_config(data_cfg, "val", preprocessing=model.preprocessing)
     image = data[args.index][0]
     vectors = position_vectors(model, image)
     means = feature_norms(model, [image], TAPS)

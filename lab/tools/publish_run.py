@@ -210,14 +210,14 @@ def _card_markdown(card: dict, classes: list[str], palette: list | None, config:
 def _overlays(release: str, out: Path, n: int) -> None:
     from parsenet.apps.tasks import predict_images
     from parsenet.config import config_from_dict
-    from parsenet.data.build import build_dataset
     from parsenet.models.released import Release
+    from parsenet.recipe import dataset_from_config
 
     # Read from the files just written: the ReleasedWeights enum holds the cards as they
     # were when this process imported it.
     entry = Release.from_card(release)
     cfg = config_from_dict(entry.meta["config"], "card")
-    val = build_dataset(cfg.data, "val")
+    val = dataset_from_config(cfg.data, "val")
     files = list(val._image_paths[:n])  # the first val images, in sorted-id order
     if files:
         predict_images(entry, files, out / "overlays", backend="eager",

@@ -13,6 +13,8 @@ says when the shape reached (touched or crossed) the image border.
 
     input_gradient(model, image, cell=(h // 2, w // 2), channels="argmax")  # one map
     effective_receptive_field(tap, images, stride=16, offset=7.5)  # mean map, 95% square
+    effective_receptive_field(model, images, stride=1, offset=0.0, fraction=0.9,
+                              shape="disc", channels="argmax", average="extents")  # the demo's
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ __all__ = ["ErfResult", "effective_receptive_field", "input_gradient", "mass_ext
            "mass_disc_radius", "mass_square_side", "theoretical_receptive_field"]
 
 Shape = Literal["square", "disc"]
+Channels = Literal["all", "argmax"]
 
 
 @dataclass(frozen=True)
@@ -39,7 +42,7 @@ class ErfResult:
     side: float  # the square's side, or the disc's radius (``shape="disc"``)
     fraction: float
     images: int
-    clipped: bool
+    clipped: bool  # the shape reached the border (of any image, with average="extents")
 
     def as_dict(self) -> dict[str, Any]:
         """The figures, without the map (for results.json)."""
@@ -104,7 +107,7 @@ def mass_extent(grad_map: np.ndarray, centre: tuple[int, int], fraction: float,
 
 def input_gradient(feature_map: Callable[[Tensor], Tensor], image: Tensor,
                    cell: tuple[int, int] | None = None,
-                   channels: Literal["all", "argmax"] = "all"
+                   channels: Channels = "all"
                    ) -> tuple[np.ndarray, tuple[int, int]]:
     """|d output cell / d image| summed over RGB (H x W), and the cell (default: the map's
     centre). ``channels``: every channel of the cell gets gradient 1 (Luo et al.), or only
@@ -127,9 +130,11 @@ def effective_receptive_field(
     offset: float,
     fraction: float = 0.95,
     shape: Shape = "square",
+    channels: Channels = "all",
+    average: Literal["map", "extents"] = "map",
 ) -> ErfResult:
     """Mean |gradient| of the centre cell of ``feature_map(image)`` w.r.t. the image, and
-    the size of the ERF it gives (:func:`mass_extent`).
+    the size of the ERF (:func:`mass_extent`).
 
     Args:
         feature_map: normalised 1 x 3 x H x W -> 1 x C x h x w (e.g. one backbone tap, the
@@ -137,23 +142,43 @@ def effective_receptive_field(
         images: normalised 3 x H x W or 1 x 3 x H x W tensors, all of one size.
         stride, offset: the map's grid: cell i sits on input pixel ``stride * i + offset``.
         fraction, shape: the mass share and the shape that define the reported size.
+        channels: the cell's channels that get gradient 1 (:func:`input_gradient`); "all"
+            is Luo et al.'s setting, "argmax" follows the class the cell predicts.
+        average: the size of the mean map ("map"), or the mean of each image's own size
+            ("extents": one image's ERF, averaged, where the images differ in content).
     """
+    if average not in ("map", "extents"):
+        raise ValueError(f"average must be 'map' or 'extents', got {average!r}")
     acc: np.ndarray | None = None
     count = 0
+    extents: list[tuple[float, bool]] = []
     cell: tuple[int, int] = (0, 0)
     for image in images:
-        grad, cell = input_gradient(feature_map, image)  # every channel: Luo et al.'s setting
+        grad, cell = input_gradient(feature_map, image, channels=channels)
         if acc is not None and grad.shape != acc.shape:
             raise ValueError(f"images must share one size: {acc.shape} then {grad.shape}")
         acc = grad if acc is None else acc + grad
         count += 1
+        if average == "extents":
+            extents.append(mass_extent(grad, _centre(cell, grad, stride, offset), fraction,
+                                       shape))
     if acc is None:
         raise ValueError("no images")
-    centre = (min(round(stride * cell[0] + offset), acc.shape[0] - 1),
-              min(round(stride * cell[1] + offset), acc.shape[1] - 1))
+    centre = _centre(cell, acc, stride, offset)
     grad_map = acc / count
-    size, clipped = mass_extent(grad_map, centre, fraction, shape)
+    if average == "map":
+        size, clipped = mass_extent(grad_map, centre, fraction, shape)
+    else:
+        size = float(np.mean([s for s, _ in extents]))
+        clipped = any(c for _, c in extents)
     return ErfResult(grad_map, centre, size, fraction, count, clipped)
+
+
+def _centre(cell: tuple[int, int], grad: np.ndarray, stride: int, offset: float
+            ) -> tuple[int, int]:
+    """The input pixel under ``cell`` of a map on the grid ``stride * i + offset``."""
+    return (min(round(stride * cell[0] + offset), grad.shape[0] - 1),
+            min(round(stride * cell[1] + offset), grad.shape[1] - 1))
 
 
 def theoretical_receptive_field(layers: Iterable[nn.Module]) -> int:

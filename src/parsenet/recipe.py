@@ -1,8 +1,9 @@
 """From a config to what the library builds: the one place that reads a :class:`Config`'s
-model section for the builders, which take plain keyword arguments.
+model and data sections for the builders and datasets, which take plain keyword arguments.
 
     config = load_recipe("configs/demo.yaml", ["train.iterations=10"])  # read and checked
     model = build_model_from_config(config.model, num_classes=21)
+    train, val = datasets_from_config(config.data, CAFFE_VGG)
 
 The model's arguments are checked against its builder's signature and type hints when the
 config is read (:func:`check_model_args`), so a misspelt or mistyped key is one line that
@@ -16,21 +17,26 @@ import functools
 import inspect
 import os
 import typing
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError, create_model
 from torch import nn
 
-from parsenet.config import Config, ModelConfig, load_config
+from parsenet.config import Config, DataConfig, ModelConfig, load_config
 from parsenet.config_messages import describe_validation_error
+from parsenet.data.build import build_dataset, build_datasets
+from parsenet.data.dataset import SegmentationDataset, Transforms
+from parsenet.data.transforms import eval_transforms, train_transforms
 from parsenet.errors import ConfigError, ParseNetError
 from parsenet.models.builders import model_builder
 from parsenet.models.head_options import HeadOptions
 from parsenet.models.weights import weights_enum_of
+from parsenet.preprocessing import Preprocessing
 from parsenet.weights_api import Weights
 
 __all__ = ["builder_arguments", "check_model_args", "build_model_from_config", "weights_of",
-           "load_recipe"]
+           "load_recipe", "data_source", "train_transforms_from_config", "dataset_from_config",
+           "datasets_from_config"]
 
 
 @functools.cache
@@ -91,3 +97,53 @@ def load_recipe(path: str | os.PathLike | None = None, overrides: list[str] | No
     config = load_config(path, overrides)
     check_model_args(config.model)
     return config
+
+
+def data_source(data: DataConfig) -> dict[str, Any]:
+    """Where a config's dataset is and how to read it: the keyword arguments that
+    :func:`~parsenet.data.build.build_dataset` and ``build_datasets`` share."""
+    return dict(root=data.root, format=data.format, synthetic=dict(data.synthetic),
+                max_pixels=round(data.max_megapixels * 1e6))
+
+
+def train_transforms_from_config(data: DataConfig, preprocessing: Preprocessing,
+                                 with_valid: bool = False) -> Transforms:
+    """The training augmentation the data section describes (crop, scale, flip, jitter);
+    ``with_valid``: items are ``(image, mask, valid)``, ``valid`` false on crop padding."""
+    return train_transforms(data.crop_size, tuple(data.scale_range), data.flip,
+                            data.color_jitter, preprocessing, with_valid)
+
+
+def dataset_from_config(data: DataConfig, split: Literal["train", "val"], *,
+                        transforms: Transforms | None = None,
+                        preprocessing: Preprocessing | None = None,
+                        with_valid: bool = False) -> SegmentationDataset:
+    """The ``split`` ("train" or "val") of the dataset ``data`` describes.
+
+    ``split`` maps to ``data.train_split`` / ``data.val_split``; with ``data.holdout_every``,
+    "val" is the held-out ids of ``data.val_split`` and "train" the rest of
+    ``data.train_split``. Without ``transforms`` but with ``preprocessing``, "train" gets
+    :func:`train_transforms_from_config` and "val" ``eval_transforms``; with neither, items
+    are raw uint8 pairs.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    if transforms is None and preprocessing is not None:
+        transforms = (train_transforms_from_config(data, preprocessing, with_valid)
+                      if split == "train" else eval_transforms(preprocessing))
+    return build_dataset(split=data.train_split if split == "train" else data.val_split,
+                         holdout_every=data.holdout_every,
+                         held_out=split == "val" and data.holdout_every > 0,
+                         transforms=transforms, **data_source(data))
+
+
+def datasets_from_config(data: DataConfig, preprocessing: Preprocessing, *,
+                         with_valid: bool = False
+                         ) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """``(train, val)`` as :func:`dataset_from_config` builds them (val None without
+    ``data.val_split``), each split's folders listed once."""
+    return build_datasets(
+        train_split=data.train_split, val_split=data.val_split or None,
+        holdout_every=data.holdout_every,
+        train_transforms=train_transforms_from_config(data, preprocessing, with_valid),
+        val_transforms=eval_transforms(preprocessing), **data_source(data))

@@ -11,7 +11,7 @@ from torch import nn
 from parsenet.apps.demo import (
     BASELINE_CHANGES,
     demo_configs,
-    effective_receptive_field,
+    erf_radius,
     run_demo,
 )
 from parsenet.config import config_to_dict, load_config
@@ -55,11 +55,11 @@ class _Global(nn.Module):
         return x.mean(dim=(2, 3), keepdim=True).expand(-1, -1, *x.shape[-2:])[:, :2] * 1.0
 
 
-def test_effective_receptive_field_of_a_pointwise_and_a_global_model():
+def test_erf_radius_of_a_pointwise_and_a_global_model():
     images = torch.randn(2, 3, 64, 64)
-    assert effective_receptive_field(_Pointwise(), images) == pytest.approx(0.0)
+    assert erf_radius(_Pointwise(), images) == pytest.approx(0.0)
     # Uniform gradient over 64 x 64: 90% of it lies beyond the inscribed circle's 78%.
-    assert effective_receptive_field(_Global(), images) > 32
+    assert erf_radius(_Global(), images) > 32
 
 
 def test_demo_smoke_run_writes_every_output_and_prints_measured_figures(tmp_path, capsys):

@@ -246,7 +246,7 @@ def test_demo_lookup_finds_the_pair_or_says_how_to_get_it(tmp_path):
 
 @pytest.mark.parametrize("argv, message", [
     (["--model", "demo"], "the demo models are not there (runs/demo/baseline/checkpoints/last.pt"),
-    (["--model", "released"], "--model 'released': unknown model (known: demo"),
+    (["--model", "released"], "--model 'released': no such released model (available: "),
     (["--model", "demo", "--checkpoint", "a.pt"], "give --model NAME or --checkpoint PATH"),
     (["--checkpoint", "a.pt", "--checkpoint", "b.pt", "--checkpoint", "c.pt"],
      "serve compares at most two models"),
@@ -292,5 +292,6 @@ def test_released_models_are_served_beside_their_baseline_and_are_the_default():
     served = load_served_models(pairs)
     assert [m.name for m in served] == ["stanford_baseline (baseline)", "stanford"]
     assert served[0].classes == served[1].classes and len(served[1].classes) == 8
-    with pytest.raises(ParseNetError, match="unknown model .*stanford"):
+    with pytest.raises(ParseNetError, match="no such released model .*stanford.*; serve also "
+                       "takes --model demo or --checkpoint PATH"):
         named_checkpoints("nonesuch")

@@ -63,7 +63,7 @@ def _assert_same(a, b):
 def test_a_cached_crop_gives_the_loss_and_gradients_of_the_live_prefix(square_root, tmp_path):
     model, stages = _model("stage4")  # the stride-8 tap is inside the prefix
     assert fp.cached_stages(model, stages) == ["stage3", "stage4"]
-    data = build_dataset(DataConfig(root=str(square_root), crop_size=32), "train")
+    data = build_dataset(square_root, "train")
     cache = fp.build_prefix_cache(model, stages, data, root=tmp_path, scales=[1.0, 1.5],
                                   flip=True, preprocessing=model.preprocessing)
     rest = fp.PrefixRest(model, stages)
@@ -96,7 +96,7 @@ def test_a_cached_crop_gives_the_loss_and_gradients_of_the_live_prefix(square_ro
 
 def test_the_rest_on_a_whole_image_crop_is_the_models_own_forward(square_root, tmp_path):
     model, stages = _model("stage5")
-    data = build_dataset(DataConfig(root=str(square_root), crop_size=64), "train")
+    data = build_dataset(square_root, "train")
     cache = fp.build_prefix_cache(model, stages, data, root=tmp_path, scales=[1.0],
                                   flip=False, preprocessing=model.preprocessing)
     image, mask = data.load(1)
@@ -113,7 +113,7 @@ def test_the_rest_on_a_whole_image_crop_is_the_models_own_forward(square_root, t
 
 def test_crops_are_stride_aligned_and_padded_past_the_edge(square_root, tmp_path):
     model, stages = _model("head")
-    data = build_dataset(DataConfig(root=str(square_root), crop_size=32), "train")
+    data = build_dataset(square_root, "train")
     cache = fp.build_prefix_cache(model, stages, data, root=tmp_path, scales=[0.5],
                                   flip=False, preprocessing=model.preprocessing)
     assert cache.strides == {"stage3": 8, "stage5": 16, "head": 16}

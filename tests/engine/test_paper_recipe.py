@@ -72,14 +72,14 @@ def test_whole_image_training_needs_batch_one(data_root, tmp_path):
 
 def test_whole_image_batch_one_training_with_iter_size_runs_the_default_path(data_root,
                                                                             tmp_path):
-    from parsenet.data.build import build_datasets
+    from parsenet.recipe import datasets_from_config
 
     config = tiny_config(data_root, tmp_path / "whole", iterations=2, batch_size=1,
                          accumulate=2, loss_reduction="sum", lr=1e-6, lr_policy="fixed")
     config.data.crop_size = None
     config.data.scale_range = [1.0, 1.0]
     config.data.flip = False
-    item = build_datasets(config.data, CAFFE_VGG16, with_valid=True)[0][0]  # the trainer's
+    item = datasets_from_config(config.data, CAFFE_VGG16, with_valid=True)[0][0]  # the trainer's
     image, mask, valid = item  # whole image, its own size, every pixel real
     assert image.shape == (3, 56, 64) and mask.shape == (56, 64) and bool(valid.all())
     result = train(config)

@@ -27,7 +27,7 @@ def test_a_run_writes_config_log_checkpoints_and_metrics(data_root, tmp_path):
     out = tmp_path / "run"
     config = tiny_config(data_root, out, iterations=4, val_every=2, log_every=2)
     config.data.val_split = "val"
-    result = train(config)  # the default path: build_dataset() and evaluate()
+    result = train(config)  # the default path: datasets_from_config() and evaluate()
 
     assert yaml.safe_load((out / "config.yaml").read_text()) == config_to_dict(config)
     records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]

@@ -264,7 +264,7 @@ train(config, dataset_factory=factory)
 def test_a_run_that_raises_exits_with_its_loader_worker_alive(tmp_path):
     # The exception's traceback keeps the loader alive to interpreter exit, where
     # multiprocessing stops live workers with SIGTERM and joins them: the trainer must stop
-    # its workers itself, since they ignore SIGTERM (the CI run hung after the summary).
+    # its workers itself, since they ignore SIGTERM (the process would hang after the summary).
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent), "OMP_NUM_THREADS": "1"}
     try:
         done = subprocess.run([sys.executable, "-c", FAILING_RUN, str(tmp_path)], env=env,

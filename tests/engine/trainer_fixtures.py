@@ -20,9 +20,9 @@ import torch
 from PIL import Image
 
 from parsenet.config import Config, DataConfig, ModelConfig, TrainConfig
-from parsenet.data.build import build_dataset
 from parsenet.engine.trainer import train
 from parsenet.preprocessing import IMAGENET
+from parsenet.recipe import dataset_from_config
 
 CLASSES = ["background", "disc", "square"]
 PALETTE = np.array([[0, 0, 0], [200, 30, 30], [30, 200, 30]], dtype=np.uint8)
@@ -124,9 +124,9 @@ class Delayed(torch.utils.data.Dataset):
 
 
 def delayed_factory(delay: float):
-    """The trainer's default ``build_dataset`` path, training samples delayed by ``delay``."""
+    """The trainer's default ``dataset_from_config`` path, training samples delayed by ``delay``."""
     def factory(data: DataConfig, split: str, preprocessing):
-        dataset = build_dataset(data, split, preprocessing=preprocessing,
+        dataset = dataset_from_config(data, split, preprocessing=preprocessing,
                                 with_valid=split == "train")
         return Delayed(dataset, delay) if split == "train" and preprocessing else dataset
 

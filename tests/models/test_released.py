@@ -14,15 +14,11 @@ from PIL import Image
 from parsenet.cli import main
 from parsenet.config import Config, config_to_dict
 from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
+from parsenet.engine.loaded import load_released
 from parsenet.engine.release import write_release
 from parsenet.errors import UsageError
 from parsenet.models import parsenet_efficientnet_lite0
-from parsenet.models.released import (
-    Release,
-    ReleasedWeights,
-    load_released,
-    released,
-)
+from parsenet.models.released import Release, ReleasedWeights, released
 
 CLASSES = ["sky", "ground", "thing"]
 ARGS = {"output_stride": 32, "features": ["head"], "context": True}

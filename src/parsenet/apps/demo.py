@@ -33,7 +33,6 @@ import torch
 from parsenet.apps.demo_runs import DEMO_RUNS, RUN_TITLES
 from parsenet.apps.tables import format_text_table
 from parsenet.config import Config, load_config
-from parsenet.data.build import build_dataset
 from parsenet.data.synthetic import (
     AMBIGUOUS_PAIRS,
     LOCAL_CLASSES,
@@ -45,10 +44,11 @@ from parsenet.data.synthetic import (
 from parsenet.engine.checkpoint import load_model
 from parsenet.engine.precision import cpu_kind
 from parsenet.engine.trainer import train
-from parsenet.erf import input_gradient, mass_extent
+from parsenet.erf import effective_receptive_field
+from parsenet.recipe import dataset_from_config
 from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side, with_legend
 
-__all__ = ["run_demo", "demo_configs", "effective_receptive_field", "format_comparison",
+__all__ = ["run_demo", "demo_configs", "erf_radius", "format_comparison",
            "BASELINE_CHANGES"]
 
 # The only difference between the two models: no context branch, no L2Norm.
@@ -69,24 +69,21 @@ def demo_configs(config: Config, out_dir: str | os.PathLike) -> dict[str, Config
     return configs
 
 
-def effective_receptive_field(model: torch.nn.Module, images: torch.Tensor,
-                              fraction: float = 0.9) -> float:
-    """Radius (px) of the disc around the centre pixel that holds ``fraction`` of the
-    gradient magnitude of that pixel's winning score with respect to the input, averaged
-    over ``images`` (N x 3 x H x W, normalised; :mod:`parsenet.erf`). The theoretical field
-    of LargeFOV is 419 px; the effective one, where the output really looks, is much
-    smaller."""
+def erf_radius(model: torch.nn.Module, images: torch.Tensor, fraction: float = 0.9) -> float:
+    """The demo's effective receptive field: the radius (px) of the disc around the centre
+    pixel that holds ``fraction`` of the gradient magnitude of that pixel's winning score
+    with respect to the input, averaged over ``images`` (N x 3 x H x W, normalised). The
+    theoretical field of LargeFOV is 419 px; the effective one, where the output really
+    looks, is much smaller."""
     was_training = model.training
     model.eval()
-    radii = []
     try:
-        for image in images:
-            # The logits are at input resolution: the centre cell is the centre pixel.
-            grad, centre = input_gradient(model, image, channels="argmax")
-            radii.append(mass_extent(grad, centre, fraction, shape="disc")[0])
+        # The logits are at input resolution: the centre cell is the centre pixel.
+        return effective_receptive_field(model, images, stride=1, offset=0.0,
+                                         fraction=fraction, shape="disc", channels="argmax",
+                                         average="extents").side
     finally:
         model.train(was_training)
-    return float(np.mean(radii))
 
 
 def _row_values(metrics: dict[str, Any], classes: list[str]) -> dict[str, float | None]:
@@ -186,7 +183,7 @@ def _measure(results: dict[str, dict[str, Any]], models: dict[str, torch.nn.Modu
     """Stage 2: the table's rows, each model's effective receptive field, the extra lines."""
     rows = {name: _row_values(results[name]["metrics"], classes) for name in DEMO_RUNS}
     probe = torch.stack([test_set[i][0] for i in range(min(8, len(test_set)))])
-    erf = {name: effective_receptive_field(models[name], probe) for name in DEMO_RUNS}
+    erf = {name: erf_radius(models[name], probe) for name in DEMO_RUNS}
     extra = {name: {"eff. receptive field (px)": f"{erf[name]:.0f}",
                     "training time (s)": f"{results[name]['wall_time_s']:.0f}",
                     "images / s": f"{results[name]['images_per_s'] or 0:.1f}"}
@@ -248,8 +245,9 @@ def run_demo(config: str | os.PathLike = "configs/demo.yaml", *, seed: int | Non
 
     loaded = {name: load_model(results[name]["last_checkpoint"]) for name in DEMO_RUNS}
     models = {name: loaded[name].model for name in DEMO_RUNS}
-    test_set = build_dataset(cfg.data, "val", preprocessing=loaded["parsenet"].preprocessing)
-    raw_test = build_dataset(cfg.data, "val")
+    test_set = dataset_from_config(cfg.data, "val",
+                                   preprocessing=loaded["parsenet"].preprocessing)
+    raw_test = dataset_from_config(cfg.data, "val")
     classes = list(results["parsenet"]["metrics"].get("classes") or test_set.classes)
     rows, erf, extra = _measure(results, models, test_set, classes)
     drawn = _draw(results, models, test_set, raw_test, classes, out, overlays)

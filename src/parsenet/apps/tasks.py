@@ -16,19 +16,19 @@ from tqdm import tqdm
 from parsenet.apps.tables import format_text_table
 from parsenet.choices import EXPORT_FORMATS
 from parsenet.config import Config, config_from_dict, config_to_dict, load_config
-from parsenet.data.build import build_dataset
 from parsenet.engine.backends import openvino_available
-from parsenet.engine.checkpoint import LoadedModel, load_model
+from parsenet.engine.checkpoint import load_model
 from parsenet.engine.evaluation import evaluate
 from parsenet.engine.export import check_export, export_onnx, export_torchscript
 from parsenet.engine.inference import MIN_SIZE
 from parsenet.engine.inferencer import InferenceOptions, Inferencer
+from parsenet.engine.loaded import LoadedModel, load_released
 from parsenet.engine.memory import DEFAULT_BUDGET_GB
 from parsenet.engine.onnx_cache import with_verified_export
 from parsenet.engine.precision import resolve_device
 from parsenet.engine.runlog import to_jsonable
 from parsenet.errors import ConfigError, UsageError
-from parsenet.models.released import Release, load_released
+from parsenet.models.released import Release
 from parsenet.output_paths import (
     make_folder,
     make_parent,
@@ -37,6 +37,7 @@ from parsenet.output_paths import (
     refuse_replacing,
 )
 from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionWriter, predict_files
+from parsenet.recipe import dataset_from_config
 
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_source",
            "collect_images",
@@ -101,7 +102,7 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
     split_name = _split_name(cfg, split)
-    dataset = build_dataset(cfg.data, split, preprocessing=loaded.preprocessing)
+    dataset = dataset_from_config(cfg.data, split, preprocessing=loaded.preprocessing)
     classes = list(loaded.classes)
     if len(dataset.classes) != len(classes):
         raise UsageError(f"{checkpoint}: the model predicts {len(classes)} classes but the "

@@ -1,20 +1,25 @@
-"""One entry point from a ``DataConfig`` to a dataset: ``build_dataset(cfg, "train")``."""
+"""One entry point from a dataset's description to a dataset, in plain keyword arguments:
+
+    train = build_dataset("data/siftflow", "trainval", format="siftflow", holdout_every=10,
+                          transforms=train_transforms(320, (0.5, 2.0), True, 0.0, CAFFE_VGG))
+
+:func:`parsenet.recipe.datasets_from_config` turns a config's ``data`` section into these.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from parsenet.config import ConfigError, DataConfig
 from parsenet.data.camvid import camvid_dataset
 from parsenet.data.context import PascalContext
 from parsenet.data.dataset import SegmentationDataset, Transforms
 from parsenet.data.folder import SegmentationFolder, holdout_split
+from parsenet.data.image_safety import DEFAULT_MAX_PIXELS
 from parsenet.data.siftflow import siftflow_dataset
-from parsenet.data.transforms import eval_transforms, train_transforms
 from parsenet.data.voc import VOCSegmentation
-from parsenet.preprocessing import Preprocessing
 
 __all__ = ["build_dataset", "build_datasets", "FORMATS"]
 
@@ -30,25 +35,29 @@ FORMATS: dict[str, Callable[..., SegmentationDataset]] = {
 }
 
 
-def _reader_and_root(cfg: DataConfig) -> tuple[Callable[..., SegmentationDataset], Path, dict]:
-    reader = FORMATS.get(cfg.format)
+def _reader(root: str | os.PathLike, format: str, max_pixels: int,
+            synthetic: Mapping[str, Any] | None
+            ) -> tuple[Callable[..., SegmentationDataset], Path, dict[str, Any]]:
+    """The format's reader (its datasets refuse images over ``max_pixels``), the root to
+    read and the reader's extra keyword arguments."""
+    reader = FORMATS.get(format)
     if reader is None:
-        raise ConfigError(f"data.format {cfg.format!r} unknown; expected one of "
-                          f"{sorted(FORMATS)}")
-    root = Path(cfg.root)
-    extra: dict = {}
-    if cfg.format == "synthetic":
+        raise ValueError(f"format {format!r} unknown; expected one of {sorted(FORMATS)}")
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be > 0, got {max_pixels}")
+    extra: dict[str, Any] = {}
+    if format == "synthetic":
         # Imported here: generation is only needed for this format.
         from parsenet.data.synthetic import PALETTE, ensure_dataset
 
-        root = Path(ensure_dataset(cfg.root, **dict(cfg.synthetic)))
+        root = ensure_dataset(root, **dict(synthetic or {}))
         extra["palette"] = PALETTE
-    return _limited(reader, round(cfg.max_megapixels * 1e6)), root, extra
+    return _limited(reader, max_pixels), Path(root), extra
 
 
 def _limited(reader: Callable[..., SegmentationDataset], max_pixels: int
              ) -> Callable[..., SegmentationDataset]:
-    """``reader`` whose datasets refuse images over ``max_pixels`` (data.max_megapixels)."""
+    """``reader`` whose datasets refuse images over ``max_pixels``."""
     def read(*args: Any, **kwargs: Any) -> SegmentationDataset:
         dataset = reader(*args, **kwargs)
         dataset.max_pixels = max_pixels
@@ -56,57 +65,59 @@ def _limited(reader: Callable[..., SegmentationDataset], max_pixels: int
     return read
 
 
-def build_datasets(cfg: DataConfig, preprocessing: Preprocessing, with_valid: bool = False
-                   ) -> tuple[SegmentationDataset, SegmentationDataset | None]:
-    """``(train, val)`` as :func:`build_dataset` builds them (val None without
-    ``cfg.val_split``), listing each split's folders once: with ``cfg.holdout_every`` both
-    are carved from one listing of the split."""
-    if not cfg.holdout_every:
-        val = (build_dataset(cfg, "val", preprocessing=preprocessing) if cfg.val_split
-               else None)
-        return build_dataset(cfg, "train", preprocessing=preprocessing,
-                             with_valid=with_valid), val
-    reader, root, extra = _reader_and_root(cfg)
-    listed = {name: reader(root, name, **extra)
-              for name in dict.fromkeys(filter(None, (cfg.train_split, cfg.val_split)))}
-    train_ids, _ = holdout_split(listed[cfg.train_split].ids, cfg.holdout_every)
-    train = listed[cfg.train_split].select(train_ids, train_transforms(
-        cfg.crop_size, tuple(cfg.scale_range), cfg.flip, cfg.color_jitter, preprocessing,
-        with_valid))
-    if not cfg.val_split:
-        return train, None
-    _, val_ids = holdout_split(listed[cfg.val_split].ids, cfg.holdout_every)
-    return train, listed[cfg.val_split].select(val_ids, eval_transforms(preprocessing))
+def _check_holdout(holdout_every: int) -> None:
+    if holdout_every == 1 or holdout_every < 0:
+        raise ValueError(f"holdout_every must be 0 (off) or >= 2, got {holdout_every}")
 
 
-def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = None,
-                  preprocessing: Preprocessing | None = None,
-                  with_valid: bool = False) -> SegmentationDataset:
-    """The ``split`` ("train" or "val") of the dataset ``cfg`` describes.
+def build_dataset(root: str | os.PathLike, split: str, *, format: str = "folder",
+                  holdout_every: int = 0, held_out: bool = False,
+                  transforms: Transforms | None = None,
+                  max_pixels: int = DEFAULT_MAX_PIXELS,
+                  synthetic: Mapping[str, Any] | None = None) -> SegmentationDataset:
+    """The split ``split`` of the dataset of ``format`` (a key of :data:`FORMATS`) in
+    ``root``; without ``transforms`` its items are raw uint8 ``(image, mask)`` pairs.
+    Images and labels over ``max_pixels`` are refused from their header, before decoding.
 
-    ``split`` maps to ``cfg.train_split`` / ``cfg.val_split``. With ``cfg.holdout_every``
-    > 0, "train" is the ids of ``cfg.train_split`` that are not held out and "val" the
-    held-out ids of ``cfg.val_split`` (see ``holdout_split``). Without ``transforms`` but
-    with ``preprocessing``, "train" gets ``train_transforms`` from cfg's crop/scale/flip/
-    jitter and "val" gets ``eval_transforms``; with neither, items are raw uint8 pairs.
-    ``with_valid``: "train" items are ``(image, mask, valid)``, ``valid`` true on the
-    image's own pixels (false on crop padding), for pool6 to leave padding out.
+    ``holdout_every`` > 0 carves a validation set out of the split (see
+    :func:`~parsenet.data.folder.holdout_split`): the dataset is the ids kept for training,
+    or with ``held_out`` the held-out ones. ``synthetic``: the generator's arguments for the
+    "synthetic" format, which is generated into ``root`` when absent.
     """
-    if split not in ("train", "val"):
-        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    reader, root, extra = _reader_and_root(cfg)
-    if transforms is None and preprocessing is not None:
-        if split == "train":
-            transforms = train_transforms(cfg.crop_size, tuple(cfg.scale_range), cfg.flip,
-                                          cfg.color_jitter, preprocessing, with_valid)
-        else:
-            transforms = eval_transforms(preprocessing)
-    split_name = cfg.train_split if split == "train" else cfg.val_split
+    _check_holdout(holdout_every)
+    reader, path, extra = _reader(root, format, max_pixels, synthetic)
     ids = None
-    if cfg.holdout_every:
-        if cfg.holdout_every < 2:
-            raise ConfigError(f"data.holdout_every must be 0 (off) or >= 2, got "
-                              f"{cfg.holdout_every}")
-        train_ids, val_ids = holdout_split(reader(root, split_name).ids, cfg.holdout_every)
-        ids = train_ids if split == "train" else val_ids
-    return reader(root, split_name, ids=ids, transforms=transforms, **extra)
+    if holdout_every:
+        kept, held = holdout_split(reader(path, split, **extra).ids, holdout_every)
+        ids = held if held_out else kept
+    elif held_out:
+        raise ValueError("held_out needs holdout_every >= 2")
+    return reader(path, split, ids=ids, transforms=transforms, **extra)
+
+
+def build_datasets(root: str | os.PathLike, *, format: str = "folder",
+                   train_split: str = "train", val_split: str | None = "val",
+                   holdout_every: int = 0, train_transforms: Transforms | None = None,
+                   val_transforms: Transforms | None = None,
+                   max_pixels: int = DEFAULT_MAX_PIXELS,
+                   synthetic: Mapping[str, Any] | None = None
+                   ) -> tuple[SegmentationDataset, SegmentationDataset | None]:
+    """``(train, val)`` as two :func:`build_dataset` calls build them (val None without
+    ``val_split``), listing each split's folders once: with ``holdout_every`` both are
+    carved from one listing of the split."""
+    source = dict(format=format, max_pixels=max_pixels, synthetic=synthetic)
+    if not holdout_every:
+        train = build_dataset(root, train_split, transforms=train_transforms, **source)
+        val = (build_dataset(root, val_split, transforms=val_transforms, **source)
+               if val_split else None)
+        return train, val
+    _check_holdout(holdout_every)
+    reader, path, extra = _reader(root, format, max_pixels, synthetic)
+    listed = {name: reader(path, name, **extra)
+              for name in dict.fromkeys(filter(None, (train_split, val_split)))}
+    kept, _ = holdout_split(listed[train_split].ids, holdout_every)
+    train = listed[train_split].select(kept, train_transforms)
+    if not val_split:
+        return train, None
+    _, held = holdout_split(listed[val_split].ids, holdout_every)
+    return train, listed[val_split].select(held, val_transforms)

@@ -33,7 +33,7 @@ Why 320 x 320, and why the cues keep their distance. The width-reduced DeepLab-L
 baseline has a theoretical receptive field of 419 px, more than the image: fc6 is a 3x3
 convolution dilated by 12 on the stride-8 grid, so each output looks at nine windows 96 px
 apart. What it effectively uses is measured by the gradient of one output pixel with
-respect to the input (``parsenet.apps.demo.effective_receptive_field``): 90% of it lies within
+respect to the input (:mod:`parsenet.erf`, as the demo measures it): 90% of it lies within
 134-140 px of the pixel on the two trained demo baselines (seeds 0, 1, 450 iterations),
 most of it in the nine windows around the fc6 taps. A cue is a few hundred pixels somewhere
 in that sparse field, at least 112 px from an object's centre (``min_cue_distance``): the
@@ -192,9 +192,9 @@ def _ball(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _box(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
-    # A rounded square, shaded along one side. Sharp corners and a thin dark border (an
-    # earlier version) are finer than the output stride and held the box's IU near 84 for
-    # both models, measuring resolution rather than training.
+    # A rounded square, shaded along one side. Sharp corners and a thin dark border would be
+    # finer than the output stride: they hold the box's IU near 84 for both models,
+    # measuring resolution rather than training.
     u, v = _rotated(half, rng.uniform(0, np.pi / 2))
     h, corner = 0.76 * half, 0.3 * half  # fits the square at any rotation
     du = np.maximum(np.abs(u) - (h - corner), 0)
@@ -216,9 +216,9 @@ def _lamp(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
 def _tree(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
     yy, xx = _grid(half)
     y, x = yy / half, xx / half  # -1 (top) .. 1 (bottom), -1 (left) .. 1 (right)
-    # A round crown on a trunk wider than the output stride: a thinner trunk (and a pointed
-    # crown, an earlier version) is below the resolution of a stride-8 network and held the
-    # tree's IU near 79 for both models whatever the context.
+    # A round crown on a trunk wider than the output stride: a thinner trunk or a pointed
+    # crown is below the resolution of a stride-8 network and holds the tree's IU near 79
+    # for both models whatever the context.
     crown = x ** 2 + (y + 0.25) ** 2 <= 0.75 ** 2
     trunk = (y > 0.3) & (np.abs(x) <= 0.36)
     green = np.array([35, 150, 45], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)

@@ -1,11 +1,14 @@
 """Training and inference engine: where models, data, devices and processes meet.
 
-    from parsenet.engine import train, load_model
+    from parsenet.engine import train, load_model, load_released
     result = train(load_config("configs/demo.yaml"))
     loaded = load_model(result["last_checkpoint"])  # .model, .config, .classes, ...
+    loaded = load_released("siftflow")               # the same fields, for a released model
 
 trainer      the training loop (``train``), TrainingDivergedError
 checkpoint   atomic save, safe load, ``load_model``, CheckpointError
+loaded       ``LoadedModel`` (a model with its config, classes, palette, preprocessing),
+             ``load_released``
 optim        parameter groups (10x new layers, no decay on norms/biases), poly LR
 sampler      endless, seeded, resumable sampler; per-sample augmentation seeds
 distributed  torchrun environment, process group, DDP wrapping, SIGTERM flag
@@ -27,12 +30,13 @@ import importlib
 from typing import Any
 
 __all__ = ["train", "TrainingDivergedError", "load_model", "load_checkpoint",
-           "save_checkpoint", "CheckpointError"]
+           "save_checkpoint", "CheckpointError", "LoadedModel", "load_released"]
 
 _WHERE = {
     "train": "trainer", "TrainingDivergedError": "trainer",
     "load_model": "checkpoint", "load_checkpoint": "checkpoint",
     "save_checkpoint": "checkpoint", "CheckpointError": "checkpoint",
+    "LoadedModel": "loaded", "load_released": "loaded",
 }
 
 

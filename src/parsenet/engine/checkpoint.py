@@ -32,9 +32,9 @@ import torch
 
 from parsenet.config import ConfigError, config_from_dict
 from parsenet.disk_full import is_disk_full
+from parsenet.engine.loaded import LoadedModel, palette_tuple
 from parsenet.errors import CheckpointError, WeightsError  # noqa: F401  (re-exported)
 from parsenet.models import build_model
-from parsenet.models.loaded import LoadedModel, palette_tuple
 from parsenet.preprocessing import Preprocessing
 from parsenet.safe_load import load_weights_only
 from parsenet.weights_api import InMemory, ModelWeights

@@ -23,12 +23,11 @@ from dataclasses import dataclass
 
 import torch
 
-from parsenet.config import AMP_MODES, ConfigError
+from parsenet.choices import AMP_MODES
+from parsenet.errors import ConfigError
 
 __all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
            "cpu_kind"]
-
-# AMP_MODES (imported above) is the config's: the names are defined once, in parsenet.choices.
 
 
 @dataclass(frozen=True)

@@ -127,7 +127,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
     refused.
 
     ``dataset_factory(data_config, split, preprocessing)`` and ``evaluate_fn(model, dataset,
-    **kwargs)`` default to :func:`parsenet.data.build.build_datasets` (each split listed
+    **kwargs)`` default to :func:`parsenet.recipe.datasets_from_config` (each split listed
     once) and :func:`parsenet.engine.evaluation.evaluate`; tests inject small ones.
     """
     config = _check_config(config)
@@ -258,11 +258,9 @@ class _Training:
     def _datasets(self) -> tuple[Dataset, Dataset | None]:
         data = self.config.data
         if self.dataset_factory is None:  # each split's folders listed once
-            from parsenet.data.build import build_datasets
-
             # Training items carry the validity mask of their crop padding (pool6 leaves
             # it out).
-            return build_datasets(data, self.preprocessing, with_valid=True)
+            return recipe.datasets_from_config(data, self.preprocessing, with_valid=True)
         return (self.dataset_factory(data, "train", self.preprocessing),
                 self.dataset_factory(data, "val", self.preprocessing) if data.val_split
                 else None)

@@ -182,6 +182,8 @@ def parsenet_efficientnet_lite2(
                           output_stride, head)
 
 
+# model.name -> builder: the architectures a config or build_model names. Trained weights
+# by name (``parsenet models``, ``--model``) are parsenet.models.released's entries.
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "parsenet_vgg16": parsenet_vgg16,
     "parsenet_resnet50": parsenet_resnet50,

@@ -19,14 +19,12 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from parsenet.config import config_from_dict
 from parsenet.errors import UsageError, WeightsError
 from parsenet.models.builders import build_model
-from parsenet.models.loaded import LoadedModel, palette_tuple
 from parsenet.preprocessing import IMAGENET, Preprocessing
 from parsenet.weights_api import ModelWeights, WeightsEnum, WeightsSource
 
-__all__ = ["ReleasedWeights", "Release", "released", "load_released"]
+__all__ = ["ReleasedWeights", "Release", "released"]
 
 RELEASE_DIR = "released"
 
@@ -106,12 +104,3 @@ def released(name: str) -> Release:
     known = ", ".join(m.value.name for m in ReleasedWeights.available()) or "none"
     raise UsageError(f"--model {name!r}: no such released model (available: {known})")
 
-
-def load_released(name: str | Release, device: str | torch.device = "cpu") -> LoadedModel:
-    """The release as :func:`parsenet.engine.checkpoint.load_model` returns a checkpoint."""
-    release = released(name) if isinstance(name, str) else name
-    meta = release.meta
-    config = config_from_dict(meta["config"], f"released model {release.name}: config")
-    return LoadedModel(model=release.build(device), config=config,
-                       classes=tuple(meta["classes"]), palette=palette_tuple(meta["palette"]),
-                       preprocessing=release.preprocessing, iteration=int(meta["iteration"]))

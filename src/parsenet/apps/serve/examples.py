@@ -43,10 +43,10 @@ def _generated(count: int) -> Examples:
 
 
 def _from_dataset(data: DataConfig, count: int) -> Examples:
-    from parsenet.data.build import build_dataset
     from parsenet.data.decode import read_image
+    from parsenet.recipe import dataset_from_config
 
-    dataset = build_dataset(data, "val")  # raw items: only the file names are used
+    dataset = dataset_from_config(data, "val")  # raw items: only the file names are used
     picks = sorted({round(k * len(dataset) / count) for k in range(count)} - {len(dataset)})
     images = []
     for index in picks:

@@ -61,13 +61,14 @@ def named_checkpoints(name: str, *, demo_dir: str | os.PathLike = DEMO_DIR
                              f"`make demo` first (a few minutes on a CPU), or pass "
                              f"--checkpoint PATH")
         return pairs
-    known = known_models()
-    if name not in known:
-        raise UsageError(f"--model {name!r}: unknown model (known: {', '.join(known)}); "
-                         f"or pass --checkpoint PATH")
-    baseline = f"{name}_baseline"
-    pair = [(f"{baseline} (baseline)", released(baseline))] if baseline in known else []
-    return [*pair, (name, released(name))]
+    try:
+        release = released(name)  # the one check of a released name, listing the others
+    except UsageError as e:
+        raise UsageError(f"{e}; serve also takes --model demo or --checkpoint PATH") from None
+    baseline = f"{release.name}_baseline"
+    pair = ([(f"{baseline} (baseline)", released(baseline))] if baseline in known_models()
+            else [])
+    return [*pair, (release.name, release)]
 
 
 @dataclass

@@ -30,12 +30,11 @@ from parsenet.apps.study.spec import (
     with_overrides,
 )
 from parsenet.config import ConfigError
-from parsenet.data.build import build_dataset
 from parsenet.engine import trainer  # trainer.train looked up per call: tests replace it
 from parsenet.engine.checkpoint import load_model
 from parsenet.engine.rundir import clear_run
 from parsenet.errors import TrainingDivergedError
-from parsenet.recipe import load_recipe
+from parsenet.recipe import dataset_from_config, load_recipe
 from parsenet.viz import feature_norms
 
 
@@ -98,7 +97,7 @@ def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, An
     at the run's evaluation scale."""
     loaded = load_model(path / "checkpoints" / "last.pt")
     model, config = loaded.model, loaded.config
-    dataset = build_dataset(config.data, "val", preprocessing=loaded.preprocessing)
+    dataset = dataset_from_config(config.data, "val", preprocessing=loaded.preprocessing)
     scale = config.eval.scales[0] if config.eval.mode == "multiscale" else 1.0
     count = min(images, len(dataset))
     batch = [dataset[i][0].unsqueeze(0) for i in range(count)]

@@ -9,14 +9,14 @@ from typing import Any
 from torch import nn
 
 from parsenet.config import DataConfig
-from parsenet.data.build import build_dataset
+from parsenet.recipe import dataset_from_config
 
 __all__ = ["dataset_id", "raw_split", "trunk_id"]
 
 
 def raw_split(data: DataConfig, split: str) -> Any:
     """The split ("train"/"val") as raw uint8 (image, label) pairs, no transforms."""
-    return build_dataset(data, split)
+    return dataset_from_config(data, split)
 
 
 def dataset_id(data: DataConfig, split: str, dataset: Any) -> str:
