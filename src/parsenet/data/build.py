@@ -72,11 +72,12 @@ def build_datasets(cfg: DataConfig, preprocessing: Preprocessing, with_valid: bo
     train_ids, _ = holdout_split(listed[cfg.train_split].ids, cfg.holdout_every)
     train = listed[cfg.train_split].select(train_ids, train_transforms(
         cfg.crop_size, tuple(cfg.scale_range), cfg.flip, cfg.color_jitter, preprocessing,
-        with_valid))
+        with_valid, cfg.resize))
     if not cfg.val_split:
         return train, None
     _, val_ids = holdout_split(listed[cfg.val_split].ids, cfg.holdout_every)
-    return train, listed[cfg.val_split].select(val_ids, eval_transforms(preprocessing))
+    return train, listed[cfg.val_split].select(val_ids, eval_transforms(preprocessing,
+                                                                        cfg.resize))
 
 
 def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = None,
@@ -98,9 +99,10 @@ def build_dataset(cfg: DataConfig, split: str, transforms: Transforms | None = N
     if transforms is None and preprocessing is not None:
         if split == "train":
             transforms = train_transforms(cfg.crop_size, tuple(cfg.scale_range), cfg.flip,
-                                          cfg.color_jitter, preprocessing, with_valid)
+                                          cfg.color_jitter, preprocessing, with_valid,
+                                          cfg.resize)
         else:
-            transforms = eval_transforms(preprocessing)
+            transforms = eval_transforms(preprocessing, cfg.resize)
     split_name = cfg.train_split if split == "train" else cfg.val_split
     ids = None
     if cfg.holdout_every:
