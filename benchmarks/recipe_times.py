@@ -15,9 +15,10 @@ round; the median step of each mode is kept:
   fp32, as on an AVX2 machine. It emulates the AVX2 kind's kernels on this CPU's cores, clock
   and memory: an estimate of that kind, not a measurement on one.
 
-A head recipe (``parsenet train-head``) has two parts: the frozen trunk's forward at the
-recipe's resolution, once per train + val image (the feature cache, fp32, batch 4 as the
-cache builder), then the head's train steps on taps of the trunk's shapes. Not timed: the
+A head recipe (``parsenet train-head``: ``train.frozen_prefix.upto=all`` with its cache) has
+two parts: the frozen trunk's forward at the recipe's resolution, once per train image (the
+prefix cache, fp32), then the head's train steps on maps of the trunk's shapes, the loss on
+every 8th pixel (``train.loss_stride``). Not timed: the
 data loader (one worker decodes ahead of the step) and validation.
 """
 
@@ -65,23 +66,27 @@ def _model(config):
     return model
 
 
-def _stepper(net, config, inputs, labels):
+def _stepper(net, config, batch, loss_pixels=None):
     """One recipe train step (the trainer's run_iteration) as a closure."""
-    from parsenet.apps.study.cached.engine import _optimizer_and_schedule
     from parsenet.engine.distributed import DistContext
     from parsenet.engine.iteration import run_iteration
+    from parsenet.engine.optim import build_optimizer, build_scheduler
     from parsenet.engine.precision import resolve_amp
 
     t = config.train
-    # The head recipes' own optimiser; for the others the learning rates differ from the
-    # trainer's (which parameters are pretrained), not the cost of a step.
-    optimizer, scheduler = _optimizer_and_schedule(net, t)
+    # The learning rates differ from the trainer's (which parameters are pretrained), not
+    # the cost of a step.
+    optimizer = build_optimizer(net, lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                                new_layer_lr_mult=t.new_layer_lr_mult,
+                                bias_lr_mult=t.bias_lr_mult, bias_decay=t.bias_decay)
+    scheduler = build_scheduler(optimizer, max_iterations=t.iterations, power=t.poly_power,
+                                warmup_iterations=t.warmup_iterations, policy=t.lr_policy)
     amp = resolve_amp(t.amp, torch.device("cpu"))
 
     def step() -> None:
-        run_iteration(net, [(inputs, labels, None)], False, t.loss_reduction,
-                      ctx=DistContext(), device=torch.device("cpu"), amp=amp, scaler=None,
-                      optimizer=optimizer, scheduler=scheduler)
+        run_iteration(net, [batch], False, t.loss_reduction, ctx=DistContext(),
+                      device=torch.device("cpu"), amp=amp, scaler=None, optimizer=optimizer,
+                      scheduler=scheduler, loss_pixels=loss_pixels)
 
     return step, amp.name
 
@@ -108,27 +113,34 @@ def measure(name: str, steps: int) -> dict:
         side = config.data.crop_size
         x = torch.randn(batch, 3, side, side)
         y = torch.randint(0, NUM_CLASSES, (batch, side, side))
-        step, precision = _stepper(model, config, x, y)
+        step, precision = _stepper(model, config, (x, y, None))
         return {"step_s": _timed(step, steps), "precision": precision}
     return _measure_head(config, model, resolution, steps)
 
 
 def _measure_head(config, model, resolution, steps: int) -> dict:
-    from parsenet.apps.study.cached.engine import SPLITS, PackedHead
-    from parsenet.apps.study.pixel_subsample import SubsampledScores
+    from parsenet.engine.frozen_prefix import (
+        PrefixRest,
+        freeze_prefix,
+        prefix_to_eval,
+        run_prefix,
+    )
+    from parsenet.engine.iteration import loss_pixels
 
-    trunk, head = SPLITS[config.model.name](model)
+    stages = freeze_prefix(model, "all")
     images = torch.randn(4, 3, *resolution)
-    with torch.no_grad():
-        trunk_s = _timed(lambda: trunk(images), steps)
-        taps = trunk(images[:1])
+    model.eval()
+    trunk_s = _timed(lambda: run_prefix(model, images, stages), steps)
+    maps = run_prefix(model, images[:1], stages)
+    model.train()
+    prefix_to_eval(model, stages)
     batch = config.train.batch_size
-    channels = {t: v.shape[1] for t, v in taps.items()}
-    packed = torch.cat([taps[t].expand(batch, -1, -1, -1) for t in channels], 1).contiguous()
-    net = SubsampledScores(PackedHead(head, channels, resolution, trunk.output_stride,
-                                      trunk.grid_offset), 8)
-    labels = net.subsample(torch.randint(0, NUM_CLASSES, (batch, *resolution)))
-    step, precision = _stepper(net, config, packed, labels)
+    features = {s: m.expand(batch, -1, -1, -1).contiguous() for s, m in maps.items()}
+    valid = torch.ones(batch, *resolution, dtype=torch.bool)
+    labels = torch.randint(0, NUM_CLASSES, (batch, *resolution))
+    pixels = loss_pixels(model.backbone.output_stride, model.backbone.grid_offset, 8)
+    step, precision = _stepper(PrefixRest(model, stages), config, (features, labels, valid),
+                               pixels)
     return {"trunk_s_per_4": trunk_s, "step_s": _timed(step, steps), "precision": precision}
 
 

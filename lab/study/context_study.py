@@ -5,10 +5,13 @@
 
 Rows, one recipe for all (:data:`CONFIGS`): ``baseline`` = head tap -> L2Norm -> 1x1
 classifier; ``parsenet`` = + pool6 of the head tap, L2Norm, late fusion (the released lite
-models' head); ``nonorm`` = ParseNet without L2Norm (run where time allows). The trunk's
-head tap is cached once per image and resolution by the cached engine
-(:mod:`parsenet.apps.study.cached`); only the head trains, on whole images resized to the
-point's resolution, without augmentation. Runs: ``lab/runs/study/claim-context-size/
+models' head); ``nonorm`` = ParseNet without L2Norm (run where time allows). Each run is
+``parsenet.engine.trainer.train`` with the inputs of :func:`input_overrides`: the whole
+trunk frozen and its output cached once per image (``train.frozen_prefix``), whole images
+warped to the point's resolution without augmentation (``data.resize``), the loss on every
+4th pixel (``train.loss_stride``). The committed runs were made by the cached engine of
+commit e87bbdf (``parsenet.apps.study.cached``), which evaluated on cached validation
+features. Runs: ``lab/runs/study/claim-context-size/
 <dataset>_x<scale>_<row>/seed<k>`` (the study's layout, so ``configs/cpu/study.yaml``'s
 table ``claim-context-size`` reads them). A finished run (``metrics.json``, or the
 ``results.json`` it is slimmed to) is skipped, an interrupted one resumes from its checkpoint.
@@ -31,11 +34,11 @@ from parsenet.config import load_config
 from parsenet.errors import TrainingDivergedError
 
 __all__ = ["POINTS", "ROWS", "CONFIGS", "SEEDS", "run_path", "run_point", "collect",
-           "plot_gain"]
+           "plot_gain", "input_overrides"]
 
 # (dataset, scale) -> input resolution (H, W), in the order they run (cost: the native
 # sizes first, then the scales of the controlled comparison). Stanford's images (mostly
-# 320 x 240, some 320 x 213 or portrait) are all resized to 240 x 320 by the cache.
+# 320 x 240, some 320 x 213 or portrait) are all warped to 240 x 320.
 POINTS: dict[tuple[str, float], tuple[int, int]] = {
     ("siftflow", 1.0): (256, 256),
     ("stanford", 1.0): (240, 320),
@@ -57,9 +60,11 @@ SEEDS = (0, 1, 2)
 # One recipe for every row and point: configs/cpu/context_<dataset>.yaml (the lite
 # configs' optimiser; 300 iterations of batch 8; fp32). The rows change model.args only.
 CONFIGS = {d: f"configs/cpu/context_{d}.yaml" for d in DATASETS}
-# The training loss on every 4th pixel of each row and column (study/pixel_subsample.py):
+# The training loss on every 4th pixel of each row and column (train.loss_stride):
 # measured, the full-size loss made an iteration 3.5-5 s on CamVid (contended CPU).
 LOSS_STRIDE = 4
+OUTPUT_STRIDE = 16  # the recipe's; cached crops are aligned to it
+CACHE_ROOT = "runs/cache/prefix"
 
 
 def _name(dataset: str, scale: float, row: str) -> str:
@@ -70,24 +75,34 @@ def run_path(dataset: str, scale: float, row: str, seed: int) -> Path:
     return OUT_ROOT / _name(dataset, scale, row) / f"seed{seed}"
 
 
+def input_overrides(dataset: str, scale: float, cache_root: str = CACHE_ROOT) -> list[str]:
+    """Every row's inputs at a point: whole images warped to its resolution, one view each
+    (a square crop that holds the image, padding left out of the loss and of pool6), the
+    trunk frozen and cached, the loss on every LOSS_STRIDE-th pixel."""
+    h, w = POINTS[(dataset, scale)]
+    crop = -(-max(h, w) // OUTPUT_STRIDE) * OUTPUT_STRIDE
+    return [f"data.resize=[{h}, {w}]", f"data.crop_size={crop}", "data.scale_range=[1.0, 1.0]",
+            "data.flip=false", "data.color_jitter=0.0", "train.frozen_prefix.upto=all",
+            f"train.frozen_prefix.cache={cache_root}", f"train.loss_stride={LOSS_STRIDE}"]
+
+
 def overrides(dataset: str, scale: float, row: str, seed: int) -> list[str]:
     """The config overrides of one run (on ``CONFIGS[dataset]``)."""
-    return [*ROWS[row], f"train.seed={seed}",
-            f"train.out_dir={run_path(dataset, scale, row, seed)}"]
+    return [*input_overrides(dataset, scale), *ROWS[row], f"train.seed={seed}",
+            f"train.out_dir={run_path(dataset, scale, row, seed)}", "train.progress=false"]
 
 
-def run_point(dataset: str, scale: float, row: str, seed: int,
-              cache_root: str = "runs/cache") -> str:
+def run_point(dataset: str, scale: float, row: str, seed: int) -> str:
     """Train one run unless finished; returns "finished", "diverged" or "skipped"."""
-    from parsenet.apps.study.cached.engine import train_cached
+    from parsenet.engine.trainer import train
 
     path = run_path(dataset, scale, row, seed)
     if is_finished(path):
         return "skipped"
     config = load_config(CONFIGS[dataset], overrides(dataset, scale, row, seed))
+    resume = (path / "checkpoints" / "last.pt").is_file()
     try:
-        train_cached(config, resolution=POINTS[(dataset, scale)], cache_root=cache_root,
-                     progress=False, loss_stride=LOSS_STRIDE)
+        train(config, resume=resume)
     except TrainingDivergedError as e:
         path.mkdir(parents=True, exist_ok=True)
         (path / "diverged.json").write_text(json.dumps({"error": str(e)}, indent=2) + "\n")
@@ -117,8 +132,8 @@ def table_key(dataset: str, scale: float) -> str:
 
 
 def spec_tables(seeds: Sequence[int] = SEEDS) -> dict[str, dict[str, Any]]:
-    """The ``configs/cpu/study.yaml`` tables of claim 2, one per point (the cached engine
-    takes one resolution per table), all in protocol ``claim-context-size``."""
+    """The ``configs/cpu/study.yaml`` tables of claim 2, one per point (a table's overrides
+    give its inputs, :func:`input_overrides`), all in protocol ``claim-context-size``."""
     tables = {}
     for (dataset, scale), (h, w) in POINTS.items():
         variants = [{"name": _name(dataset, scale, row),
@@ -138,9 +153,10 @@ def spec_tables(seeds: Sequence[int] = SEEDS) -> dict[str, dict[str, Any]]:
             "title": f"Claim 2: pool6 on {dataset} x{scale:g} ({w} x {h}), frozen "
                      "ImageNet EfficientNet-Lite0",
             "paper_tables": "Sec. 4.2 (no table: SiftFlow small gain, PASCAL-Context +1.5)",
-            "protocol": OUT_ROOT.name, "engine": "cached", "resolution": [h, w],
-            "loss_stride": LOSS_STRIDE, **({"paper_keys": [paper_key]} if paper_key else {}),
-            "note": "See the claim 2 section (python -m lab.study.context_study).",
+            "protocol": OUT_ROOT.name, "overrides": input_overrides(dataset, scale),
+            **({"paper_keys": [paper_key]} if paper_key else {}),
+            "note": "See the claim 2 section (python -m lab.study.context_study). The "
+                    "committed runs: the cached engine of commit e87bbdf.",
             "variants": variants, "claims": claims}
     return tables
 

@@ -98,6 +98,7 @@ Positive = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 NonNegativeFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Floats = Annotated[list[Positive], BeforeValidator(_tuple_to_list)]
 Strings = Annotated[list[str], BeforeValidator(_tuple_to_list)]
+Size = Annotated[list[Count], BeforeValidator(_tuple_to_list), Field(min_length=2, max_length=2)]
 
 
 class _Section(BaseModel):
@@ -180,6 +181,10 @@ class DataConfig(_Section):
         description="[low, high] with 0 < low <= high")
     flip: bool = True
     color_jitter: NonNegativeFloat = 0.0
+    # [height, width]: every image is warped to this size before the other steps (labels by
+    # nearest neighbour), in training and in validation, where the scores are resized back
+    # to the full-size label that they are scored against. null: images keep their size.
+    resize: Size | None = Field(None, description="null or [height, width]")
     workers: NonNegative = 1  # DataLoader worker processes; 0 loads in the main process
     # Images and labels over this size (read from the file's header) are refused before
     # they are decoded: a few hundred bytes can claim gigabytes of pixels. serve's default.
@@ -237,6 +242,10 @@ class TrainConfig(_Section):
     # paper builds on (FCN, DeepLab, ParseNet prototxts: bias decay_mult 0).
     bias_decay: bool = False
     frozen_prefix: FrozenPrefixConfig = Field(default_factory=FrozenPrefixConfig)
+    # The loss on every loss_stride-th pixel of each row and column, those where the output
+    # grid's upsampling lands on whole pixels (engine/iteration.py): loss_stride**2 times
+    # fewer pixels in the softmax and its backward. 1: every pixel.
+    loss_stride: Count = 1
 
     @model_validator(mode="after")
     def _rates_fit_float32(self) -> TrainConfig:

@@ -35,7 +35,8 @@ from parsenet.preprocessing import Preprocessing
 from parsenet.weights_api import Weights
 
 __all__ = ["builder_arguments", "check_model_args", "build_model_from_config", "weights_of",
-           "load_recipe", "data_source", "train_transforms_from_config", "dataset_from_config",
+           "load_recipe", "data_source", "train_transforms_from_config",
+           "eval_transforms_from_config", "dataset_from_config",
            "datasets_from_config"]
 
 
@@ -108,10 +109,17 @@ def data_source(data: DataConfig) -> dict[str, Any]:
 
 def train_transforms_from_config(data: DataConfig, preprocessing: Preprocessing,
                                  with_valid: bool = False) -> Transforms:
-    """The training augmentation the data section describes (crop, scale, flip, jitter);
-    ``with_valid``: items are ``(image, mask, valid)``, ``valid`` false on crop padding."""
+    """The training augmentation the data section describes (warp, crop, scale, flip,
+    jitter); ``with_valid``: items are ``(image, mask, valid)``, ``valid`` false on crop
+    padding."""
     return train_transforms(data.crop_size, tuple(data.scale_range), data.flip,
-                            data.color_jitter, preprocessing, with_valid)
+                            data.color_jitter, preprocessing, with_valid, data.resize)
+
+
+def eval_transforms_from_config(data: DataConfig, preprocessing: Preprocessing) -> Transforms:
+    """The evaluation pipeline the data section describes: normalisation, and the warp to
+    ``data.resize`` where it is set (the label stays full size)."""
+    return eval_transforms(preprocessing, data.resize)
 
 
 def dataset_from_config(data: DataConfig, split: Literal["train", "val"], *,
@@ -130,7 +138,7 @@ def dataset_from_config(data: DataConfig, split: Literal["train", "val"], *,
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
     if transforms is None and preprocessing is not None:
         transforms = (train_transforms_from_config(data, preprocessing, with_valid)
-                      if split == "train" else eval_transforms(preprocessing))
+                      if split == "train" else eval_transforms_from_config(data, preprocessing))
     return build_dataset(split=data.train_split if split == "train" else data.val_split,
                          holdout_every=data.holdout_every,
                          held_out=split == "val" and data.holdout_every > 0,
@@ -146,4 +154,4 @@ def datasets_from_config(data: DataConfig, preprocessing: Preprocessing, *,
         train_split=data.train_split, val_split=data.val_split or None,
         holdout_every=data.holdout_every,
         train_transforms=train_transforms_from_config(data, preprocessing, with_valid),
-        val_transforms=eval_transforms(preprocessing), **data_source(data))
+        val_transforms=eval_transforms_from_config(data, preprocessing), **data_source(data))

@@ -1,10 +1,12 @@
 """Joint image + label transforms on torchvision.transforms.v2.
 
-Training: (optional colour jitter) -> :class:`RandomScale` -> :class:`PadToSize` ->
-``v2.RandomCrop`` -> ``v2.RandomHorizontalFlip`` -> the weights' normalisation
+Training: (optional :class:`Warp` to one size) -> (optional colour jitter) ->
+:class:`RandomScale` -> :class:`PadToSize` -> ``v2.RandomCrop`` ->
+``v2.RandomHorizontalFlip`` -> the weights' normalisation
 (:class:`parsenet.preprocessing.ToModelInput`) and int64 labels. Evaluation: the
-normalisation only. Both are callables ``(image, mask) -> (float32 3 x H x W, int64 H x W)``
-that take uint8 ``tv_tensors.Image`` / ``tv_tensors.Mask`` (plain tensors are wrapped).
+normalisation only (after a warp of the image alone, when training warps). Both are
+callables ``(image, mask) -> (float32 3 x H x W, int64 H x W)`` that take uint8
+``tv_tensors.Image`` / ``tv_tensors.Mask`` (plain tensors are wrapped).
 
 The two small transforms here are what v2 lacks. ``v2.RandomResize`` and ``v2.ScaleJitter``
 resize towards a fixed target size; the paper's recipes (DeepLab's) scale each image by a
@@ -44,7 +46,7 @@ from torchvision import tv_tensors
 from parsenet.labels import IGNORE_INDEX
 from parsenet.preprocessing import IMAGENET, Preprocessing
 
-__all__ = ["RandomScale", "PadToSize", "JointTransforms", "train_transforms",
+__all__ = ["Warp", "RandomScale", "PadToSize", "JointTransforms", "train_transforms",
            "eval_transforms", "mean_fill"]
 
 
@@ -71,6 +73,29 @@ def _one_size(flat_inputs: list[Any]) -> tuple[int, int]:
     return sizes.pop()  # type: ignore[return-value]
 
 
+def _resized(inpt: Any, size: Sequence[int]) -> Any:
+    """Images bilinearly (antialiased when shrinking), masks pixel-centre nearest."""
+    if list(inpt.shape[-2:]) == list(size):
+        return inpt
+    mode = (v2.InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask)
+            else v2.InterpolationMode.BILINEAR)
+    return F.resize(inpt, list(size), interpolation=mode, antialias=True)
+
+
+class Warp(v2.Transform):
+    """Resize to ``size`` (h, w), aspect ratio not kept (``data.resize``). ``masks=False``
+    leaves masks at their size: evaluation scores the full-size label."""
+
+    def __init__(self, size: Sequence[int], masks: bool = True) -> None:
+        super().__init__()
+        self.size, self.masks = _pair_size(tuple(size), "resize"), masks
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask) and not self.masks:
+            return inpt
+        return _resized(inpt, self.size)
+
+
 class RandomScale(v2.Transform):
     """Resize by a factor drawn uniformly from ``scale_range`` (isotropic, of the input's
     own size): images bilinearly, antialiased when shrinking; masks nearest neighbour,
@@ -93,11 +118,7 @@ class RandomScale(v2.Transform):
         return {"size": [max(1, round(height * scale)), max(1, round(width * scale))]}
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
-        if list(inpt.shape[-2:]) == params["size"]:
-            return inpt
-        mode = (v2.InterpolationMode.NEAREST_EXACT if isinstance(inpt, tv_tensors.Mask)
-                else v2.InterpolationMode.BILINEAR)
-        return F.resize(inpt, params["size"], interpolation=mode, antialias=True)
+        return _resized(inpt, params["size"])
 
 
 class PadToSize(v2.Transform):
@@ -153,15 +174,18 @@ def train_transforms(crop_size: int | Sequence[int] | None,
                      scale_range: Sequence[float] = (0.5, 2.0),
                      flip: bool = True, color_jitter: float = 0.0,
                      preprocessing: Preprocessing = IMAGENET,
-                     with_valid: bool = False) -> JointTransforms:
-    """The training pipeline: jitter?, random scale, pad + random crop, flip?, normalise.
+                     with_valid: bool = False,
+                     resize: Sequence[int] | None = None) -> JointTransforms:
+    """The training pipeline: warp?, jitter?, random scale, pad + random crop, flip?,
+    normalise.
 
     ``color_jitter`` > 0 jitters brightness, contrast and saturation by that fraction. It
     runs before the crop so the padding keeps the mean colour (zero after normalisation).
     ``crop_size=None``: whole images (scaled only if ``scale_range`` is not (1, 1)).
-    ``with_valid``: also return the validity mask (module docstring).
+    ``with_valid``: also return the validity mask (module docstring). ``resize`` (h, w):
+    first warp image and label to that size (:class:`Warp`).
     """
-    steps: list[v2.Transform] = []
+    steps: list[v2.Transform] = [Warp(resize)] if resize else []
     if color_jitter > 0:
         steps.append(v2.ColorJitter(brightness=color_jitter, contrast=color_jitter,
                                     saturation=color_jitter))
@@ -180,6 +204,9 @@ def _to_model_input(preprocessing: Preprocessing) -> list[v2.Transform]:
     return [preprocessing.transform, v2.ToDtype({tv_tensors.Mask: torch.int64, "others": None})]
 
 
-def eval_transforms(preprocessing: Preprocessing = IMAGENET) -> JointTransforms:
-    """The evaluation pipeline: normalisation only, at the image's own size."""
-    return JointTransforms(v2.Compose(_to_model_input(preprocessing)))
+def eval_transforms(preprocessing: Preprocessing = IMAGENET,
+                    resize: Sequence[int] | None = None) -> JointTransforms:
+    """The evaluation pipeline: normalisation only, at the image's own size, or with
+    ``resize`` (h, w) the image warped to that size and the label left as it is."""
+    steps = [Warp(resize, masks=False)] if resize else []
+    return JointTransforms(v2.Compose(steps + _to_model_input(preprocessing)))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -57,6 +58,16 @@ def _model_input(image: Any, preprocessing: Preprocessing | None, device: torch.
     return image.unsqueeze(0).to(device, torch.float32)
 
 
+def _labels(inferencer: Any, batch: Tensor, mode: str, size: tuple[int, int]) -> Tensor:
+    """The class of each label pixel; an image warped to another size than its label
+    (``data.resize``) has its scores resized bilinearly to the label's before the argmax."""
+    if tuple(batch.shape[-2:]) == size:
+        return inferencer.labels(batch, mode)
+    logits = inferencer.logits(batch, mode)
+    return F.interpolate(logits.float(), size=size, mode="bilinear",
+                         align_corners=False).argmax(1).cpu()
+
+
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -71,7 +82,8 @@ def evaluate(
     backend: str = "eager",
     checkpoint: Any = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model`` on ``dataset`` one image at a time, at native size.
+    """Evaluate ``model`` on ``dataset`` one image at a time, at native size (or at the
+    size the eval transforms warp the image to, scored against the full-size label).
 
     ``dataset[i]`` is an eval-transformed ``(image 3xHxW float, mask HxW int)``; a uint8
     image is normalised with ``preprocessing`` (default ``model.preprocessing``), the same
@@ -114,8 +126,9 @@ def evaluate(
         for i in tqdm(range(rank, total, world), desc=f"eval ({mode})",
                       disable=not progress or rank != 0, leave=False):
             image, mask = dataset[i]
-            labels = inferencer.labels(_model_input(image, prepare, device), mode)
-            metrics.update(labels[0], torch.as_tensor(mask).to(torch.int64))
+            target = torch.as_tensor(mask).to(torch.int64)
+            metrics.update(_labels(inferencer, _model_input(image, prepare, device), mode,
+                                   tuple(target.shape[-2:]))[0], target)
     finally:
         model.train(was_training)
     metrics.all_reduce()

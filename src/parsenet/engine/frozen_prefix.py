@@ -43,9 +43,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 from torch.utils.data import Dataset
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 from tqdm.auto import tqdm
 
+from parsenet.data.transforms import Warp
 from parsenet.errors import ConfigError
 from parsenet.labels import IGNORE_INDEX
 from parsenet.preprocessing import Preprocessing
@@ -169,8 +171,14 @@ def _digest(model: nn.Module, stages: Sequence[str]) -> str:
     return digest.hexdigest()[:24]
 
 
-def _scaled(image: Tensor, mask: Tensor, scale: float, flip: bool) -> tuple[Tensor, Tensor]:
-    """As :class:`parsenet.data.transforms.RandomScale` resizes, then the flip."""
+def _scaled(image: Tensor, mask: Tensor, scale: float, flip: bool,
+            resize: Sequence[int] | None = None) -> tuple[Tensor, Tensor]:
+    """As the training transforms: the warp to ``resize`` (data.resize), the resize of
+    :class:`parsenet.data.transforms.RandomScale`, then the flip."""
+    if resize:
+        warp = Warp(resize)
+        image, mask = warp(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        image, mask = image.as_subclass(Tensor), mask.as_subclass(Tensor)
     h, w = image.shape[-2:]
     size = [max(1, round(h * scale)), max(1, round(w * scale))]
     if size != [h, w]:
@@ -192,6 +200,7 @@ class PrefixCache:
         self.strides: dict[str, int] = meta["strides"]
         self.scales: list[float] = meta["scales"]
         self.flips: list[int] = [0, 1] if meta["flip"] else [0]
+        self.resize: list[int] | None = meta.get("resize")
 
     def __len__(self) -> int:
         return int(self.meta["count"])
@@ -207,15 +216,20 @@ class PrefixCache:
 
 def build_prefix_cache(model: nn.Module, stages: Sequence[str], dataset: Any, *,
                        root: str | os.PathLike, scales: Sequence[float], flip: bool,
-                       preprocessing: Preprocessing, progress: bool = False) -> PrefixCache:
+                       preprocessing: Preprocessing, progress: bool = False,
+                       resize: Sequence[int] | None = None) -> PrefixCache:
     """Compute (or finish) the cache of ``model``'s prefix ``stages`` over ``dataset``
-    (whose ``load(i)`` gives the raw uint8 image and label). Each image's file is written
-    atomically, so an interrupted build resumes at the first missing file."""
+    (whose ``load(i)`` gives the raw uint8 image and label), each image first warped to
+    ``resize`` (h, w) if given. Each image's file is written atomically, so an interrupted
+    build resumes at the first missing file."""
     ids = "\n".join(str(dataset.image_path(i).resolve()) for i in range(len(dataset)))
+    # The stages cached: models with other taps on the same prefix keep other maps.
     ingredients = {"prefix": _digest(model, stages), "stages": list(stages),
+                   "cached": cached_stages(model, stages),
                    "images": hashlib.sha256(ids.encode()).hexdigest()[:24],
                    "count": len(dataset), "scales": [float(s) for s in scales],
-                   "flip": bool(flip), "preprocessing": preprocessing.to_dict()}
+                   "flip": bool(flip), "preprocessing": preprocessing.to_dict(),
+                   **({"resize": [int(v) for v in resize]} if resize else {})}
     key = hashlib.sha256(json.dumps(ingredients, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(root) / key
     path.mkdir(parents=True, exist_ok=True)
@@ -225,7 +239,8 @@ def build_prefix_cache(model: nn.Module, stages: Sequence[str], dataset: Any, *,
     probe = run_prefix(model, torch.zeros(1, 3, probe_size, probe_size,
                                           device=next(model.parameters()).device), stages)
     meta = {"ingredients": ingredients, "count": len(dataset), "scales": list(scales),
-            "flip": bool(flip), "strides": {s: probe_size // v.shape[-1] for s, v in probe.items()}}
+            "flip": bool(flip), "resize": ingredients.get("resize"),
+            "strides": {s: probe_size // v.shape[-1] for s, v in probe.items()}}
     (path / "meta.json").write_text(json.dumps(meta, indent=1))
     cache = PrefixCache(path, meta)
     missing = [i for i in range(len(dataset)) if not cache.file(i).is_file()]
@@ -244,7 +259,7 @@ def _cache_image(model: nn.Module, stages: Sequence[str], dataset: Any, index: i
     entry: dict[str, Tensor] = {}
     for si, scale in enumerate(cache.scales):
         for flip in cache.flips:
-            scaled, label = _scaled(image, mask, scale, bool(flip))
+            scaled, label = _scaled(image, mask, scale, bool(flip), cache.resize)
             maps = run_prefix(model, preprocessing(scaled)[None].to(device), stages)
             for stage, value in maps.items():
                 entry[f"{si}.{flip}.{stage}"] = value[0].float().cpu().contiguous()
@@ -320,5 +335,6 @@ def cached_training_set(model: nn.Module, stages: Sequence[str], train_set: Any,
     with torch.random.fork_rng(devices=[]):  # building draws nothing, but be sure
         cache = build_prefix_cache(model, stages, train_set, root=prefix.cache,
                                    scales=prefix.scales, flip=data.flip,
-                                   preprocessing=preprocessing, progress=progress)
+                                   preprocessing=preprocessing, progress=progress,
+                                   resize=data.resize)
     return CachedCrops(cache, train_set, (data.crop_size, data.crop_size), stride)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from parsenet.engine.checkpoint import load_checkpoint
@@ -22,9 +22,9 @@ def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, nam
     ``card`` adds the recipe, command, commit, CPU, time and figures. ``eval_overrides``
     (e.g. ``{"mode": "multiscale", "flip": True}``) become the release's default evaluation,
     which ``parsenet eval --model`` and ``predict`` use; they are checked like a config."""
-    from parsenet.config import config_from_dict
-
     from safetensors.torch import save_file
+
+    from parsenet.config import config_from_dict
 
     state = load_checkpoint(checkpoint)
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()

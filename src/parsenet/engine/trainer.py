@@ -70,7 +70,13 @@ from parsenet.engine.frozen_prefix import (
     freeze_prefix,
     prefix_to_eval,
 )
-from parsenet.engine.iteration import IGNORE_INDEX, Batch, micro_batches, run_iteration
+from parsenet.engine.iteration import (
+    IGNORE_INDEX,
+    Batch,
+    loss_pixels,
+    micro_batches,
+    run_iteration,
+)
 from parsenet.engine.optim import (
     build_optimizer,
     build_scheduler,
@@ -234,6 +240,9 @@ class _Training:
         prefix = t.frozen_prefix
         self.prefix_stages = freeze_prefix(model, prefix.upto) if prefix.upto else []
         self.model = model.to(self.device)
+        self.loss_pixels = (loss_pixels(model.backbone.output_stride,
+                                        model.backbone.grid_offset, t.loss_stride)
+                            if t.loss_stride > 1 else None)
         check_crop_fits(self.model, len(self.classes), cfg.data.crop_size, t.batch_size,
                         self.device)
         # The module the loss is computed through: the model, or its rest after a cached
@@ -357,7 +366,8 @@ class _Training:
         return run_iteration(self.ddp_model, batches, stop, self.config.train.loss_reduction,
                              ctx=self.ctx, device=self.device, amp=self.amp,
                              scaler=self.scaler, optimizer=self.optimizer,
-                             scheduler=self.scheduler, class_weights=self.class_weights)
+                             scheduler=self.scheduler, class_weights=self.class_weights,
+                             loss_pixels=self.loss_pixels)
 
     def _train_mode(self) -> None:
         self.model.train()

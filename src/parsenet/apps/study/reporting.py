@@ -72,7 +72,7 @@ def collect_rows(table: Table, out_root: str | Path = "runs/study",
             metrics = record if "metrics" in record else None
             diverged, attempts = record.get("diverged"), record.get("attempts") or []
             run: dict[str, Any] = {"seed": seed, "dir": str(path),
-                                   "command": command_for(v, seed, path, table)}
+                                   "command": command_for(v, seed, path)}
             if metrics:
                 run.update(status="finished", iterations=metrics.get("iteration"),
                            final_loss=metrics.get("final_loss"),

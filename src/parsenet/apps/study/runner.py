@@ -1,5 +1,7 @@
-"""The study's runner: a table's jobs, training (skipping finished runs, resuming
-interrupted ones) and the feature norms of every finished run. The tables are data
+"""The study's runner: a table's jobs, training each with :func:`parsenet.engine.trainer.train`
+(skipping finished runs, resuming interrupted ones), and the feature norms and loss curve of
+every finished run. A table that trains heads on a frozen, cached trunk says so in config
+overrides (``train.frozen_prefix``, ``data.resize``, ``train.loss_stride``). The tables are data
 (:mod:`parsenet.apps.study.spec`); what it prints comes from
 :mod:`parsenet.apps.study.reporting`."""
 
@@ -15,7 +17,6 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from parsenet.apps.study.budget import plan_iterations
-from parsenet.apps.study.cached.engine import train_cached
 from parsenet.apps.study.reporting import git_commit, report
 from parsenet.apps.study.spec import (
     NORM_IMAGES,
@@ -35,7 +36,10 @@ from parsenet.engine.checkpoint import load_model
 from parsenet.engine.rundir import clear_run
 from parsenet.errors import TrainingDivergedError
 from parsenet.recipe import dataset_from_config, load_recipe
-from parsenet.viz import feature_norms
+from parsenet.viz import feature_norms, plot_curves
+
+# The layers of the paper's Fig. 2 on a VGG-16; other backbones: the model's own taps.
+VGG_NORM_TAPS = ("conv3", "conv4", "conv5", "fc7")
 
 
 def _jobs(table: Table, seeds: list[int] | None, only: list[str] | None
@@ -53,22 +57,8 @@ def _jobs(table: Table, seeds: list[int] | None, only: list[str] | None
     return sorted(jobs, key=lambda j: (j[0].priority, j[1], order[j[0].name]))
 
 
-def _fit(table: Table | None) -> Any:
-    """The training function of a table's engine: ``trainer.train`` (looked up per call:
-    tests replace it) or, for a cached table, its head on the cached trunk features."""
-    if table is None or table.engine == "trainer":
-        return lambda config, resume: trainer.train(config, resume=resume)
-
-    def fit(config: Any, resume: bool) -> None:  # resumes by itself from its checkpoint
-        train_cached(config, resolution=table.resolution, progress=False,
-                     loss_on=table.loss_on, loss_stride=table.loss_stride,
-                     cache_features=table.cache_features)
-    return fit
-
-
-def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = None) -> None:
+def _train_one(variant: Variant, seed: int, path: Path) -> None:
     config = load_recipe(config_file(variant.config), run_overrides(variant, seed, path))
-    fit = _fit(table)
     resume = (path / "checkpoints" / "last.pt").is_file()
     path.mkdir(parents=True, exist_ok=True)
     attempts_file = path / "attempts.json"
@@ -77,7 +67,7 @@ def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = No
     try:
         if not resume:  # a run killed before its first checkpoint starts again afresh
             clear_run(path)
-        fit(config, resume=resume)
+        trainer.train(config, resume=resume)  # looked up per call: tests replace it
         outcome = "finished"
     except TrainingDivergedError as e:
         outcome = "diverged"
@@ -86,15 +76,18 @@ def _train_one(variant: Variant, seed: int, path: Path, table: Table | None = No
         attempts.append({"resumed": resume, "outcome": outcome, "commit": git_commit(),
                          "seconds": time.perf_counter() - start})
         attempts_file.write_text(json.dumps(attempts, indent=2) + "\n")
-    if outcome == "finished" and (table is None or table.engine == "trainer"):
+    if outcome == "finished":
         measure_feature_norms(path)
+        plot_curves(path / "log.jsonl", path / "curve.png", title=f"{path.parent.name}/"
+                    f"{path.name}")
 
 
 def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, Any]:
-    """Mean per-pixel L2 norm of conv3, conv4, conv5, fc7 and pool6 of the trained model,
-    before and after its own L2Norm (:func:`parsenet.viz.feature_norms`), and the learned
-    L2Norm scales; written to ``feature_norms.json``. Images: the first validation images,
-    at the run's evaluation scale."""
+    """Mean per-pixel L2 norm of conv3, conv4, conv5, fc7 (on a VGG-16; otherwise the
+    model's taps) and pool6 of the trained model, before and after its own L2Norm
+    (:func:`parsenet.viz.feature_norms`), and the learned L2Norm scales; written to
+    ``feature_norms.json``. Images: the first validation images, at the run's evaluation
+    scale (and its data.resize)."""
     loaded = load_model(path / "checkpoints" / "last.pt")
     model, config = loaded.model, loaded.config
     dataset = dataset_from_config(config.data, "val", preprocessing=loaded.preprocessing)
@@ -104,7 +97,9 @@ def measure_feature_norms(path: Path, images: int = NORM_IMAGES) -> dict[str, An
     if scale != 1.0:
         batch = [F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
                  for x in batch]
-    norms = feature_norms(model, batch, taps=("conv3", "conv4", "conv5", "fc7"))
+    taps = (VGG_NORM_TAPS if "fc7" in model.backbone.named_stages()
+            else tuple(model.features))
+    norms = feature_norms(model, batch, taps=taps)
     scales = {name: float(norm.weight.detach().abs().mean())
               for name, norm in model.branch_norms().items() if norm.weight.requires_grad}
     result = {"images": count, "input_scale": scale,
@@ -137,7 +132,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
             path = run_dir(out_root, spec, v, s)
             state = "done" if is_finished(path) else "to run"
             budgeted = " (train.iterations: set from the warm-up)" if budget_minutes else ""
-            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path, spec)}{budgeted}")
+            print(f"[{state}] {v.name} seed {s}: {command_for(v, s, path)}{budgeted}")
         return [{"variant": v.name, "seed": s, "dir": str(run_dir(out_root, spec, v, s)),
                  "finished": is_finished(run_dir(out_root, spec, v, s))} for v, s in jobs]
     pending = [j for j in jobs if not is_finished(run_dir(out_root, spec, *j))]
@@ -145,7 +140,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
     for v, s in tqdm(jobs, desc=f"study {spec.key}", unit="run"):
         path = run_dir(out_root, spec, v, s)
         if is_finished(path):
-            if (spec.engine == "trainer" and (path / "metrics.json").is_file()
+            if ((path / "metrics.json").is_file()
                     and not (path / "feature_norms.json").is_file()):
                 measure_feature_norms(path)  # stopped between training and measuring
             continue
@@ -156,7 +151,7 @@ def run_study(table: str | int, *, seeds: list[int] | None = None,
                        f"{plan['iterations']} iterations")
             v = replace(v, overrides=(*v.overrides, f"train.iterations={plan['iterations']}"))
         tqdm.write(f"training {v.name} seed {s} -> {path}")
-        _train_one(v, s, path, spec)
+        _train_one(v, s, path)
     # The table (and so docs/RESULTS.md's section) shows every seed run so far, not only
     # the ones this call was asked for.
     every_seed = replace(spec, variants=tuple(

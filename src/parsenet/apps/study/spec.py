@@ -21,7 +21,8 @@ __all__ = ["METRICS", "Variant", "Table", "load_tables", "paper_tables",
 
 METRICS = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou")
 NORM_IMAGES = 16  # validation images used to measure feature norms (feature_norms.json)
-ENGINES = ("trainer", "cached")
+# Table keys of the second training loop that the trainer's config options replaced.
+REPLACED_KEYS = ("engine", "resolution", "loss_on", "loss_stride", "cache_features")
 
 
 @dataclass(frozen=True)
@@ -49,15 +50,6 @@ class Table:
     paper: dict[str, PaperRow] = field(default_factory=dict)
     # The paper's tables whose rows the paper column shows (empty: all the variant names).
     paper_keys: tuple[str, ...] = ()
-    # "trainer" (parsenet train) or "cached": the head trained on a frozen trunk's cached
-    # features at ``resolution`` (H, W) (parsenet.apps.study.cached).
-    engine: str = "trainer"
-    resolution: tuple[int, int] | None = None
-    loss_on: str = "input"  # cached engine: "input" or "grid" (see train_cached)
-    loss_stride: int = 1  # cached engine: the training loss on every n-th pixel (claim 2)
-    # cached engine: the taps every row's trunk caches (a superset of each row's), so rows
-    # reading fewer taps share the widest row's cache; empty: each row's own taps
-    cache_features: tuple[str, ...] = ()
     # How `parsenet study` names the table's source: "--paper" or "--spec <file>".
     source: str = "--paper"
 
@@ -69,17 +61,19 @@ def _spec_path(spec_file: str | Path) -> Path:
     return path
 
 
-def _variant(v: dict[str, Any]) -> Variant:
+def _variant(v: dict[str, Any], table_overrides: list[str]) -> Variant:
     paper = v.get("paper") or ()
     return Variant(name=v["name"], label=v.get("label", v["name"]), config=v["config"],
-                   overrides=tuple(v.get("overrides", ())), seeds=tuple(v.get("seeds", (0,))),
+                   overrides=(*table_overrides, *v.get("overrides", ())),
+                   seeds=tuple(v.get("seeds", (0,))),
                    priority=int(v.get("priority", 9)),
                    paper=(paper,) if isinstance(paper, str) else tuple(paper))
 
 
 def load_tables(spec_file: str | Path) -> dict[str, Table]:
     """The tables of a study spec (YAML: ``tables: {key: ...}``; ``paper_figures: <file>``
-    replaces the paper's figures shipped with the package)."""
+    replaces the paper's figures shipped with the package). A table's ``overrides`` come
+    before each variant's own."""
     path = _spec_path(spec_file)
     try:
         spec = yaml.safe_load(path.read_text()) or {}
@@ -87,7 +81,7 @@ def load_tables(spec_file: str | Path) -> dict[str, Table]:
             "paper_figures") else None).rows
         tables, runs = {}, {}
         for key, t in spec["tables"].items():
-            variants = tuple(_variant(v) for v in t["variants"])
+            variants = tuple(_variant(v, list(t.get("overrides", ()))) for v in t["variants"])
             names = [v.name for v in variants]
             claims = tuple(tuple(c) for c in t.get("claims", ()))
             problems = (["duplicate variant names"] if len(set(names)) != len(names) else [])
@@ -102,11 +96,11 @@ def load_tables(spec_file: str | Path) -> dict[str, Table]:
                 if (same.config, same.overrides) != (v.config, v.overrides):
                     problems.append(f"variant {v.name} differs from its namesake in protocol "
                                     f"{t['protocol']} (they would share runs)")
-            engine, resolution = t.get("engine", "trainer"), t.get("resolution")
-            if engine not in ENGINES:
-                problems.append(f"engine {engine!r} unknown (expected one of {ENGINES})")
-            if engine == "cached" and not (isinstance(resolution, list) and len(resolution) == 2):
-                problems.append("engine cached needs resolution: [height, width]")
+            replaced = [k for k in REPLACED_KEYS if k in t]
+            if replaced:
+                problems.append(f"{', '.join(replaced)}: no longer table keys; give the "
+                                "table overrides of data.resize, train.frozen_prefix and "
+                                "train.loss_stride instead")
             if problems:
                 raise ConfigError(f"{path}: table {key}: {'; '.join(problems)}")
             tables[str(key)] = Table(
@@ -114,11 +108,7 @@ def load_tables(spec_file: str | Path) -> dict[str, Table]:
                 paper_tables=t.get("paper_tables", "n/a"), note=t.get("note", "").strip(),
                 variants=variants, claims=claims,  # type: ignore[arg-type]
                 aliases=tuple(str(a) for a in t.get("aliases", ())), paper=paper,
-                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())), engine=engine,
-                resolution=tuple(resolution) if resolution else None,
-                loss_on=str(t.get("loss_on", "input")),
-                loss_stride=int(t.get("loss_stride", 1)),
-                cache_features=tuple(str(f) for f in t.get("cache_features", ())),
+                paper_keys=tuple(str(k) for k in t.get("paper_keys", ())),
                 source=f"--spec {spec_file}")
     except (KeyError, TypeError, ValueError, yaml.YAMLError) as e:
         if isinstance(e, ConfigError):
@@ -202,12 +192,8 @@ def run_overrides(variant: Variant, seed: int, path: Path) -> list[str]:
             "train.progress=false"]
 
 
-def command_for(variant: Variant, seed: int, path: Path, table: Table | None = None) -> str:
-    """The command that trains this run on its own: ``parsenet train``, or for a table on
-    the cached engine, ``parsenet study`` restricted to the run."""
-    if table is not None and table.engine == "cached":
-        return (f"parsenet study {table.source} --table {table.key} --only {variant.name} "
-                f"--seeds {seed}")
+def command_for(variant: Variant, seed: int, path: Path) -> str:
+    """The command that trains this run on its own: ``parsenet train``."""
     sets = " ".join(f"--set '{o}'" for o in run_overrides(variant, seed, path)
                     if not o.startswith("train.progress"))
     return f"parsenet train --config {variant.config} {sets}"
