@@ -52,6 +52,20 @@ def test_same_padding_matches_tensorflow_pad_amounts():
     torch.testing.assert_close(conv(x), ref)
 
 
+@pytest.mark.parametrize("kernel,stride,dilation", [(3, 2, 1), (5, 2, 1), (1, 2, 1), (3, 2, 2),
+                                                     (3, 3, 1)])
+def test_same_padding_is_tensorflows_at_every_size(kernel, stride, dilation):
+    conv = SameConv2d(1, 1, kernel, stride, dilation)
+    span = dilation * (kernel - 1) + 1
+    for size in range(1, 20):
+        # TF: pad_total = max((ceil(n/s)-1)*s + span - n, 0), pad_before = pad_total // 2.
+        total = max((-(-size // stride) - 1) * stride + span - size, 0)
+        x = torch.randn(1, 1, size, size)
+        pad = (total // 2, total - total // 2) * 2
+        ref = F.conv2d(F.pad(x, pad), conv.weight, stride=stride, dilation=dilation)
+        torch.testing.assert_close(conv(x), ref)
+
+
 CHANNELS = {"lite0": (24, 40, 112, 320), "lite1": (24, 40, 112, 320),
             "lite2": (24, 48, 120, 352)}  # stride4/8/16/32 taps; the head is 1280 in all
 

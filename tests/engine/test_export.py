@@ -1,12 +1,15 @@
+import math
 import os
 import shutil
 import warnings
 
 import pytest
 import torch
+from torch import nn
 
 from parsenet.engine.backends import OpenVinoPredictor, make_predictor
 from parsenet.engine.export import (
+    CHECK_SIZES,
     ChannelsLastPredictor,
     ExportCheckError,
     OnnxPredictor,
@@ -17,7 +20,7 @@ from parsenet.engine.export import (
 )
 from parsenet.engine.onnx_cache import CHECKPOINT_KEY, cache_path, file_sha256, record_digest
 from parsenet.errors import UsageError
-from parsenet.models import parsenet_vgg16
+from parsenet.models import parsenet_efficientnet_lite0, parsenet_vgg16
 
 SIZES = ((64, 64), (57, 85))
 
@@ -35,6 +38,30 @@ def onnx_file(model, tmp_path_factory):
     exporter = export_onnx(model, path, sample_size=(64, 64))
     assert exporter in ("dynamo", "torchscript")
     return path
+
+
+class _FrozenByTrace(nn.Module):
+    """Keeps the first ceil(W / 2) columns: a float ceil that a trace freezes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[..., : math.ceil(x.shape[-1] / 2)] * 2
+
+
+@pytest.mark.slow
+def test_auto_exporter_keeps_the_trace_only_where_it_holds(tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch.manual_seed(0)
+    lite = parsenet_efficientnet_lite0(num_classes=3).eval()
+    # EfficientNet-Lite's TF-"SAME" pads are shape arithmetic the trace records.
+    assert export_onnx(lite, tmp_path / "lite.onnx", sample_size=(64, 96)) == "torchscript"
+    assert max(check_export(tmp_path / "lite.onnx", lite, sizes=CHECK_SIZES).values()) <= 1e-4
+    frozen = _FrozenByTrace()
+    with pytest.raises(ExportCheckError):
+        export_onnx(frozen, tmp_path / "traced.onnx", sample_size=(64, 96),
+                    exporter="torchscript")
+        check_export(tmp_path / "traced.onnx", frozen, sizes=CHECK_SIZES)
+    assert export_onnx(frozen, tmp_path / "auto.onnx", sample_size=(64, 96)) == "dynamo"
+    check_export(tmp_path / "auto.onnx", frozen, sizes=CHECK_SIZES)
 
 
 def test_onnx_matches_eager_at_several_sizes(model, onnx_file):

@@ -307,7 +307,7 @@ def export_checkpoint(checkpoint: str | os.PathLike | Release, fmt: str,
             model, content_file(checkpoint), export_cache,
             lambda onnx: export_openvino(model, onnx, out, calibration=calibration_images,
                                          int8=int8))
-        return {**result, "format": fmt, "exporter": "onnx (dynamo) -> openvino",
+        return {**result, "format": fmt, "exporter": "onnx -> openvino",
                 "diffs": {}}
     if fmt == "onnx":
         exporter = export_onnx(model, out)

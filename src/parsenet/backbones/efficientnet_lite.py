@@ -33,6 +33,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -92,11 +93,18 @@ class SameConv2d(nn.Conv2d):
                          groups=groups, bias=False)
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.stride[0] > 1:
+        stride = self.stride[0]
+        if stride > 1:
+            # TF's total pad, max((ceil(size / s) - 1) * s + span - size, 0), written as
+            # (-size) % s + span - s: the same integers, but integer arithmetic on the size
+            # that exporters record as graph ops (a float ceil is frozen at the sample's size
+            # by tracing, and makes torch.export's symbolic shapes grow with every stage).
+            span = self.dilation[0] * (self.kernel_size[0] - 1) + 1
             pads = []
             for size in (x.shape[-1], x.shape[-2]):  # F.pad wants (left, right, top, bottom)
-                total = max((math.ceil(size / self.stride[0]) - 1) * self.stride[0]
-                            + self.dilation[0] * (self.kernel_size[0] - 1) + 1 - size, 0)
+                total = (-size) % stride + span - stride
+                if span < stride:  # only then can the formula go negative
+                    total = max(total, 0)
                 pads += [total // 2, total - total // 2]
             x = F.pad(x, pads)
         return super().forward(x)
@@ -199,7 +207,8 @@ class EfficientNetLite(nn.Module):
         taps = self.taps if taps is None else tuple(taps)
         m = self.input_multiple
         pad_h, pad_w = (-x.shape[-2]) % m, (-x.shape[-1]) % m
-        if pad_h or pad_w:
+        # A trace keeps the pad (zero for sizes that need none), not the sample's branch.
+        if pad_h or pad_w or torch.jit.is_tracing():
             x = F.pad(x, (0, pad_w, 0, pad_h))
         wanted = {_TAP_AT[t][0]: t for t in taps}
         last = len(self.stages) if -1 in wanted else max(wanted)

@@ -1,13 +1,16 @@
 """Export to ONNX and TorchScript, and check exports against eager.
 
-ONNX: the dynamo exporter (``torch.export`` with symbolic height and width) is tried first;
-if it fails the TorchScript-based exporter (``dynamo=False`` with ``dynamic_axes``) is used.
-Both gave graphs of the same speed under ONNX Runtime (VGG-16 LargeFOV, 375 x 500, 2 threads,
-shared cores: 0.64-0.73x eager NCHW for either, eager channels_last 0.89x) and the same
-outputs (max abs diff ~5e-6). The dynamo one exports slower (~5 s against ~0.5-2.5 s) but
-is kept first because the other is deprecated; exports are cached, so it is paid once. The dynamo
-exporter writes opset 18 natively and cannot convert this graph down to 17 (onnx's version
-converter fails on ReduceMean's axes), hence the default ``opset=18``.
+ONNX: two exporters, the TorchScript-based one (``dynamo=False`` with ``dynamic_axes``: a
+trace whose shape arithmetic is recorded as graph ops) and the dynamo one (``torch.export``
+with symbolic height and width). Both give graphs of the same speed and the same outputs
+(VGG-16 LargeFOV: max abs diff ~5e-6; the released EfficientNet-Lite models: ~1e-5, the same
+labels), but the trace is several times cheaper to make: 3.2 s of CPU time against about 20 s
+for the released ``camvid`` model (``benchmarks/notes.md``). ``exporter="auto"`` therefore
+traces first and keeps the trace only when it matches the eager model at
+:data:`CHECK_SIZES` (a trace can freeze a Python-computed size); otherwise, or where the trace
+fails, it uses the dynamo exporter, which stays the way forward once the tracing exporter is
+removed from PyTorch. The dynamo exporter writes opset 18 natively and cannot convert this
+graph down to 17 (onnx's version converter fails on ReduceMean's axes), hence ``opset=18``.
 
 TorchScript: ``torch.jit.script`` cannot compile the model (typed ``Sequence`` arguments and
 dict outputs of the backbone), so it is traced. Tracing runs without grad, where
@@ -32,6 +35,7 @@ dynamo exporter's adaptive pooling is wrong or fails at some sizes, the other on
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import json
 import os
 import warnings
@@ -46,7 +50,7 @@ from parsenet.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["export_onnx", "export_torchscript", "check_export", "ExportCheckError",
            "OnnxPredictor", "ChannelsLastPredictor", "exported_preprocessing",
-           "record_onnx_metadata", "usable_cores", "PREPROCESSING_KEY"]
+           "record_onnx_metadata", "usable_cores", "PREPROCESSING_KEY", "EXPORTERS"]
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Odd sizes other than the export's sample, small and large, wide and tall: a graph with a
@@ -141,37 +145,67 @@ def exported_preprocessing(path: str | os.PathLike) -> Preprocessing | None:
                                f"preprocessing ({e})") from None
 
 
+EXPORTERS = ("auto", "torchscript", "dynamo")
+
+
+def _export_traced(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
+    torch.onnx.export(
+        model, (sample,), str(path), dynamo=False, opset_version=opset,
+        input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {2: "height", 3: "width"},
+                      OUTPUT_NAME: {2: "height", 3: "width"}},
+    )
+
+
+def _export_dynamo(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
+    height = torch.export.Dim("height", min=32, max=8192)
+    width = torch.export.Dim("width", min=32, max=8192)
+    torch.onnx.export(
+        model, (sample,), str(path), dynamo=True, opset_version=opset,
+        dynamic_shapes=({2: height, 3: width},), input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME], external_data=False, verbose=False,
+    )
+
+
+def _trace_holds(model: nn.Module, path: Path) -> bool:
+    """Whether a traced export gives the eager model's outputs at other sizes."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return False  # cannot be checked here: the dynamo export needs no check
+    try:
+        check_export(path, model, sizes=CHECK_SIZES, onnx=True)
+    except ExportCheckError:
+        return False
+    return True
+
+
 def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18,
                 sample_size: tuple[int, int] = (321, 321),
-                preprocessing: Preprocessing | None = None) -> str:
+                preprocessing: Preprocessing | None = None, exporter: str = "auto") -> str:
     """Write ``model`` as ONNX with dynamic batch-1 height and width (input ``image``
     1 x 3 x H x W, output ``logits`` 1 x K x H x W) and the preprocessing its input needs
-    (default ``model.preprocessing``; module docstring). Returns the exporter used:
-    ``"dynamo"`` or ``"torchscript"``."""
+    (default ``model.preprocessing``; module docstring). ``exporter``: one of
+    :data:`EXPORTERS` (module docstring). Returns the exporter used: ``"torchscript"`` or
+    ``"dynamo"``."""
+    if exporter not in EXPORTERS:
+        raise ValueError(f"exporter must be one of {EXPORTERS}, got {exporter!r}")
     path = Path(path)
     recorded = _preprocessing_json(model, preprocessing)
     sample = torch.randn(1, 3, *sample_size)
     with _written_atomically(path, "model.onnx") as tmp, _eval_no_grad(model), _quiet():
-        try:
-            height = torch.export.Dim("height", min=32, max=8192)
-            width = torch.export.Dim("width", min=32, max=8192)
-            torch.onnx.export(
-                model, (sample,), str(tmp), dynamo=True, opset_version=opset,
-                dynamic_shapes=({2: height, 3: width},), input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME], external_data=False, verbose=False,
-            )
-            exporter = "dynamo"
-        except Exception:  # the fallback exporter below reports its own failure
-            torch.onnx.export(
-                model, (sample,), str(tmp), dynamo=False, opset_version=opset,
-                input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {2: "height", 3: "width"},
-                              OUTPUT_NAME: {2: "height", 3: "width"}},
-            )
-            exporter = "torchscript"
+        used = "dynamo"
+        if exporter != "dynamo":
+            try:
+                _export_traced(model, sample, tmp, opset)
+                if exporter == "torchscript" or _trace_holds(model, tmp):
+                    used = "torchscript"
+            except Exception:  # e.g. a context pyramid, which the tracer refuses
+                if exporter == "torchscript":
+                    raise
+        if used == "dynamo":
+            _export_dynamo(model, sample, tmp, opset)
         if recorded is not None:
             record_onnx_metadata(tmp, {PREPROCESSING_KEY: recorded})
-    return exporter
+    return used
 
 
 def export_torchscript(model: nn.Module, path: str | os.PathLike,
@@ -249,14 +283,16 @@ def _load_torchscript(path: Path, extra_files: dict[str, str] | None = None
 
 def check_export(path: str | os.PathLike, model: nn.Module,
                  sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385)),
-                 atol: float = 1e-4) -> dict[str, float]:
-    """Compare an exported file (``.onnx``, else TorchScript) with ``model`` on random
-    images of each size. Returns ``{"HxW": max abs diff}``; raises ExportCheckError when a
-    difference exceeds ``atol`` or a shape differs."""
+                 atol: float = 1e-4, onnx: bool | None = None) -> dict[str, float]:
+    """Compare an exported file with ``model`` on random images of each size; ``onnx``:
+    whether the file is ONNX (default: whether it is named ``.onnx``; else TorchScript).
+    Returns ``{"HxW": max abs diff}``; raises ExportCheckError when a difference exceeds
+    ``atol`` or a shape differs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such exported model")
-    run = OnnxPredictor(path) if path.suffix == ".onnx" else _load_torchscript(path)
+    onnx = path.suffix == ".onnx" if onnx is None else onnx
+    run = OnnxPredictor(path) if onnx else _load_torchscript(path)
     diffs: dict[str, float] = {}
     generator = torch.Generator().manual_seed(0)
     with _eval_no_grad(model):
