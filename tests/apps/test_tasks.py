@@ -58,3 +58,25 @@ def test_predict_writes_only_into_its_out_folder_and_the_export_cache(checkpoint
     assert _tree(scratch) == []
     assert len(list(cache.glob("*.onnx"))) == (backend == "onnx")
     assert _tree(tmp_path / "out") == ["x.png", "x_overlay.jpg"]
+
+
+def test_eval_of_a_released_model_refuses_its_own_files_and_replaces_an_old_out(tmp_path,
+                                                                              one_thread):
+    from parsenet.apps.tasks import evaluate_checkpoint
+    from parsenet.errors import UsageError
+    from parsenet.models.released import released
+
+    model = released("stanford")
+    card = model.weights_path.with_suffix(".json")
+    before = card.read_bytes()
+    with pytest.raises(UsageError, match="the released model's card"):
+        evaluate_checkpoint(model, out=card, overwrite=True, progress=False)
+    assert card.read_bytes() == before
+    root = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "stanford_background"
+    if not root.is_dir():
+        pytest.skip("../shared/data/stanford_background is absent")
+    out = tmp_path / "eval.json"
+    out.write_text("{}")
+    result = evaluate_checkpoint(model, out=out, overwrite=True, progress=False, max_images=1,
+                                 mode="whole", overrides=[f"data.root={root}"])
+    assert result["json"] == str(out) and "pixel_acc" in out.read_text()

@@ -93,11 +93,13 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     with ``overwrite``; the checkpoint itself never is. ``backend``: the runtime
     (:mod:`parsenet.engine.backends`; eager, the default, is what the released figures
     were scored with)."""
-    if out is not None:  # refused before the evaluation, not after it
-        refuse_overwrite(Path(out), [(checkpoint, "the checkpoint this command reads")],
-                         overwrite=overwrite)
-        make_parent(out)
     is_release = isinstance(checkpoint, Release)
+    if out is not None:  # refused before the evaluation, not after it
+        inputs = ([(checkpoint.weights_path, "the released model's weights"),
+                   (checkpoint.weights_path.with_suffix(".json"), "the released model's card")]
+                  if is_release else [(checkpoint, "the checkpoint this command reads")])
+        refuse_overwrite(Path(out), inputs, overwrite=overwrite)
+        make_parent(out)
     source = checkpoint
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
