@@ -105,9 +105,10 @@ class SplitPredictor:
 
 
 def main() -> None:
+    from parsenet.engine import load_released
     from parsenet.engine.export import export_onnx
     from parsenet.engine.inferencer import InferenceOptions
-    from parsenet.models.released import load_released, released
+    from parsenet.models.released import released
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("model", help="a released model, e.g. camvid")

@@ -13,7 +13,6 @@ from torch import nn
 from trainer_fixtures import write_tiny_dataset
 
 from parsenet.config import Config, ConfigError, DataConfig, TrainConfig
-from parsenet.data.build import build_dataset
 from parsenet.engine import frozen_prefix as fp
 from parsenet.engine.distributed import DistContext
 from parsenet.engine.evaluation import evaluate
@@ -22,6 +21,7 @@ from parsenet.engine.precision import resolve_amp
 from parsenet.labels import IGNORE_INDEX
 from parsenet.layers.resample import resize_to_input
 from parsenet.models import build_model
+from parsenet.recipe import dataset_from_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -109,13 +109,13 @@ def test_resize_warps_training_pairs_and_validation_images_only(tiny_root):
                       scale_range=[1.0, 1.0], flip=False)
     preprocessing = build_model("parsenet_efficientnet_lite0", num_classes=3,
                                 weights=None).preprocessing
-    image, label = build_dataset(data, "train", preprocessing=preprocessing)[0]
+    image, label = dataset_from_config(data, "train", preprocessing=preprocessing)[0]
     assert image.shape == (3, 48, 48) and label.shape == (48, 48)  # 32 x 48, then padded
     assert bool((label[32:] == IGNORE_INDEX).all()) and not bool((label[:32] == 255).all())
-    val = build_dataset(data, "val", preprocessing=preprocessing)
+    val = dataset_from_config(data, "val", preprocessing=preprocessing)
     image, label = val[0]
     assert image.shape == (3, 32, 48) and label.shape == (56, 64)  # the label as it is
-    raw = build_dataset(data, "val").read_label(0)
+    raw = dataset_from_config(data, "val").read_label(0)
     assert label.tolist() == torch.as_tensor(raw).long().tolist()
 
 
@@ -124,7 +124,7 @@ def test_evaluation_scores_the_warped_images_logits_on_the_full_labels(tiny_root
     torch.manual_seed(0)
     model = build_model("parsenet_efficientnet_lite0", num_classes=3, weights=None,
                         output_stride=16).eval()
-    val = build_dataset(data, "val", preprocessing=model.preprocessing)
+    val = dataset_from_config(data, "val", preprocessing=model.preprocessing)
     metrics = evaluate(model, val, num_classes=3, progress=False)
     confusion = torch.zeros(3, 3, dtype=torch.long)
     with torch.no_grad():
@@ -143,7 +143,7 @@ def test_the_prefix_cache_holds_the_warped_images_maps(tiny_root, tmp_path):
     model = build_model("parsenet_efficientnet_lite0", num_classes=3, weights=None,
                         features=["stride8", "head"], output_stride=16)
     stages = fp.freeze_prefix(model, "all")
-    data = build_dataset(DataConfig(root=str(tiny_root)), "train")
+    data = dataset_from_config(DataConfig(root=str(tiny_root)), "train")
     cache = fp.build_prefix_cache(model, stages, data, root=tmp_path, scales=[1.0],
                                   flip=False, preprocessing=model.preprocessing,
                                   resize=(32, 48))
