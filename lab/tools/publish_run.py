@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.tools.slim_runs import slim_run
+from lab.tools.slim_runs import release_eval_entry, slim_run
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: lab/tools/ is two below it
 RELEASES = REPO / "lab" / "runs" / "releases"
@@ -164,8 +164,7 @@ def _record_release_eval(out: Path, release: str, overrides: dict) -> None:
     figures.unlink()
     record_path = out / "results.json"
     record = json.loads(record_path.read_text())
-    record["release_eval"] = {"overrides": overrides, "metrics": {
-        k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "per_class_iou")}}
+    record["release_eval"] = release_eval_entry(metrics, overrides, "released fp16")
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     entry = Release.from_card(release)
     mode = config_from_dict(entry.meta["config"], "card").eval
