@@ -8,7 +8,8 @@ Reads <run>/metrics.json (the trainer's final validation on the recipe's val spl
 config.yaml and log.jsonl, and folds them with the card's facts into one results.json
 (:mod:`lab.tools.slim_runs`); draws curves, per-class IU bars and the confusion matrix; with
 --release writes the fp16 safetensors + model card from checkpoints/last.pt and overlays of
-the first val images. Then regenerates docs/RELEASED.md from every published run.
+the first val images. Then regenerates docs/RELEASED.md from every published run, and the
+fine-tune recipes' seed tables (:mod:`lab.tools.recipe_table`).
 """
 
 from __future__ import annotations
@@ -321,6 +322,11 @@ def main() -> None:
         print(publish(args.run, args.dataset, args.command, args.release, args.overlays,
                       args.commit, args.note, overrides or None))
     print(write_index())
+    # A republished card is written afresh: its line to the recipe seed table comes back here.
+    from lab.tools.recipe_table import write_all
+
+    for path in write_all():
+        print(path)
 
 
 if __name__ == "__main__":

@@ -225,12 +225,12 @@ def _release_eval_arg(ap: argparse.ArgumentParser, args: argparse.Namespace
     try:
         metrics = json.loads(args.release_eval.read_text())["metrics"]
         if not all(k in metrics for k in RELEASE_EVAL_FIGURES[:4]):
-            raise KeyError("pixel_acc, mean_acc, mean_iou, fw_iou")
+            raise ValueError("its metrics lack pixel_acc, mean_acc, mean_iou or fw_iou")
         overrides = {k: yaml.safe_load(v) for k, v in
                      (item.split("=", 1) for item in args.release_eval_set)}
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
         ap.error(f"--release-eval {args.release_eval}: not an evaluation's JSON with its "
-                 f"KEY=VALUE settings ({err.__class__.__name__}: {err})")
+                 f"KEY=VALUE settings ({err})")
     return release_eval_entry(metrics, overrides, "fp32 checkpoint")
 
 
