@@ -126,8 +126,11 @@ def find_recipe_runs(recipes: dict[str, dict[str, Any]],
     runs = []
     for folder in folders:
         for path in sorted(Path(folder).glob("*/results.json")):
-            record = json.loads(path.read_text())
-            config = record.get("config")
+            try:
+                record = json.loads(path.read_text())
+            except ValueError as err:
+                raise ValueError(f"{path}: not a run record's JSON ({err})") from None
+            config = record.get("config") if isinstance(record, dict) else None
             if not isinstance(config, dict) or "metrics" not in record:
                 continue
             for name, recipe in recipes.items():
@@ -297,8 +300,16 @@ def main(argv: Sequence[str] | None = None) -> None:
                                  description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true",
                     help="write nothing; exit 1 if docs/RESULTS.md or a card would change")
+    ap.add_argument("--results", type=Path, default=RESULTS,
+                    help="the page with the block (default: docs/RESULTS.md)")
+    ap.add_argument("--runs", type=Path, action="append", default=None, metavar="DIR",
+                    help="a folder of run records (repeatable; default: lab/runs/releases "
+                    "and lab/runs/recipes)")
     args = ap.parse_args(argv)
-    changed = write_all(check=args.check)
+    try:
+        changed = write_all(args.results, folders=args.runs or RUN_FOLDERS, check=args.check)
+    except (OSError, ValueError) as err:  # a config or record that cannot be read
+        ap.error(str(err))
     for path in changed:
         print(path)
     if args.check and changed:

@@ -15,6 +15,7 @@ from lab.tools.recipe_table import (
     CARD_BEGIN,
     END,
     find_recipe_runs,
+    main,
     render_block,
     render_card,
     write_all,
@@ -125,3 +126,17 @@ def test_the_committed_tables_and_cards_are_the_generated_ones() -> None:
     assert write_all(check=True) == []
     text = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
     assert text.count(BEGIN) == 1 and text.count(END) == 1
+
+
+def test_a_record_that_is_not_json_is_one_line_of_error(tmp_path, capsys) -> None:
+    (tmp_path / "runs" / "broken").mkdir(parents=True)
+    (tmp_path / "runs" / "broken" / "results.json").write_text("{not json")
+    (tmp_path / "RESULTS.md").write_text("page\n")
+    with pytest.raises(SystemExit) as stop:
+        main(["--results", str(tmp_path / "RESULTS.md"), "--runs", str(tmp_path / "runs")])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1].endswith("broken/results.json: not a run record's JSON "
+                                                 "(Expecting property name enclosed in double "
+                                                 "quotes: line 1 column 2 (char 1))")
