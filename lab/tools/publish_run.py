@@ -8,7 +8,8 @@ Reads <run>/metrics.json (the trainer's final validation on the recipe's val spl
 config.yaml and log.jsonl, and folds them with the card's facts into one results.json
 (:mod:`lab.tools.slim_runs`); draws curves, per-class IU bars and the confusion matrix; with
 --release writes the fp16 safetensors + model card from checkpoints/last.pt and overlays of
-the first val images. Then regenerates docs/RELEASED.md from every published run.
+the first val images. Then regenerates docs/RELEASED.md from every published run, and the
+fine-tune recipes' seed tables (:mod:`lab.tools.recipe_table`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.tools.slim_runs import slim_run
+from lab.tools.slim_runs import release_eval_entry, slim_run
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: lab/tools/ is two below it
 RELEASES = REPO / "lab" / "runs" / "releases"
@@ -169,8 +170,7 @@ def _record_release_eval(out: Path, release: str, overrides: dict) -> None:
     figures.unlink()
     record_path = out / "results.json"
     record = json.loads(record_path.read_text())
-    record["release_eval"] = {"overrides": overrides, "metrics": {
-        k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "per_class_iou")}}
+    record["release_eval"] = release_eval_entry(metrics, overrides, "released fp16")
     record_path.write_text(json.dumps(record, indent=1) + "\n")
     entry = Release.from_card(release)
     mode = config_from_dict(entry.meta["config"], "card").eval
@@ -327,6 +327,11 @@ def main() -> None:
         print(publish(args.run, args.dataset, args.command, args.release, args.overlays,
                       args.commit, args.note, overrides or None))
     print(write_index())
+    # A republished card is written afresh: its line to the recipe seed table comes back here.
+    from lab.tools.recipe_table import write_all
+
+    for path in write_all():
+        print(path)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,14 @@ the record. Running it again on a slimmed run rewrites the same files.
 
 A run of the lab's study gets its command from the table reports beside it
 (``<root>/<table>/results.json``, which name each run's directory and command).
+
+A second evaluation of the run, in its recipe's release protocol (e.g. multi-scale + flip),
+is kept under one key, ``release_eval``: ``{"overrides": the eval settings that differ from
+the config's eval, "weights": what was scored ("released fp16" or "fp32 checkpoint"),
+"metrics": the four figures and the per-class IU}``. ``--release-eval FILE`` folds in the
+JSON that ``parsenet eval --out FILE`` wrote (with ``--release-eval-set`` giving its settings);
+a record that kept it under the older ``eval_multiscale_flip`` key is moved to
+``release_eval`` when slimmed again.
 """
 
 from __future__ import annotations
@@ -28,7 +36,8 @@ import yaml
 
 from parsenet.apps.study import read_run
 
-__all__ = ["FOLDED", "find_runs", "slim_record", "slim_run", "card_markdown", "table_commands"]
+__all__ = ["FOLDED", "find_runs", "slim_record", "slim_run", "card_markdown", "table_commands",
+           "release_eval_entry", "RELEASE_EVAL_FIGURES"]
 
 # Every file whose content results.json takes over; deleted once it has.
 FOLDED = ("metrics.json", "diverged.json", "attempts.json", "feature_norms.json",
@@ -45,6 +54,12 @@ HELD = (("diverged", "the error"), ("metrics", "these figures with the per-class
         ("confusion", "the confusion matrix"), ("config", "the config"),
         ("feature_norms", "the feature norms"), ("attempts", "the attempts"),
         ("log", "the training log"))
+# What a release_eval entry keeps of an evaluation's metrics.
+RELEASE_EVAL_FIGURES = ("pixel_acc", "mean_acc", "mean_iou", "fw_iou", "per_class_iou")
+# The older key of the same entry: the multi-scale + flip scores of an unreleased run, with its
+# settings said only by the name (the scales: the config's eval.scales) and its fp32 weights
+# said only on its card.
+_LEGACY_EVAL = "eval_multiscale_flip"
 # The facts first, then the figures, then the long lists.
 ORDER = ("run", "status", "command", "cpu", "precision", "wall_time_s", "tables", "iteration",
          "final_loss", "images_per_s", "diverged", "metrics", "feature_norms", "attempts",
@@ -84,8 +99,8 @@ def _read_log(path: Path) -> list[dict[str, Any]] | None:
 
 
 def slim_record(run: Path, *, name: str | None = None, command: str | None = None,
-                cpu: str | None = None, tables: list[tuple[str, str]] | None = None
-                ) -> dict[str, Any]:
+                cpu: str | None = None, tables: list[tuple[str, str]] | None = None,
+                release_eval: dict[str, Any] | None = None) -> dict[str, Any]:
     """The one-file record of ``run`` (see the module docstring); reads, writes nothing."""
     run = Path(run)
     # The files a run (or a republish) wrote last win over an earlier results.json.
@@ -115,8 +130,34 @@ def slim_record(run: Path, *, name: str | None = None, command: str | None = Non
         record[key] = record.get(key) or given
     for key in REPEATS:
         record.pop(key, None)
+    if release_eval is not None:
+        record["release_eval"] = release_eval
+    _normalise_release_eval(record)
     return {**{k: record[k] for k in ORDER if k in record},
             **{k: v for k, v in record.items() if k not in ORDER}}
+
+
+def release_eval_entry(metrics: dict[str, Any], overrides: dict[str, Any],
+                       weights: str) -> dict[str, Any]:
+    """The ``release_eval`` entry of a record (see the module docstring)."""
+    return {"overrides": dict(overrides), "weights": weights,
+            "metrics": {k: metrics[k] for k in RELEASE_EVAL_FIGURES if k in metrics}}
+
+
+def _normalise_release_eval(record: dict[str, Any]) -> None:
+    """One key and one shape for the release-protocol evaluation, whichever tool wrote it."""
+    legacy = record.pop(_LEGACY_EVAL, None)
+    if legacy is not None and "release_eval" not in record:
+        scales = ((record.get("config") or {}).get("eval") or {}).get("scales")
+        overrides = {"mode": "multiscale", "flip": True,
+                     **({"scales": scales} if scales else {})}
+        record["release_eval"] = release_eval_entry(legacy, overrides, "fp32 checkpoint")
+    entry = record.get("release_eval")
+    if entry is not None and "weights" not in entry:
+        # Before the key existed only lab.tools.publish_run wrote the entry, and it scores
+        # the released (fp16) model.
+        record["release_eval"] = release_eval_entry(entry["metrics"], entry["overrides"],
+                                                    "released fp16")
 
 
 def _pct(value: float | None) -> str:
@@ -173,19 +214,46 @@ def slim_run(run: Path, **facts: Any) -> dict[str, Any]:
     return record
 
 
+def _release_eval_arg(ap: argparse.ArgumentParser, args: argparse.Namespace
+                      ) -> dict[str, Any] | None:
+    if args.release_eval is None:
+        if args.release_eval_set:
+            ap.error("--release-eval-set needs --release-eval")
+        return None
+    if len(args.roots) != 1 or not args.release_eval_set:
+        ap.error("--release-eval takes one run directory and its --release-eval-set settings")
+    try:
+        metrics = json.loads(args.release_eval.read_text())["metrics"]
+        if not all(k in metrics for k in RELEASE_EVAL_FIGURES[:4]):
+            raise ValueError("its metrics lack pixel_acc, mean_acc, mean_iou or fw_iou")
+        overrides = {k: yaml.safe_load(v) for k, v in
+                     (item.split("=", 1) for item in args.release_eval_set)}
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
+        ap.error(f"--release-eval {args.release_eval}: not an evaluation's JSON with its "
+                 f"KEY=VALUE settings ({err})")
+    return release_eval_entry(metrics, overrides, "fp32 checkpoint")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m lab.tools.slim_runs",
                                  description=__doc__.splitlines()[0])
     ap.add_argument("roots", type=Path, nargs="+", help="run directories, or folders of them")
     ap.add_argument("--command", default=None, help="the command, where a run records none")
     ap.add_argument("--cpu", default=None, help="the CPU, where a run records none")
+    ap.add_argument("--release-eval", type=Path, default=None, metavar="EVAL_JSON",
+                    help="one run's second evaluation, the JSON `parsenet eval --checkpoint "
+                    "... --out EVAL_JSON` wrote with the release's settings")
+    ap.add_argument("--release-eval-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="those settings, e.g. mode=multiscale, flip=true, "
+                    "scales=[0.75,1.0,1.25] (repeatable; YAML values)")
     args = ap.parse_args(argv)
+    release_eval = _release_eval_arg(ap, args)
     for root in args.roots:
         commands = table_commands(root)
         for run in find_runs(root):
             name = run.relative_to(root).as_posix() if run != root else run.name
             slim_run(run, name=name, command=args.command, cpu=args.cpu,
-                     tables=commands.get(run.resolve()))
+                     tables=commands.get(run.resolve()), release_eval=release_eval)
             print(run)
 
 

@@ -155,3 +155,53 @@ def test_the_released_index_reads_the_published_records(tmp_path) -> None:
     results = (docs / "RESULTS.md").read_text()
     assert row in results.splitlines() and "\nold\n" not in results
     assert results.startswith("before\n") and results.endswith("after\n")
+
+
+def test_the_release_protocol_eval_has_one_key_whichever_tool_wrote_it(tmp_path) -> None:
+    """The older eval_multiscale_flip key moves to release_eval (its scales: the config's
+    eval.scales); a publish_run entry without weights gets the released model's."""
+    config = {**CONFIG, "eval": {"mode": "whole", "scales": [0.75, 1.0], "flip": False}}
+    figures = {"pixel_acc": 0.9, "mean_acc": 0.8, "mean_iou": 0.6, "fw_iou": 0.85,
+               "per_class_iou": [0.6, None]}
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "results.json").write_text(json.dumps(
+        {"metrics": METRICS, "config": config, "eval_multiscale_flip": figures}))
+    published = tmp_path / "published"
+    published.mkdir()
+    (published / "results.json").write_text(json.dumps(
+        {"metrics": METRICS, "config": config,
+         "release_eval": {"overrides": {"flip": True}, "metrics": figures}}))
+    main([str(old), str(published)])
+    moved = json.loads((old / "results.json").read_text())
+    assert "eval_multiscale_flip" not in moved
+    assert moved["release_eval"] == {
+        "overrides": {"mode": "multiscale", "flip": True, "scales": [0.75, 1.0]},
+        "weights": "fp32 checkpoint", "metrics": figures}
+    kept = json.loads((published / "results.json").read_text())["release_eval"]
+    assert kept == {"overrides": {"flip": True}, "weights": "released fp16", "metrics": figures}
+
+
+def test_release_eval_folds_in_an_eval_json(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    _full_run(run)
+    scored = tmp_path / "eval.json"
+    scored.write_text(json.dumps({"mode": "multiscale", "metrics": {**METRICS, "mean_iou": 0.55}}))
+    main([str(run), "--release-eval", str(scored), "--release-eval-set", "mode=multiscale",
+          "--release-eval-set", "scales=[0.75, 1.0]"])
+    entry = json.loads((run / "results.json").read_text())["release_eval"]
+    assert entry == {"overrides": {"mode": "multiscale", "scales": [0.75, 1.0]},
+                     "weights": "fp32 checkpoint",
+                     "metrics": {"pixel_acc": 0.8, "mean_acc": 0.6, "mean_iou": 0.55,
+                                 "fw_iou": 0.7, "per_class_iou": [0.5, None]}}
+    capsys.readouterr()
+    scored.write_text(json.dumps({"metrics": {"mean_iou": 0.5}}))
+    for argv in ([str(run), "--release-eval", str(scored), "--release-eval-set", "flip=true"],
+                 [str(run), "--release-eval", str(scored)],
+                 [str(run), "--release-eval-set", "flip=true"]):
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        assert stop.value.code == 2
+        err = capsys.readouterr().err
+        assert "Traceback" not in err  # the usage, then one line of error
+        assert err.strip().splitlines()[-1].startswith("python -m lab.tools.slim_runs: error: ")
