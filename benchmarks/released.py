@@ -32,6 +32,7 @@ from torch import Tensor, nn
 from benchmarks.common import Section, Settings, interleave, median
 from benchmarks.runtimes import RUNTIMES, conv_stack, eager_runtimes, exported_runtimes
 from benchmarks.runtimes import static_onnx as _static_onnx
+from parsenet.engine.export import ONNX_OPSET
 
 __all__ = ["run", "RELEASES", "GOAL_NATIVE_BF16", "GOAL_AVX2"]
 
@@ -114,7 +115,7 @@ def _conv_peak(settings: Settings, tmp: Path) -> dict[str, float]:
     runs, _, _ = eager_runtimes(model, compile_model=False, sample=x)
     onnx = tmp / "convs.onnx"
     with torch.no_grad():
-        torch.onnx.export(model, (x,), str(onnx), dynamo=False, opset_version=17,
+        torch.onnx.export(model, (x,), str(onnx), dynamo=False, opset_version=ONNX_OPSET,
                           input_names=["image"], output_names=["logits"])
     calibration = [torch.randn_like(x).numpy() for _ in range(3)]
     exported, _, _ = exported_runtimes(onnx, calibration)

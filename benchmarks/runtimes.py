@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from parsenet.engine.export import ONNX_OPSET
+
 __all__ = ["Unavailable", "eager_runtimes", "exported_runtimes", "conv_stack", "static_onnx",
            "int8_ir", "RUNTIMES"]
 
@@ -93,7 +95,7 @@ def static_onnx(model: nn.Module, size: tuple[int, int], path: Path) -> Path:
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(Logits(model).eval(), (torch.randn(1, 3, *size),), str(path),
-                          dynamo=False, opset_version=17, input_names=["image"],
+                          dynamo=False, opset_version=ONNX_OPSET, input_names=["image"],
                           output_names=["logits"])
     return path
 

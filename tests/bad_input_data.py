@@ -15,16 +15,19 @@ from PIL import Image
 CLASSES = ["sky", "ground", "thing"]
 
 
-def write_dataset(root: Path, n: int = 2, classes: list[str] = CLASSES) -> Path:
-    """images/ + labels/ for train and val, and classes.txt: 40 x 48 PNG pairs."""
+def write_dataset(root: Path, n: int = 2, classes: list[str] = CLASSES,
+                  splits: tuple[str, ...] = ("train", "val"),
+                  size: tuple[int, int] = (40, 48)) -> Path:
+    """images/ + labels/ for each split, and classes.txt: ``n`` seeded PNG pairs of ``size``
+    (height, width) a split."""
     rng = np.random.default_rng(0)
-    for split in ("train", "val"):
+    for split in splits:
         (root / "images" / split).mkdir(parents=True)
         (root / "labels" / split).mkdir(parents=True)
         for i in range(n):
-            Image.fromarray(rng.integers(0, 255, (40, 48, 3), dtype=np.uint8)).save(
+            Image.fromarray(rng.integers(0, 255, (*size, 3), dtype=np.uint8)).save(
                 root / "images" / split / f"im{i}.png")
-            label = rng.integers(0, len(classes), (40, 48)).astype(np.uint8)
+            label = rng.integers(0, len(classes), size).astype(np.uint8)
             Image.fromarray(label).save(root / "labels" / split / f"im{i}.png")
     (root / "classes.txt").write_text("\n".join(classes) + "\n")
     return root

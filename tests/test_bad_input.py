@@ -18,10 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from bad_input_data import CLASSES, write_dataset
+from bad_input_data import CLASSES, write_dataset, write_tiny_checkpoint
 
 from parsenet.cli import main
-from parsenet.config import Config, config_to_dict
 from parsenet.errors import DataError
 
 
@@ -55,18 +54,7 @@ def data(tmp_path: Path) -> Path:
 @pytest.fixture
 def checkpoint(tmp_path: Path, data: Path) -> Path:
     """A checkpoint in the trainer's format for CLASSES, trained on nothing."""
-    from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-    from parsenet.models import parsenet_vgg16
-
-    config = Config()
-    config.model.args = {"width": 0.0625}
-    config.data.root = str(data)
-    torch.manual_seed(0)
-    model = parsenet_vgg16(num_classes=len(CLASSES), width=0.0625)
-    state = {"format": CHECKPOINT_FORMAT, "iteration": 1, "model": model.state_dict(),
-             "config": config_to_dict(config), "classes": CLASSES,
-             "preprocessing": model.preprocessing.to_dict()}
-    return save_checkpoint(tmp_path / "ckpt" / "last.pt", state)
+    return write_tiny_checkpoint(tmp_path / "ckpt" / "last.pt", data)
 
 
 # ---------------------------------------------------------------------------- case 1

@@ -15,12 +15,16 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from parsenet.engine.export import ONNX_OPSET
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # benchmarks/ is a top-level package of the repository
 
 from benchmarks.common import interleave, paired_ratio  # noqa: E402
 from benchmarks.l2norm_bench import saved_bytes  # noqa: E402
+from benchmarks.runtimes import static_onnx  # noqa: E402
 from benchmarks.scaling import growth_exponent  # noqa: E402
 from benchmarks.table import goal_summary, text_table  # noqa: E402
 
@@ -53,6 +57,30 @@ def test_saved_bytes_counts_distinct_storages_and_separates_the_input():
     assert (total, beyond) == (x.nbytes, 0)
     total, beyond = saved_bytes(lambda t: F.normalize(t, dim=1).exp(), x)
     assert total > x.nbytes and beyond == total - x.nbytes  # exp saves its own output
+
+
+def test_static_onnx_writes_the_shared_opset_and_the_models_logits(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    ort = pytest.importorskip("onnxruntime")
+
+    class DictOut(nn.Module):  # torchvision's segmentation models return {"out": logits}
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 4, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"out": self.conv(x)}
+
+    torch.manual_seed(0)
+    model = DictOut().eval()
+    path = static_onnx(model, (9, 11), tmp_path / "m.onnx")
+    opsets = {o.domain: o.version for o in onnx.load(str(path)).opset_import}
+    assert opsets[""] == ONNX_OPSET
+    x = torch.randn(1, 3, 9, 11)
+    (out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"image": x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(out), model(x)["out"], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import shlex
-from pathlib import Path
 
 import numpy as np
 import pytest
+from bad_input_data import write_dataset
 from PIL import Image
 
 from parsenet.cli import EXAMPLES, build_parser, main
@@ -19,22 +19,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # fixtures: tests/conftest.p
 STANFORD = ["sky", "tree", "road", "grass", "water", "building", "mountain", "foreground"]
 
 
-def _folder_dataset(root: Path, split: str, classes: list[str], n: int = 2) -> Path:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        for kind in ("images", "labels"):
-            (root / kind / split).mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(
-            root / "images" / split / f"im{i}.png")
-        label = rng.integers(0, len(classes), (48, 64)).astype(np.uint8)
-        Image.fromarray(label).save(root / "labels" / split / f"im{i}.png")
-    (root / "classes.txt").write_text("\n".join(classes) + "\n")
-    return root
-
-
 def test_eval_of_a_released_model_names_the_split_and_writes_nothing_unasked(
         tmp_path, monkeypatch, capsys):
-    data = _folder_dataset(tmp_path / "data", "test", STANFORD)
+    data = write_dataset(tmp_path / "data", classes=STANFORD, splits=("test",),
+                         size=(48, 64))
     work = tmp_path / "cwd"
     work.mkdir()
     monkeypatch.chdir(work)
@@ -60,7 +48,7 @@ def test_eval_of_a_checkpoint_writes_beside_it_under_the_split_given(tmp_path, c
     classes = ["sky", "ground", "thing"]
     checkpoint = write_tiny_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt", classes,
                                        seed=0, name="tiny")
-    data = _folder_dataset(tmp_path / "data", "test", classes)
+    data = write_dataset(tmp_path / "data", classes=classes, splits=("test",), size=(48, 64))
     assert main(["eval", "--checkpoint", str(checkpoint), "--data-root", str(data),
                  "--split", "test", "--no-progress"]) == 0
     written = checkpoint.with_name("last.eval-test-whole.json")

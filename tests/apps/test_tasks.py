@@ -80,3 +80,34 @@ def test_eval_of_a_released_model_refuses_its_own_files_and_replaces_an_old_out(
     result = evaluate_checkpoint(model, out=out, overwrite=True, progress=False, max_images=1,
                                  mode="whole", overrides=[f"data.root={root}"])
     assert result["json"] == str(out) and "pixel_acc" in out.read_text()
+
+
+def test_predict_runs_at_the_checkpoints_data_resize_and_labels_at_the_images_size(tmp_path):
+    """A checkpoint trained with data.resize sees every image warped to it (as in training
+    and eval); the label PNG keeps the image's own size."""
+    import torch.nn.functional as F
+    from serve_helpers import write_tiny_checkpoint
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    from parsenet.engine.checkpoint import load_model
+
+    ckpt = write_tiny_checkpoint(tmp_path / "run" / "last.pt", CLASSES, seed=0, name="warped",
+                                 data={"resize": [32, 48]})
+    rgb = np.random.default_rng(0).integers(0, 255, (45, 61, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(tmp_path / "im.png")
+    result = predict_images(ckpt, [tmp_path / "im.png"], tmp_path / "out", backend="eager",
+                            mode="whole", progress=False)
+    written = np.asarray(Image.open(result["outputs"][0][0]))
+    loaded = load_model(ckpt)
+    image = torch.from_numpy(rgb).permute(2, 0, 1)
+    warped = TF.resize(image, [32, 48], interpolation=InterpolationMode.BILINEAR,
+                       antialias=True)
+    with torch.no_grad():
+        scores = loaded.model(loaded.preprocessing(warped)[None])
+        native = loaded.model(loaded.preprocessing(image)[None]).argmax(1)[0].numpy()
+    expected = F.interpolate(scores, size=(45, 61), mode="bilinear",
+                             align_corners=False).argmax(1)[0].numpy()
+    assert written.shape == (45, 61)
+    assert not np.array_equal(expected, native)  # the warp shows in the labels
+    assert np.array_equal(written, expected)

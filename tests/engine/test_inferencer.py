@@ -101,3 +101,31 @@ def test_released_models_eval_figures_are_unchanged(name, tmp_path, one_thread):
     confusion = result["metrics"]["confusion"]
     assert hashlib.sha256(json.dumps(confusion).encode()).hexdigest()[:16] == digest
     assert result["metrics"]["mean_iou"] == mean_iou
+
+
+def test_a_resize_warps_the_image_and_labels_it_at_its_own_size():
+    """data.resize: the model sees the warped image (bilinear, antialiased, as the eval
+    transforms warp it); the scores come back to the image's size bilinearly."""
+    from torchvision.transforms.v2 import InterpolationMode
+    from torchvision.transforms.v2 import functional as TF
+
+    torch.manual_seed(0)
+    model, shapes = CountingConv().eval(), []
+    model.register_forward_hook(lambda m, args, out: shapes.append(tuple(args[0].shape[-2:])))
+    inferencer = Inferencer(model, 4, InferenceMemory(100.0, 4),
+                            InferenceOptions(mode="whole", resize=(32, 64)),
+                            preprocessing=lambda image: image.float() / 255)
+    image = torch.randint(0, 256, (3, 37, 53), dtype=torch.uint8)
+    labels, mode = inferencer.label_image(image)
+    assert (mode, shapes, labels.shape) == ("whole", [(32, 64)], (37, 53))
+    warped = TF.resize(image, [32, 64], interpolation=InterpolationMode.BILINEAR,
+                       antialias=True)
+    with torch.no_grad():
+        scores = model(warped[None].float() / 255)
+        native = model(image[None].float() / 255).argmax(1)[0]
+    expected = torch.nn.functional.interpolate(scores, size=(37, 53), mode="bilinear",
+                                               align_corners=False).argmax(1)[0]
+    assert torch.equal(labels, expected.to(torch.uint8))
+    assert not torch.equal(labels, native.to(torch.uint8))  # the warp shows in the labels
+    unwarped, _ = inferencer.with_options(resize=None).label_image(image)
+    assert torch.equal(unwarped, native.to(torch.uint8)) and shapes[-1] == (37, 53)

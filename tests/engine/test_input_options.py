@@ -19,7 +19,7 @@ from parsenet.engine.evaluation import evaluate
 from parsenet.engine.iteration import loss_pixels, run_iteration
 from parsenet.engine.precision import resolve_amp
 from parsenet.labels import IGNORE_INDEX
-from parsenet.layers.resample import resize_to_input
+from parsenet.layers.resample import resize_to_input, resize_to_pixels
 from parsenet.models import build_model
 from parsenet.recipe import dataset_from_config
 
@@ -85,6 +85,51 @@ def test_the_subsampled_loss_is_the_mean_loss_over_the_sampled_pixels(stride, of
                             amp=resolve_amp("off", torch.device("cpu")), scaler=None,
                             optimizer=optimizer, scheduler=scheduler, loss_pixels=pixels)
     assert loss == pytest.approx(total / count, rel=1e-5)
+
+
+class SampledGridScores(GridScores):
+    """GridScores that, as ParseNet, upsamples its scores at the loss's pixels only."""
+
+    samples_pixels = True
+
+    def __init__(self, *args) -> None:
+        super().__init__(*args)
+        self.asked: list[tuple[int, int] | None] = []
+
+    def forward(self, images: torch.Tensor, pixels: tuple[int, int] | None = None
+                ) -> torch.Tensor:
+        self.asked.append(pixels)
+        if pixels is None:
+            return super().forward(images)
+        return resize_to_pixels(self.scores, images.shape[-2:], self.stride, self.offset,
+                                pixels)
+
+
+@pytest.mark.parametrize(("stride", "offset", "step"),
+                         [(16, 15.0, 4), (16, 15.0, 8), (8, 0.0, 4), (8, 0.0, 2)])
+def test_a_model_that_samples_its_scores_gets_the_loss_and_gradients_of_indexing(
+        stride, offset, step):
+    torch.manual_seed(0)
+    n, classes, (h, w) = 2, 4, (48, 64)
+    scores = torch.randn(n, classes, h // stride, w // stride)
+    labels = torch.randint(0, classes, (n, h, w))
+    labels[0, :10] = IGNORE_INDEX
+    pixels = loss_pixels(stride, offset, step)
+    results = []
+    for model in (GridScores(scores.clone(), stride, offset),
+                  SampledGridScores(scores.clone(), stride, offset)):
+        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        loss, _ = run_iteration(model, [(torch.zeros(n, 3, h, w), labels, None)], False,
+                                "mean", ctx=DistContext(), device=torch.device("cpu"),
+                                amp=resolve_amp("off", torch.device("cpu")), scaler=None,
+                                optimizer=optimizer, scheduler=scheduler, loss_pixels=pixels)
+        results.append((loss, scores - model.scores.detach()))  # lr 1: the step is the grad
+    (full_loss, full_grad), (sampled_loss, sampled_grad) = results
+    assert model.asked == [pixels]
+    assert sampled_loss == pytest.approx(full_loss, rel=1e-5)
+    assert float(full_grad.abs().max()) > 0
+    torch.testing.assert_close(sampled_grad, full_grad, rtol=1e-5, atol=1e-6)
 
 
 def test_a_loss_stride_off_the_pixel_grid_is_refused_in_one_line():

@@ -1,3 +1,4 @@
+import pytest
 import torch
 
 from parsenet.layers import resize_to_input
@@ -38,3 +39,27 @@ def test_align_to_grid_upsamples_and_shifts_by_whole_cells():
     # A pure shift (equal strides) crops whole cells.
     shifted = align_to_grid(coarse, Grid(32, -83.5), Grid(32, 12.5), (2, 2))
     torch.testing.assert_close(shifted[0, 0, 0], torch.tensor([3.0, 4.0]))
+
+
+@pytest.mark.parametrize(("stride", "offset", "step"),
+                         [(8, 0.0, 2), (8, 0.0, 4), (8, 0.0, 8), (16, 15.0, 4), (16, 15.0, 8),
+                          (16, 15.0, 16), (32, 31.0, 4)])
+def test_resize_to_pixels_is_the_full_resize_at_the_loss_pixels(stride, offset, step):
+    """The loss's sample (train.loss_stride) upsampled alone: the same values and the same
+    gradient as upsampling every pixel and indexing."""
+    from parsenet.engine.iteration import loss_pixels
+    from parsenet.layers.resample import resize_to_pixels
+
+    torch.manual_seed(0)
+    size = (77, 101)
+    cells = (size[0] // stride + 2, size[1] // stride + 2)
+    first, step = loss_pixels(stride, offset, step)
+    x = torch.randn(2, 5, *cells, requires_grad=True)
+    full = resize_to_input(x, size, stride, offset)[..., first::step, first::step]
+    sampled = resize_to_pixels(x, size, stride, offset, (first, step))
+    assert sampled.shape == full.shape
+    torch.testing.assert_close(sampled, full, rtol=1e-5, atol=1e-5)
+    upstream = torch.randn_like(full)
+    (grad_full,) = torch.autograd.grad(full, x, upstream)
+    (grad_sampled,) = torch.autograd.grad(sampled, x, upstream)
+    torch.testing.assert_close(grad_sampled, grad_full, rtol=1e-5, atol=1e-5)

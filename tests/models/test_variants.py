@@ -79,9 +79,6 @@ class TestParseNetResNet50(ModelTestBase):
 @pytest.mark.slow
 class TestParseNetEfficientNetLite0MultiTap(ModelTestBase):
     flip_symmetric = False
-    # Its ONNX export passes but takes minutes on a loaded 2-core machine; the export check
-    # runs on cheaper variants.
-    onnx = False
 
     def build(self):
         return parsenet_efficientnet_lite0(num_classes=self.num_classes, output_stride=16,
@@ -91,7 +88,7 @@ class TestParseNetEfficientNetLite0MultiTap(ModelTestBase):
 @pytest.mark.slow
 class TestParseNetEfficientNetLite2MultiTap(ModelTestBase):
     flip_symmetric = False
-    onnx = False  # exported like Lite0 (same layers); the export test runs on cheaper variants
+    onnx = False  # exported like Lite0 (same layers), whose export test runs
 
     def build(self):
         return parsenet_efficientnet_lite2(num_classes=self.num_classes, output_stride=16,

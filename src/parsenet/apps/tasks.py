@@ -259,7 +259,8 @@ def predict_images(checkpoint: str | os.PathLike | Release,
         make_folder(export_cache, "--export-cache")
     loaded, _ = load_source(checkpoint, device)
     options = InferenceOptions.from_eval(loaded.config.eval, mode=mode or "auto",
-                                         window=window, budget_gb=memory_budget_gb)
+                                         window=window, budget_gb=memory_budget_gb,
+                                         resize=loaded.config.data.resize)
     inferencer = Inferencer.create(loaded.model, num_classes=len(loaded.classes),
                                    options=options, backend=backend, device=device,
                                    checkpoint=content_file(checkpoint), cache_dir=export_cache,

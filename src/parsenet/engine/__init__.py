@@ -6,6 +6,7 @@
     loaded = load_released("siftflow")               # the same fields, for a released model
 
 trainer      the training loop (``train``), TrainingDivergedError
+train_checkpoints  what a training checkpoint holds, when one is written, resuming
 checkpoint   atomic save, safe load, ``load_model``, CheckpointError
 loaded       ``LoadedModel`` (a model with its config, classes, palette, preprocessing),
              ``load_released``

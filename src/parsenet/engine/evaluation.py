@@ -7,7 +7,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
@@ -61,11 +60,7 @@ def _model_input(image: Any, preprocessing: Preprocessing | None, device: torch.
 def _labels(inferencer: Any, batch: Tensor, mode: str, size: tuple[int, int]) -> Tensor:
     """The class of each label pixel; an image warped to another size than its label
     (``data.resize``) has its scores resized bilinearly to the label's before the argmax."""
-    if tuple(batch.shape[-2:]) == size:
-        return inferencer.labels(batch, mode)
-    logits = inferencer.logits(batch, mode)
-    return F.interpolate(logits.float(), size=size, mode="bilinear",
-                         align_corners=False).argmax(1).cpu()
+    return inferencer.labels(batch, mode, size=size)
 
 
 def evaluate(

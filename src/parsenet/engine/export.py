@@ -10,7 +10,8 @@ traces first and keeps the trace only when it matches the eager model at
 :data:`CHECK_SIZES` (a trace can freeze a Python-computed size); otherwise, or where the trace
 fails, it uses the dynamo exporter, which stays the way forward once the tracing exporter is
 removed from PyTorch. The dynamo exporter writes opset 18 natively and cannot convert this
-graph down to 17 (onnx's version converter fails on ReduceMean's axes), hence ``opset=18``.
+graph down to 17 (onnx's version converter fails on ReduceMean's axes), hence
+:data:`ONNX_OPSET` (18).
 
 TorchScript: ``torch.jit.script`` cannot compile the model (typed ``Sequence`` arguments and
 dict outputs of the backbone), so it is traced. Tracing runs without grad, where
@@ -50,13 +51,14 @@ from parsenet.preprocessing import Preprocessing, preprocessing_for
 
 __all__ = ["export_onnx", "export_torchscript", "check_export", "ExportCheckError",
            "OnnxPredictor", "ChannelsLastPredictor", "exported_preprocessing",
-           "record_onnx_metadata", "usable_cores", "PREPROCESSING_KEY", "EXPORTERS"]
+           "record_onnx_metadata", "usable_cores", "PREPROCESSING_KEY", "EXPORTERS", "ONNX_OPSET"]
 
 INPUT_NAME, OUTPUT_NAME = "image", "logits"
 # Odd sizes other than the export's sample, small and large, wide and tall: a graph with a
 # shape baked in fails on at least one.
 CHECK_SIZES = ((97, 131), (57, 85), (203, 61))
 PREPROCESSING_KEY = "parsenet.preprocessing"  # ONNX metadata key, TorchScript extra file
+ONNX_OPSET = 18  # every ONNX file written, benchmarks' included (module docstring)
 
 
 @contextlib.contextmanager
@@ -178,7 +180,7 @@ def _trace_holds(model: nn.Module, path: Path) -> bool:
     return True
 
 
-def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = 18,
+def export_onnx(model: nn.Module, path: str | os.PathLike, *, opset: int = ONNX_OPSET,
                 sample_size: tuple[int, int] = (321, 321),
                 preprocessing: Preprocessing | None = None, exporter: str = "auto") -> str:
     """Write ``model`` as ONNX with dynamic batch-1 height and width (input ``image``

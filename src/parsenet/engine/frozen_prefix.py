@@ -147,18 +147,23 @@ class PrefixRest(nn.Module):
     """``model`` from its frozen prefix's outputs: ``forward(features, valid)`` takes the
     cached maps (by stage name, a crop of N x C x h x w each) and the crop's validity mask
     (N x H x W, which also gives the crop's pixel size) and returns N x K x H x W logits,
-    through the model's own forward with the prefix stages answering from ``features``."""
+    through the model's own forward with the prefix stages answering from ``features``
+    (``pixels``: as the model's, the loss's sample only)."""
+
+    samples_pixels = True
 
     def __init__(self, model: nn.Module, stages: Sequence[str]) -> None:
         super().__init__()
         self.model, self.stages = model, tuple(stages)
 
-    def forward(self, features: dict[str, Tensor], valid: Tensor) -> Tensor:
+    def forward(self, features: dict[str, Tensor], valid: Tensor,
+                pixels: tuple[int, int] | None = None) -> Tensor:
         n, (h, w) = valid.shape[0], valid.shape[-2:]
         first = next(iter(features.values()))
         image = first.new_zeros(()).expand(n, 3, h, w)  # its size only is read
+        sample = {"pixels": pixels} if pixels is not None else {}
         with _injected(self.model.backbone.named_stages(), self.stages, features, n):
-            return self.model(image, valid=valid)
+            return self.model(image, valid=valid, **sample)
 
 
 # ---------------------------------------------------------------------------- the cache

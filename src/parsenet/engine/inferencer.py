@@ -12,14 +12,16 @@ The front ends only read files or uploads and write results.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from parsenet.choices import EVAL_MODES
+from parsenet.data.transforms import Warp
 from parsenet.engine import inference
 from parsenet.engine.inference import Predictor, window_starts
 from parsenet.engine.memory import DEFAULT_BUDGET_GB, InferenceMemory, is_out_of_memory
@@ -32,8 +34,10 @@ __all__ = ["Inferencer", "InferenceOptions"]
 @dataclass(frozen=True)
 class InferenceOptions:
     """How to run: ``mode`` (whole | slide | multiscale | auto), ``preferred`` (what auto
-    uses when it fits: the config's eval mode), the sliding window, scales, flip, and the
-    memory ``budget_gb`` that auto keeps under."""
+    uses when it fits: the config's eval mode), the sliding window, scales, flip, the
+    memory ``budget_gb`` that auto keeps under, and ``resize``: None, or the (h, w) every
+    image is warped to before it runs (a checkpoint's ``data.resize``, as its training and
+    evaluation warped them), its scores resized back to the image's own size."""
 
     mode: str = "auto"
     preferred: str = "whole"
@@ -42,6 +46,7 @@ class InferenceOptions:
     scales: tuple[float, ...] = (0.75, 1.0, 1.25)
     flip: bool = False
     budget_gb: float = DEFAULT_BUDGET_GB
+    resize: tuple[int, int] | None = None
 
     def __post_init__(self) -> None:
         if self.mode not in (*EVAL_MODES, "auto"):
@@ -52,13 +57,16 @@ class InferenceOptions:
 
     @classmethod
     def from_eval(cls, eval_cfg: Any, *, mode: str | None = None, window: int | None = None,
-                  budget_gb: float = DEFAULT_BUDGET_GB) -> InferenceOptions:
+                  budget_gb: float = DEFAULT_BUDGET_GB,
+                  resize: Sequence[int] | None = None) -> InferenceOptions:
         """Options from a config's ``eval`` section; ``mode`` None: the config's mode.
-        A smaller ``window`` narrows the stride with it."""
+        A smaller ``window`` narrows the stride with it. ``resize``: the config's
+        ``data.resize``."""
         window = window or eval_cfg.window
         return cls(mode=mode or eval_cfg.mode, preferred=eval_cfg.mode, window=window,
                    stride=min(eval_cfg.stride, window), scales=tuple(eval_cfg.scales),
-                   flip=bool(eval_cfg.flip), budget_gb=budget_gb)
+                   flip=bool(eval_cfg.flip), budget_gb=budget_gb,
+                   resize=(int(resize[0]), int(resize[1])) if resize else None)
 
     @property
     def run_options(self) -> dict[str, Any]:
@@ -169,26 +177,38 @@ class Inferencer:
                                   **self.options.run_options)
 
     def labels(self, batch: Tensor, mode: str | None = None,
-               on_pass: Callable[[], None] | None = None) -> Tensor:
+               on_pass: Callable[[], None] | None = None,
+               size: tuple[int, int] | None = None) -> Tensor:
         """Class ids N x H x W (int64, on the CPU) of a normalised batch; sliding windows
-        keep only a band of logits (:func:`~parsenet.engine.inference.predict_labels`)."""
+        keep only a band of logits (:func:`~parsenet.engine.inference.predict_labels`).
+        ``size`` (h, w) other than the batch's: the class ids at that size, from the scores
+        resized to it bilinearly (an image warped to ``data.resize``; full logits kept)."""
         mode = mode or self.mode_for(*batch.shape[-2:])
         run = self.run if on_pass is None else _CountingPredictor(self.run, on_pass)
         with torch.inference_mode():
-            return inference.predict_labels(run, batch.to(self.device), mode,
-                                  **self.options.run_options).cpu()
+            if size is None or tuple(size) == tuple(batch.shape[-2:]):
+                return inference.predict_labels(run, batch.to(self.device), mode,
+                                                **self.options.run_options).cpu()
+            logits = inference.predict_logits(run, batch.to(self.device), mode,
+                                              **self.options.run_options)
+            return F.interpolate(logits.float(), size=tuple(size), mode="bilinear",
+                                 align_corners=False).argmax(1).cpu()
 
     def label_image(self, image: Tensor, *, name: str = "image",
                     on_pass: Callable[[], None] | None = None) -> tuple[Tensor, str]:
-        """(class ids H x W uint8, the mode used) of a uint8 RGB 3 x H x W image; running
-        out of memory raises a one-line :class:`ResourceError` naming ``name``."""
+        """(class ids H x W uint8, the mode used) of a uint8 RGB 3 x H x W image, warped
+        first to ``options.resize`` if set (the ids are still H x W); running out of memory
+        raises a one-line :class:`ResourceError` naming ``name`` and the size that ran."""
         if self.preprocessing is None:
             raise UsageError("this inferencer has no preprocessing for uint8 images")
+        size = (int(image.shape[-2]), int(image.shape[-1]))
+        if self.options.resize:  # the warp of the eval transforms, exactly
+            image = Warp(self.options.resize)(image)
         h, w = image.shape[-2:]
         mode = self.mode_for(h, w)
         try:
             batch = self.preprocessing(image).unsqueeze(0)
-            return self.labels(batch, mode, on_pass)[0].to(torch.uint8), mode
+            return self.labels(batch, mode, on_pass, size)[0].to(torch.uint8), mode
         except Exception as e:
             if not is_out_of_memory(e):
                 raise

@@ -7,7 +7,9 @@ first`` of each row and column only (:func:`loss_pixels`): where the bilinear up
 the output grid (stride s, offset o) lands, at ``s / step`` samples per cell, on whole
 pixels. The mean loss is then the full-resolution loss averaged over a regular
 1-in-``step**2`` sample of the pixels, and the softmax and its backward cost ``step**2``
-times less.
+times less. A model with ``samples_pixels`` (ParseNet) computes its upsampled scores at
+those pixels only (``forward(..., pixels=(first, step))``); any other model's full-size
+output is indexed.
 """
 
 from __future__ import annotations
@@ -88,6 +90,9 @@ def run_iteration(model: torch.nn.Module, batches: list[Batch],
     (:func:`loss_pixels`): the loss on those pixels only."""
     batches = [(images, _sampled(targets, loss_pixels), valid)
                for images, targets, valid in batches]
+    # The model's own attribute: DDP wraps it as .module, and passes forward's kwargs on.
+    inside = loss_pixels is not None and getattr(getattr(model, "module", model),
+                                                 "samples_pixels", False)
     if loss_reduction == "mean":
         local = sum(int((target != IGNORE_INDEX).sum()) for _, target, _ in batches)
     else:
@@ -102,8 +107,13 @@ def run_iteration(model: torch.nn.Module, batches: list[Batch],
         sync = model.no_sync() if ctx.enabled and not last else contextlib.nullcontext()
         with sync:
             with torch.autocast(device.type, dtype=amp.dtype, enabled=amp.dtype is not None):
-                logits = model(images) if valid is None else model(images, valid=valid)
-            micro = F.cross_entropy(_sampled(logits, loss_pixels).float(), targets,
+                kwargs = {"pixels": loss_pixels} if inside else {}
+                if valid is not None:
+                    kwargs["valid"] = valid
+                logits = model(images, **kwargs)
+            if not inside:
+                logits = _sampled(logits, loss_pixels)
+            micro = F.cross_entropy(logits.float(), targets,
                                     weight=class_weights, ignore_index=IGNORE_INDEX,
                                     reduction="sum")
             loss = micro * scale

@@ -31,7 +31,7 @@ Checkpoints, validation and everything else are the same: the model saved is the
 An out_dir holds one run (:mod:`parsenet.engine.rundir`): ``run.lock`` refuses a second
 concurrent run, and a fresh run into a directory holding an earlier one needs
 ``overwrite=True``. A checkpoint is written only if every parameter and floating buffer
-(BatchNorm's running statistics too) is finite.
+(BatchNorm's running statistics too) is finite (:mod:`parsenet.engine.train_checkpoints`).
 """
 
 from __future__ import annotations
@@ -50,16 +50,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from parsenet import recipe  # looked up at call time: tests wrap the builder
-from parsenet.config import (
-    Config,
-    DataConfig,
-    check_config,
-    config_from_dict,
-    config_to_dict,
-    save_config,
-)
+from parsenet.config import Config, DataConfig, check_config, save_config
 from parsenet.disk_full import naming_full_disk
-from parsenet.engine import checkpoint as ckpt
 from parsenet.engine import distributed as dist_utils
 from parsenet.engine.checkpoint import init_from_file
 from parsenet.engine.class_weights import class_weights
@@ -81,12 +73,11 @@ from parsenet.engine.optim import (
     build_optimizer,
     build_scheduler,
     freeze,
-    lr_factor,
     norm_stats_to_eval,
     pretrained_parameter_names,
 )
 from parsenet.engine.precision import resolve_amp, resolve_device
-from parsenet.engine.rundir import claim_out_dir, resume_changes
+from parsenet.engine.rundir import claim_out_dir
 from parsenet.engine.runlog import RunLog, to_jsonable
 from parsenet.engine.sampler import (
     ResumableSampler,
@@ -95,6 +86,7 @@ from parsenet.engine.sampler import (
     stop_loader_workers,
     worker_init_fn,
 )
+from parsenet.engine.train_checkpoints import TrainingCheckpoints
 from parsenet.errors import TrainingDivergedError  # noqa: F401  (re-exported)
 from parsenet.models.weights import weights_enum_of
 from parsenet.preprocessing import Preprocessing, preprocessing_by_name
@@ -152,7 +144,7 @@ def train(config: Config, *, resume: bool = False, overwrite: bool = False,
         dist_utils.cleanup(ctx)
 
 
-class _Training:
+class _Training(TrainingCheckpoints):
     def __init__(self, config: Config, ctx: dist_utils.DistContext, device: torch.device,
                  dataset_factory: DatasetFactory | None, evaluate_fn: EvaluateFn) -> None:
         self.config, self.ctx, self.device = config, ctx, device
@@ -274,39 +266,6 @@ class _Training:
                 self.dataset_factory(data, "val", self.preprocessing) if data.val_split
                 else None)
 
-    def _resume(self) -> int:
-        state = ckpt.load_checkpoint(self.last_path)
-        path = self.last_path
-        ckpt.check_resumable(state, path, config_to_dict(self.config)["model"], self.classes)
-        # Through config_from_dict: fields added since the checkpoint compare as defaults.
-        stored = config_to_dict(config_from_dict(state["config"], where=f"{path}: config"))
-        self.resume_changes = resume_changes(stored, config_to_dict(self.config), str(path))
-        if self.resume_changes and self.ctx.is_main:
-            log.warning("%s: resuming with changed settings (applied): %s", path,
-                        "; ".join(self.resume_changes))
-        try:
-            self.model.load_state_dict(state["model"])
-            self.optimizer.load_state_dict(state["optimizer"])
-            self.scheduler.load_state_dict(state["scheduler"])
-            if self.scaler is not None and state.get("scaler"):
-                self.scaler.load_state_dict(state["scaler"])
-        except (ValueError, RuntimeError, KeyError) as e:
-            raise ckpt.CheckpointError(f"{path}: cannot resume from it: {e}") from None
-        # The schedule follows this config (a resume may extend train.iterations).
-        t = self.config.train
-        self.scheduler.lr_lambdas[0] = lr_factor(t.lr_policy, max_iterations=t.iterations,
-                                                 power=t.poly_power,
-                                                 warmup_iterations=t.warmup_iterations)
-        if not self.sampler.load_state_dict(state["sampler"]):
-            log.warning("%s: dataset size, seed or process count changed; the resumed run "
-                        "continues at the same sample count but not the same sample order",
-                        path)
-        if state["rng"]["world_size"] == self.ctx.world_size:
-            ckpt.set_rng_state(state["rng"]["ranks"][self.ctx.rank])
-        self.best_mean_iou = state.get("best_mean_iou")
-        self.last_good = f"{path} (iteration {int(state['iteration'])})"
-        return int(state["iteration"])
-
     def _loader(self) -> Iterator:
         t = self.config.train
         generator = torch.Generator().manual_seed(t.seed + self.ctx.rank)
@@ -316,49 +275,6 @@ class _Training:
             worker_init_fn=worker_init_fn, generator=generator, drop_last=True,
         )
         return iter(loader)
-
-    # ----------------------------------------------------------------- checkpoints
-    def _state(self, iteration: int) -> dict[str, Any]:
-        # RNG states of every rank, so that each continues its own stream.
-        local = ckpt.rng_state()
-        ranks = [local]
-        if self.ctx.enabled:
-            ranks = [None] * self.ctx.world_size
-            torch.distributed.all_gather_object(ranks, local)
-        return {
-            "format": ckpt.CHECKPOINT_FORMAT, "iteration": iteration,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "rng": {"world_size": self.ctx.world_size, "ranks": ranks},
-            "sampler": self.sampler.state_dict(iteration * self.config.train.batch_size
-                                               * self.config.train.accumulate),
-            "config": config_to_dict(self.config),
-            "classes": self.classes, "palette": self.palette,
-            "preprocessing": self.preprocessing.to_dict(),
-            "best_mean_iou": self.best_mean_iou,
-        }
-
-    def _save(self, iteration: int, path: Path) -> None:
-        # A finite loss can still leave overflowed weights, or BatchNorm running statistics
-        # that evaluate to nothing; never replace a good checkpoint with them (the ranks
-        # hold the same weights, so they all stop here together).
-        bad = [name for name, value in self.model.state_dict().items()
-               if value.is_floating_point() and not bool(torch.isfinite(value).all())]
-        if bad:
-            self.runlog.log("event", iteration, event="diverged", nonfinite=bad)
-            shown = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
-            raise TrainingDivergedError(
-                f"weights are NaN or infinite after iteration {iteration} ({shown}); stopped "
-                f"without saving {path}. The last good checkpoint is {self.last_good}; lower "
-                f"train.lr or check the data")
-        state = self._state(iteration)  # collective under DDP: every rank calls it
-        if self.ctx.is_main:
-            ckpt.save_checkpoint(path, state)
-        dist_utils.barrier(self.ctx)
-        if path == self.last_path:
-            self.last_good = f"{path} (iteration {iteration})"
 
     # ----------------------------------------------------------------- one iteration
     def _step(self, batches: list[Batch], stop: bool

@@ -27,7 +27,7 @@ from typing import NamedTuple
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["resize_to_input", "Grid", "align_to_grid", "shift_crop"]
+__all__ = ["resize_to_input", "resize_to_pixels", "Grid", "align_to_grid", "shift_crop"]
 
 
 class Grid(NamedTuple):
@@ -109,3 +109,14 @@ def resize_to_input(x: Tensor, size: tuple[int, int], stride: int, offset: float
             f"feature map {tuple(x.shape[-2:])} too small for input {(H, W)} at stride {stride}"
         )
     return x[..., :H, :W]
+
+
+def resize_to_pixels(x: Tensor, size: tuple[int, int], stride: int, offset: float,
+                     pixels: tuple[int, int]) -> Tensor:
+    """``resize_to_input(x, size, stride, offset)[..., first::step, first::step]`` for
+    ``pixels`` = (first, step), computed at those pixels only: they form the grid
+    (step, first), which :func:`align_to_grid` reaches by upsampling ``stride / step``
+    times instead of ``stride`` times (the same clamped bilinear samples)."""
+    first, step = pixels
+    rows, cols = len(range(first, size[0], step)), len(range(first, size[1], step))
+    return align_to_grid(x, Grid(stride, offset), Grid(step, float(first)), (rows, cols))

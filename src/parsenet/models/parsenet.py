@@ -9,7 +9,7 @@ from torch import Tensor, nn
 from parsenet.layers.context import GlobalContext, global_pool, mask_to_grid
 from parsenet.layers.fusion import ContextFusion
 from parsenet.layers.l2norm import L2Norm
-from parsenet.layers.resample import Grid, resize_to_input
+from parsenet.layers.resample import Grid, resize_to_input, resize_to_pixels
 from parsenet.preprocessing import IMAGENET, Preprocessing
 
 __all__ = ["ParseNet"]
@@ -34,10 +34,13 @@ class ParseNet(nn.Module):
 
     ``forward`` maps N x 3 x H x W to N x num_classes x H x W logits, pixel-aligned. Its
     optional ``valid`` (N x H x W, true on real pixels, false on padding) keeps padding out
-    of pool6 (see :mod:`parsenet.layers.context`).
+    of pool6 (see :mod:`parsenet.layers.context`). Its optional ``pixels`` = (first, step)
+    returns the logits at pixels ``first + step * j`` of each row and column only (the
+    training loss's sample, ``train.loss_stride``), upsampled to those pixels alone.
     """
 
     accepts_valid_mask = True  # inference passes the mask of the padding it adds
+    samples_pixels = True  # forward takes ``pixels``: the loss's sample, upsampled alone
 
     def __init__(
         self,
@@ -73,12 +76,14 @@ class ParseNet(nn.Module):
             weight = mask_to_grid(valid, grid, source.shape[-2:])
         return local, self.context(source, weight)
 
-    def forward(self, x: Tensor, valid: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, valid: Tensor | None = None,
+                pixels: tuple[int, int] | None = None) -> Tensor:
         local, context = self.forward_branches(x, valid)
         scores = self.head(local, context)
-        return resize_to_input(
-            scores, x.shape[-2:], self.backbone.output_stride, self.backbone.grid_offset
-        )
+        grid = (self.backbone.output_stride, self.backbone.grid_offset)
+        if pixels is not None:
+            return resize_to_pixels(scores, x.shape[-2:], *grid, pixels)
+        return resize_to_input(scores, x.shape[-2:], *grid)
 
     def feature_maps(self, x: Tensor, taps: Sequence[str] = ("conv4", "conv5", "fc7")
                      ) -> dict[str, Tensor]:
