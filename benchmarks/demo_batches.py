@@ -23,19 +23,19 @@ from torch.utils.data import DataLoader
 
 from parsenet.config import load_config
 from parsenet.engine.sampler import ResumableSampler, SeededSamples
-from parsenet.engine.trainer import build_dataset_default
 from parsenet.preprocessing import preprocessing_by_name
-from parsenet.recipe import build_model_from_config
+from parsenet.recipe import build_model_from_config, dataset_from_config
 
 
 def _batches(config_path: str, count: int, root: str | None) -> list[list[torch.Tensor]]:
     overrides = [f"data.root={root}"] if root else []
     cfg = load_config(config_path, overrides)
-    probe = build_dataset_default(cfg.data, "train", None)
+    probe = dataset_from_config(cfg.data, "train")
     model = build_model_from_config(cfg.model, num_classes=len(probe.classes))
     preprocessing = (preprocessing_by_name(cfg.model.preprocessing)
                      if cfg.model.preprocessing else model.preprocessing)
-    train_set = build_dataset_default(cfg.data, "train", preprocessing)
+    train_set = dataset_from_config(cfg.data, "train", preprocessing=preprocessing,
+                                    with_valid=True)
     t = cfg.train
     loader = DataLoader(SeededSamples(train_set), batch_size=t.batch_size,
                         sampler=ResumableSampler(len(train_set), seed=t.seed),

@@ -48,8 +48,9 @@ def _agreement(path: Path, model: torch.nn.Module) -> dict[str, float]:
 
 
 def measure(name: str, exporter: str, folder: Path) -> dict[str, Any]:
+    from parsenet.engine import load_released
     from parsenet.engine.export import export_onnx
-    from parsenet.models.released import load_released, released
+    from parsenet.models.released import released
 
     model = load_released(released(name), "cpu").model.eval()
     path = folder / f"{name}.{exporter}.onnx"
