@@ -111,3 +111,24 @@ def test_predict_runs_at_the_checkpoints_data_resize_and_labels_at_the_images_si
     assert written.shape == (45, 61)
     assert not np.array_equal(expected, native)  # the warp shows in the labels
     assert np.array_equal(written, expected)
+
+
+def test_eval_of_the_train_split_scores_whole_images_as_val_does(tmp_path):
+    """The train split is read with the evaluation transforms, not training's random crops
+    and flips: the same images under train/ and val/ give the same figures, twice."""
+    import shutil
+
+    from bad_input_data import write_dataset, write_tiny_checkpoint
+
+    from parsenet.apps.tasks import evaluate_checkpoint
+
+    root = write_dataset(tmp_path / "data", n=2, splits=("train",), size=(64, 80))
+    for kind in ("images", "labels"):
+        shutil.copytree(root / kind / "train", root / kind / "val")
+    ckpt = write_tiny_checkpoint(tmp_path / "run" / "last.pt", root)
+    # Training crops smaller than the images, so an augmented train split would differ.
+    crop = ["data.crop_size=32", "data.scale_range=[0.5,2.0]", "data.flip=true"]
+    figures = [evaluate_checkpoint(ckpt, split=split, overrides=crop, progress=False,
+                                   out=tmp_path / f"{split}{i}.json")["metrics"]
+               for i, split in enumerate(("train", "train", "val"))]
+    assert figures[0] == figures[1] == figures[2]

@@ -37,7 +37,7 @@ from parsenet.output_paths import (
     refuse_replacing,
 )
 from parsenet.prediction import OVERLAY_MAX_SIDE, PredictionWriter, predict_files
-from parsenet.recipe import dataset_from_config
+from parsenet.recipe import dataset_from_config, eval_transforms_from_config
 
 __all__ = ["evaluate_checkpoint", "predict_images", "export_checkpoint", "load_source",
            "collect_images",
@@ -104,7 +104,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
     loaded, checkpoint = load_source(checkpoint, device)
     cfg = _config_for(loaded, config, overrides)
     split_name = _split_name(cfg, split)
-    dataset = dataset_from_config(cfg.data, split, preprocessing=loaded.preprocessing)
+    # Evaluation transforms for either split: the train split's own are random crops and flips.
+    dataset = dataset_from_config(
+        cfg.data, split, transforms=eval_transforms_from_config(cfg.data, loaded.preprocessing))
     classes = list(loaded.classes)
     if len(dataset.classes) != len(classes):
         raise UsageError(f"{checkpoint}: the model predicts {len(classes)} classes but the "
