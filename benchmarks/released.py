@@ -47,12 +47,13 @@ GOAL_MEAN_IU_POINTS, GOAL_AGREEMENT = 0.3, 0.99
 QUICK_SPLIT_AT = "/backbone/conv2/"  # the toy VGG has no measured split point
 
 
-def _dataset(name: str, loaded: Any, split: str) -> Any:
-    """The release's ``split`` from shared/data, or None where that is not there."""
+def _dataset(name: str, loaded: Any, split: str, folder: Path | None = None) -> Any:
+    """The release's ``split`` from shared/data (or ``folder``), or None where that is not
+    there."""
     from parsenet.config import config_from_dict, config_to_dict
     from parsenet.recipe import dataset_from_config
 
-    folder = SHARED / RELEASES[name][0]
+    folder = folder or SHARED / RELEASES[name][0]
     if not (folder / "classes.txt").is_file():
         return None
     cfg = config_from_dict(config_to_dict(loaded.config), "release",

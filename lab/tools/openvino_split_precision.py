@@ -34,7 +34,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from benchmarks.released import _accuracy, _dataset, _pairs
+from benchmarks.released import RELEASES, SHARED, _accuracy, _dataset, _pairs
+
+# releases the benchmark does not time, by their data folder
+_FOLDERS = {"stanford": "stanford_background"}
 
 
 def _predictor(path: Path, variant: str):
@@ -63,9 +66,10 @@ def main() -> None:
     args = parser.parse_args()
     loaded = load_released(released(args.model), "cpu")
     model = loaded.model.eval()
-    val = _dataset(args.model, loaded, "val")
+    folder = _FOLDERS.get(args.model) or RELEASES[args.model][0]
+    val = _dataset(args.model, loaded, "val", SHARED / folder)
     if val is None:
-        raise SystemExit(f"no val split of {args.model} under ../shared/data")
+        raise SystemExit(f"no val split of {args.model} in {SHARED / folder}")
     pairs = _pairs(val, loaded.preprocessing, args.val_images, None)
     with tempfile.TemporaryDirectory(prefix="parsenet-split-") as tmp:
         path = Path(tmp) / "model.onnx"

@@ -283,7 +283,7 @@ def test_split_points_are_measured_for_the_released_lite_models_only():
     from parsenet.models import parsenet_efficientnet_lite1, parsenet_efficientnet_lite2
 
     with torch.device("meta"):
-        assert split_point(parsenet_efficientnet_lite0(num_classes=3)) == "/backbone/stages.1/"
+        assert split_point(parsenet_efficientnet_lite0(num_classes=3)) == "/backbone/stages.2/"
         assert split_point(parsenet_efficientnet_lite2(num_classes=3)) == "/backbone/stages.2/"
         assert split_point(parsenet_efficientnet_lite1(num_classes=3)) is None
         assert split_point(parsenet_vgg16(num_classes=3, width=0.0625)) is None

@@ -9,8 +9,8 @@
               twice as fast as float32; on AVX2-only CPUs bf16 would be emulated (slower, and
               OpenVINO refuses some layers), so it is refused there
     openvino-bf16-split
-              OpenVINO with the input end (stem and first stage(s)) in float32 and the rest
-              in bf16 (:mod:`parsenet.engine.openvino_split`): native-bf16 CPUs only, and only
+              OpenVINO with the input end (stem and first two stages) in float32 and the
+              rest in bf16 (:mod:`parsenet.engine.openvino_split`): native-bf16 CPUs only, and only
               architectures whose split point was measured (the released EfficientNet-Lite0
               and -Lite2 models)
     auto      the fastest runtime that is installed and holds accuracy (val mean IU within
