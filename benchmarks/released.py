@@ -4,14 +4,14 @@ roofline.
 Per released architecture (EfficientNet-Lite0: ``camvid`` at 360 x 480; Lite2:
 ``siftflow``, whose eval runs at scale 2, at 512 x 512), interleaved in one run: eager fp32,
 eager bf16, channels_last, torch.compile, ONNX Runtime, OpenVINO fp32 / bf16 / bf16 split
-(stem and stage 1 in float32: ``--backend openvino-bf16-split``) / INT8 (NNCF, calibrated on
-training images), and what ``predict``'s default backend (``auto``) picks, built as
-``predict`` builds it. For each, the
-val mean IU on the first ``val_images`` val images (the config's eval mode) and the share of
-pixels labelled as eager fp32 labels them. The peers, torchvision's LR-ASPP and DeepLabV3
-MobileNetV3-Large (random weights), are timed at the same input on the same runtimes, with
-their GFLOPs. The roofline: achieved GFLOP/s against the machine's conv peak (the best
-runtime on a stack of 3x3 convolutions), per precision.
+(stem and first two stages in float32: ``--backend openvino-bf16-split``) / INT8 (NNCF,
+calibrated on training images), and what ``predict``'s default backend (``auto``) picks,
+built as ``predict`` builds it. For each, the val mean IU on the first ``val_images`` val
+images (the config's eval mode) and the share of pixels labelled as eager fp32 labels them.
+The peers, torchvision's LR-ASPP and DeepLabV3 MobileNetV3-Large (random weights), are timed
+at the same input on the same runtimes, with their GFLOPs. The roofline: achieved GFLOP/s
+against the machine's conv peak (the best runtime on a stack of 3x3 convolutions), per
+precision.
 
 ``--quick`` runs every code path on a toy ParseNet-VGG at 64 x 96 with two val images (its
 split runtime is cut at :data:`QUICK_SPLIT_AT`, a code-path check with no accuracy claim).

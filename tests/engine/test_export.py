@@ -336,6 +336,12 @@ def test_make_predictor_split_backend(model, onnx_file, tmp_path, monkeypatch):
     with torch.no_grad():
         expected = model(x)
     assert float((run(x) - expected).abs().max()) <= 0.1 * float(expected.abs().max())
+    # a split point the graph does not have: auto runs float32 (warned), asked for, refused
+    monkeypatch.setattr(backends, "split_point", lambda m: "/no/such/module/")
+    with pytest.warns(UserWarning, match="no op is named with /no/such/module/.*float32"):
+        assert make_predictor(model, backend="auto", checkpoint=checkpoint)[1] == "openvino-f32"
+    with pytest.raises(UsageError, match="the split point does not fit this model's graph"):
+        make_predictor(model, backend="openvino-bf16-split", checkpoint=checkpoint)
     monkeypatch.setenv("PARSENET_CPU_BF16", "0")
     with pytest.raises(UsageError, match="openvino-bf16-split needs a CPU with native bf16"):
         make_predictor(model, backend="openvino-bf16-split", checkpoint=checkpoint)

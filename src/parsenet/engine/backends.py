@@ -10,9 +10,9 @@
               OpenVINO refuses some layers), so it is refused there
     openvino-bf16-split
               OpenVINO with the input end (stem and first two stages) in float32 and the
-              rest in bf16 (:mod:`parsenet.engine.openvino_split`): native-bf16 CPUs only, and only
-              architectures whose split point was measured (the released EfficientNet-Lite0
-              and -Lite2 models)
+              rest in bf16 (:mod:`parsenet.engine.openvino_split`): on native-bf16 CPUs
+              only, and for architectures whose split point was measured only (the
+              released EfficientNet-Lite0 and -Lite2 models)
     auto      the fastest runtime that is installed and holds accuracy (val mean IU within
               0.3 of eager fp32, >= 99% of pixels labelled alike): on a CPU with native bf16
               and OpenVINO installed, openvino-bf16-split (openvino for a model without a
@@ -42,7 +42,12 @@ from parsenet.choices import BACKENDS
 from parsenet.engine import onnx_cache
 from parsenet.engine.export import ChannelsLastPredictor, ExportCheckError, usable_cores
 from parsenet.engine.memory import ONNX_OVERHEAD
-from parsenet.engine.openvino_split import SPLIT_BACKEND, SplitOpenVinoPredictor, split_point
+from parsenet.engine.openvino_split import (
+    SPLIT_BACKEND,
+    SplitOpenVinoPredictor,
+    SplitPointError,
+    split_point,
+)
 from parsenet.engine.precision import cpu_has_native_bf16
 from parsenet.errors import UsageError
 
@@ -177,7 +182,7 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
 
             return OnnxPredictor(onnx_path)
         if split_at is not None:
-            return SplitOpenVinoPredictor(onnx_path, split_at)
+            return _split_or_float32(onnx_path, split_at, automatic)
         return OpenVinoPredictor(onnx_path, precision)
 
     try:
@@ -188,9 +193,20 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
         warnings.warn(f"the ONNX export is unusable, running eager instead: {e}",
                       stacklevel=2)
         return _eager(model, device), "eager"
-    if backend in ("onnx", SPLIT_BACKEND):
+    if backend == "onnx" or isinstance(run, SplitOpenVinoPredictor):
         return run, backend
-    return run, f"openvino-{precision}"
+    return run, f"openvino-{run.precision}"
+
+
+def _split_or_float32(onnx_path: Path, split_at: str, automatic: bool
+                      ) -> SplitOpenVinoPredictor | OpenVinoPredictor:
+    try:
+        return SplitOpenVinoPredictor(onnx_path, split_at)
+    except SplitPointError as e:  # the graph's op names do not follow the module tree
+        if not automatic:
+            raise
+        warnings.warn(f"{e}; running OpenVINO in float32 instead", stacklevel=4)
+        return OpenVinoPredictor(onnx_path, "f32")
 
 
 def _split_at(model: nn.Module, backend: str, automatic: bool) -> str | None:
