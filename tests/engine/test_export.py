@@ -315,6 +315,38 @@ def test_split_predictor_matches_openvino_f32(model, onnx_file):
         SplitOpenVinoPredictor(onnx_file, "/backbone/stages.1/")
 
 
+def _reaches_the_image(output) -> bool:
+    seen, todo = set(), [output.get_node()]
+    while todo:
+        node = todo.pop()
+        if node.get_type_name() == "Parameter":
+            return True
+        if node.get_friendly_name() not in seen:  # ids of the node wrappers get reused
+            seen.add(node.get_friendly_name())
+            todo.extend(i.get_source_output().get_node() for i in node.inputs())
+    return False
+
+
+@pytest.mark.openvino
+def test_a_lite0_split_at_its_split_point_hands_over_activations_not_weights(tmp_path):
+    _native_bf16_openvino()
+    import openvino as ov
+
+    from parsenet.engine.openvino_split import SplitOpenVinoPredictor, split_graph, split_point
+
+    torch.manual_seed(0)
+    lite = parsenet_efficientnet_lite0(num_classes=3, features=("stride8", "head")).eval()
+    path = tmp_path / "lite0.onnx"
+    export_onnx(lite, path, sample_size=(64, 64))
+    front, _ = split_graph(ov.Core(), path, (split_point(lite),))
+    # the depthwise kernels are reshaped weights: they must stay constants of the back
+    assert front.outputs and all(_reaches_the_image(o) for o in front.outputs)
+    x = torch.randn(1, 3, 70, 90)
+    expected = OpenVinoPredictor(path, "f32")(x)
+    same = SplitOpenVinoPredictor(path, split_point(lite), "f32", "f32")
+    assert float((same(x) - expected).abs().max()) <= 1e-4
+
+
 @pytest.mark.openvino
 def test_make_predictor_split_backend(model, onnx_file, tmp_path, monkeypatch):
     _native_bf16_openvino()

@@ -89,10 +89,13 @@ def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
     ops = model.get_ordered_ops()  # topological order: sources come first
     by_name = {op.get_friendly_name(): op for op in ops}
     tail: set[str] = set()
+    varying = {image.get_friendly_name()}  # what depends on the image, not weights alone
     for op in ops:
         if op.get_type_name() in ("Constant", "Result"):
             continue
         sources = {i.get_source_output().get_node().get_friendly_name() for i in op.inputs()}
+        if not varying.isdisjoint(sources):
+            varying.add(op.get_friendly_name())
         if op.get_friendly_name().startswith(tuple(prefixes)) or not tail.isdisjoint(sources):
             tail.add(op.get_friendly_name())
     if not tail:
@@ -103,8 +106,11 @@ def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
         for target in by_name[name].inputs():
             source = target.get_source_output()
             node = source.get_node()
-            if node.get_type_name() in ("Constant", "Parameter") or \
-                    node.get_friendly_name() in tail:
+            # Weights (and what is computed from weights alone, e.g. a reshaped depthwise
+            # kernel) stay constants of the back: as its inputs they would be repacked (and
+            # converted to bf16) on every call.
+            if node.get_friendly_name() not in varying or node.get_type_name() == "Parameter" \
+                    or node.get_friendly_name() in tail:
                 continue
             cuts.setdefault((node.get_friendly_name(), source.get_index()), []).append(target)
     if not cuts:
