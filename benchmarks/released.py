@@ -3,15 +3,18 @@ roofline.
 
 Per released architecture (EfficientNet-Lite0: ``camvid`` at 360 x 480; Lite2:
 ``siftflow``, whose eval runs at scale 2, at 512 x 512), interleaved in one run: eager fp32,
-eager bf16, channels_last, torch.compile, ONNX Runtime, OpenVINO fp32 / bf16 / INT8 (NNCF,
-calibrated on training images), and what ``predict``'s default backend picks. For each, the
-val mean IU on the first ``val_images`` val images (the config's eval mode) and the share of
-pixels labelled as eager fp32 labels them. The peers, torchvision's LR-ASPP and DeepLabV3
-MobileNetV3-Large (random weights), are timed at the same input on the same runtimes, with
-their GFLOPs. The roofline: achieved GFLOP/s against the machine's conv peak (the best
-runtime on a stack of 3x3 convolutions), per precision.
+eager bf16, channels_last, torch.compile, ONNX Runtime, OpenVINO fp32 / bf16 / bf16 split
+(stem and first two stages in float32: ``--backend openvino-bf16-split``) / INT8 (NNCF,
+calibrated on training images), and what ``predict``'s default backend (``auto``) picks,
+built as ``predict`` builds it. For each, the val mean IU on the first ``val_images`` val
+images (the config's eval mode) and the share of pixels labelled as eager fp32 labels them.
+The peers, torchvision's LR-ASPP and DeepLabV3 MobileNetV3-Large (random weights), are timed
+at the same input on the same runtimes, with their GFLOPs. The roofline: achieved GFLOP/s
+against the machine's conv peak (the best runtime on a stack of 3x3 convolutions), per
+precision.
 
-``--quick`` runs every code path on a toy ParseNet-VGG at 64 x 96 with two val images.
+``--quick`` runs every code path on a toy ParseNet-VGG at 64 x 96 with two val images (its
+split runtime is cut at :data:`QUICK_SPLIT_AT`, a code-path check with no accuracy claim).
 ``PARSENET_BENCH_RELEASES=camvid`` (comma-separated) limits the models;
 ``PARSENET_BENCH_TIMING_ONLY=1`` times only (no accuracy, no torch.compile): for the second
 run under ``ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 PARSENET_CPU_BF16=0``, which
@@ -42,14 +45,16 @@ SHARED = REPO.parent / "shared" / "data"
 RELEASES = {"camvid": ("camvid", (360, 480)), "siftflow": ("siftflow", (512, 512))}
 GOAL_NATIVE_BF16, GOAL_AVX2 = 4.0, 1.5  # default predict / eager fp32 speed
 GOAL_MEAN_IU_POINTS, GOAL_AGREEMENT = 0.3, 0.99
+QUICK_SPLIT_AT = "/backbone/conv2/"  # the toy VGG has no measured split point
 
 
-def _dataset(name: str, loaded: Any, split: str) -> Any:
-    """The release's ``split`` from shared/data, or None where that is not there."""
+def _dataset(name: str, loaded: Any, split: str, folder: Path | None = None) -> Any:
+    """The release's ``split`` from shared/data (or ``folder``), or None where that is not
+    there."""
     from parsenet.config import config_from_dict, config_to_dict
     from parsenet.recipe import dataset_from_config
 
-    folder = SHARED / RELEASES[name][0]
+    folder = folder or SHARED / RELEASES[name][0]
     if not (folder / "classes.txt").is_file():
         return None
     cfg = config_from_dict(config_to_dict(loaded.config), "release",
@@ -196,6 +201,7 @@ def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float
     from parsenet.engine.backends import make_predictor
     from parsenet.engine.inferencer import InferenceOptions
     from parsenet.engine.onnx_cache import with_verified_export
+    from parsenet.engine.openvino_split import split_point
 
     model, loaded, key = _model(name, settings)
     size = (64, 96) if settings.quick else RELEASES[name][1]
@@ -215,7 +221,8 @@ def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float
         model, compile_model=not (settings.quick or timing_only), sample=x)
     onnx = with_verified_export(model, key, tmp if key is None else None,
                                 lambda path: _copy(path, tmp / f"{name}.onnx"))
-    exported, more, setup2 = exported_runtimes(onnx, calibration)
+    split_at = split_point(model) or (QUICK_SPLIT_AT if settings.quick else None)
+    exported, more, setup2 = exported_runtimes(onnx, calibration, split_at=split_at)
     runs.update(exported)
     skipped.update(more)
     setup.update(setup2)
@@ -262,8 +269,9 @@ def _rows(section: Section, d: dict[str, Any], peers: dict[str, Any], peak: dict
     goal = GOAL_NATIVE_BF16 if native_bf16 else GOAL_AVX2
     section.add_goal(f"{default} speed-up over eager fp32", base / ms[default], ">=", goal,
                      fmt="{:.2f}", note=f"{ms[default]:.1f} ms vs {base:.1f} ms")
-    precision = {"eager bf16": "bf16", "OpenVINO bf16": "bf16", "OpenVINO INT8": "int8"}
-    precision[default] = "bf16" if default.endswith("bf16)") else "fp32"
+    precision = {"eager bf16": "bf16", "OpenVINO bf16": "bf16", "OpenVINO bf16 split": "bf16",
+                 "OpenVINO INT8": "int8"}
+    precision[default] = "bf16" if "bf16" in default else "fp32"
     for name in (*RUNTIMES, default):
         if name not in ms:
             section.add(f"{name}", d["skipped"].get(name, "not run"))
@@ -277,8 +285,8 @@ def _rows(section: Section, d: dict[str, Any], peers: dict[str, Any], peak: dict
             a = acc[name]
             note += f"; mean IU {a['mean_iu']:.2f}, agreement {100 * a['agreement']:.2f}%"
         section.add(f"{name} speed-up", base / ms[name], "{:.2f}", note=note)
-    # the default, and the runtime auto picks on every CPU kind (the accuracy bar's winner)
-    for name in dict.fromkeys((default, "OpenVINO fp32")):
+    # the default, and the runtimes auto picks on CPUs with and without native bf16
+    for name in dict.fromkeys((default, "OpenVINO bf16 split", "OpenVINO fp32")):
         if name not in acc:
             continue
         drop = acc["eager fp32"]["mean_iu"] - acc[name]["mean_iu"]
@@ -287,8 +295,10 @@ def _rows(section: Section, d: dict[str, Any], peers: dict[str, Any], peak: dict
         section.add_goal(f"{name}: pixel agreement with eager fp32", acc[name]["agreement"],
                          ">=", GOAL_AGREEMENT, fmt="{:.4f}")
     runtime = default.split("(")[1].rstrip(")")
-    peer_runtime = {"openvino-bf16": "OpenVINO bf16", "openvino-f32": "OpenVINO fp32",
-                    "onnx": "ONNX Runtime"}.get(runtime, "eager fp32")
+    # the peers have no split point: the split runtime is compared with their all-bf16 one
+    peer_runtime = {"openvino-bf16": "OpenVINO bf16", "openvino-bf16-split": "OpenVINO bf16",
+                    "openvino-f32": "OpenVINO fp32", "onnx": "ONNX Runtime"
+                    }.get(runtime, "eager fp32")
     lraspp = peers.get("lraspp_mobilenet_v3_large")
     if lraspp and peer_runtime in lraspp["ms"]:
         ours = ms[peer_runtime] / d["gflops"]

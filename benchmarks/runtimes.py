@@ -1,7 +1,8 @@
 """The CPU runtimes the ``released`` section times: one callable image -> logits each.
 
 eager fp32 (NCHW), eager bf16 (autocast, channels_last), channels_last, torch.compile, ONNX
-Runtime, and OpenVINO fp32 / bf16 / INT8 (NNCF post-training quantisation). Each builder
+Runtime, and OpenVINO fp32 / bf16 / bf16 split (the input end in float32: the
+``openvino-bf16-split`` backend) / INT8 (NNCF post-training quantisation). Each builder
 returns a callable, or raises :class:`Unavailable` with the reason it cannot run here.
 """
 
@@ -24,7 +25,7 @@ __all__ = ["Unavailable", "eager_runtimes", "exported_runtimes", "conv_stack", "
 
 Run = Callable[[Tensor], Tensor]
 RUNTIMES = ("eager fp32", "eager bf16", "channels_last", "torch.compile", "ONNX Runtime",
-            "OpenVINO fp32", "OpenVINO bf16", "OpenVINO INT8")
+            "OpenVINO fp32", "OpenVINO bf16", "OpenVINO bf16 split", "OpenVINO INT8")
 
 
 class Unavailable(Exception):
@@ -114,10 +115,11 @@ def int8_ir(onnx_path: Path, calibration: Sequence[np.ndarray], out_dir: Path) -
 
 
 def exported_runtimes(onnx_path: Path | None, calibration: Sequence[np.ndarray], *,
-                      int8: bool = True) -> tuple[dict[str, Run], dict[str, str],
-                                                  dict[str, float]]:
+                      int8: bool = True, split_at: str | None = None
+                      ) -> tuple[dict[str, Run], dict[str, str], dict[str, float]]:
     """(runtimes, skipped with reasons, setup seconds) of ONNX Runtime and OpenVINO on an
-    ONNX file (None: no export, all skipped)."""
+    ONNX file (None: no export, all skipped); ``split_at``: the op-name prefix where the
+    split runtime turns bf16 (None: it is skipped)."""
     runs: dict[str, Run] = {}
     skipped: dict[str, str] = {}
     setup: dict[str, float] = {}
@@ -130,10 +132,17 @@ def exported_runtimes(onnx_path: Path | None, calibration: Sequence[np.ndarray],
         reason = "openvino is not installed (pip install 'parsenet[openvino]')"
         return runs, {n: reason for n in RUNTIMES[5:]}, setup
     from parsenet.engine.backends import OpenVinoPredictor
+    from parsenet.engine.openvino_split import SplitOpenVinoPredictor
 
-    for name, precision in (("OpenVINO fp32", "f32"), ("OpenVINO bf16", "bf16")):
+    builders = {"OpenVINO fp32": lambda: OpenVinoPredictor(onnx_path, "f32"),
+                "OpenVINO bf16": lambda: OpenVinoPredictor(onnx_path, "bf16"),
+                "OpenVINO bf16 split": lambda: SplitOpenVinoPredictor(onnx_path, split_at)}
+    for name, build in builders.items():
+        if name == "OpenVINO bf16 split" and split_at is None:
+            skipped[name] = "no split point measured for this architecture"
+            continue
         try:
-            runs[name] = OpenVinoPredictor(onnx_path, precision)
+            runs[name] = build()
         except RuntimeError as e:  # e.g. bf16 with ONEDNN_MAX_CPU_ISA=AVX2: OpenVINO honours it
             skipped[name] = "OpenVINO cannot compile it here: " + " ".join(str(e).split())[-160:]
     why_not = ("not asked" if not int8 else

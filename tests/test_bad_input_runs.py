@@ -293,3 +293,29 @@ def test_case_11_the_export_cache_is_keyed_verified_and_rebuilt_when_corrupt(
     with pytest.warns(UserWarning, match="does not match its recorded hash"):
         assert main([*argv, "--export-cache", str(cache)]) == 0
     assert "backend onnx" in capsys.readouterr().out and digest_matches(cached)
+
+
+def test_the_split_bf16_backend_refuses_in_one_line(checkpoint, tmp_path, capsys, monkeypatch):
+    """No native bf16, or (with it) a model whose split point was never measured: one line,
+    before anything is exported."""
+    from parsenet.engine.backends import openvino_available
+
+    image = photo(tmp_path / "x.png")
+    argv = ["predict", str(image), "--checkpoint", str(checkpoint), "--out",
+            str(tmp_path / "pred"), "--no-progress", "--backend", "openvino-bf16-split",
+            "--export-cache", str(tmp_path / "cache")]
+    monkeypatch.setenv("PARSENET_CPU_BF16", "0")
+    assert main(argv) == 2
+    assert error_line(capsys) == (
+        "parsenet: error: --backend openvino-bf16-split needs a CPU with native bf16 "
+        "(AVX512-BF16 or AMX); on this one bf16 is emulated and slower than float32: use "
+        "--backend openvino")
+    if not openvino_available():
+        return
+    monkeypatch.setenv("PARSENET_CPU_BF16", "1")  # only the refusal runs: no bf16 is computed
+    assert main(argv) == 2
+    assert error_line(capsys) == (
+        "parsenet: error: --backend openvino-bf16-split: no split point was measured for "
+        "ParseNet on VGGBackbone (only for the released EfficientNet-Lite0/Lite2 models); "
+        "use --backend openvino or openvino-bf16")
+    assert not list((tmp_path / "cache").glob("*.onnx"))  # refused before exporting

@@ -23,7 +23,8 @@ ClassWeighting = Literal["none", "median_frequency"]
 MeanIuConvention = Literal["present", "nanmean"]  # see parsenet.metrics
 PreprocessingName = Literal["caffe_vgg", "caffe_fcn", "imagenet"]  # see parsenet.preprocessing
 # runtimes of predict/eval/serve (parsenet.engine.backends) and formats of `parsenet export`
-BACKENDS: tuple[str, ...] = ("auto", "eager", "onnx", "openvino", "openvino-bf16")
+BACKENDS: tuple[str, ...] = ("auto", "eager", "onnx", "openvino", "openvino-bf16",
+                             "openvino-bf16-split")
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "openvino", "torchscript")
 EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
 AMP_MODES: tuple[str, ...] = get_args(AmpMode)

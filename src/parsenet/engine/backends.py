@@ -8,11 +8,17 @@
               AMX; :func:`parsenet.engine.precision.cpu_has_native_bf16`), where it is about
               twice as fast as float32; on AVX2-only CPUs bf16 would be emulated (slower, and
               OpenVINO refuses some layers), so it is refused there
+    openvino-bf16-split
+              OpenVINO with the input end (stem and first two stages) in float32 and the
+              rest in bf16 (:mod:`parsenet.engine.openvino_split`): on native-bf16 CPUs
+              only, and for architectures whose split point was measured only (the
+              released EfficientNet-Lite0 and -Lite2 models)
     auto      the fastest runtime that is installed and holds accuracy (val mean IU within
-              0.3 of eager fp32, >= 99% of pixels labelled alike): openvino, else onnx,
-              else eager; eager off the CPU. bf16 (and INT8) are faster but missed that bar
-              on the released camvid model (docs/PERFORMANCE.md), so auto does not pick them
-              on any CPU kind
+              0.3 of eager fp32, >= 99% of pixels labelled alike): on a CPU with native bf16
+              and OpenVINO installed, openvino-bf16-split (openvino for a model without a
+              measured split point); else openvino, else onnx, else eager; eager off the
+              CPU. bf16 on the whole graph (and INT8) are faster but missed that bar on the
+              released models (docs/PERFORMANCE.md), so auto does not pick them
 
 ONNX exports are cached (:mod:`parsenet.engine.onnx_cache`), keyed on the checkpoint's
 content and verified against the eager model before they are used. OpenVINO is the optional
@@ -36,13 +42,20 @@ from parsenet.choices import BACKENDS
 from parsenet.engine import onnx_cache
 from parsenet.engine.export import ChannelsLastPredictor, ExportCheckError, usable_cores
 from parsenet.engine.memory import ONNX_OVERHEAD
+from parsenet.engine.openvino_split import (
+    SPLIT_BACKEND,
+    SplitOpenVinoPredictor,
+    SplitPointError,
+    split_point,
+)
 from parsenet.engine.precision import cpu_has_native_bf16
 from parsenet.errors import UsageError
 
 BACKEND_ENV = "PARSENET_BACKEND"
 
 __all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor",
-           "openvino_available", "onnxruntime_available", "default_backend", "memory_overhead"]
+           "SplitOpenVinoPredictor", "openvino_available", "onnxruntime_available",
+           "default_backend", "memory_overhead"]
 
 
 
@@ -65,9 +78,9 @@ def _openvino_precision(backend: str) -> str:
     if backend == "openvino":
         return "f32"
     if not cpu_has_native_bf16():
-        raise UsageError("--backend openvino-bf16 needs a CPU with native bf16 (AVX512-BF16 "
-                         "or AMX); on this one bf16 is emulated and slower than float32: use "
-                         "--backend openvino")
+        raise UsageError(f"--backend {backend} needs a CPU with native bf16 (AVX512-BF16 "
+                         f"or AMX); on this one bf16 is emulated and slower than float32: use "
+                         f"--backend openvino")
     return "bf16"
 
 
@@ -83,7 +96,8 @@ def default_backend(device: str = "cpu") -> str:
     if torch.device(device).type != "cpu":
         return "eager"
     if openvino_available():
-        return "openvino"
+        # bf16 where the CPU computes it natively, its input end in float32 to hold accuracy
+        return SPLIT_BACKEND if cpu_has_native_bf16() else "openvino"
     return "onnx" if onnxruntime_available() else "eager"
 
 
@@ -157,12 +171,18 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
         raise UsageError("backend 'onnx' needs onnxruntime (pip install 'parsenet[export]')")
     precision = _openvino_precision(backend) if backend.startswith("openvino") else ""
     if precision and not openvino_available():
-        raise UsageError("backend 'openvino' needs OpenVINO (pip install 'parsenet[openvino]')")
+        raise UsageError(f"backend {backend!r} needs OpenVINO (pip install 'parsenet[openvino]')")
+    split_at = _split_at(model, backend, automatic)
+    if backend == SPLIT_BACKEND and split_at is None:
+        backend, precision = "openvino", "f32"
+
     def build(onnx_path: Path) -> Callable[[Tensor], Tensor]:
         if backend == "onnx":
             from parsenet.engine.export import OnnxPredictor
 
             return OnnxPredictor(onnx_path)
+        if split_at is not None:
+            return _split_or_float32(onnx_path, split_at, automatic)
         return OpenVinoPredictor(onnx_path, precision)
 
     try:
@@ -173,4 +193,32 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
         warnings.warn(f"the ONNX export is unusable, running eager instead: {e}",
                       stacklevel=2)
         return _eager(model, device), "eager"
-    return run, backend if backend == "onnx" else f"openvino-{precision}"
+    if backend == "onnx" or isinstance(run, SplitOpenVinoPredictor):
+        return run, backend
+    return run, f"openvino-{run.precision}"
+
+
+def _split_or_float32(onnx_path: Path, split_at: str, automatic: bool
+                      ) -> SplitOpenVinoPredictor | OpenVinoPredictor:
+    try:
+        return SplitOpenVinoPredictor(onnx_path, split_at)
+    except SplitPointError as e:  # the graph's op names do not follow the module tree
+        if not automatic:
+            raise
+        warnings.warn(f"{e}; running OpenVINO in float32 instead", stacklevel=4)
+        return OpenVinoPredictor(onnx_path, "f32")
+
+
+def _split_at(model: nn.Module, backend: str, automatic: bool) -> str | None:
+    """Where the split backend turns bf16 for ``model``; None for another backend, or for an
+    architecture with no measured split point under ``auto`` (it then runs float32)."""
+    if backend != SPLIT_BACKEND:
+        return None
+    split_at = split_point(model)
+    if split_at is None and not automatic:
+        trunk = type(getattr(model, "backbone", model)).__name__
+        raise UsageError(f"--backend {SPLIT_BACKEND}: no split point was measured for "
+                         f"{type(model).__name__} on {trunk} (only for the released "
+                         f"EfficientNet-Lite0/Lite2 models); use --backend openvino or "
+                         f"openvino-bf16")
+    return split_at
