@@ -66,6 +66,22 @@ def test_same_padding_is_tensorflows_at_every_size(kernel, stride, dilation):
         torch.testing.assert_close(conv(x), ref)
 
 
+@pytest.mark.slow
+def test_the_model_compiles_at_a_second_input_size():
+    """torch.compile makes the sizes symbolic at the second input size; the pad arithmetic
+    (SameConv2d's, and the input's onto the stride grid) must lower there: ``%`` on a
+    symbolic size did not (inductor: TensorReferenceAnalysis has no python_mod)."""
+    from parsenet.models import parsenet_efficientnet_lite0
+
+    torch.manual_seed(0)
+    model = parsenet_efficientnet_lite0(num_classes=3, features=["stride8", "head"]).eval()
+    compiled = torch.compile(model)
+    with torch.no_grad():
+        for size in ((64, 96), (97, 131)):
+            x = torch.randn(1, 3, *size)
+            torch.testing.assert_close(compiled(x), model(x))
+
+
 CHANNELS = {"lite0": (24, 40, 112, 320), "lite1": (24, 40, 112, 320),
             "lite2": (24, 48, 120, 352)}  # stride4/8/16/32 taps; the head is 1280 in all
 

@@ -95,14 +95,15 @@ class SameConv2d(nn.Conv2d):
     def forward(self, x: Tensor) -> Tensor:
         stride = self.stride[0]
         if stride > 1:
-            # TF's total pad, max((ceil(size / s) - 1) * s + span - size, 0), written as
-            # (-size) % s + span - s: the same integers, but integer arithmetic on the size
-            # that exporters record as graph ops (a float ceil is frozen at the sample's size
-            # by tracing, and makes torch.export's symbolic shapes grow with every stage).
+            # TF's total pad, max((ceil(size / s) - 1) * s + span - size, 0), in integer
+            # arithmetic on the size that exporters record as graph ops (a float ceil is
+            # frozen at the sample's size by tracing, and makes torch.export's symbolic shapes
+            # grow with every stage); floor division, not %, which torch.compile's symbolic
+            # shapes cannot lower (it fails at the second input size).
             span = self.dilation[0] * (self.kernel_size[0] - 1) + 1
             pads = []
             for size in (x.shape[-1], x.shape[-2]):  # F.pad wants (left, right, top, bottom)
-                total = (-size) % stride + span - stride
+                total = (size + stride - 1) // stride * stride - size + span - stride
                 if span < stride:  # only then can the formula go negative
                     total = max(total, 0)
                 pads += [total // 2, total - total // 2]
@@ -206,7 +207,8 @@ class EfficientNetLite(nn.Module):
         """Feature maps of ``taps`` (default: the taps given at construction)."""
         taps = self.taps if taps is None else tuple(taps)
         m = self.input_multiple
-        pad_h, pad_w = (-x.shape[-2]) % m, (-x.shape[-1]) % m
+        h, w = x.shape[-2], x.shape[-1]
+        pad_h, pad_w = (h + m - 1) // m * m - h, (w + m - 1) // m * m - w  # no %: see SameConv2d
         # A trace keeps the pad (zero for sizes that need none), not the sample's branch.
         if pad_h or pad_w or torch.jit.is_tracing():
             x = F.pad(x, (0, pad_w, 0, pad_h))
