@@ -94,8 +94,9 @@ def _recorded_checkpoint(onnx: Path) -> str:
     return next((p.value for p in props if p.key == CHECKPOINT_KEY), "")
 
 
-def _export_checked(model: nn.Module, path: Path, checkpoint_sha: str | None) -> None:
-    export.export_onnx(model, path)
+def _export_checked(model: nn.Module, path: Path, checkpoint_sha: str | None,
+                    exporter: str = "auto") -> None:
+    export.export_onnx(model, path, exporter=exporter)
     try:  # at sizes other than the export's sample: shapes must really be dynamic
         export.check_export(path, model, sizes=export.CHECK_SIZES)
     except export.ExportCheckError:
@@ -122,15 +123,16 @@ def _why_unusable(model: nn.Module, cache: Path, checkpoint_sha: str) -> str | N
 
 def with_verified_export(model: nn.Module, checkpoint: str | os.PathLike | None,
                          cache_dir: str | os.PathLike | None,
-                         build: Callable[[Path], T]) -> T:
+                         build: Callable[[Path], T], *, exporter: str = "auto") -> T:
     """``build(path)`` on an ONNX export of ``model`` checked against it: the cached one of
     ``checkpoint`` when it verifies, else a fresh export (cached for ``checkpoint``, or
-    temporary without one)."""
+    temporary without one). An ``exporter`` other than ``auto`` always exports afresh, into
+    a temporary file: the cache holds ``auto``'s export."""
     model = model.to("cpu").eval()
-    if checkpoint is None:
+    if checkpoint is None or exporter != "auto":
         with tempfile.TemporaryDirectory(prefix="parsenet-onnx-") as tmp:
             path = Path(tmp) / "model.onnx"
-            _export_checked(model, path, None)
+            _export_checked(model, path, None, exporter)
             return build(path)
     checkpoint_sha = file_sha256(checkpoint)
     cache = cache_path(checkpoint, cache_dir)
