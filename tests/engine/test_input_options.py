@@ -55,15 +55,35 @@ def _bilinear_at(scores: torch.Tensor, y: int, x: int, stride: int, offset: floa
             + wy * ((1 - wx) * s[:, y1, x0] + wx * s[:, y1, x1]))
 
 
-@pytest.mark.parametrize(("stride", "offset", "step", "first"),
-                         [(16, 15.0, 4, 1), (16, 15.0, 8, 3), (8, 0.0, 4, 2), (8, 3.5, 1, 0)])
-def test_the_subsampled_loss_is_the_mean_loss_over_the_sampled_pixels(stride, offset, step,
-                                                                       first):
+def _grid_case(stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded coarse scores of a 2 x 48 x 64 batch at ``stride`` and its labels, some
+    ignored."""
     torch.manual_seed(0)
     n, classes, (h, w) = 2, 4, (48, 64)
     scores = torch.randn(n, classes, h // stride, w // stride)
     labels = torch.randint(0, classes, (n, h, w))
     labels[0, :10] = IGNORE_INDEX
+    return scores, labels
+
+
+def _one_step(model: torch.nn.Module, labels: torch.Tensor, pixels, lr: float) -> float:
+    """The trainer's iteration on ``labels`` (images are zeros: the model ignores them)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    n, h, w = labels.shape
+    loss, _ = run_iteration(model, [(torch.zeros(n, 3, h, w), labels, None)], False, "mean",
+                            ctx=DistContext(), device=torch.device("cpu"),
+                            amp=resolve_amp("off", torch.device("cpu")), scaler=None,
+                            optimizer=optimizer, scheduler=scheduler, loss_pixels=pixels)
+    return loss
+
+
+@pytest.mark.parametrize(("stride", "offset", "step", "first"),
+                         [(16, 15.0, 4, 1), (16, 15.0, 8, 3), (8, 0.0, 4, 2), (8, 3.5, 1, 0)])
+def test_the_subsampled_loss_is_the_mean_loss_over_the_sampled_pixels(stride, offset, step,
+                                                                       first):
+    scores, labels = _grid_case(stride)
+    n, (h, w) = labels.shape[0], labels.shape[1:]
     pixels = loss_pixels(stride, offset, step)
     assert (pixels is None) == (step == 1) and (pixels or (0, 1)) == (first, step)
     # From first principles: the cross-entropy of the bilinear scores at every sampled,
@@ -77,13 +97,7 @@ def test_the_subsampled_loss_is_the_mean_loss_over_the_sampled_pixels(stride, of
                 logits = _bilinear_at(scores[i], y, x, stride, offset)
                 total += float(torch.logsumexp(logits, 0) - logits[labels[i, y, x]])
                 count += 1
-    model = GridScores(scores, stride, offset)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    loss, _ = run_iteration(model, [(torch.zeros(n, 3, h, w), labels, None)], False, "mean",
-                            ctx=DistContext(), device=torch.device("cpu"),
-                            amp=resolve_amp("off", torch.device("cpu")), scaler=None,
-                            optimizer=optimizer, scheduler=scheduler, loss_pixels=pixels)
+    loss = _one_step(GridScores(scores, stride, offset), labels, pixels, lr=0.0)
     assert loss == pytest.approx(total / count, rel=1e-5)
 
 
@@ -109,21 +123,12 @@ class SampledGridScores(GridScores):
                          [(16, 15.0, 4), (16, 15.0, 8), (8, 0.0, 4), (8, 0.0, 2)])
 def test_a_model_that_samples_its_scores_gets_the_loss_and_gradients_of_indexing(
         stride, offset, step):
-    torch.manual_seed(0)
-    n, classes, (h, w) = 2, 4, (48, 64)
-    scores = torch.randn(n, classes, h // stride, w // stride)
-    labels = torch.randint(0, classes, (n, h, w))
-    labels[0, :10] = IGNORE_INDEX
+    scores, labels = _grid_case(stride)
     pixels = loss_pixels(stride, offset, step)
     results = []
     for model in (GridScores(scores.clone(), stride, offset),
                   SampledGridScores(scores.clone(), stride, offset)):
-        optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-        loss, _ = run_iteration(model, [(torch.zeros(n, 3, h, w), labels, None)], False,
-                                "mean", ctx=DistContext(), device=torch.device("cpu"),
-                                amp=resolve_amp("off", torch.device("cpu")), scaler=None,
-                                optimizer=optimizer, scheduler=scheduler, loss_pixels=pixels)
+        loss = _one_step(model, labels, pixels, lr=1.0)
         results.append((loss, scores - model.scores.detach()))  # lr 1: the step is the grad
     (full_loss, full_grad), (sampled_loss, sampled_grad) = results
     assert model.asked == [pixels]
