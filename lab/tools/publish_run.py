@@ -30,19 +30,21 @@ RELEASES = REPO / "lab" / "runs" / "releases"
 
 
 def _cpu_kind() -> str:
+    import torch
+
     from parsenet.engine.precision import cpu_has_native_bf16
 
     name = platform.processor() or "cpu"
-    flags: set[str] = set()
     for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name") and name == (platform.processor() or "cpu"):
+        if line.startswith("model name"):
             name = line.split(":", 1)[1].strip()
-        if line.startswith("flags") and not flags:
-            flags = set(line.split(":", 1)[1].split())
+            break
     if not cpu_has_native_bf16():
         return f"{name}, no native bf16"
-    # The two native-bf16 kinds differ about 2x in bf16 speed: say which one trained.
-    return f"{name}, {'AVX512-BF16 + AMX' if 'amx_bf16' in flags else 'AVX512-BF16, no AMX'}"
+    # The two native-bf16 kinds differ about 2x in bf16 speed: say which one trained (the
+    # same torch check the library's bf16 detection uses).
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return f"{name}, {'AVX512-BF16 + AMX' if amx else 'AVX512-BF16, no AMX'}"
 
 
 def _segment_ends(log: Path) -> list[float]:
