@@ -7,6 +7,14 @@ ahead and written behind), this checkout with ``--backend eager`` (the overlap a
 given ``--baseline-src`` (another checkout's ``src``, e.g. an earlier commit's), that
 checkout's default. Also the share of label pixels each variant's PNGs share with the first
 variant's. Prints and writes JSON (``--out``).
+
+``--mode whole`` (or another of predict's modes) is passed to every variant, the baseline's
+included, so that both sides run one protocol: a release whose eval is multi-scale (the camvid
+of 2026-12-07: scales 1 / 1.25 / 1.5 with flip, six passes an image) otherwise predicts with
+it, against one pass in the baseline. predict has no option to turn the release's ``eval.flip``
+off, so under ``--mode whole`` such a release still makes two passes an image; the JSON's
+``meta`` records each variant's predict options, its release's eval protocol and the passes
+an image that gives.
 """
 
 from __future__ import annotations
@@ -42,6 +50,47 @@ def _run(src: Path, folder: Path, model: str, out: Path, extra: list[str]) -> fl
     return seconds
 
 
+# Each side's own released model and eval protocol, read with that side's code.
+_PROTOCOL = """
+import json, sys
+from parsenet.config import config_from_dict
+from parsenet.models.released import released
+e = config_from_dict(released(sys.argv[1]).meta["config"], "release").eval
+print(json.dumps({"mode": e.mode, "scales": list(e.scales), "flip": bool(e.flip)}))
+"""
+MODES = ("whole", "slide", "multiscale", "auto")  # predict --mode
+
+
+def _protocol(src: Path, model: str) -> dict:
+    """The eval protocol (mode, scales, flip) of release ``model`` as ``src`` has it."""
+    proc = subprocess.run([sys.executable, "-c", _PROTOCOL, model], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(src)})
+    if proc.returncode != 0:
+        return {"error": proc.stderr.strip().splitlines()[-1:]}
+    return json.loads(proc.stdout)
+
+
+def _passes(protocol: dict, mode: str | None) -> int | None:
+    """Forward passes an image under ``mode`` (None or auto: the release's eval mode, as
+    predict runs an image that fits in memory); None where unknown or per-size (slide)."""
+    if "error" in protocol:
+        return None
+    mode = protocol["mode"] if mode in (None, "auto") else mode
+    if mode == "slide":
+        return None
+    return (len(protocol["scales"]) if mode == "multiscale" else 1) * (1 + protocol["flip"])
+
+
+def _meta(variants: dict[str, tuple[Path, list[str]]], model: str, mode: str | None
+          ) -> dict:
+    protocols = {src: _protocol(src, model) for src in {src for src, _ in variants.values()}}
+    return {"mode": mode or "each side's default (predict --mode auto)",
+            "predict_args": {k: extra for k, (_, extra) in variants.items()},
+            "release_eval": {k: protocols[src] for k, (src, _) in variants.items()},
+            "passes_per_image": {k: _passes(protocols[src], mode)
+                                 for k, (src, _) in variants.items()}}
+
+
 def _agreement(a: Path, b: Path) -> float:
     same = total = 0
     for png in sorted(a.glob("*.png")):
@@ -59,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline-src", type=Path, default=None)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--mode", choices=MODES, default=None,
+                        help="predict --mode for every variant, the baseline's included "
+                             "(default: each side's own default)")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="parsenet-predict-folder-"))
     images = sorted(p for p in args.folder.iterdir() if p.suffix.lower() in (".png", ".jpg"))
@@ -67,12 +119,14 @@ def main(argv: list[str] | None = None) -> int:
     folder.mkdir()
     for image in images:
         shutil.copy(image, folder / image.name)
-    variants = {"this checkout, default (auto)": (REPO / "src", []),
-                "this checkout, --backend eager": (REPO / "src", ["--backend", "eager"])}
+    protocol = ["--mode", args.mode] if args.mode else []
+    variants = {"this checkout, default (auto)": (REPO / "src", protocol),
+                "this checkout, --backend eager": (REPO / "src",
+                                                   ["--backend", "eager", *protocol])}
     if args.baseline_src is not None:
-        variants["baseline checkout, default"] = (args.baseline_src, [])
+        variants["baseline checkout, default"] = (args.baseline_src, protocol)
     times: dict[str, list[float]] = {name: [] for name in variants}
-    _run(REPO / "src", folder, args.model, work / "warm", [])  # export cache, file cache
+    _run(REPO / "src", folder, args.model, work / "warm", protocol)  # export, file caches
     for r in range(args.rounds):
         names = list(variants)[::-1] if r % 2 else list(variants)
         for name in names:
@@ -80,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
             src, extra = variants[name]
             times[name].append(_run(src, folder, args.model, work / name, extra))
     first = work / next(iter(variants))
-    result = {"model": args.model, "images": len(images), "rounds": args.rounds,
+    result = {"meta": _meta(variants, args.model, args.mode),
+              "model": args.model, "images": len(images), "rounds": args.rounds,
               "folder": str(args.folder), "seconds": times,
               "median_s": {k: statistics.median(v) for k, v in times.items()},
               "agreement_with_first": {k: _agreement(first, work / k) for k in variants}}

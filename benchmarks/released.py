@@ -4,9 +4,11 @@ roofline.
 Per released architecture (EfficientNet-Lite0: ``camvid`` at 360 x 480; Lite2:
 ``siftflow``, whose eval runs at scale 2, at 512 x 512), interleaved in one run: eager fp32,
 eager bf16, channels_last, torch.compile, ONNX Runtime, OpenVINO fp32 / bf16 / bf16 split
-(stem and first two stages in float32: ``--backend openvino-bf16-split``) / INT8 (NNCF,
-calibrated on training images), and what ``predict``'s default backend (``auto``) picks,
-built as ``predict`` builds it. For each, the val mean IU on the first ``val_images`` val
+(stem and first two stages in float32: ``--backend openvino-bf16-split``) / INT8 (the IR
+``parsenet export --format openvino --int8`` writes: NNCF on the dynamo export, calibrated on
+training images; the other exported rows run ``export_onnx``'s ``auto`` export, a trace for
+the released models), and what ``predict``'s default backend (``auto``) picks, built as
+``predict`` builds it. For each, the val mean IU on the first ``val_images`` val
 images (the config's eval mode) and the share of pixels labelled as eager fp32 labels them.
 The peers, torchvision's LR-ASPP and DeepLabV3 MobileNetV3-Large (random weights), are timed
 at the same input on the same runtimes, with their GFLOPs. The roofline: achieved GFLOP/s
@@ -23,8 +25,10 @@ emulates an AVX2-only CPU where a runtime honours those variables.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +50,7 @@ RELEASES = {"camvid": ("camvid", (360, 480)), "siftflow": ("siftflow", (512, 512
 GOAL_NATIVE_BF16, GOAL_AVX2 = 4.0, 1.5  # default predict / eager fp32 speed
 GOAL_MEAN_IU_POINTS, GOAL_AGREEMENT = 0.3, 0.99
 QUICK_SPLIT_AT = "/backbone/conv2/"  # the toy VGG has no measured split point
+CALIBRATION_IMAGES = 32  # training images the INT8 row calibrates on (export's default: 100)
 
 
 def _dataset(name: str, loaded: Any, split: str, folder: Path | None = None) -> Any:
@@ -196,6 +201,44 @@ def _gflops(model: Any, size: tuple[int, int]) -> float:
     return counter.get_total_flops() / 1e9
 
 
+def _spread_paths(dataset: Any, count: int) -> list[Path]:
+    """The files of ``count`` images spread over ``dataset`` (none without one)."""
+    if dataset is None:
+        return []
+    spread = np.linspace(0, len(dataset) - 1, count).round().astype(int)
+    return [dataset.image_path(int(i)) for i in dict.fromkeys(spread)]
+
+
+def _add_int8(runs: dict[str, Any], skipped: dict[str, str], setup: dict[str, float],
+              model: nn.Module, calibration: list[Path], out: Path) -> None:
+    """The ``OpenVINO INT8`` row: the IR ``parsenet export --format openvino --int8`` writes
+    (the library's :func:`~parsenet.engine.openvino_export.export_openvino_checked`: NNCF on
+    the dynamo export, calibrated on ``calibration`` at the images' own size), not a
+    quantisation of the traced export the other rows run: NNCF on that one labelled 60.7% of
+    camvid's pixels as eager fp32 (docs/PERFORMANCE.md)."""
+    from parsenet.engine.export import ExportCheckError
+
+    why_not = ("openvino is not installed (pip install 'parsenet[openvino]')"
+               if importlib.util.find_spec("openvino") is None else
+               "nncf is not installed" if importlib.util.find_spec("nncf") is None else
+               "no calibration images" if not calibration else "")
+    if why_not:
+        skipped["OpenVINO INT8"] = why_not
+        return
+    from parsenet.engine.backends import OpenVinoPredictor
+    from parsenet.engine.openvino_export import export_openvino_checked
+
+    start = time.perf_counter()
+    try:
+        ir = export_openvino_checked(model, None, None, out, calibration=calibration,
+                                     int8=True)
+    except ExportCheckError as e:
+        skipped["OpenVINO INT8"] = f"the dynamo export is unusable: {e}"
+        return
+    runs["OpenVINO INT8"] = OpenVinoPredictor(ir["path"], "f32")
+    setup["OpenVINO INT8 export and quantisation"] = time.perf_counter() - start
+
+
 def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float]
                  ) -> tuple[Section, dict[str, Any]]:
     from parsenet.engine.backends import make_predictor
@@ -210,9 +253,7 @@ def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float
     val, train = _dataset(name, loaded, "val"), _dataset(name, loaded, "train")
     resize = size if settings.quick else None
     pairs = _pairs(val, loaded.preprocessing, count, resize) if val is not None else []
-    calibration = ([p[0].numpy() for p in _pairs(train, loaded.preprocessing,
-                                                 4 if settings.quick else 32, resize)]
-                   if train is not None else [])
+    calibration = _spread_paths(train, 4 if settings.quick else CALIBRATION_IMAGES)
     ignore_index = getattr(val, "ignore_index", 255)
     timing_only = os.environ.get("PARSENET_BENCH_TIMING_ONLY") == "1"
     if timing_only:
@@ -222,10 +263,11 @@ def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float
     onnx = with_verified_export(model, key, tmp if key is None else None,
                                 lambda path: _copy(path, tmp / f"{name}.onnx"))
     split_at = split_point(model) or (QUICK_SPLIT_AT if settings.quick else None)
-    exported, more, setup2 = exported_runtimes(onnx, calibration, split_at=split_at)
+    exported, more, setup2 = exported_runtimes(onnx, [], int8=False, split_at=split_at)
     runs.update(exported)
     skipped.update(more)
     setup.update(setup2)
+    _add_int8(runs, skipped, setup, model, calibration, tmp / f"{name}-int8.xml")
     default, backend = make_predictor(model, backend="auto", checkpoint=key,
                                       cache_dir=tmp if key is None else None)
     runs[f"predict default ({backend})"] = default
@@ -250,6 +292,7 @@ def _one_release(name: str, settings: Settings, tmp: Path, peak: dict[str, float
     details = {"input": list(size), "gflops": gflops, "ms": ms, "setup_s": setup,
                "skipped": skipped, "accuracy": accuracy, "default_backend": backend,
                "val_images": len(pairs), "calibration_images": len(calibration),
+               "int8_from": "dynamo export (parsenet export --format openvino --int8)",
                "eval_mode": options.mode, "num_classes": len(loaded.classes),
                "isa_env": {k: os.environ.get(k) for k in
                            ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "PARSENET_CPU_BF16")}}

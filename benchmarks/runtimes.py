@@ -102,7 +102,9 @@ def static_onnx(model: nn.Module, size: tuple[int, int], path: Path) -> Path:
 
 
 def int8_ir(onnx_path: Path, calibration: Sequence[np.ndarray], out_dir: Path) -> Path:
-    """NNCF's post-training INT8 quantisation of ``onnx_path``, as an OpenVINO IR."""
+    """NNCF's post-training INT8 quantisation of ``onnx_path``, as an OpenVINO IR: for the
+    conv stack of the roofline; a released model's INT8 row is the library's export
+    (``benchmarks.released``), as NNCF quantises ParseNet's traced export badly."""
     import nncf
     import openvino as ov
 

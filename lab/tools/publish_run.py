@@ -30,9 +30,7 @@ RELEASES = REPO / "lab" / "runs" / "releases"
 
 
 def _cpu_kind() -> str:
-    import torch
-
-    from parsenet.engine.precision import cpu_has_native_bf16
+    from parsenet.engine.precision import cpu_has_amx, cpu_has_native_bf16
 
     name = platform.processor() or "cpu"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -42,9 +40,8 @@ def _cpu_kind() -> str:
     if not cpu_has_native_bf16():
         return f"{name}, no native bf16"
     # The two native-bf16 kinds differ about 2x in bf16 speed: say which one trained (the
-    # same torch check the library's bf16 detection uses).
-    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
-    return f"{name}, {'AVX512-BF16 + AMX' if amx else 'AVX512-BF16, no AMX'}"
+    # library's AMX check, which auto's runtime table is keyed on too).
+    return f"{name}, {'AVX512-BF16 + AMX' if cpu_has_amx() else 'AVX512-BF16, no AMX'}"
 
 
 def _segment_ends(log: Path) -> list[float]:

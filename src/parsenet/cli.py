@@ -210,10 +210,11 @@ def _add_predict(sub: Subparsers) -> None:
 def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="runtime: auto (default) is the fastest installed one that holds "
-                        "accuracy: openvino-bf16-split (input end in float32, the rest bf16) "
-                        "on CPUs with native bf16, else openvino (float32), else onnx, else "
-                        "eager; eager off the CPU. openvino-bf16: bf16 throughout, faster "
-                        "still, 1-3%% of pixels labelled differently")
+                        "accuracy, by CPU kind and trunk (docs/PERFORMANCE.md): with native "
+                        "bf16 openvino-bf16-split (input end in float32, the rest bf16), but "
+                        "onnx for EfficientNet-Lite2 on CPUs without AMX; else openvino "
+                        "(float32); else onnx, else eager; eager off the CPU. openvino-bf16: "
+                        "bf16 throughout, faster still, 1-3%% of pixels labelled differently")
     p.add_argument("--export-cache", "--onnx-cache", default=None, metavar="DIR",
                    help="folder for the onnx/openvino export, keyed on the checkpoint's "
                         "content and verified against it (default $PARSENET_CACHE_DIR or "

@@ -24,7 +24,6 @@ from parsenet.engine.inference import MIN_SIZE
 from parsenet.engine.inferencer import InferenceOptions, Inferencer
 from parsenet.engine.loaded import LoadedModel, load_released
 from parsenet.engine.memory import DEFAULT_BUDGET_GB
-from parsenet.engine.onnx_cache import with_verified_export
 from parsenet.engine.precision import resolve_device
 from parsenet.engine.runlog import to_jsonable
 from parsenet.errors import ConfigError, UsageError
@@ -306,15 +305,10 @@ def export_checkpoint(checkpoint: str | os.PathLike | Release, fmt: str,
     if not out.is_dir():  # a directory is refused by the exporter, naming a file to give
         make_parent(out)
     if fmt == "openvino":
-        from parsenet.engine.openvino_export import export_openvino
+        from parsenet.engine.openvino_export import export_openvino_checked
 
-        # NNCF quantises the traced export badly (its size arithmetic: 60.7% of camvid's
-        # pixels labelled as eager fp32) and the dynamo export well (98.9%).
-        result = with_verified_export(
-            model, content_file(checkpoint), export_cache,
-            lambda onnx: export_openvino(model, onnx, out, calibration=calibration_images,
-                                         int8=int8),
-            exporter="dynamo" if int8 else "auto")
+        result = export_openvino_checked(model, content_file(checkpoint), export_cache, out,
+                                         calibration=calibration_images, int8=int8)
         return {**result, "format": fmt, "exporter": "onnx -> openvino",
                 "diffs": {}}
     if fmt == "onnx":

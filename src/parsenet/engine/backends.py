@@ -13,12 +13,18 @@
               rest in bf16 (:mod:`parsenet.engine.openvino_split`): on native-bf16 CPUs
               only, and for architectures whose split point was measured only (the
               released EfficientNet-Lite0 and -Lite2 models)
-    auto      the fastest runtime that is installed and holds accuracy (val mean IU within
-              0.3 of eager fp32, >= 99% of pixels labelled alike): on a CPU with native bf16
-              and OpenVINO installed, openvino-bf16-split (openvino for a model without a
-              measured split point); else openvino, else onnx, else eager; eager off the
-              CPU. bf16 on the whole graph (and INT8) are faster but missed that bar on the
-              released models (docs/PERFORMANCE.md), so auto does not pick them
+    auto      the fastest installed runtime that holds accuracy (val mean IU within 0.3 of
+              eager fp32, >= 99% of pixels labelled alike), looked up by CPU kind (AMX;
+              AVX512-BF16 without AMX; no native bf16) and trunk in :data:`AUTO_MEASURED`.
+              Measured, on an idle AMD EPYC with AVX512-BF16 and no AMX: openvino-bf16-split
+              for EfficientNet-Lite0 (camvid), onnx for Lite2 (siftflow: OpenVINO, split or
+              float32, is no faster than eager there). Every other combination, AMX included
+              (no released model was timed on it), is a guess, the rule from before those
+              measurements (:data:`AUTO_DEFAULT`): openvino-bf16-split with native bf16 (openvino
+              for a model without a measured split point), openvino without. What is not
+              installed falls back: openvino to onnx to eager; eager off the CPU. bf16 on the
+              whole graph (and INT8) are faster but missed the accuracy bar on the released
+              models (docs/PERFORMANCE.md), so auto does not pick them
 
 ONNX exports are cached (:mod:`parsenet.engine.onnx_cache`), keyed on the checkpoint's
 content and verified against the eager model before they are used. OpenVINO is the optional
@@ -48,14 +54,37 @@ from parsenet.engine.openvino_split import (
     SplitPointError,
     split_point,
 )
-from parsenet.engine.precision import cpu_has_native_bf16
+from parsenet.engine.precision import cpu_has_amx, cpu_has_native_bf16
 from parsenet.errors import UsageError
 
 BACKEND_ENV = "PARSENET_BACKEND"
 
 __all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor",
            "SplitOpenVinoPredictor", "openvino_available", "onnxruntime_available",
-           "default_backend", "memory_overhead"]
+           "default_backend", "memory_overhead", "AUTO_MEASURED", "AUTO_DEFAULT",
+           "cpu_bf16_kind", "trunk_name"]
+
+# The CPU kinds ``auto`` tells apart: how fast bf16 is, and so which runtime wins.
+AMX, AVX512_BF16, NO_BF16 = "amx", "avx512-bf16", "no-bf16"
+
+# (CPU kind, trunk) -> what ``auto`` runs, measured by the ``released`` benchmark (times in the
+# JSON's released_<model> section; each pick labels >= 99% of val pixels as eager fp32 does).
+# A trunk's entry was measured at its release's input size and is assumed to carry to others.
+AUTO_MEASURED: dict[tuple[str, str], str] = {
+    # docs/benchmarks/2026-12-07-epyc-released.json (AMD EPYC, idle), camvid 360 x 480:
+    # split 2.51x eager fp32 (2.49x as the default row), ONNX Runtime 1.51x, OpenVINO fp32 1.42x
+    (AVX512_BF16, "efficientnet_lite0"): SPLIT_BACKEND,
+    # same run, siftflow 512 x 512: ONNX Runtime 1.17x, split 0.98x, OpenVINO fp32 0.80x
+    # (the contended 2026-12-06-epyc-released-siftflow-timing.json ranked OpenVINO fp32 above
+    # ONNX Runtime: eager there was starved; the idle run is the one to trust for speed)
+    (AVX512_BF16, "efficientnet_lite2"): "onnx",
+}
+# Everything unmeasured: the rule from before the measurements above. AMX is untimed (the
+# issue's probe on an AMX Xeon, no JSON: OpenVINO bf16 fastest, OpenVINO fp32 ~ ONNX Runtime);
+# without native bf16, docs/benchmarks/2026-12-06-epyc-released-camvid-avx2-emulated.json
+# timed OpenVINO fp32 at 2.46x, but ONNX Runtime ignores the emulation, so they are not ranked.
+AUTO_DEFAULT: dict[str, str] = {AMX: SPLIT_BACKEND, AVX512_BF16: SPLIT_BACKEND,
+                                NO_BF16: "openvino"}
 
 
 
@@ -84,10 +113,32 @@ def _openvino_precision(backend: str) -> str:
     return "bf16"
 
 
-def default_backend(device: str = "cpu") -> str:
-    """What ``auto`` runs on ``device``: the fastest installed runtime that holds accuracy
-    (the benchmark's ``released`` section measures it: docs/PERFORMANCE.md).
-    ``$PARSENET_BACKEND`` names another (e.g. eager, to keep exports out of a test run)."""
+def cpu_bf16_kind() -> str:
+    """The CPU kind :data:`AUTO_MEASURED` is keyed on: ``amx``, ``avx512-bf16`` (without AMX) or
+    ``no-bf16`` (``PARSENET_CPU_BF16=0`` included). Tests monkeypatch it, or the two checks."""
+    if not cpu_has_native_bf16():
+        return NO_BF16
+    return AMX if cpu_has_amx() else AVX512_BF16
+
+
+def trunk_name(model: nn.Module | None) -> str:
+    """The architecture :data:`AUTO_MEASURED` is keyed on: ``efficientnet_lite0`` .. ``lite2``
+    (the builders' names), else the backbone's class name; ``""`` for no model."""
+    from parsenet.backbones.efficientnet_lite import EfficientNetLite
+
+    if model is None:
+        return ""
+    backbone = getattr(model, "backbone", model)
+    if isinstance(backbone, EfficientNetLite):
+        return f"efficientnet_{backbone.variant}"
+    return type(backbone).__name__
+
+
+def default_backend(device: str = "cpu", model: nn.Module | None = None) -> str:
+    """What ``auto`` runs for ``model`` on ``device``: :data:`AUTO_MEASURED`'s entry for this
+    CPU kind and the model's trunk, else :data:`AUTO_DEFAULT`'s for the kind, then the first
+    of it, onnx, eager that is installed. ``$PARSENET_BACKEND`` names another (e.g. eager,
+    to keep exports out of a test run)."""
     forced = os.environ.get(BACKEND_ENV, "").strip()
     if forced:
         if forced not in BACKENDS[1:]:
@@ -95,10 +146,13 @@ def default_backend(device: str = "cpu") -> str:
         return forced
     if torch.device(device).type != "cpu":
         return "eager"
-    if openvino_available():
-        # bf16 where the CPU computes it natively, its input end in float32 to hold accuracy
-        return SPLIT_BACKEND if cpu_has_native_bf16() else "openvino"
-    return "onnx" if onnxruntime_available() else "eager"
+    kind = cpu_bf16_kind()
+    backend = AUTO_MEASURED.get((kind, trunk_name(model)), AUTO_DEFAULT[kind])
+    if backend.startswith("openvino") and not openvino_available():
+        backend = "onnx"
+    if backend == "onnx" and not onnxruntime_available():
+        backend = "eager"
+    return backend
 
 
 def memory_overhead(backend: str) -> float:
@@ -161,7 +215,7 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
         raise UsageError(f"backend must be one of {BACKENDS}, got {backend!r}")
     automatic = backend == "auto"
     if automatic:
-        backend = default_backend(device)
+        backend = default_backend(device, model)
     if backend == "eager":
         return _eager(model, device), "eager"
     if torch.device(device).type != "cpu":

@@ -27,7 +27,7 @@ from parsenet.choices import AMP_MODES
 from parsenet.errors import ConfigError
 
 __all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
-           "cpu_kind"]
+           "cpu_kind", "cpu_has_amx"]
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,21 @@ def cpu_has_native_bf16() -> bool:
     return _detected_native_bf16()
 
 
+def _torch_says(check: str) -> bool:
+    # torch's own CPUID checks (absent from some builds: then the answer is no)
+    probe = getattr(torch.cpu, check, None)
+    return probe is not None and bool(probe())
+
+
 def _detected_native_bf16() -> bool:
-    checks = [getattr(torch.cpu, n, None) for n in
-              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
+    return _torch_says("_is_avx512_bf16_supported") or cpu_has_amx()
+
+
+def cpu_has_amx() -> bool:
+    """AMX tiles (Intel Xeon 4th generation on), by torch's check: bf16 there runs on the
+    tiles, not on AVX512-BF16's vector units, so runtimes rank differently than on a CPU with
+    AVX512-BF16 alone (:func:`parsenet.engine.backends.cpu_bf16_kind`)."""
+    return _torch_says("_is_amx_tile_supported")
 
 
 def cpu_kind() -> str:
