@@ -140,14 +140,16 @@ class Segmenter:
             held.release()
 
     def mode_for(self, model: ServedModel, height: int, width: int) -> str:
-        return model.inferencer.mode_for(height, width)
+        """The mode of an image of this size: decided at the size it runs at (a
+        checkpoint's data.resize, else its own), as predict decides it."""
+        return model.inferencer.mode_for(*model.inferencer.run_size(height, width))
 
     def run(self, rgb: np.ndarray, *, images: bool = True,
             progress: Callable[[int, int], None] = lambda done, total: None,
             gone: threading.Event | None = None) -> dict[str, Any]:
         h, w = rgb.shape[:2]
         modes = [self.mode_for(m, h, w) for m in self.models]
-        total = sum(m.inferencer.passes(h, w, mode)
+        total = sum(m.inferencer.passes(*m.inferencer.run_size(h, w), mode)
                     for m, mode in zip(self.models, modes, strict=True))
         done = 0
 
@@ -203,17 +205,26 @@ def _choice_info(registry: ModelRegistry, key: str) -> dict[str, Any]:
     }
 
 
+def _slide_above_pixels(model: ServedModel, settings: ServeSettings) -> int:
+    """Pixels over which the model's images slide. With data.resize every image runs at that
+    one size, so none slides (the pixel limit) or all do (0)."""
+    inferencer = model.inferencer.with_options(budget_gb=settings.memory_budget_gb,
+                                               mode="auto")
+    if inferencer.options.resize:
+        fits = inferencer.mode_for(*inferencer.options.resize) != "slide"
+        return settings.limits.max_pixels if fits else 0
+    return inferencer.largest_preferred_pixels()
+
+
 def _info(registry: ModelRegistry, settings: ServeSettings) -> dict[str, Any]:
     limits = settings.limits
-    budget = settings.memory_budget_gb
     default_models = _choice_models(registry, registry.default_key)
     return {
         **_choice_info(registry, registry.default_key),
         "choices": [{"key": c.key, "title": registry.title(c.key)} for c in registry.choices],
         "limits": {"max_bytes": limits.max_bytes, "max_pixels": limits.max_pixels,
-                   "slide_above_pixels": min(
-                       m.inferencer.with_options(budget_gb=budget).largest_preferred_pixels()
-                       for m in default_models),
+                   "slide_above_pixels": min(_slide_above_pixels(m, settings)
+                                             for m in default_models),
                    "max_concurrent": settings.max_concurrent,
                    "max_waiting": settings.max_waiting},
     }
