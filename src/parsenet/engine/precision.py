@@ -27,7 +27,7 @@ from parsenet.choices import AMP_MODES
 from parsenet.errors import ConfigError
 
 __all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
-           "cpu_kind"]
+           "cpu_kind", "cpu_has_amx"]
 
 
 @dataclass(frozen=True)
@@ -79,10 +79,21 @@ def cpu_has_native_bf16() -> bool:
     return _detected_native_bf16()
 
 
+def _torch_says(check: str) -> bool:
+    # torch's own CPUID checks (absent from some builds: then the answer is no)
+    probe = getattr(torch.cpu, check, None)
+    return probe is not None and bool(probe())
+
+
 def _detected_native_bf16() -> bool:
-    checks = [getattr(torch.cpu, n, None) for n in
-              ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    return any(check is not None and check() for check in checks)
+    return _torch_says("_is_avx512_bf16_supported") or cpu_has_amx()
+
+
+def cpu_has_amx() -> bool:
+    """AMX tiles (Intel Xeon 4th generation on), by torch's check: bf16 there runs on the
+    tiles, not on AVX512-BF16's vector units, so runtimes rank differently than on a CPU with
+    AVX512-BF16 alone (:func:`parsenet.engine.backends.cpu_bf16_kind`)."""
+    return _torch_says("_is_amx_tile_supported")
 
 
 def cpu_kind() -> str:
@@ -92,6 +103,22 @@ def cpu_kind() -> str:
     kind = "AVX512-BF16" if _detected_native_bf16() else capability
     forced = os.environ.get(CPU_BF16_ENV, "").strip()
     return f"{kind} ({CPU_BF16_ENV}={forced})" if forced else kind
+
+
+def _bf16_units() -> str:
+    """The native bf16 units, named as the model cards name them (publish_run): a CPU with AMX
+    has AVX512-BF16 too, and one with native bf16 but no AMX has AVX512-BF16."""
+    return "AVX512-BF16 + AMX" if cpu_has_amx() else "AVX512-BF16, no AMX"
+
+
+def _cpu_bf16_reason() -> str:
+    """Why auto chose bf16 on the CPU, for the run log: the units it has, or the override
+    that forced bf16 (on a CPU that may have none)."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced:
+        detected = _bf16_units() if _detected_native_bf16() else "none detected"
+        return f"auto: {CPU_BF16_ENV}={forced} forces native bf16 (the CPU's: {detected})"
+    return f"auto: the CPU has native bf16 ({_bf16_units()})"
 
 
 def resolve_amp(amp: str, device: torch.device) -> AmpPolicy:
@@ -114,5 +141,5 @@ def resolve_amp(amp: str, device: torch.device) -> AmpPolicy:
             return AmpPolicy(torch.bfloat16, False, "auto: the GPU supports bf16")
         return AmpPolicy(torch.float16, True, "auto: GPU without bf16, fp16 with loss scaling")
     if cpu_has_native_bf16():
-        return AmpPolicy(torch.bfloat16, False, "auto: the CPU has native bf16 (AVX512-BF16/AMX)")
+        return AmpPolicy(torch.bfloat16, False, _cpu_bf16_reason())
     return AmpPolicy(None, False, "auto: the CPU has no native bf16, float32")
