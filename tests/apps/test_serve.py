@@ -124,6 +124,33 @@ def test_prediction_matches_the_models_and_draws_everything(client, models):
     assert np.all((picture == (255, 0, 255)).all(axis=2) == differ)
 
 
+def test_serve_labels_a_data_resize_checkpoints_image_as_predict_does(tmp_path):
+    """A checkpoint trained with data.resize: serve warps the upload as predict does (one
+    Inferencer path), so the page's labels are predict's label PNG."""
+    from serve_helpers import write_tiny_checkpoint
+
+    from parsenet.apps.tasks import predict_images
+
+    ckpt = write_tiny_checkpoint(tmp_path / "warped.pt", CLASSES, seed=2, name="warped",
+                                 data={"resize": [32, 48]})
+    data = image_bytes(45, 61, seed=6)
+    (tmp_path / "im.png").write_bytes(data)
+    written = predict_images(ckpt, [tmp_path / "im.png"], tmp_path / "out", backend="eager",
+                             progress=False)["outputs"][0][0]
+    expected = np.asarray(Image.open(written))
+    served = load_served_models([(None, ckpt)])
+    with TestClient(create_app(served)) as client:
+        result = _post(client, data).json()
+        png = _post(client, data, url="/api/predict.png?model=0")
+        info = client.get("/api/info").json()
+    assert not np.array_equal(expected, _expected_labels(served[0], data))  # the warp shows
+    np.testing.assert_array_equal(np.asarray(_decode_png(result["models"][0]["label_png"])),
+                                  expected)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png.content))), expected)
+    # Every image runs at 32 x 48, whole: none slides however large.
+    assert info["limits"]["slide_above_pixels"] == info["limits"]["max_pixels"]
+
+
 def test_png_endpoint_returns_the_second_models_label_map(client, models):
     data = image_bytes(50, 64, seed=4)
     response = _post(client, data, name="my photo é.jpg", url="/api/predict.png?model=1")

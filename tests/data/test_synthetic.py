@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from parsenet.data import synthetic
+from parsenet.data import synthetic, synthetic_layout
 from parsenet.data.errors import DataError
 from parsenet.data.folder import SegmentationFolder
 from parsenet.data.synthetic import (
@@ -169,7 +169,7 @@ def test_cues_keep_their_clearance_from_ambiguous_objects(clearance):
         cues = [o for o in scene.objects if o.name in CUES]
         for obj in _ambiguous(scene):
             for cue in cues:
-                assert synthetic._gap(obj.box, cue.box) >= clearance
+                assert synthetic_layout.gap(obj.box, cue.box) >= clearance
             # So the object's centre is at least half its side + clearance from any cue
             # pixel, and never nearer than what the demo prints (min_cue_distance).
             y0, x0, y1, x1 = obj.box

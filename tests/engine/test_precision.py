@@ -28,6 +28,25 @@ def test_auto_follows_the_native_bf16_answer(monkeypatch, native, expected):
     assert precision.resolve_amp("bf16", CPU).dtype is torch.bfloat16
 
 
+@pytest.mark.parametrize("amx,units", [(True, "AVX512-BF16 + AMX"),
+                                       (False, "AVX512-BF16, no AMX")])
+def test_auto_bf16_names_the_units_the_cpu_has(monkeypatch, amx, units):
+    # An AMD EPYC has AVX512-BF16 and no AMX: the run log must not claim AMX.
+    monkeypatch.delenv(precision.CPU_BF16_ENV, raising=False)
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "cpu_has_amx", lambda: amx)
+    policy = precision.resolve_amp("auto", CPU)
+    assert policy.dtype is torch.bfloat16
+    assert policy.reason == f"auto: the CPU has native bf16 ({units})"
+
+
+def test_a_forced_bf16_says_so_and_what_the_cpu_has(monkeypatch):
+    monkeypatch.setenv(precision.CPU_BF16_ENV, "1")
+    monkeypatch.setattr(precision, "_detected_native_bf16", lambda: False)
+    assert precision.resolve_amp("auto", CPU).reason == \
+        "auto: PARSENET_CPU_BF16=1 forces native bf16 (the CPU's: none detected)"
+
+
 @pytest.mark.parametrize("value,expected", [("0", False), ("1", True), (" 1 ", True)])
 def test_the_environment_override_forces_either_answer(monkeypatch, value, expected):
     monkeypatch.setenv(precision.CPU_BF16_ENV, value)

@@ -61,7 +61,6 @@ import shutil
 import typing
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
-from functools import lru_cache
 from os import PathLike
 from pathlib import Path
 from typing import Any
@@ -73,6 +72,8 @@ from tqdm import tqdm
 
 from parsenet.config_messages import describe_validation_error
 from parsenet.data.errors import DataError
+from parsenet.data.synthetic_layout import place
+from parsenet.data.synthetic_shapes import RENDERERS, background
 
 __all__ = ["CLASSES", "SCENES", "AMBIGUOUS_PAIRS", "LOCAL_CLASSES", "PALETTE", "SyntheticParams",
            "PlacedObject", "Scene", "render_scene", "generate", "ensure_dataset",
@@ -143,144 +144,9 @@ class Scene:
     objects: list[PlacedObject]
 
 
-# ---------------------------------------------------------------- shapes (masks + colours)
-
-def _grid(half: int) -> tuple[np.ndarray, np.ndarray]:
-    r = np.arange(-half, half, dtype=np.float32) + 0.5
-    return np.meshgrid(r, r, indexing="ij")
-
-
-def _rotated(half: int, angle: float) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = _grid(half)
-    c, s = np.cos(angle), np.sin(angle)
-    return c * xx + s * yy, -s * xx + c * yy
-
-
-def _striped_ellipse(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
-    u, v = _rotated(half, rng.uniform(0, np.pi))
-    a = half * rng.uniform(0.9, 1.0)
-    b = a * rng.uniform(0.65, 0.95)
-    mask = (u / a) ** 2 + (v / b) ** 2 <= 1.0
-    base = np.array([150, 95, 55], np.float32) + rng.uniform(-20, 20, 3).astype(np.float32)
-    period, phase = rng.uniform(9, 15), rng.uniform(0, 2 * np.pi)
-    stripes = np.sin(2 * np.pi * u / period + phase)[..., None]
-    colour = base + 45 * stripes
-    return mask, colour
-
-
-def _checkered_rectangle(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
-    u, v = _rotated(half, rng.uniform(0, np.pi / 2))
-    hu = half * rng.uniform(0.7, 0.75)  # a rotated rectangle must stay inside the square
-    hv = hu * rng.uniform(0.65, 0.85)
-    corner = 0.3 * hv
-    du, dv = np.maximum(np.abs(u) - (hu - corner), 0), np.maximum(np.abs(v) - (hv - corner), 0)
-    mask = du ** 2 + dv ** 2 <= corner ** 2
-    cell = rng.uniform(10, 16)
-    checker = ((np.floor(u / cell) + np.floor(v / cell)) % 2)[..., None]
-    dark = np.array([110, 60, 140], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
-    light = np.array([200, 190, 120], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
-    return mask, dark + (light - dark) * checker
-
-
-def _ball(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = _grid(half)
-    r2 = (yy ** 2 + xx ** 2) / half ** 2
-    mask = r2 <= 1.0
-    shade = (1.0 - 0.5 * ((yy + 0.4 * half) ** 2 + (xx + 0.4 * half) ** 2) / half ** 2)[..., None]
-    base = np.array([215, 35, 35], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
-    return mask, base * np.clip(shade, 0.45, 1.0) + 30 * (shade > 0.9)
-
-
-def _box(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
-    # A rounded square, shaded along one side. Sharp corners and a thin dark border would be
-    # finer than the output stride: they hold the box's IU near 84 for both models,
-    # measuring resolution rather than training.
-    u, v = _rotated(half, rng.uniform(0, np.pi / 2))
-    h, corner = 0.76 * half, 0.3 * half  # fits the square at any rotation
-    du = np.maximum(np.abs(u) - (h - corner), 0)
-    dv = np.maximum(np.abs(v) - (h - corner), 0)
-    mask = du ** 2 + dv ** 2 <= corner ** 2
-    base = np.array([45, 85, 215], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
-    return mask, base * (0.8 + 0.2 * (u / h))[..., None]
-
-
-def _lamp(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = _grid(half)
-    r = np.sqrt(yy ** 2 + xx ** 2) / half
-    mask = r <= 1.0
-    yellow = np.array([250, 225, 60], np.float32) + rng.uniform(-10, 5, 3).astype(np.float32)
-    ring = np.array([235, 120, 20], np.float32)
-    return mask, np.where((r > 0.7)[..., None], ring, yellow)
-
-
-def _tree(rng: np.random.Generator, half: int) -> tuple[np.ndarray, np.ndarray]:
-    yy, xx = _grid(half)
-    y, x = yy / half, xx / half  # -1 (top) .. 1 (bottom), -1 (left) .. 1 (right)
-    # A round crown on a trunk wider than the output stride: a thinner trunk or a pointed
-    # crown is below the resolution of a stride-8 network and holds the tree's IU near 79
-    # for both models whatever the context.
-    crown = x ** 2 + (y + 0.25) ** 2 <= 0.75 ** 2
-    trunk = (y > 0.3) & (np.abs(x) <= 0.36)
-    green = np.array([35, 150, 45], np.float32) + rng.uniform(-15, 15, 3).astype(np.float32)
-    brown = np.array([100, 60, 30], np.float32)
-    return crown | trunk, np.where(trunk[..., None], brown, green)
-
-
-_RENDERERS = {"striped_ellipse": _striped_ellipse, "checkered_rectangle": _checkered_rectangle,
-              "ball": _ball, "box": _box, "lamp": _lamp, "tree": _tree}
-
-
-# ---------------------------------------------------------------- layout
-
-@lru_cache(maxsize=8)
-def _upsampler(size: int, cells: int) -> np.ndarray:
-    """size x cells matrix of bilinear weights (align-corners) from a coarse grid to pixels."""
-    pos = np.linspace(0, cells - 1, size)
-    lower = np.minimum(np.floor(pos).astype(int), cells - 2)
-    frac = pos - lower
-    weights = np.zeros((size, cells), np.float32)
-    weights[np.arange(size), lower] = 1 - frac
-    weights[np.arange(size), lower + 1] = frac
-    return weights
-
-
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
-    """A smooth colour field: a coarse random grid bilinearly upsampled, same for all scenes."""
-    base = rng.uniform(110, 170) + rng.uniform(-15, 15, 3)
-    coarse = rng.normal(0, 18, (5, 5, 3)).astype(np.float32)
-    up = _upsampler(size, 5)
-    rows = np.tensordot(up, coarse, axes=(1, 0))  # size x 5 x 3: upsampled along y
-    field_ = np.empty((size, size, 3), np.float32)
-    for c in range(3):  # then along x; three small matmuls beat one einsum by 10x
-        field_[..., c] = rows[..., c] @ up.T + np.float32(base[c])
-    return field_
-
-
-def _gap(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> int:
-    """Chebyshev distance between two boxes (negative when they overlap)."""
-    dy = max(a[0] - b[2], b[0] - a[2])
-    dx = max(a[1] - b[3], b[1] - a[3])
-    return max(dy, dx)
-
-
 def min_cue_distance(cue_clearance: int) -> int:
     """The least distance (px) from an ambiguous object's centre to any cue pixel."""
     return AMBIGUOUS_HALF_RANGE[0] + cue_clearance
-
-
-def _place(rng: np.random.Generator, size: int, half: int,
-           others: list[tuple[tuple[int, int, int, int], int]], tries: int = 60
-           ) -> tuple[int, int, int, int] | None:
-    """A random square of side 2*half inside the image, at least ``clearance`` from each
-    of ``others`` = [(box, clearance)], or None. Always consumes ``tries`` draws, so the
-    random stream stays aligned however the placement goes."""
-    ys = rng.integers(0, size - 2 * half + 1, tries)
-    xs = rng.integers(0, size - 2 * half + 1, tries)
-    for y, x in zip(ys, xs, strict=True):
-        box = (int(y), int(x), int(y) + 2 * half, int(x) + 2 * half)
-        if all(_gap(box, o) >= clear for o, clear in others):
-            return box
-    return None
 
 
 def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None = None,
@@ -296,14 +162,14 @@ def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None
         raise ValueError(f"scene must be one of {SCENES}, got {scene!r}")
     s = SCENES.index(scene)
     class_id = {name: i for i, name in enumerate(CLASSES)}
-    image = _background(rng, size)
+    image = background(rng, size)
     label = np.zeros((size, size), np.uint8)
     objects: list[PlacedObject] = []
     taken: list[tuple[tuple[int, int, int, int], int]] = []
 
     def draw(renderer: str, name: str, box: tuple[int, int, int, int]) -> None:
         half = (box[2] - box[0]) // 2
-        mask, colour = _RENDERERS[renderer](rng, half)
+        mask, colour = RENDERERS[renderer](rng, half)
         window = image[box[0]:box[2], box[1]:box[3]]
         window[mask] = np.broadcast_to(colour, window.shape)[mask]
         label[box[0]:box[2], box[1]:box[3]][mask] = class_id[name]
@@ -314,7 +180,7 @@ def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None
     for _ in range(n_ambiguous):
         renderer = list(AMBIGUOUS_PAIRS)[int(rng.integers(2))]
         half = int(rng.integers(*AMBIGUOUS_HALF_RANGE))
-        box = _place(rng, size, half, [(b, 8) for b, _ in taken])
+        box = place(rng, size, half, [(b, 8) for b, _ in taken])
         if box is None:
             continue
         draw(renderer, AMBIGUOUS_PAIRS[renderer][s], box)
@@ -325,7 +191,7 @@ def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None
     for _ in range(n_local):
         renderer = ("ball", "box")[int(rng.integers(2))]
         half = int(rng.integers(20, 33))
-        box = _place(rng, size, half, [(b, 8) for b, _ in taken])
+        box = place(rng, size, half, [(b, 8) for b, _ in taken])
         if box is not None:
             draw(renderer, renderer, box)
             taken.append((box, 0))
@@ -335,7 +201,7 @@ def render_scene(rng: np.random.Generator, size: int = 320, *, scene: str | None
     for _ in range(n_cues):
         half = int(rng.integers(16, 23))
         others = [(b, cue_clearance if b in ambiguous_boxes else 8) for b, _ in taken]
-        box = _place(rng, size, half, others, tries=200)
+        box = place(rng, size, half, others, tries=200)
         if box is not None:
             draw(cue, cue, box)
             taken.append((box, 0))

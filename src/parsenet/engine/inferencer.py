@@ -135,6 +135,11 @@ class Inferencer:
     def budget(self) -> float:
         return self.options.budget_gb * 1e9
 
+    def run_size(self, height: int, width: int) -> tuple[int, int]:
+        """The size an image of this size runs at: ``options.resize`` if set, else its own
+        (modes and passes are decided at this size)."""
+        return self.options.resize or (height, width)
+
     def mode_for(self, height: int, width: int) -> str:
         """How an image of this size runs: the requested mode unless it is ``"auto"``; then
         the preferred mode when its memory estimate fits the budget, else ``"slide"``."""
@@ -195,17 +200,19 @@ class Inferencer:
                                  align_corners=False).argmax(1).cpu()
 
     def label_image(self, image: Tensor, *, name: str = "image",
-                    on_pass: Callable[[], None] | None = None) -> tuple[Tensor, str]:
+                    on_pass: Callable[[], None] | None = None,
+                    mode: str | None = None) -> tuple[Tensor, str]:
         """(class ids H x W uint8, the mode used) of a uint8 RGB 3 x H x W image, warped
-        first to ``options.resize`` if set (the ids are still H x W); running out of memory
-        raises a one-line :class:`ResourceError` naming ``name`` and the size that ran."""
+        first to ``options.resize`` if set (the ids are still H x W); ``mode`` None:
+        :meth:`mode_for` the size it runs at. Running out of memory raises a one-line
+        :class:`ResourceError` naming ``name`` and the size that ran."""
         if self.preprocessing is None:
             raise UsageError("this inferencer has no preprocessing for uint8 images")
         size = (int(image.shape[-2]), int(image.shape[-1]))
         if self.options.resize:  # the warp of the eval transforms, exactly
             image = Warp(self.options.resize)(image)
         h, w = image.shape[-2:]
-        mode = self.mode_for(h, w)
+        mode = mode or self.mode_for(h, w)
         try:
             batch = self.preprocessing(image).unsqueeze(0)
             return self.labels(batch, mode, on_pass, size)[0].to(torch.uint8), mode

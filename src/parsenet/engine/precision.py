@@ -105,6 +105,22 @@ def cpu_kind() -> str:
     return f"{kind} ({CPU_BF16_ENV}={forced})" if forced else kind
 
 
+def _bf16_units() -> str:
+    """The native bf16 units, named as the model cards name them (publish_run): a CPU with AMX
+    has AVX512-BF16 too, and one with native bf16 but no AMX has AVX512-BF16."""
+    return "AVX512-BF16 + AMX" if cpu_has_amx() else "AVX512-BF16, no AMX"
+
+
+def _cpu_bf16_reason() -> str:
+    """Why auto chose bf16 on the CPU, for the run log: the units it has, or the override
+    that forced bf16 (on a CPU that may have none)."""
+    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    if forced:
+        detected = _bf16_units() if _detected_native_bf16() else "none detected"
+        return f"auto: {CPU_BF16_ENV}={forced} forces native bf16 (the CPU's: {detected})"
+    return f"auto: the CPU has native bf16 ({_bf16_units()})"
+
+
 def resolve_amp(amp: str, device: torch.device) -> AmpPolicy:
     if amp not in AMP_MODES:
         raise ConfigError(f"train.amp must be one of {AMP_MODES}, got {amp!r}")
@@ -125,5 +141,5 @@ def resolve_amp(amp: str, device: torch.device) -> AmpPolicy:
             return AmpPolicy(torch.bfloat16, False, "auto: the GPU supports bf16")
         return AmpPolicy(torch.float16, True, "auto: GPU without bf16, fp16 with loss scaling")
     if cpu_has_native_bf16():
-        return AmpPolicy(torch.bfloat16, False, "auto: the CPU has native bf16 (AVX512-BF16/AMX)")
+        return AmpPolicy(torch.bfloat16, False, _cpu_bf16_reason())
     return AmpPolicy(None, False, "auto: the CPU has no native bf16, float32")

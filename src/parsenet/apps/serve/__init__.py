@@ -4,8 +4,9 @@ Needs the ``serve`` extra (``pip install 'parsenet[serve]'``: FastAPI, uvicorn,
 python-multipart). The page is self-contained: no request leaves the machine.
 """
 
-from parsenet.apps.serve.app import ServeSettings, create_app
+from parsenet.apps.serve.app import create_app
 from parsenet.apps.serve.models import ServedModel, load_served_models, named_checkpoints
+from parsenet.apps.serve.segmenter import ServeSettings
 from parsenet.apps.serve.server import resolve_checkpoints, serve
 from parsenet.apps.serve.uploads import UploadLimits
 

@@ -96,9 +96,10 @@ class ServedModel:
     def predict(self, image: Tensor, mode: str | None = None,
                 on_pass: Callable[[], None] | None = None) -> np.ndarray:
         """Class ids (H x W int64) for a uint8 3 x H x W RGB image (``mode`` None: the
-        inferencer's choice)."""
-        x = self.model.preprocessing(image).unsqueeze(0)
-        return self.inferencer.labels(x, mode, on_pass)[0].numpy()
+        inferencer's choice), through the inferencer's own image path, as predict labels
+        it (the checkpoint's data.resize included)."""
+        labels, _ = self.inferencer.label_image(image, on_pass=on_pass, mode=mode)
+        return labels.numpy().astype(np.int64)
 
 
 def _unique_titles(titles: list[str]) -> list[str]:
@@ -130,7 +131,8 @@ def load_served_models(checkpoints: Sequence[tuple[str | None, Any]], *,
         classes = list(bundle.classes)
         palette = bundle.palette if bundle.palette is not None else voc_palette(len(classes))
         options = InferenceOptions.from_eval(config.eval, mode="auto",
-                                             budget_gb=memory_budget_gb)
+                                             budget_gb=memory_budget_gb,
+                                             resize=config.data.resize)
         inferencer = Inferencer.create(bundle.model, num_classes=len(classes), options=options,
                                        backend=backend, checkpoint=content_file(source),
                                        preprocessing=bundle.preprocessing)

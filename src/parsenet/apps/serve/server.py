@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Sequence
 
-from parsenet.apps.serve.app import ServeSettings, create_app
+from parsenet.apps.serve.app import create_app
 from parsenet.apps.serve.models import (
     DEMO_DIR,
     default_model,
@@ -17,6 +17,7 @@ from parsenet.apps.serve.models import (
     named_checkpoints,
 )
 from parsenet.apps.serve.registry import ModelChoice, ModelRegistry
+from parsenet.apps.serve.segmenter import ServeSettings
 from parsenet.errors import UsageError
 
 __all__ = ["resolve_checkpoints", "model_choices", "serve"]
