@@ -11,7 +11,7 @@ from typing import Literal, get_args
 __all__ = ["EvalMode", "AmpMode", "DataFormat", "LossReduction", "EVAL_MODES", "AMP_MODES",
            "DATA_FORMATS", "LOSS_REDUCTIONS", "LrPolicy", "MeanIuConvention", "PreprocessingName",
            "LR_POLICIES", "MEAN_IU_CONVENTIONS", "PREPROCESSING_NAMES", "ClassWeighting",
-           "CLASS_WEIGHTINGS", "BACKENDS", "EXPORT_FORMATS"]
+           "CLASS_WEIGHTINGS", "BACKENDS", "EXPORT_FORMATS", "MAX_SCALES"]
 
 EvalMode = Literal["whole", "slide", "multiscale"]
 AmpMode = Literal["auto", "off", "bf16", "fp16"]  # auto: bf16/fp16 where the device is fast
@@ -26,6 +26,9 @@ PreprocessingName = Literal["caffe_vgg", "caffe_fcn", "imagenet"]  # see parsene
 BACKENDS: tuple[str, ...] = ("auto", "eager", "onnx", "openvino", "openvino-bf16",
                              "openvino-bf16-split")
 EXPORT_FORMATS: tuple[str, ...] = ("onnx", "openvino", "torchscript")
+# The most test-time scales predict takes (--scales; parsenet.engine.inferencer.checked_scales):
+# each is a forward pass an image (two with flip), so a long list is a slow mistake.
+MAX_SCALES = 8
 EVAL_MODES: tuple[str, ...] = get_args(EvalMode)
 AMP_MODES: tuple[str, ...] = get_args(AmpMode)
 DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)

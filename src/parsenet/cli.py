@@ -26,7 +26,7 @@ import textwrap
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from parsenet.choices import BACKENDS, EVAL_MODES, EXPORT_FORMATS
+from parsenet.choices import BACKENDS, EVAL_MODES, EXPORT_FORMATS, MAX_SCALES
 from parsenet.commands import (
     EXIT_USER_ERROR,
     Unavailable,
@@ -199,12 +199,26 @@ def _add_predict(sub: Subparsers) -> None:
                    help="estimated inference memory above which auto slides (default 2)")
     p.add_argument("--window", type=int, default=None,
                    help="sliding window size (default: the checkpoint config's eval.window)")
+    _add_flip(p)
+    p.add_argument("--scales", type=float, nargs="+", default=None, metavar="S",
+                   help="multi-scale only (--mode multiscale, or auto for a model whose eval "
+                        "mode is multiscale; else an error): predict at these scales of the "
+                        f"image, 1 to {MAX_SCALES} numbers > 0, and average (default: the "
+                        "model's own eval.scales, e.g. camvid 1 1.25 1.5)")
     p.add_argument("--skip-errors", action="store_true",
                    help="skip images that cannot be read or predicted, list them at the "
                         "end (exit status 2)")
     _add_pixel_limit(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _add_flip(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                   help="test-time flip: also predict the mirrored image and average, two "
+                        "forward passes per scale or window (default: the model's own "
+                        "eval.flip, e.g. on for camvid; --no-flip: one pass per scale or "
+                        "window)")
 
 
 def _add_backend(p: argparse.ArgumentParser) -> None:
@@ -327,6 +341,7 @@ def _add_serve(sub: Subparsers) -> None:
                         "sliding windows (the checkpoint's eval window and stride)")
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="runtime (default auto: the fastest that holds accuracy here)")
+    _add_flip(p)
 
 
 def build_parser() -> argparse.ArgumentParser:

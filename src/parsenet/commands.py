@@ -126,7 +126,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
                             export_cache=args.export_cache,
                             memory_budget_gb=args.memory_budget,
                             window=args.window, max_megapixels=args.max_megapixels,
-                            overwrite=args.overwrite)
+                            overwrite=args.overwrite, flip=args.flip, scales=args.scales)
     modes = ", ".join(f"{m} {result['modes'].count(m)}" for m in sorted(set(result["modes"])))
     counts = f" ({modes})" if result["mode"] == "auto" and modes else ""
     print(f"{len(result['outputs'])} image(s), backend {result['backend']}, mode "
@@ -262,5 +262,5 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = ServeSettings(limits=limits, max_waiting=args.max_waiting,
                              memory_budget_gb=args.memory_budget)
     serve(args.model, args.checkpoint, host=args.host, port=args.port, settings=settings,
-          backend=args.backend)
+          backend=args.backend, flip=args.flip)
     return 0

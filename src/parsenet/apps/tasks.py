@@ -21,7 +21,7 @@ from parsenet.engine.checkpoint import load_model
 from parsenet.engine.evaluation import evaluate
 from parsenet.engine.export import check_export, export_onnx, export_torchscript
 from parsenet.engine.inference import MIN_SIZE
-from parsenet.engine.inferencer import InferenceOptions, Inferencer
+from parsenet.engine.inferencer import InferenceOptions, Inferencer, checked_scales
 from parsenet.engine.loaded import LoadedModel, load_released
 from parsenet.engine.memory import DEFAULT_BUDGET_GB
 from parsenet.engine.precision import resolve_device
@@ -205,7 +205,13 @@ def _check_out_folder(out_dir: Path, named: list[tuple[Path, str]], overwrite: b
     refuse_overwrite_in(out_dir, outputs, [path for path, _ in named], overwrite=overwrite)
 
 
-def _check_predict_options(window: int | None, memory_budget_gb: float) -> None:
+def _check_predict_options(window: int | None, memory_budget_gb: float,
+                           max_megapixels: float | None, mode: str | None,
+                           scales: Sequence[float] | None) -> None:
+    if max_megapixels is not None and not 0 < max_megapixels < math.inf:
+        raise UsageError(f"--max-megapixels must be a number > 0, got {max_megapixels}")
+    if scales is not None:  # auto's mode, the model's own, is checked once it is loaded
+        checked_scales(scales, mode or "auto")
     if window is not None and window < MIN_SIZE:
         raise UsageError(f"--window {window}: give at least {MIN_SIZE} (the smallest input the "
                          f"model takes; a smaller window is padded to {MIN_SIZE} at every one "
@@ -226,7 +232,8 @@ def predict_images(checkpoint: str | os.PathLike | Release,
                    alpha: float = 0.5, progress: bool = True, skip_errors: bool = False,
                    export_cache: str | os.PathLike | None = None,
                    memory_budget_gb: float = DEFAULT_BUDGET_GB, window: int | None = None,
-                   max_megapixels: float | None = None, overwrite: bool = False
+                   max_megapixels: float | None = None, overwrite: bool = False,
+                   flip: bool | None = None, scales: Sequence[float] | None = None
                    ) -> dict[str, Any]:
     """Segment images of any size with a checkpoint or released model.
 
@@ -238,7 +245,11 @@ def predict_images(checkpoint: str | os.PathLike | Release,
     ``mode``: whole | slide | multiscale | auto; default auto: each image in the checkpoint
     config's eval mode (whole, the paper's protocol, unless the config says otherwise) when
     the memory estimate (:mod:`parsenet.engine.memory`) fits in ``memory_budget_gb``, else in
-    sliding windows of ``window`` (default the config's eval.window). ``backend``: see
+    sliding windows of ``window`` (default the config's eval.window). Test-time
+    augmentation, None: the model's own (eval.flip, eval.scales): ``flip`` also predicts
+    the mirrored image; ``scales`` (:func:`~parsenet.engine.inferencer.checked_scales`)
+    only in multi-scale runs: with an explicit whole or slide ``mode``, or auto where the
+    model's eval mode is not multiscale, they are a :class:`UsageError`. ``backend``: see
     :mod:`parsenet.engine.backends`; ONNX exports are cached in ``export_cache`` (default
     :func:`parsenet.engine.onnx_cache.default_cache_dir`), keyed on the checkpoint's content
     and verified against it. ``skip_errors``: an image that cannot be read or predicted is
@@ -247,12 +258,11 @@ def predict_images(checkpoint: str | os.PathLike | Release,
     (default the checkpoint config's data.max_megapixels). Files already in ``out_dir``
     that would be written are replaced only with ``overwrite``; an input never is.
 
-    Returns ``backend``, ``mode``, ``outputs`` (list of (label png, overlay) paths),
-    ``modes`` (the mode each output used) and ``skipped`` (list of (path, message)).
+    Returns ``backend``, ``mode``, ``flip``, ``scales``, ``outputs`` (list of (label png,
+    overlay) paths), ``modes`` (the mode each output used) and ``skipped`` (list of (path,
+    message)).
     """
-    if max_megapixels is not None and not 0 < max_megapixels < math.inf:
-        raise UsageError(f"--max-megapixels must be a number > 0, got {max_megapixels}")
-    _check_predict_options(window, memory_budget_gb)
+    _check_predict_options(window, memory_budget_gb, max_megapixels, mode, scales)
     named = collect_named_images(inputs)  # fail on a bad path before loading anything
     out_dir = Path(out_dir)
     _check_out_folder(out_dir, named, overwrite)
@@ -261,7 +271,8 @@ def predict_images(checkpoint: str | os.PathLike | Release,
     loaded, _ = load_source(checkpoint, device)
     options = InferenceOptions.from_eval(loaded.config.eval, mode=mode or "auto",
                                          window=window, budget_gb=memory_budget_gb,
-                                         resize=loaded.config.data.resize)
+                                         resize=loaded.config.data.resize, flip=flip,
+                                         scales=scales)
     inferencer = Inferencer.create(loaded.model, num_classes=len(loaded.classes),
                                    options=options, backend=backend, device=device,
                                    checkpoint=content_file(checkpoint), cache_dir=export_cache,
@@ -274,8 +285,8 @@ def predict_images(checkpoint: str | os.PathLike | Release,
         outputs, modes, skipped = predict_files(inferencer, writer, named, out_dir,
                                                 skip_errors=skip_errors, on_done=bar.update,
                                                 max_pixels=max_pixels)
-    return {"backend": inferencer.backend, "mode": options.mode, "outputs": outputs,
-            "modes": modes, "skipped": skipped}
+    return {"backend": inferencer.backend, "mode": options.mode, "flip": options.flip,
+            "scales": options.scales, "outputs": outputs, "modes": modes, "skipped": skipped}
 
 
 def export_checkpoint(checkpoint: str | os.PathLike | Release, fmt: str,

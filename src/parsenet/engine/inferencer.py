@@ -11,6 +11,7 @@ The front ends only read files or uploads and write results.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from parsenet.choices import EVAL_MODES
+from parsenet.choices import EVAL_MODES, MAX_SCALES
 from parsenet.data.transforms import Warp
 from parsenet.engine import inference
 from parsenet.engine.inference import Predictor, window_starts
@@ -28,7 +29,30 @@ from parsenet.engine.memory import DEFAULT_BUDGET_GB, InferenceMemory, is_out_of
 from parsenet.errors import ResourceError, UsageError
 from parsenet.preprocessing import Preprocessing
 
-__all__ = ["Inferencer", "InferenceOptions"]
+__all__ = ["Inferencer", "InferenceOptions", "MAX_SCALES", "checked_scales"]
+
+
+def checked_scales(scales: Sequence[float], mode: str = "multiscale",
+                   preferred: str | None = None) -> tuple[float, ...]:
+    """``scales`` (``--scales``) as a tuple, or a one-line :class:`UsageError`: 1 to
+    :data:`MAX_SCALES` finite numbers > 0, for a run that predicts multi-scale: ``mode``
+    multiscale, or ``auto`` whose ``preferred`` mode (the model's eval mode; None: not
+    known yet) is. Scales would be silently ignored in whole or slide mode."""
+    shown = " ".join(f"{s:g}" for s in scales) if scales else "(none)"
+    if not 1 <= len(scales) <= MAX_SCALES:
+        raise UsageError(f"--scales {shown}: give 1 to {MAX_SCALES} scales (each is a "
+                         f"forward pass an image, two with flip)")
+    for scale in scales:
+        if not (math.isfinite(scale) and scale > 0):
+            raise UsageError(f"--scales {shown}: {scale:g} is not a scale; give finite "
+                             f"numbers > 0 (1: the image's own size)")
+    if mode not in ("multiscale", "auto"):
+        raise UsageError(f"--scales {shown}: scales apply to --mode multiscale, not --mode "
+                         f"{mode}; add --mode multiscale or drop --scales")
+    if mode == "auto" and preferred not in (None, "multiscale"):
+        raise UsageError(f"--scales {shown}: this model's own eval mode is {preferred}, so "
+                         f"--mode auto never runs multi-scale; add --mode multiscale")
+    return tuple(float(s) for s in scales)
 
 
 @dataclass(frozen=True)
@@ -58,14 +82,19 @@ class InferenceOptions:
     @classmethod
     def from_eval(cls, eval_cfg: Any, *, mode: str | None = None, window: int | None = None,
                   budget_gb: float = DEFAULT_BUDGET_GB,
-                  resize: Sequence[int] | None = None) -> InferenceOptions:
+                  resize: Sequence[int] | None = None, flip: bool | None = None,
+                  scales: Sequence[float] | None = None) -> InferenceOptions:
         """Options from a config's ``eval`` section; ``mode`` None: the config's mode.
         A smaller ``window`` narrows the stride with it. ``resize``: the config's
-        ``data.resize``."""
+        ``data.resize``. ``flip`` and ``scales`` (test-time augmentation; None: the
+        config's) replace its own; scales are checked by :func:`checked_scales`."""
         window = window or eval_cfg.window
-        return cls(mode=mode or eval_cfg.mode, preferred=eval_cfg.mode, window=window,
-                   stride=min(eval_cfg.stride, window), scales=tuple(eval_cfg.scales),
-                   flip=bool(eval_cfg.flip), budget_gb=budget_gb,
+        mode = mode or eval_cfg.mode
+        scales = (tuple(eval_cfg.scales) if scales is None
+                  else checked_scales(scales, mode, eval_cfg.mode))
+        return cls(mode=mode, preferred=eval_cfg.mode, window=window,
+                   stride=min(eval_cfg.stride, window), scales=scales,
+                   flip=bool(eval_cfg.flip if flip is None else flip), budget_gb=budget_gb,
                    resize=(int(resize[0]), int(resize[1])) if resize else None)
 
     @property

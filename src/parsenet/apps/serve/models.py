@@ -112,12 +112,13 @@ def _unique_titles(titles: list[str]) -> list[str]:
 
 
 def load_served_models(checkpoints: Sequence[tuple[str | None, Any]], *,
-                       backend: str = "auto", memory_budget_gb: float = DEFAULT_BUDGET_GB
-                       ) -> list[ServedModel]:
+                       backend: str = "auto", memory_budget_gb: float = DEFAULT_BUDGET_GB,
+                       flip: bool | None = None) -> list[ServedModel]:
     """Load (title, checkpoint) pairs on the CPU, each in an inferencer on ``backend``
     (:mod:`parsenet.engine.backends`) that slides images whose memory estimate exceeds
     ``memory_budget_gb``; a None title becomes the run's config name (or the file name).
-    One or two models: the page compares at most two."""
+    ``flip``: test-time flip, None: each model's own eval.flip. One or two models: the
+    page compares at most two."""
     from parsenet.apps.tasks import content_file
 
     if not 1 <= len(checkpoints) <= 2:
@@ -131,7 +132,7 @@ def load_served_models(checkpoints: Sequence[tuple[str | None, Any]], *,
         classes = list(bundle.classes)
         palette = bundle.palette if bundle.palette is not None else voc_palette(len(classes))
         options = InferenceOptions.from_eval(config.eval, mode="auto",
-                                             budget_gb=memory_budget_gb,
+                                             budget_gb=memory_budget_gb, flip=flip,
                                              resize=config.data.resize)
         inferencer = Inferencer.create(bundle.model, num_classes=len(classes), options=options,
                                        backend=backend, checkpoint=content_file(source),

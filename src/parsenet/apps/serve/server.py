@@ -65,15 +65,16 @@ def _is_loopback(host: str) -> bool:
 
 def serve(model: str | None = None, checkpoints: Sequence[str | os.PathLike] = (), *,
           host: str = "127.0.0.1", port: int = 7860, settings: ServeSettings | None = None,
-          backend: str = "auto") -> None:
-    """Load the models and serve the page until interrupted."""
+          backend: str = "auto", flip: bool | None = None) -> None:
+    """Load the models and serve the page until interrupted; ``flip`` (test-time flip of
+    every model; None: each model's own eval.flip)."""
     import uvicorn
 
     if not 0 <= port <= 65535:
         raise UsageError(f"--port {port}: a TCP port is 0..65535 (0: any free port)")
     budget = (settings or ServeSettings()).memory_budget_gb
     registry = ModelRegistry(model_choices(model, checkpoints), loader=functools.partial(
-        load_served_models, backend=backend, memory_budget_gb=budget))
+        load_served_models, backend=backend, memory_budget_gb=budget, flip=flip))
     sock = _listen(host, port)  # a taken port fails before seconds of model loading
     port = sock.getsockname()[1]  # the one bound: --port 0 asks the system for a free one
     served = registry.models()  # the first choice now: a bad checkpoint fails here
