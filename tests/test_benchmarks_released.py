@@ -69,3 +69,21 @@ def test_calibration_images_are_files_spread_over_the_split():
                                                     Path("9.png")]
     assert released._spread_paths(_Images(), 20) == [Path(f"{i}.png") for i in range(10)]
     assert released._spread_paths(None, 3) == []
+
+
+def test_an_int8_row_that_ran_is_not_also_listed_as_skipped(monkeypatch):
+    # _one_release asks exported_runtimes for no INT8 row (its skipped says "not asked"),
+    # then adds the row from the library's export: the JSON must not call a row that ran
+    # skipped. The export and the runtime are stood in for: nothing is quantised here.
+    import parsenet.engine.backends as backends
+    import parsenet.engine.openvino_export as openvino_export
+
+    monkeypatch.setattr(released.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(openvino_export, "export_openvino_checked",
+                        lambda *args, **kwargs: {"path": "int8.xml"})
+    monkeypatch.setattr(backends, "OpenVinoPredictor", lambda path, precision: (path, precision))
+    runs, skipped = {}, {"OpenVINO INT8": "not asked", "OpenVINO bf16": "kept"}
+    released._add_int8(runs, skipped, {}, torch.nn.Identity(), [Path("a.png")],
+                       Path("int8.xml"))
+    assert runs["OpenVINO INT8"] == ("int8.xml", "f32")
+    assert skipped == {"OpenVINO bf16": "kept"}
