@@ -21,18 +21,9 @@ import benchmarks.released as released  # noqa: E402
 
 
 @pytest.mark.openvino
-def test_the_int8_row_quantises_the_dynamo_export(tmp_path, monkeypatch):
+def test_the_int8_row_quantises_the_dynamo_export(tmp_path, onnx_exporters):
     pytest.importorskip("openvino")
     pytest.importorskip("nncf")
-    from parsenet.engine import export
-
-    seen, real = [], export.export_onnx
-
-    def recording(model, path, **kwargs):
-        seen.append(kwargs.get("exporter", "auto"))
-        return real(model, path, **kwargs)
-
-    monkeypatch.setattr(export, "export_onnx", recording)
     rng = np.random.default_rng(0)
     images = []
     for i in range(2):
@@ -42,7 +33,7 @@ def test_the_int8_row_quantises_the_dynamo_export(tmp_path, monkeypatch):
     model = parsenet_vgg16(num_classes=3, width=0.0625).eval()
     runs, skipped, setup = {}, {}, {}
     released._add_int8(runs, skipped, setup, model, images, tmp_path / "int8.xml")
-    assert seen == ["dynamo"] and skipped == {}
+    assert onnx_exporters == ["dynamo"] and skipped == {}
     x = torch.randn(1, 3, 48, 64)
     assert runs["OpenVINO INT8"](x).shape == model(x).shape
     assert setup["OpenVINO INT8 export and quantisation"] > 0
