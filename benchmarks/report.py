@@ -40,7 +40,8 @@ def machine_kind(results: dict[str, Any]) -> str:
 
 def _kind_note(results: dict[str, Any]) -> str:
     if machine_kind(results).startswith("AVX512-BF16"):
-        return ("This CPU has native bf16 (AVX512-BF16/AMX): `train.amp: auto` trains under "
+        # The runs do not record AMX (an AMD EPYC has none): name only what every such CPU has.
+        return ("This CPU has native bf16 (AVX512-BF16): `train.amp: auto` trains under "
                 "bf16 autocast here.")
     return "This CPU has no native bf16: `train.amp: auto` stays in float32 here."
 

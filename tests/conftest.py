@@ -30,3 +30,20 @@ def _eager_default_and_private_export_cache(tmp_path_factory):
         patch.setenv("PARSENET_BACKEND", "eager")
         patch.setenv("PARSENET_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "exports"))
         yield
+
+
+@pytest.fixture
+def onnx_exporters(monkeypatch) -> list[str]:
+    """The ``exporter`` of every :func:`parsenet.engine.export.export_onnx` call the test
+    makes (``auto`` when not given), in order; the exports still run."""
+    from parsenet.engine import export
+
+    seen: list[str] = []
+    real = export.export_onnx
+
+    def recording(model, path, **kwargs):
+        seen.append(kwargs.get("exporter", "auto"))
+        return real(model, path, **kwargs)
+
+    monkeypatch.setattr(export, "export_onnx", recording)
+    return seen

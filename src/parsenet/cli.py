@@ -193,8 +193,8 @@ def _add_predict(sub: Subparsers) -> None:
     _add_overwrite(p, "label PNGs and overlays in --out")
     _add_backend(p)
     p.add_argument("--mode", default=None, choices=(*EVAL_MODES, "auto"),
-                   help="default auto: whole images when they fit in --memory-budget, else "
-                        "sliding windows")
+                   help="default auto: the model's own eval mode (whole, or multiscale "
+                        "e.g. camvid) when it fits in --memory-budget, else sliding windows")
     p.add_argument("--memory-budget", type=float, default=2.0, metavar="GB",
                    help="estimated inference memory above which auto slides (default 2)")
     p.add_argument("--window", type=int, default=None,

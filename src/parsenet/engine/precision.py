@@ -65,13 +65,19 @@ def resolve_device(name: str, local_rank: int = 0, *, key: str = "train.device"
 CPU_BF16_ENV = "PARSENET_CPU_BF16"
 
 
+def _bf16_override() -> str:
+    # The one place the variable is read ("" when unset): the detection, the machine kind
+    # and auto's reason all report the same override.
+    return os.environ.get(CPU_BF16_ENV, "").strip()
+
+
 def cpu_has_native_bf16() -> bool:
     """AVX512-BF16 or AMX: the CPUs on which bf16 matmuls/convs are faster than fp32.
 
     ``PARSENET_CPU_BF16=1`` (or ``0``) overrides the detection, so that either kind of CPU can
-    be tested, or forced, from the other. This is the only place the variable is read.
+    be tested, or forced, from the other (:func:`_bf16_override` reads it).
     """
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    forced = _bf16_override()
     if forced in ("0", "1"):
         return forced == "1"
     if forced:
@@ -101,7 +107,7 @@ def cpu_kind() -> str:
     capability (``AVX2``, ``AVX512``, ...), plus a note when PARSENET_CPU_BF16 overrides it."""
     capability = torch.backends.cpu.get_cpu_capability().upper()
     kind = "AVX512-BF16" if _detected_native_bf16() else capability
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    forced = _bf16_override()
     return f"{kind} ({CPU_BF16_ENV}={forced})" if forced else kind
 
 
@@ -114,7 +120,7 @@ def _bf16_units() -> str:
 def _cpu_bf16_reason() -> str:
     """Why auto chose bf16 on the CPU, for the run log: the units it has, or the override
     that forced bf16 (on a CPU that may have none)."""
-    forced = os.environ.get(CPU_BF16_ENV, "").strip()
+    forced = _bf16_override()
     if forced:
         detected = _bf16_units() if _detected_native_bf16() else "none detected"
         return f"auto: {CPU_BF16_ENV}={forced} forces native bf16 (the CPU's: {detected})"
