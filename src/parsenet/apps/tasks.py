@@ -226,6 +226,25 @@ def content_file(source: str | os.PathLike | Release) -> Path:
     return source.weights_path if isinstance(source, Release) else Path(source)
 
 
+def _predict_inferencer(checkpoint: str | os.PathLike | Release, *, backend: str,
+                        mode: str | None, device: str,
+                        export_cache: str | os.PathLike | None, memory_budget_gb: float,
+                        window: int | None, flip: bool | None,
+                        scales: Sequence[float] | None) -> tuple[LoadedModel, Inferencer]:
+    """The loaded model and the inferencer that predict runs: the options left None are
+    the model's own (its config's eval and data.resize)."""
+    loaded, _ = load_source(checkpoint, device)
+    options = InferenceOptions.from_eval(loaded.config.eval, mode=mode or "auto",
+                                         window=window, budget_gb=memory_budget_gb,
+                                         resize=loaded.config.data.resize, flip=flip,
+                                         scales=scales)
+    inferencer = Inferencer.create(loaded.model, num_classes=len(loaded.classes),
+                                   options=options, backend=backend, device=device,
+                                   checkpoint=content_file(checkpoint), cache_dir=export_cache,
+                                   preprocessing=loaded.preprocessing)
+    return loaded, inferencer
+
+
 def predict_images(checkpoint: str | os.PathLike | Release,
                    inputs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, *,
                    backend: str = "auto", mode: str | None = None, device: str = "cpu",
@@ -268,15 +287,9 @@ def predict_images(checkpoint: str | os.PathLike | Release,
     _check_out_folder(out_dir, named, overwrite)
     if export_cache is not None:
         make_folder(export_cache, "--export-cache")
-    loaded, _ = load_source(checkpoint, device)
-    options = InferenceOptions.from_eval(loaded.config.eval, mode=mode or "auto",
-                                         window=window, budget_gb=memory_budget_gb,
-                                         resize=loaded.config.data.resize, flip=flip,
-                                         scales=scales)
-    inferencer = Inferencer.create(loaded.model, num_classes=len(loaded.classes),
-                                   options=options, backend=backend, device=device,
-                                   checkpoint=content_file(checkpoint), cache_dir=export_cache,
-                                   preprocessing=loaded.preprocessing)
+    loaded, inferencer = _predict_inferencer(
+        checkpoint, backend=backend, mode=mode, device=device, export_cache=export_cache,
+        memory_budget_gb=memory_budget_gb, window=window, flip=flip, scales=scales)
     writer = PredictionWriter(list(loaded.classes), loaded.palette, alpha)
     max_pixels = round((max_megapixels or loaded.config.data.max_megapixels) * 1e6)
     make_folder(out_dir)
@@ -285,6 +298,7 @@ def predict_images(checkpoint: str | os.PathLike | Release,
         outputs, modes, skipped = predict_files(inferencer, writer, named, out_dir,
                                                 skip_errors=skip_errors, on_done=bar.update,
                                                 max_pixels=max_pixels)
+    options = inferencer.options
     return {"backend": inferencer.backend, "mode": options.mode, "flip": options.flip,
             "scales": options.scales, "outputs": outputs, "modes": modes, "skipped": skipped}
 

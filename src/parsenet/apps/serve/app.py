@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -92,33 +92,18 @@ def _info(registry: ModelRegistry, settings: ServeSettings) -> dict[str, Any]:
     }
 
 
-def create_app(models: Sequence[ServedModel] | ModelRegistry,
-               settings: ServeSettings | None = None) -> FastAPI:
-    """The app serving ``models``: one or two :class:`ServedModel`, or a
-    :class:`ModelRegistry` whose choices the page's picker offers."""
-    settings = settings or ServeSettings()
-    registry = models if isinstance(models, ModelRegistry) else ModelRegistry.of_models(models)
-    admission = new_admission(settings)
-    segmenters: dict[str, Segmenter] = {}
-
-    def segmenter_for(choice: str | None) -> Segmenter:
-        key = registry.default_key if choice is None else choice
-        if key not in segmenters:
-            segmenters[key] = Segmenter(_choice_models(registry, key), settings, admission)
-        return segmenters[key]
-
-    # No interactive docs: their pages load scripts from a CDN.
-    app = FastAPI(title="parsenet serve", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.registry = registry
-    # The first choice is loaded already (serve loads it to fail early on a bad checkpoint).
-    app.state.segmenter = segmenter_for(None)
-    add_guards(app, settings.limits)
+def _add_page(app: FastAPI) -> None:
+    """The page and its static files."""
     page = (STATIC / "index.html").read_text(encoding="utf-8")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @app.get("/", response_class=HTMLResponse)
     def index() -> str:
         return page
+
+
+def _add_info_routes(app: FastAPI, registry: ModelRegistry, settings: ServeSettings) -> None:
+    """What the page asks before an upload: the choices, their models, limits and examples."""
 
     @app.get("/api/info")
     def info() -> dict[str, Any]:
@@ -137,6 +122,12 @@ def create_app(models: Sequence[ServedModel] | ModelRegistry,
             return JSONResponse({"detail": f"no example {index} (there are "
                                            f"{len(examples)})"}, status_code=404)
         return Response(examples[index][1], media_type="image/png")
+
+
+def _add_predict_routes(app: FastAPI,
+                        segmenter_for: Callable[[str | None], Segmenter]) -> None:
+    """The uploads: ``segmenter_for(choice)`` gives the choice's segmenter (None: the
+    default), loading its models on first use."""
 
     @app.post("/api/predict")
     async def predict(request: Request, image: Annotated[UploadFile, File()],
@@ -165,4 +156,29 @@ def create_app(models: Sequence[ServedModel] | ModelRegistry,
         return Response(data, media_type="image/png", headers={
             "Content-Disposition": f'attachment; filename="{stem}_labels.png"'})
 
+
+def create_app(models: Sequence[ServedModel] | ModelRegistry,
+               settings: ServeSettings | None = None) -> FastAPI:
+    """The app serving ``models``: one or two :class:`ServedModel`, or a
+    :class:`ModelRegistry` whose choices the page's picker offers."""
+    settings = settings or ServeSettings()
+    registry = models if isinstance(models, ModelRegistry) else ModelRegistry.of_models(models)
+    admission = new_admission(settings)
+    segmenters: dict[str, Segmenter] = {}
+
+    def segmenter_for(choice: str | None) -> Segmenter:
+        key = registry.default_key if choice is None else choice
+        if key not in segmenters:
+            segmenters[key] = Segmenter(_choice_models(registry, key), settings, admission)
+        return segmenters[key]
+
+    # No interactive docs: their pages load scripts from a CDN.
+    app = FastAPI(title="parsenet serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.registry = registry
+    # The first choice is loaded already (serve loads it to fail early on a bad checkpoint).
+    app.state.segmenter = segmenter_for(None)
+    add_guards(app, settings.limits)
+    _add_page(app)
+    _add_info_routes(app, registry, settings)
+    _add_predict_routes(app, segmenter_for)
     return app
