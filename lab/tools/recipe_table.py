@@ -156,13 +156,18 @@ def _variants(runs: list[RecipeRun]) -> list[str]:
     return [v for v in VARIANT_ORDER if v in present]
 
 
+def _seeds(runs: list[RecipeRun], variant: str, protocol: str) -> list[RecipeRun]:
+    """The variant's runs scored in ``protocol``, by seed."""
+    return sorted((r for r in runs if r.variant == variant and protocol in r.scores),
+                  key=lambda r: r.seed)
+
+
 def _summary(runs: list[RecipeRun], protocols: list[str]) -> list[str]:
     lines = ["| eval | variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | scored |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for protocol in protocols:
         for variant in _variants(runs):
-            done = sorted((r for r in runs if r.variant == variant and protocol in r.scores),
-                          key=lambda r: r.seed)
+            done = _seeds(runs, variant, protocol)
             if not done:
                 continue
             scored = sorted({r.scores[protocol][1] for r in done})
@@ -175,21 +180,36 @@ def _summary(runs: list[RecipeRun], protocols: list[str]) -> list[str]:
     return lines
 
 
+@dataclass
+class _Comparison:
+    """ParseNet against the baseline in one protocol, as the tables print it: the per-seed
+    mean IU differences, their mean (± std), and the claims tables' verdict."""
+
+    per_seed: str
+    mean: str
+    verdict: str
+
+
+def _compare(runs: list[RecipeRun], protocol: str) -> _Comparison:
+    iou = {v: {r.seed: r.scores[protocol][0]["mean_iou"] for r in runs
+               if r.variant == v and protocol in r.scores} for v in ("ParseNet", "baseline")}
+    both = sorted(iou["ParseNet"].keys() & iou["baseline"].keys())
+    gaps = [100 * (iou["ParseNet"][s] - iou["baseline"][s]) for s in both]
+    per_seed = ", ".join(f"seed {s}: {g:+.2f}" for s, g in zip(both, gaps, strict=True)) or "-"
+    mean = "-" if not gaps else f"{statistics.mean(gaps):+.2f}" + (
+        f" ± {statistics.stdev(gaps):.2f}" if len(gaps) > 1 else "")
+    said = verdict(*([r.scores[protocol][0]["mean_iou"] for r in runs
+                      if r.variant == v and protocol in r.scores]
+                     for v in ("ParseNet", "baseline")))
+    return _Comparison(per_seed, mean, said)
+
+
 def _differences_table(runs: list[RecipeRun], protocols: list[str]) -> list[str]:
     lines = ["| eval | ParseNet − baseline, mean IU, per seed | mean of the seeds' differences "
              "| ParseNet beats the baseline |", "| --- | --- | --- | --- |"]
     for protocol in protocols:
-        iou = {v: {r.seed: r.scores[protocol][0]["mean_iou"] for r in runs
-                   if r.variant == v and protocol in r.scores} for v in ("ParseNet", "baseline")}
-        both = sorted(iou["ParseNet"].keys() & iou["baseline"].keys())
-        gaps = [100 * (iou["ParseNet"][s] - iou["baseline"][s]) for s in both]
-        per_seed = ", ".join(f"seed {s}: {g:+.2f}" for s, g in zip(both, gaps, strict=True)) or "-"
-        mean = "-" if not gaps else f"{statistics.mean(gaps):+.2f}" + (
-            f" ± {statistics.stdev(gaps):.2f}" if len(gaps) > 1 else "")
-        said = verdict(*([r.scores[protocol][0]["mean_iou"] for r in runs
-                          if r.variant == v and protocol in r.scores]
-                         for v in ("ParseNet", "baseline")))
-        lines.append(f"| {protocol} | {per_seed} | {mean} | {said} |")
+        got = _compare(runs, protocol)
+        lines.append(f"| {protocol} | {got.per_seed} | {got.mean} | {got.verdict} |")
     return lines
 
 
