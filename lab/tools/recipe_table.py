@@ -1,6 +1,6 @@
 """The fine-tune recipes' seed tables in docs/RESULTS.md, generated from every recipe run's record.
 
-    python -m lab.tools.recipe_table           # rewrite the block and the runs' card lines
+    python -m lab.tools.recipe_table           # rewrite the block and the runs' card blocks
     python -m lab.tools.recipe_table --check   # exit 1 if a file would change
 
 A run of a recipe is a record (``lab/runs/releases/*/results.json``,
@@ -156,13 +156,18 @@ def _variants(runs: list[RecipeRun]) -> list[str]:
     return [v for v in VARIANT_ORDER if v in present]
 
 
+def _seeds(runs: list[RecipeRun], variant: str, protocol: str) -> list[RecipeRun]:
+    """The variant's runs scored in ``protocol``, by seed."""
+    return sorted((r for r in runs if r.variant == variant and protocol in r.scores),
+                  key=lambda r: r.seed)
+
+
 def _summary(runs: list[RecipeRun], protocols: list[str]) -> list[str]:
     lines = ["| eval | variant | seeds | pixel acc | mean acc | mean IU | f.w. IU | scored |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for protocol in protocols:
         for variant in _variants(runs):
-            done = sorted((r for r in runs if r.variant == variant and protocol in r.scores),
-                          key=lambda r: r.seed)
+            done = _seeds(runs, variant, protocol)
             if not done:
                 continue
             scored = sorted({r.scores[protocol][1] for r in done})
@@ -175,21 +180,37 @@ def _summary(runs: list[RecipeRun], protocols: list[str]) -> list[str]:
     return lines
 
 
+@dataclass
+class _Comparison:
+    """ParseNet against the baseline in one protocol, as the tables print it: the per-seed
+    mean IU differences, their mean (± std), and the claims tables' verdict."""
+
+    seeds: list[int]
+    per_seed: str
+    mean: str
+    verdict: str
+
+
+def _compare(runs: list[RecipeRun], protocol: str) -> _Comparison:
+    iou = {v: {r.seed: r.scores[protocol][0]["mean_iou"] for r in runs
+               if r.variant == v and protocol in r.scores} for v in ("ParseNet", "baseline")}
+    both = sorted(iou["ParseNet"].keys() & iou["baseline"].keys())
+    gaps = [100 * (iou["ParseNet"][s] - iou["baseline"][s]) for s in both]
+    per_seed = ", ".join(f"seed {s}: {g:+.2f}" for s, g in zip(both, gaps, strict=True)) or "-"
+    mean = "-" if not gaps else f"{statistics.mean(gaps):+.2f}" + (
+        f" ± {statistics.stdev(gaps):.2f}" if len(gaps) > 1 else "")
+    said = verdict(*([r.scores[protocol][0]["mean_iou"] for r in runs
+                      if r.variant == v and protocol in r.scores]
+                     for v in ("ParseNet", "baseline")))
+    return _Comparison(both, per_seed, mean, said)
+
+
 def _differences_table(runs: list[RecipeRun], protocols: list[str]) -> list[str]:
     lines = ["| eval | ParseNet − baseline, mean IU, per seed | mean of the seeds' differences "
              "| ParseNet beats the baseline |", "| --- | --- | --- | --- |"]
     for protocol in protocols:
-        iou = {v: {r.seed: r.scores[protocol][0]["mean_iou"] for r in runs
-                   if r.variant == v and protocol in r.scores} for v in ("ParseNet", "baseline")}
-        both = sorted(iou["ParseNet"].keys() & iou["baseline"].keys())
-        gaps = [100 * (iou["ParseNet"][s] - iou["baseline"][s]) for s in both]
-        per_seed = ", ".join(f"seed {s}: {g:+.2f}" for s, g in zip(both, gaps, strict=True)) or "-"
-        mean = "-" if not gaps else f"{statistics.mean(gaps):+.2f}" + (
-            f" ± {statistics.stdev(gaps):.2f}" if len(gaps) > 1 else "")
-        said = verdict(*([r.scores[protocol][0]["mean_iou"] for r in runs
-                          if r.variant == v and protocol in r.scores]
-                         for v in ("ParseNet", "baseline")))
-        lines.append(f"| {protocol} | {per_seed} | {mean} | {said} |")
+        got = _compare(runs, protocol)
+        lines.append(f"| {protocol} | {got.per_seed} | {got.mean} | {got.verdict} |")
     return lines
 
 
@@ -259,24 +280,53 @@ def _replace_block(text: str, begin: str, end: str, body: str) -> str:
     return text.rstrip("\n") + "\n\n" + block + "\n"
 
 
+def _n_seeds(seeds: list[int]) -> str:
+    return f"seed{'s' if len(seeds) != 1 else ''} {', '.join(map(str, seeds))}"
+
+
+def _card_table(peers: list[RecipeRun]) -> list[str]:
+    """Per protocol, each side's mean IU over its seeds and ParseNet − baseline: the
+    summary's and the differences table's own figures, for the card."""
+    lines = ["| eval | ParseNet | baseline | ParseNet − baseline | ParseNet beats the baseline |",
+             "| --- | --- | --- | --- | --- |"]
+    for protocol in dict.fromkeys(p for r in peers for p in r.scores):
+        cells = []
+        for variant in ("ParseNet", "baseline"):
+            done = _seeds(peers, variant, protocol)
+            iou = _pm([r.scores[protocol][0]["mean_iou"] for r in done]) if done else ""
+            cells.append(f"{iou} ({len(done)} seed{'s' if len(done) != 1 else ''})"
+                         if done else "-")
+        got = _compare(peers, protocol)
+        # The mean of the per-seed differences is not the difference of the two means when
+        # one side has more seeds: say which seeds it pairs.
+        cells.append(f"{got.mean} ({_n_seeds(got.seeds)})" if got.seeds else got.mean)
+        lines.append(f"| {protocol} | {' | '.join(cells)} | {got.verdict} |")
+    return lines
+
+
 def render_card(text: str, run: RecipeRun, runs: list[RecipeRun],
                 results: Path = RESULTS) -> str:
-    """``text`` (a run's card) with its line pointing at its recipe's seed table."""
+    """``text`` (a run's card) with its recipe's ParseNet against the baseline, per eval
+    protocol, and the line pointing at the full seed table."""
     peers = [r for r in runs if r.recipe == run.recipe and not r.differs]
-    counts = ", ".join(f"{v} {n} seed{'s' if n != 1 else ''}" for v in _variants(peers)
-                       if (n := sum(r.variant == v for r in peers)))
+    config = f"`configs/recipes/{run.recipe}.yaml`"
+    if peers:  # the blank line ends the table, which would run on into the next line
+        head = [f"The seeds of this recipe ({config}) as it stands, val mean IU in percent: "
+                "mean ± sample std (n - 1) over the seeds; ParseNet − baseline, the mean of "
+                "the differences of the seeds both ran:", "", *_card_table(peers), ""]
+    else:
+        head = [f"No run of this recipe ({config}) as it stands yet.", ""]
     where = (f"{run.variant}, seed {run.seed}, not in the summary: it differs from the recipe "
              f"in {'; '.join(run.differs)}" if run.differs else f"{run.variant}, seed {run.seed}")
-    body = (f"The seeds of this recipe (`configs/recipes/{run.recipe}.yaml`; "
-            f"{counts or 'none as it stands'}), ParseNet against the baseline in each eval "
-            f"protocol: [docs/RESULTS.md]({_link(results, run.path)}), the fine-tune "
-            f"recipes' seed table (`python -m lab.tools.recipe_table`). This run: {where}.")
-    return _replace_block(text, CARD_BEGIN, CARD_END, body)
+    tail = (f"Every figure and run: [docs/RESULTS.md]({_link(results, run.path)}), the "
+            "fine-tune recipes' seed table (`python -m lab.tools.recipe_table`). "
+            f"This run: {where}.")
+    return _replace_block(text, CARD_BEGIN, CARD_END, "\n".join([*head, tail]))
 
 
 def write_all(results: Path = RESULTS, recipes_dir: Path = RECIPES,
               folders: Sequence[Path] = RUN_FOLDERS, check: bool = False) -> list[Path]:
-    """Rewrite the block in ``results`` and each run's card line; returns the files that
+    """Rewrite the block in ``results`` and each run's card block; returns the files that
     changed (with ``check``, that would change, writing nothing)."""
     recipes = load_recipes(recipes_dir)
     runs = find_recipe_runs(recipes, folders)

@@ -1,6 +1,6 @@
 """lab.tools.recipe_table: the fine-tune recipes' seed tables, on tiny fake run records (two
 variants, 1-3 seeds, two eval protocols), and on the committed records, whose tables and
-card lines in the repository must be what the generator writes."""
+card blocks in the repository must be what the generator writes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import pytest
 from lab.tools.recipe_table import (
     BEGIN,
     CARD_BEGIN,
+    CARD_END,
     END,
     find_recipe_runs,
     main,
@@ -114,14 +115,46 @@ def test_the_card_line_is_replaced_not_repeated(runs) -> None:
     tmp_path, found = runs
     run = next(r for r in found if r.path.name == "b")
     once = render_card("# card\n", run, found, tmp_path / "docs" / "RESULTS.md")
-    assert once.count(CARD_BEGIN) == 1 and "ParseNet 3 seeds, baseline 2 seeds" in once
+    assert once.count(CARD_BEGIN) == 1
     assert "[docs/RESULTS.md](../../../docs/RESULTS.md)" in once
     assert "This run: ParseNet, seed 1." in once
     assert render_card(once, run, found, tmp_path / "docs" / "RESULTS.md") == once
 
 
+def test_the_card_carries_the_recipes_figures(runs) -> None:
+    """Per protocol, each side's mean IU ± std with its seeds, and ParseNet − baseline with
+    the verdict: the very figures of the RESULTS.md tables, on every run's card."""
+    tmp_path, found = runs
+    block = render_block({"tiny": RECIPE}, found, tmp_path / "docs").splitlines()
+    for name in ("b", "e", "short"):  # a ParseNet seed, a baseline seed, an earlier version
+        run = next(r for r in found if r.path.name == name)
+        card = render_card("# card\n", run, found, tmp_path / "docs" / "RESULTS.md")
+        lines = card.splitlines()
+        assert ("| whole images | 72.00 ± 2.00 (3 seeds) | 68.50 ± 0.71 (2 seeds) | "
+                "+2.50 ± 0.71 (seeds 0, 1) | held |") in lines
+        assert ("| scales 0.5 / 1 + flip | 72.50 ± 3.54 (2 seeds) | 72.00 (1 seed) | "
+                "+3.00 (seed 0) | too few seeds |") in lines
+        # The table ends on a blank line before the pointer, which stays.
+        assert lines[lines.index(CARD_END) - 2] == ""
+        assert "the fine-tune recipes' seed table" in lines[lines.index(CARD_END) - 1]
+        # The earlier version's 60.0 is in no mean.
+        assert "60.00" not in card
+    # The same numbers as the page's tables.
+    assert any("| 72.00 ± 2.00 | 77.00 ± 2.00 |" in line for line in block)
+    assert "| whole images | seed 0: +2.00, seed 1: +3.00 | +2.50 ± 0.71 | held |" in block
+
+
+def test_a_card_without_runs_of_the_recipe_as_it_stands(runs) -> None:
+    tmp_path, found = runs
+    short = [r for r in found if r.path.name == "short"]
+    card = render_card("", short[0], short, tmp_path / "docs" / "RESULTS.md")
+    assert "No run of this recipe (`configs/recipes/tiny.yaml`) as it stands yet." in card
+    assert "| eval |" not in card
+    assert "not in the summary: it differs from the recipe in train.iterations 50" in card
+
+
 def test_the_committed_tables_and_cards_are_the_generated_ones() -> None:
-    """docs/RESULTS.md's block and every recipe run's card line, regenerated from the
+    """docs/RESULTS.md's block and every recipe run's card block, regenerated from the
     committed records, byte for byte."""
     assert write_all(check=True) == []
     text = (Path(__file__).resolve().parents[2] / "docs" / "RESULTS.md").read_text()
