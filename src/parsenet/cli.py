@@ -225,8 +225,8 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", default="auto", choices=BACKENDS,
                    help="runtime: auto (default) is the fastest installed one that holds "
                         "accuracy, by CPU kind and trunk (docs/PERFORMANCE.md): with native "
-                        "bf16 openvino-bf16-split (input end in float32, the rest bf16), but "
-                        "onnx for EfficientNet-Lite2 on CPUs without AMX; else openvino "
+                        "bf16 openvino-bf16-split (input end in float32, the rest bf16) for "
+                        "the released trunks; else openvino "
                         "(float32); else onnx, else eager; eager off the CPU. openvino-bf16: "
                         "bf16 throughout, faster still, 1-3%% of pixels labelled differently")
     p.add_argument("--export-cache", "--onnx-cache", default=None, metavar="DIR",
