@@ -30,7 +30,7 @@ RELEASES = REPO / "lab" / "runs" / "releases"
 
 
 def _cpu_kind() -> str:
-    from parsenet.engine.precision import cpu_has_amx, cpu_has_native_bf16
+    from parsenet.engine.precision import cpu_bf16_units, cpu_has_native_bf16
 
     name = platform.processor() or "cpu"
     for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -39,9 +39,9 @@ def _cpu_kind() -> str:
             break
     if not cpu_has_native_bf16():
         return f"{name}, no native bf16"
-    # The two native-bf16 kinds differ about 2x in bf16 speed: say which one trained (the
-    # library's AMX check, which auto's runtime table is keyed on too).
-    return f"{name}, {'AVX512-BF16 + AMX' if cpu_has_amx() else 'AVX512-BF16, no AMX'}"
+    # The two native-bf16 kinds differ about 2x in bf16 speed: say which one trained, named
+    # as the run log names it (the library's AMX check, which auto's runtime table uses too).
+    return f"{name}, {cpu_bf16_units()}"
 
 
 def _segment_ends(log: Path) -> list[float]:

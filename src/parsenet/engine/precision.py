@@ -27,7 +27,7 @@ from parsenet.choices import AMP_MODES
 from parsenet.errors import ConfigError
 
 __all__ = ["AmpPolicy", "resolve_device", "resolve_amp", "cpu_has_native_bf16", "CPU_BF16_ENV",
-           "cpu_kind", "cpu_has_amx"]
+           "cpu_kind", "cpu_has_amx", "cpu_bf16_units"]
 
 
 @dataclass(frozen=True)
@@ -111,9 +111,9 @@ def cpu_kind() -> str:
     return f"{kind} ({CPU_BF16_ENV}={forced})" if forced else kind
 
 
-def _bf16_units() -> str:
-    """The native bf16 units, named as the model cards name them (publish_run): a CPU with AMX
-    has AVX512-BF16 too, and one with native bf16 but no AMX has AVX512-BF16."""
+def cpu_bf16_units() -> str:
+    """The native bf16 units, as the run log and the model cards (publish_run) name them: a
+    CPU with AMX has AVX512-BF16 too, and one with native bf16 but no AMX has AVX512-BF16."""
     return "AVX512-BF16 + AMX" if cpu_has_amx() else "AVX512-BF16, no AMX"
 
 
@@ -122,9 +122,9 @@ def _cpu_bf16_reason() -> str:
     that forced bf16 (on a CPU that may have none)."""
     forced = _bf16_override()
     if forced:
-        detected = _bf16_units() if _detected_native_bf16() else "none detected"
+        detected = cpu_bf16_units() if _detected_native_bf16() else "none detected"
         return f"auto: {CPU_BF16_ENV}={forced} forces native bf16 (the CPU's: {detected})"
-    return f"auto: the CPU has native bf16 ({_bf16_units()})"
+    return f"auto: the CPU has native bf16 ({cpu_bf16_units()})"
 
 
 def resolve_amp(amp: str, device: torch.device) -> AmpPolicy:
