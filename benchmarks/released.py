@@ -25,7 +25,6 @@ emulates an AVX2-only CPU where a runtime honours those variables.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import tempfile
 import time
@@ -37,7 +36,13 @@ import torch
 from torch import Tensor, nn
 
 from benchmarks.common import Section, Settings, interleave, median
-from benchmarks.runtimes import RUNTIMES, conv_stack, eager_runtimes, exported_runtimes
+from benchmarks.runtimes import (
+    RUNTIMES,
+    conv_stack,
+    eager_runtimes,
+    exported_runtimes,
+    int8_unavailable,
+)
 from benchmarks.runtimes import static_onnx as _static_onnx
 from parsenet.engine.export import ONNX_OPSET
 
@@ -218,10 +223,7 @@ def _add_int8(runs: dict[str, Any], skipped: dict[str, str], setup: dict[str, fl
     camvid's pixels as eager fp32 (docs/PERFORMANCE.md)."""
     from parsenet.engine.export import ExportCheckError
 
-    why_not = ("openvino is not installed (pip install 'parsenet[openvino]')"
-               if importlib.util.find_spec("openvino") is None else
-               "nncf is not installed" if importlib.util.find_spec("nncf") is None else
-               "no calibration images" if not calibration else "")
+    why_not = int8_unavailable(calibration)
     if why_not:
         skipped["OpenVINO INT8"] = why_not
         return

@@ -116,6 +116,16 @@ def int8_ir(onnx_path: Path, calibration: Sequence[np.ndarray], out_dir: Path) -
     return path
 
 
+def int8_unavailable(calibration: Sequence[object]) -> str:
+    """Why an OpenVINO INT8 row cannot be built here ("" when it can): OpenVINO, NNCF and
+    calibration images are all needed."""
+    if importlib.util.find_spec("openvino") is None:
+        return "openvino is not installed (pip install 'parsenet[openvino]')"
+    if importlib.util.find_spec("nncf") is None:
+        return "nncf is not installed"
+    return "" if calibration else "no calibration images"
+
+
 def exported_runtimes(onnx_path: Path | None, calibration: Sequence[np.ndarray], *,
                       int8: bool = True, split_at: str | None = None
                       ) -> tuple[dict[str, Run], dict[str, str], dict[str, float]]:
@@ -147,9 +157,7 @@ def exported_runtimes(onnx_path: Path | None, calibration: Sequence[np.ndarray],
             runs[name] = build()
         except RuntimeError as e:  # e.g. bf16 with ONEDNN_MAX_CPU_ISA=AVX2: OpenVINO honours it
             skipped[name] = "OpenVINO cannot compile it here: " + " ".join(str(e).split())[-160:]
-    why_not = ("not asked" if not int8 else
-               "nncf is not installed" if importlib.util.find_spec("nncf") is None else
-               "no calibration images" if not calibration else "")
+    why_not = "not asked" if not int8 else int8_unavailable(calibration)
     if why_not:
         return runs, {**skipped, "OpenVINO INT8": why_not}, setup
     start = time.perf_counter()

@@ -4,6 +4,7 @@ rows run (NNCF labelled 60.7% of the released camvid's pixels as eager fp32 on t
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -69,7 +70,7 @@ def test_an_int8_row_that_ran_is_not_also_listed_as_skipped(monkeypatch):
     import parsenet.engine.backends as backends
     import parsenet.engine.openvino_export as openvino_export
 
-    monkeypatch.setattr(released.importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
     monkeypatch.setattr(openvino_export, "export_openvino_checked",
                         lambda *args, **kwargs: {"path": "int8.xml"})
     monkeypatch.setattr(backends, "OpenVinoPredictor", lambda path, precision: (path, precision))
