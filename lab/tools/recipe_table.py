@@ -192,16 +192,15 @@ class _Comparison:
 
 
 def _compare(runs: list[RecipeRun], protocol: str) -> _Comparison:
-    iou = {v: {r.seed: r.scores[protocol][0]["mean_iou"] for r in runs
-               if r.variant == v and protocol in r.scores} for v in ("ParseNet", "baseline")}
+    scored = {v: [(r.seed, r.scores[protocol][0]["mean_iou"]) for r in _seeds(runs, v, protocol)]
+              for v in ("ParseNet", "baseline")}
+    iou = {v: dict(pairs) for v, pairs in scored.items()}
     both = sorted(iou["ParseNet"].keys() & iou["baseline"].keys())
     gaps = [100 * (iou["ParseNet"][s] - iou["baseline"][s]) for s in both]
     per_seed = ", ".join(f"seed {s}: {g:+.2f}" for s, g in zip(both, gaps, strict=True)) or "-"
     mean = "-" if not gaps else f"{statistics.mean(gaps):+.2f}" + (
         f" ± {statistics.stdev(gaps):.2f}" if len(gaps) > 1 else "")
-    said = verdict(*([r.scores[protocol][0]["mean_iou"] for r in runs
-                      if r.variant == v and protocol in r.scores]
-                     for v in ("ParseNet", "baseline")))
+    said = verdict(*([value for _, value in scored[v]] for v in ("ParseNet", "baseline")))
     return _Comparison(both, per_seed, mean, said)
 
 
