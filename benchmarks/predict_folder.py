@@ -9,13 +9,13 @@ checkout's default. Also the share of label pixels each variant's PNGs share wit
 variant's. Prints and writes JSON (``--out``).
 
 ``--mode whole`` (or another of predict's modes) is passed to every variant, the baseline's
-included, so that both sides run one protocol: a release whose eval is multi-scale (the camvid
-of 2026-12-07: scales 1 / 1.25 / 1.5 with flip, six passes an image) otherwise predicts with
-it, against one pass in the baseline. Under ``--mode whole`` each side whose predict has
-``--no-flip`` gets it too (the release's ``eval.flip`` would otherwise make two passes an
-image); an older checkout without the option runs its release's own flip. The JSON's ``meta``
-records each variant's predict options, its release's eval protocol, whether its predict has
-``--no-flip``, and the passes an image that gives.
+included, so that both sides run one protocol: a release whose eval is multi-scale (camvid's:
+scales 1 / 1.25 / 1.5 with flip, six passes an image) otherwise predicts with it, against one
+pass in a baseline whose release evaluates whole images. Under ``--mode whole`` each side
+whose predict has ``--no-flip`` gets it too (the release's ``eval.flip`` would otherwise make
+two passes an image); an older checkout without the option runs its release's own flip. The
+JSON's ``meta`` records each variant's predict options, its release's eval protocol, whether
+its predict has ``--no-flip``, and the passes an image that gives.
 """
 
 from __future__ import annotations

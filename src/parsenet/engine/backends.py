@@ -81,7 +81,7 @@ AUTO_MEASURED: dict[tuple[str, str], str] = {
     (AVX512_BF16, "efficientnet_lite2"): SPLIT_BACKEND,
 }
 # Everything unmeasured: the rule from before the measurements above. AMX is untimed (the
-# issue's probe on an AMX Xeon, no JSON: OpenVINO bf16 fastest, OpenVINO fp32 ~ ONNX Runtime);
+# a probe on an AMX Xeon, no JSON: OpenVINO bf16 fastest, OpenVINO fp32 ~ ONNX Runtime);
 # without native bf16, docs/benchmarks/2026-12-06-epyc-released-camvid-avx2-emulated.json
 # timed OpenVINO fp32 at 2.46x, but ONNX Runtime ignores the emulation, so they are not ranked.
 AUTO_DEFAULT: dict[str, str] = {AMX: SPLIT_BACKEND, AVX512_BF16: SPLIT_BACKEND,
