@@ -13,6 +13,7 @@ import importlib.util
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,94 +39,90 @@ def _channels_last(model: nn.Module) -> Callable[[Tensor], Tensor]:
     return lambda x: cl(x.contiguous(memory_format=torch.channels_last))
 
 
-def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
-    size = settings.infer_size
-    section = Section("inference", f"5. Inference paths, ParseNet at 1x3x{size}x{size}")
-    torch.manual_seed(0)
-    model = parsenet_vgg16(num_classes=21, width=settings.width).eval()
-    x = torch.randn(1, 3, size, size)
-    paths: dict[str, Callable[[], Tensor]] = {
-        "eager NCHW": _inference(model, x),
-        "eager channels_last": _inference(_channels_last(model), x),
-    }
-    setup_s: dict[str, float] = {}
-    skipped: dict[str, str] = {}
-    if settings.infer_compile:
-        compiled = torch.compile(copy.deepcopy(model))
-        paths["torch.compile"] = _inference(compiled, x)
-        t0 = time.perf_counter()
-        paths["torch.compile"]()
-        setup_s["torch.compile"] = time.perf_counter() - t0
-    else:
-        skipped["torch.compile"] = "--quick (compiling the model takes about a minute)"
+@dataclass
+class _Paths:
+    """The paths to time (each one call on the benchmark's image) and what is known of
+    them before the timing: their setup seconds, why any is missing, ``parsenet predict``'s
+    backend."""
 
-    predict_backend = None
-    with tempfile.TemporaryDirectory() as tmp:
-        if importlib.util.find_spec("onnxruntime") is None:
-            skipped["ONNX Runtime"] = "onnxruntime is not installed"
-        else:
-            try:
-                from parsenet.engine.backends import make_predictor
-                from parsenet.engine.export import (
-                    OnnxPredictor,
-                    export_onnx,
-                    record_onnx_metadata,
-                )
-                from parsenet.engine.onnx_cache import (
-                    CHECKPOINT_KEY,
-                    cache_path,
-                    file_sha256,
-                    record_digest,
-                )
-            except ImportError as e:
-                skipped["ONNX Runtime"] = f"parsenet.engine.export not usable ({e})"
-            else:
-                # make_predictor keys its export cache on the checkpoint's content; a
-                # stand-in file lets it reuse the export timed here instead of exporting again.
-                checkpoint = Path(tmp) / "model.pt"
-                checkpoint.write_bytes(b"parsenet benchmark stand-in checkpoint")
-                onnx_path = cache_path(checkpoint, tmp)
-                t0 = time.perf_counter()
-                exporter = export_onnx(model, onnx_path)
-                record_onnx_metadata(onnx_path, {CHECKPOINT_KEY: file_sha256(checkpoint)})
-                record_digest(onnx_path)  # a checked entry, as make_predictor writes them
-                setup_s["ONNX export"] = time.perf_counter() - t0
-                paths["ONNX Runtime"] = _inference(OnnxPredictor(onnx_path), x)
-                predictor, predict_backend = make_predictor(
-                    model, backend="auto", checkpoint=checkpoint, cache_dir=tmp
-                )
-                section.details["onnx_exporter"] = exporter
-                if predict_backend != "onnx":
-                    paths["predict default"] = _inference(predictor, x)
-        if predict_backend is None:
-            skipped.setdefault("predict default", "parsenet.engine.export not usable")
+    calls: dict[str, Callable[[], Tensor]]
+    setup_s: dict[str, float] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+    predict_backend: str | None = None
 
-        expected = paths["eager NCHW"]()
-        diffs = {k: float((fn() - expected).abs().max()) for k, fn in paths.items()}
-        times = interleave(
-            paths,
-            min_rounds=settings.min_rounds,
-            max_rounds=settings.min_rounds + 1,
-            budget_s=settings.budget_s,
-            desc="inference paths",
+
+def _add_compiled(paths: _Paths, model: nn.Module, x: Tensor, compile_: bool) -> None:
+    if not compile_:
+        paths.skipped["torch.compile"] = "--quick (compiling the model takes about a minute)"
+        return
+    compiled = torch.compile(copy.deepcopy(model))
+    paths.calls["torch.compile"] = _inference(compiled, x)
+    t0 = time.perf_counter()
+    paths.calls["torch.compile"]()
+    paths.setup_s["torch.compile"] = time.perf_counter() - t0
+
+
+def _add_onnx(paths: _Paths, model: nn.Module, x: Tensor, tmp: str, section: Section) -> None:
+    """ONNX Runtime on our export, and ``parsenet predict``'s default path, which may be
+    that same ONNX model (then it is not timed twice)."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        paths.skipped["ONNX Runtime"] = "onnxruntime is not installed"
+        return
+    try:
+        from parsenet.engine.backends import make_predictor
+        from parsenet.engine.export import OnnxPredictor, export_onnx, record_onnx_metadata
+        from parsenet.engine.onnx_cache import (
+            CHECKPOINT_KEY,
+            cache_path,
+            file_sha256,
+            record_digest,
         )
-    ratios = {k: paired_ratio(times[k], times["eager NCHW"]) for k in paths}
-    if predict_backend == "onnx":
-        ratios["predict default"], diffs["predict default"] = (
-            ratios["ONNX Runtime"],
-            diffs["ONNX Runtime"],
-        )
-    section.details.update(
-        {
-            "seconds": times,
-            "ratios": ratios,
-            "max_abs_diff": diffs,
-            "setup_seconds": setup_s,
-            "skipped": skipped,
-            "predict_backend": predict_backend,
-            "width": settings.width,
-        }
+    except ImportError as e:
+        paths.skipped["ONNX Runtime"] = f"parsenet.engine.export not usable ({e})"
+        return
+    # make_predictor keys its export cache on the checkpoint's content; a
+    # stand-in file lets it reuse the export timed here instead of exporting again.
+    checkpoint = Path(tmp) / "model.pt"
+    checkpoint.write_bytes(b"parsenet benchmark stand-in checkpoint")
+    onnx_path = cache_path(checkpoint, tmp)
+    t0 = time.perf_counter()
+    exporter = export_onnx(model, onnx_path)
+    record_onnx_metadata(onnx_path, {CHECKPOINT_KEY: file_sha256(checkpoint)})
+    record_digest(onnx_path)  # a checked entry, as make_predictor writes them
+    paths.setup_s["ONNX export"] = time.perf_counter() - t0
+    paths.calls["ONNX Runtime"] = _inference(OnnxPredictor(onnx_path), x)
+    predictor, paths.predict_backend = make_predictor(
+        model, backend="auto", checkpoint=checkpoint, cache_dir=tmp
     )
+    section.details["onnx_exporter"] = exporter
+    if paths.predict_backend != "onnx":
+        paths.calls["predict default"] = _inference(predictor, x)
+
+
+def _diffs_and_times(
+    calls: dict[str, Callable[[], Tensor]], settings: Settings
+) -> tuple[dict[str, float], dict[str, list[float]]]:
+    """(max abs difference of each path's logits from eager NCHW's, seconds per round)."""
+    expected = calls["eager NCHW"]()
+    diffs = {k: float((fn() - expected).abs().max()) for k, fn in calls.items()}
+    times = interleave(
+        calls,
+        min_rounds=settings.min_rounds,
+        max_rounds=settings.min_rounds + 1,
+        budget_s=settings.budget_s,
+        desc="inference paths",
+    )
+    return diffs, times
+
+
+def _add_rows(
+    section: Section,
+    paths: _Paths,
+    times: dict[str, list[float]],
+    ratios: dict[str, float],
+    diffs: dict[str, float],
+) -> None:
+    skipped, setup_s, predict_backend = paths.skipped, paths.setup_s, paths.predict_backend
     section.add("eager NCHW forward, ms (median)", median(times["eager NCHW"]) * 1e3, "{:.0f}")
     for name in ("eager channels_last", "torch.compile", "ONNX Runtime"):
         if name in skipped:
@@ -138,17 +135,52 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         section.add(f"{name} / eager NCHW", ratios[name], "{:.3f}", note=note)
     if predict_backend is None:
         section.add("predict default / eager NCHW", f"skipped: {skipped['predict default']}")
-    else:
-        label = f"`parsenet predict` default ({predict_backend})"
-        source = "ONNX Runtime" if predict_backend == "onnx" else "predict default"
-        section.add_goal(
-            f"{label} / eager NCHW",
-            ratios["predict default"],
-            "<=",
-            0.7,
-            note=ratio_range(times[source], times["eager NCHW"]),
+        return
+    label = f"`parsenet predict` default ({predict_backend})"
+    source = "ONNX Runtime" if predict_backend == "onnx" else "predict default"
+    section.add_goal(
+        f"{label} / eager NCHW",
+        ratios["predict default"],
+        "<=",
+        0.7,
+        note=ratio_range(times[source], times["eager NCHW"]),
+    )
+    section.add_goal(f"{label}: max abs diff", diffs["predict default"], "<=", 1e-4, fmt="{:.1e}")
+
+
+def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
+    """Section 5: every path's latency over eager NCHW's, and its logits' difference."""
+    size = settings.infer_size
+    section = Section("inference", f"5. Inference paths, ParseNet at 1x3x{size}x{size}")
+    torch.manual_seed(0)
+    model = parsenet_vgg16(num_classes=21, width=settings.width).eval()
+    x = torch.randn(1, 3, size, size)
+    paths = _Paths({
+        "eager NCHW": _inference(model, x),
+        "eager channels_last": _inference(_channels_last(model), x),
+    })
+    _add_compiled(paths, model, x, settings.infer_compile)
+    with tempfile.TemporaryDirectory() as tmp:  # the ONNX export lives while it is timed
+        _add_onnx(paths, model, x, tmp, section)
+        if paths.predict_backend is None:
+            paths.skipped.setdefault("predict default", "parsenet.engine.export not usable")
+        diffs, times = _diffs_and_times(paths.calls, settings)
+    ratios = {k: paired_ratio(times[k], times["eager NCHW"]) for k in paths.calls}
+    if paths.predict_backend == "onnx":  # predict runs the ONNX Runtime path timed above
+        ratios["predict default"], diffs["predict default"] = (
+            ratios["ONNX Runtime"],
+            diffs["ONNX Runtime"],
         )
-        section.add_goal(
-            f"{label}: max abs diff", diffs["predict default"], "<=", 1e-4, fmt="{:.1e}"
-        )
+    section.details.update(
+        {
+            "seconds": times,
+            "ratios": ratios,
+            "max_abs_diff": diffs,
+            "setup_seconds": paths.setup_s,
+            "skipped": paths.skipped,
+            "predict_backend": paths.predict_backend,
+            "width": settings.width,
+        }
+    )
+    _add_rows(section, paths, times, ratios, diffs)
     return [section]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -75,7 +76,133 @@ def _profile(step: Callable[[], object], top: int = 8) -> list[dict[str, Any]]:
     ]
 
 
+@dataclass
+class _ShapeRun:
+    """One input shape's measurements, per variant (keys in the variants' order)."""
+
+    tag: str  # the shape as "NxCxHxW"
+    variants: list[str]  # in _variants' order
+    input_bytes: int
+    seconds: dict[str, list[float]]
+    ratios: dict[str, float]  # time over F.normalize's
+    compile_s: float  # nan without the compiled variant
+    saved: dict[str, tuple[int, int]]  # saved_bytes
+    diffs: dict[str, float]  # max abs difference from l2_normalize_reference
+    profile_ours: list[dict[str, Any]] | None
+
+
+def _variants(layer: L2Norm, compiled: Callable[..., Tensor] | None) -> dict[str, Fn]:
+    """The variants of the module docstring (``compiled`` None: without it), all with
+    ``layer``'s gamma."""
+    gamma = layer.weight
+    fns: dict[str, Fn] = {
+        "ours": layer,
+        "naive": lambda t, g=gamma: t / t.norm(dim=1, keepdim=True) * g,
+        "F.normalize": lambda t, g=gamma: F.normalize(t, dim=1) * g,
+    }
+    if compiled is not None:
+        fns["compiled"] = lambda t, g=gamma: compiled(t, g)
+    fns["recompute"] = lambda t, g=gamma: recompute_l2_normalize(t, g)
+    return fns
+
+
+def _measure_shape(
+    shape: tuple[int, int, int, int], settings: Settings, compiled: Callable[..., Tensor] | None
+) -> _ShapeRun:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=generator).relu_().requires_grad_()
+    grad = torch.randn(shape, generator=generator)
+    layer = L2Norm(shape[1])
+    gamma = layer.weight
+    fns = _variants(layer, compiled)
+    steps = {k: _step(f, x, gamma, grad) for k, f in fns.items()}
+    compile_s = float("nan")
+    if "compiled" in steps:
+        t0 = time.perf_counter()
+        steps["compiled"]()  # compiles (forward and backward graphs) on the first call
+        compile_s = time.perf_counter() - t0
+    expected = l2_normalize_reference(x.detach(), gamma.detach())
+    diffs = {k: float((f(x).detach() - expected).abs().max()) for k, f in fns.items()}
+    saved = {k: saved_bytes(f, x) for k, f in fns.items()}
+    times = interleave(
+        steps,
+        min_rounds=settings.l2_rounds,
+        max_rounds=settings.l2_rounds,
+        budget_s=settings.budget_s,
+        desc=f"l2norm {shape}",
+    )
+    ratios = {k: paired_ratio(times[k], times["F.normalize"]) for k in fns}
+    return _ShapeRun(
+        tag="x".join(map(str, shape)),
+        variants=list(fns),
+        input_bytes=x.nbytes,
+        seconds=times,
+        ratios=ratios,
+        compile_s=compile_s,
+        saved=saved,
+        diffs=diffs,
+        profile_ours=None if settings.quick else _profile(steps["ours"]),
+    )
+
+
+def _details(r: _ShapeRun) -> dict[str, Any]:
+    return {
+        "seconds": r.seconds,
+        "ratio_to_F.normalize": r.ratios,
+        "compile_s": r.compile_s,
+        "saved_bytes": {k: v[0] for k, v in r.saved.items()},
+        "saved_bytes_beyond_input": {k: v[1] for k, v in r.saved.items()},
+        "input_bytes": r.input_bytes,
+        "max_abs_diff_to_reference": r.diffs,
+        "profile_ours": r.profile_ours,
+    }
+
+
+def _add_rows(section: Section, r: _ShapeRun, compiled_label: str) -> None:
+    tag, times, ratios, saved = r.tag, r.seconds, r.ratios, r.saved
+    names = " / ".join(r.variants)
+    section.add(
+        f"{tag}: ms {names}",
+        " / ".join(f"{median(times[k]) * 1e3:.1f}" for k in r.variants),
+        note="" if "compiled" not in r.variants else f"compile {r.compile_s:.0f} s",
+    )
+    section.add_goal(f"{tag}: ours / F.normalize time", ratios["ours"], "<=", 0.6)
+    if "compiled" in r.variants:
+        section.add_goal(
+            f"{tag}: compiled / F.normalize time",
+            ratios["compiled"],
+            "<=",
+            0.3,
+            note=compiled_label,
+        )
+    else:
+        section.add(
+            f"{tag}: compiled / F.normalize time",
+            "skipped: --quick (compiling takes tens of seconds)",
+        )
+    section.add(f"{tag}: naive / F.normalize time", ratios["naive"], "{:.3f}")
+    for name in ("recompute",):
+        section.add(
+            f"{tag}: {name} / F.normalize time",
+            ratios[name],
+            "{:.3f}",
+            note=f"vs ours {paired_ratio(times[name], times['ours']):.3f}; "
+            f"saved / naive {saved[name][0] / saved['naive'][0]:.4f}",
+        )
+    mib = " / ".join(f"{saved[k][0] / 2**20:.1f}" for k in r.variants)
+    section.add(f"{tag}: saved MiB {names}", mib, note=f"input {r.input_bytes / 2**20:.1f}")
+    section.add_goal(
+        f"{tag}: saved bytes ours / naive",
+        saved["ours"][0] / saved["naive"][0],
+        "<=",
+        0.5,
+        fmt="{:.4f}",
+        note=f"beyond the input: {saved['ours'][1] / saved['naive'][1]:.4f}",
+    )
+
+
 def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
+    """Section 3: each variant's time and saved bytes at each of the settings' shapes."""
     compiled, compiled_label = _compiled()
     section = Section(
         "l2norm",
@@ -83,85 +210,7 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         details={"compiled": compiled_label, "shapes": {}},
     )
     for shape in settings.l2_shapes:
-        n, c, h, w = shape
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(shape, generator=generator).relu_().requires_grad_()
-        grad = torch.randn(shape, generator=generator)
-        layer = L2Norm(c)
-        gamma = layer.weight
-        fns: dict[str, Fn] = {
-            "ours": layer,
-            "naive": lambda t, g=gamma: t / t.norm(dim=1, keepdim=True) * g,
-            "F.normalize": lambda t, g=gamma: F.normalize(t, dim=1) * g,
-        }
-        if settings.l2_compile:
-            fns["compiled"] = lambda t, g=gamma: compiled(t, g)
-        fns["recompute"] = lambda t, g=gamma: recompute_l2_normalize(t, g)
-        steps = {k: _step(f, x, gamma, grad) for k, f in fns.items()}
-        compile_s = float("nan")
-        if "compiled" in steps:
-            t0 = time.perf_counter()
-            steps["compiled"]()  # compiles (forward and backward graphs) on the first call
-            compile_s = time.perf_counter() - t0
-        expected = l2_normalize_reference(x.detach(), gamma.detach())
-        diffs = {k: float((f(x).detach() - expected).abs().max()) for k, f in fns.items()}
-        saved = {k: saved_bytes(f, x) for k, f in fns.items()}
-        times = interleave(
-            steps,
-            min_rounds=settings.l2_rounds,
-            max_rounds=settings.l2_rounds,
-            budget_s=settings.budget_s,
-            desc=f"l2norm {shape}",
-        )
-        ratios = {k: paired_ratio(times[k], times["F.normalize"]) for k in fns}
-        tag = "x".join(map(str, shape))
-        section.details["shapes"][tag] = {
-            "seconds": times,
-            "ratio_to_F.normalize": ratios,
-            "compile_s": compile_s,
-            "saved_bytes": {k: v[0] for k, v in saved.items()},
-            "saved_bytes_beyond_input": {k: v[1] for k, v in saved.items()},
-            "input_bytes": x.nbytes,
-            "max_abs_diff_to_reference": diffs,
-            "profile_ours": None if settings.quick else _profile(steps["ours"]),
-        }
-        names = " / ".join(fns)
-        section.add(
-            f"{tag}: ms {names}",
-            " / ".join(f"{median(times[k]) * 1e3:.1f}" for k in fns),
-            note="" if "compiled" not in fns else f"compile {compile_s:.0f} s",
-        )
-        section.add_goal(f"{tag}: ours / F.normalize time", ratios["ours"], "<=", 0.6)
-        if "compiled" in fns:
-            section.add_goal(
-                f"{tag}: compiled / F.normalize time",
-                ratios["compiled"],
-                "<=",
-                0.3,
-                note=compiled_label,
-            )
-        else:
-            section.add(
-                f"{tag}: compiled / F.normalize time",
-                "skipped: --quick (compiling takes tens of seconds)",
-            )
-        section.add(f"{tag}: naive / F.normalize time", ratios["naive"], "{:.3f}")
-        for name in ("recompute",):
-            section.add(
-                f"{tag}: {name} / F.normalize time",
-                ratios[name],
-                "{:.3f}",
-                note=f"vs ours {paired_ratio(times[name], times['ours']):.3f}; "
-                f"saved / naive {saved[name][0] / saved['naive'][0]:.4f}",
-            )
-        mib = " / ".join(f"{saved[k][0] / 2**20:.1f}" for k in fns)
-        section.add(f"{tag}: saved MiB {names}", mib, note=f"input {x.nbytes / 2**20:.1f}")
-        section.add_goal(
-            f"{tag}: saved bytes ours / naive",
-            saved["ours"][0] / saved["naive"][0],
-            "<=",
-            0.5,
-            fmt="{:.4f}",
-            note=f"beyond the input: {saved['ours'][1] / saved['naive'][1]:.4f}",
-        )
+        measured = _measure_shape(shape, settings, compiled if settings.l2_compile else None)
+        section.details["shapes"][measured.tag] = _details(measured)
+        _add_rows(section, measured, compiled_label)
     return [section]

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
+from torch import Tensor
 
 from benchmarks.common import Section, Settings, make_train_step, median
 
@@ -66,15 +68,40 @@ def _train_images_per_s(settings: Settings, shared: dict[str, Any]) -> tuple[flo
     return 1.0 / median(times), "timed here"
 
 
-def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
+@dataclass
+class _LoaderRun:
+    """What one worker's loading showed: the label at each stage, and its item rate."""
+
+    label_mode: str  # the PNG's mode on disk
+    raw_mask: Tensor  # the first label as the dataset reads it, before transforms
+    image: Tensor  # the last item timed, after the transforms
+    mask: Tensor
+    items_timed: int
+    overall: float  # items / elapsed seconds
+    loader: float  # 1 / the median item's seconds
+
+
+def _time_items(dataset: Any, seconds: float) -> tuple[Tensor, Tensor, list[float], float]:
+    """(last image, last mask, seconds of each item, items / elapsed) of reading items
+    for ``seconds`` after a few untimed ones."""
+    for i in range(5):
+        dataset[i % len(dataset)]
+    item_s: list[float] = []
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        t0 = time.perf_counter()
+        image, mask = dataset[len(item_s) % len(dataset)]
+        item_s.append(time.perf_counter() - t0)
+    overall = len(item_s) / (time.perf_counter() - start)
+    return image, mask, item_s, overall
+
+
+def _time_loader(settings: Settings) -> _LoaderRun:
+    """Writes the images, reads them through the dataset with the train transforms and
+    times the items on one thread."""
     from parsenet.data.build import build_dataset
     from parsenet.data.transforms import train_transforms
 
-    section = Section(
-        "pipeline",
-        f"4. Data pipeline: one worker, {WIDTH}x{HEIGHT} JPEG + PNG "
-        f"label, train_transforms crop {CROP}",
-    )
     threads = torch.get_num_threads()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -87,57 +114,71 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
                                 transforms=train_transforms(CROP))
         torch.set_num_threads(1)  # what a DataLoader worker runs with
         try:
-            for i in range(5):
-                dataset[i % len(dataset)]
-            item_s: list[float] = []
-            start = time.perf_counter()
-            while time.perf_counter() - start < settings.loader_seconds:
-                t0 = time.perf_counter()
-                image, mask = dataset[len(item_s) % len(dataset)]
-                item_s.append(time.perf_counter() - t0)
-            overall = len(item_s) / (time.perf_counter() - start)
-            loader = 1.0 / median(item_s)
+            image, mask, item_s, overall = _time_items(dataset, settings.loader_seconds)
         finally:
             torch.set_num_threads(threads)
-    train, source = _train_images_per_s(settings, shared)
+    return _LoaderRun(label_mode, raw_mask, image, mask, len(item_s), overall,
+                      1.0 / median(item_s))
+
+
+def _details(r: _LoaderRun, train: float, source: str, size: int) -> dict[str, Any]:
+    return {
+        "loader_images_per_s": r.loader,
+        "loader_images_per_s_overall": r.overall,
+        "items_timed": r.items_timed,
+        "train_images_per_s": train,
+        "train_step_from": source,
+        "train_size": size,
+        "label_on_disk": r.label_mode,
+        "label_from_dataset": [str(r.raw_mask.dtype), list(r.raw_mask.shape)],
+        "label_after_transforms": [str(r.mask.dtype), list(r.mask.shape)],
+        "image_after_transforms": [str(r.image.dtype), list(r.image.shape)],
+    }
+
+
+def _add_rows(section: Section, r: _LoaderRun, train: float, source: str, size: int) -> None:
+    section.add_goal(
+        "one worker, images/s (1 / median item time)",
+        r.loader,
+        ">=",
+        200,
+        fmt="{:.0f}",
+        note=f"items / elapsed: {r.overall:.0f}",
+    )
+    section.add(f"train step (ParseNet, 1x3x{size}^2), images/s", train, "{:.2f}", note=source)
+    section.add_goal(
+        "loader / train step images/s (not the bottleneck)",
+        r.loader / train,
+        ">=",
+        1,
+        fmt="{:.0f}",
+    )
+    raw_mask, mask, image = r.raw_mask, r.mask, r.image
     single = (
-        label_mode in ("L", "P")
+        r.label_mode in ("L", "P")
         and raw_mask.dim() == 2
         and mask.dim() == 2
         and tuple(mask.shape) == (CROP, CROP)
         and tuple(image.shape) == (3, CROP, CROP)
     )
-    section.details = {
-        "loader_images_per_s": loader,
-        "loader_images_per_s_overall": overall,
-        "items_timed": len(item_s),
-        "train_images_per_s": train,
-        "train_step_from": source,
-        "train_size": settings.size,
-        "label_on_disk": label_mode,
-        "label_from_dataset": [str(raw_mask.dtype), list(raw_mask.shape)],
-        "label_after_transforms": [str(mask.dtype), list(mask.shape)],
-        "image_after_transforms": [str(image.dtype), list(image.shape)],
-    }
-    section.add_goal(
-        "one worker, images/s (1 / median item time)",
-        loader,
-        ">=",
-        200,
-        fmt="{:.0f}",
-        note=f"items / elapsed: {overall:.0f}",
-    )
-    section.add(
-        f"train step (ParseNet, 1x3x{settings.size}^2), images/s", train, "{:.2f}", note=source
-    )
-    section.add_goal(
-        "loader / train step images/s (not the bottleneck)", loader / train, ">=", 1, fmt="{:.0f}"
-    )
     section.add(
         "labels single-channel end to end",
-        f"{label_mode} PNG -> {raw_mask.dtype} {tuple(raw_mask.shape)} -> "
+        f"{r.label_mode} PNG -> {raw_mask.dtype} {tuple(raw_mask.shape)} -> "
         f"{mask.dtype} {tuple(mask.shape)}",
         goal="HxW throughout",
         met=single,
     )
+
+
+def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
+    """Section 4: one worker's item rate against the train step's."""
+    section = Section(
+        "pipeline",
+        f"4. Data pipeline: one worker, {WIDTH}x{HEIGHT} JPEG + PNG "
+        f"label, train_transforms crop {CROP}",
+    )
+    loaded = _time_loader(settings)
+    train, source = _train_images_per_s(settings, shared)
+    section.details = _details(loaded, train, source, settings.size)
+    _add_rows(section, loaded, train, source, settings.size)
     return [section]

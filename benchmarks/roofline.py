@@ -9,10 +9,11 @@ measured after every round, so MFU compares a model with the GEMM of the same mo
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from benchmarks.common import (
     Section,
@@ -64,24 +65,30 @@ def _mfu(flops: int, times: list[float], gemm: list[float]) -> float:
     return median([flops / t / g for t, g in zip(times, gemm, strict=True)])
 
 
-def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
-    size = settings.size
-    torch.manual_seed(0)
-    builds = builders(settings.width)
-    models = {name: build() for name, build in builds.items()}
-    copy_weights_from(models["plain"], models["baseline"])
-    same_net = pre_upsample_difference(
-        models["plain"], models["baseline"], torch.randn(1, 3, 64, 64)
-    )
-    x = torch.randn(1, 3, size, size)
-    flops = {
-        name: {
-            "forward": count_flops(build, size, train=False),
-            "train": count_flops(build, size, train=True),
-        }
-        for name, build in builds.items()
+@dataclass
+class _Measured:
+    """Sections 1-2's measurements, each keyed by kind (forward, train) and then model."""
+
+    models: list[str]  # the five of ``builders``, in their order
+    flops: dict[str, dict[str, int]]  # this one by model, then kind
+    seconds: dict[str, dict[str, list[float]]]
+    gemm: dict[str, list[float]]  # GEMM FLOP/s after each round
+    mfu: dict[str, dict[str, float]]
+    ratios: dict[str, dict[str, float]]  # "model/reference": median per-round ratio
+    ranges: dict[str, dict[str, str]]  # the same pairs' per-round ranges
+
+
+def _flops(build: Callable[[], nn.Module], size: int) -> dict[str, int]:
+    return {
+        "forward": count_flops(build, size, train=False),
+        "train": count_flops(build, size, train=True),
     }
 
+
+def _time_interleaved(
+    models: dict[str, nn.Module], x: Tensor, settings: Settings
+) -> tuple[dict[str, dict[str, list[float]]], dict[str, list[float]]]:
+    """(seconds per kind and model, GEMM FLOP/s after each round per kind)."""
     timings: dict[str, dict[str, list[float]]] = {}
     gemm: dict[str, list[float]] = {}
     for kind in ("forward", "train"):
@@ -100,12 +107,22 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             on_round=lambda k=kind: gemm[k].append(gemm_flops_per_s(calls=2)),
             desc=f"roofline {kind}",
         )
+    return timings, gemm
 
+
+def _measured(
+    names: list[str],
+    flops: dict[str, dict[str, int]],
+    timings: dict[str, dict[str, list[float]]],
+    gemm: dict[str, list[float]],
+) -> _Measured:
+    """MFU of each model, and each model's (and the A/A baseline's) time against the plain
+    model and the baseline."""
     mfu = {
-        kind: {name: _mfu(flops[name][kind], timings[kind][name], gemm[kind]) for name in models}
+        kind: {name: _mfu(flops[name][kind], timings[kind][name], gemm[kind]) for name in names}
         for kind in timings
     }
-    pairs = [(n, ref) for n in [*models, AGAIN] for ref in ("plain", "baseline") if n != ref]
+    pairs = [(n, ref) for n in [*names, AGAIN] for ref in ("plain", "baseline") if n != ref]
     ratio = {
         kind: {f"{n}/{ref}": paired_ratio(timings[kind][n], timings[kind][ref]) for n, ref in pairs}
         for kind in timings
@@ -114,22 +131,23 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         kind: {f"{n}/{ref}": ratio_range(timings[kind][n], timings[kind][ref]) for n, ref in pairs}
         for kind in timings
     }
-    train_s = median(timings["train"]["late"])
-    shared["train_images_per_s"] = 1.0 / train_s
-    shared["train_size"] = size
+    return _Measured(names, flops, timings, gemm, mfu, ratio, spread)
 
+
+def _roofline_section(settings: Settings, m: _Measured, same_net: float) -> Section:
+    size = settings.size
     details = {
         "input": [1, 3, size, size],
         "models": LABELS,
         "width": settings.width,
         "threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.enabled,
-        "flops": flops,
-        "seconds": timings,
-        "gemm_flops_per_s": gemm,
-        "mfu": mfu,
-        "ratios": ratio,
-        "ratio_ranges": spread,
+        "flops": m.flops,
+        "seconds": m.seconds,
+        "gemm_flops_per_s": m.gemm,
+        "mfu": m.mfu,
+        "ratios": m.ratios,
+        "ratio_ranges": m.ranges,
         "plain_vs_baseline_max_abs_diff": same_net,
     }
     roof = Section(
@@ -137,21 +155,44 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
         f"1. Roofline at 1x3x{size}x{size} (fp32, {torch.get_num_threads()} threads)",
         details=details,
     )
-    all_gemm = gemm["forward"] + gemm["train"]
+    _add_rates(roof, m)
+    _add_mfu(roof, m)
+    for name in ("baseline", "late"):
+        for kind in ("forward", "train"):
+            key = f"{name}/plain"
+            roof.add_goal(
+                f"{name} / plain nn.Sequential, {kind}",
+                m.ratios[kind][key],
+                "<=",
+                1.02,
+                note=m.ranges[kind][key],
+            )
+    return roof
+
+
+def _add_rates(roof: Section, m: _Measured) -> None:
+    """The GEMM rate, the FLOPs, and each model's median time."""
+    all_gemm = m.gemm["forward"] + m.gemm["train"]
     roof.add(
         "fp32 GEMM (torch.mm 2048^2), median of rounds",
         median(all_gemm) / 1e9,
         "{:.1f} GFLOP/s",
         note=f"best {max(all_gemm) / 1e9:.1f}",
     )
+    flops = m.flops
     roof.add(
         "FLOPs forward / train step (ParseNet late)",
         f"{flops['late']['forward'] / 1e9:.1f} / {flops['late']['train'] / 1e9:.1f} G",
         note=f"baseline {flops['baseline']['forward'] / 1e9:.2f} G forward",
     )
     for kind in ("forward", "train"):
-        times = ", ".join(f"{n} {median(timings[kind][n]) * 1e3:.0f}" for n in models)
+        times = ", ".join(f"{n} {median(m.seconds[kind][n]) * 1e3:.0f}" for n in m.models)
         roof.add(f"{kind} time, ms (median)", times)
+
+
+def _add_mfu(roof: Section, m: _Measured) -> None:
+    """MFU of plain / baseline / ParseNet, and the goal that ours match the plain model's."""
+    mfu = m.mfu
     for kind in ("forward", "train"):
         text = " / ".join(f"{mfu[kind][n]:.2f}" for n in ("plain", "baseline", "late"))
         roof.add(f"MFU {kind}: plain / baseline / ParseNet", text)
@@ -163,21 +204,14 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
                 goal=f">= plain {mfu[kind]['plain']:.2f}",
                 met=mfu[kind][name] >= mfu[kind]["plain"],
             )
-    for name in ("baseline", "late"):
-        for kind in ("forward", "train"):
-            key = f"{name}/plain"
-            roof.add_goal(
-                f"{name} / plain nn.Sequential, {kind}",
-                ratio[kind][key],
-                "<=",
-                1.02,
-                note=spread[kind][key],
-            )
 
+
+def _context_section(size: int, m: _Measured) -> Section:
+    ratio, spread = m.ratios, m.ranges
     ctx = Section(
         "context",
         f"2. Cost of context at 1x3x{size}x{size} (ParseNet / baseline)",
-        details={"ratios": ratio, "rounds": {k: len(v["late"]) for k, v in timings.items()}},
+        details={"ratios": ratio, "rounds": {k: len(v["late"]) for k, v in m.seconds.items()}},
     )
     for kind in ("forward", "train"):
         key = f"{AGAIN}/baseline"
@@ -205,4 +239,23 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             "{:.3f}",
             note=f"no goal; {spread[kind][key]}",
         )
-    return [roof, ctx]
+    return ctx
+
+
+def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
+    """Sections 1 and 2; ``shared`` gets ParseNet's train-step rate for section 4."""
+    size = settings.size
+    torch.manual_seed(0)
+    builds = builders(settings.width)
+    models = {name: build() for name, build in builds.items()}
+    copy_weights_from(models["plain"], models["baseline"])
+    same_net = pre_upsample_difference(
+        models["plain"], models["baseline"], torch.randn(1, 3, 64, 64)
+    )
+    x = torch.randn(1, 3, size, size)
+    flops = {name: _flops(build, size) for name, build in builds.items()}
+    timings, gemm = _time_interleaved(models, x, settings)
+    measured = _measured(list(models), flops, timings, gemm)
+    shared["train_images_per_s"] = 1.0 / median(timings["train"]["late"])
+    shared["train_size"] = size
+    return [_roofline_section(settings, measured, same_net), _context_section(size, measured)]

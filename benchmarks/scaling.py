@@ -103,22 +103,20 @@ def _fits(line: tuple[float, float], avail: int) -> int:
     return int(math.sqrt((avail - fixed) / per_pixel))
 
 
-def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
-    torch.manual_seed(0)
+def _slide_function() -> tuple[Callable[..., Any] | None, str]:
+    """(``predict_logits``, the note of a size no larger than the window), or (None, why):
+    without the engine the section still times whole images."""
     try:
         from parsenet.engine.inference import predict_logits
     except ImportError as e:
-        predict_logits, slide_reason = None, f"skipped: parsenet.engine.inference ({e})"
-    else:
-        slide_reason = "one window: the whole-image pass"
-    window, stride = settings.slide_window, settings.slide_stride
-    model = parsenet_vgg16(num_classes=21, width=settings.scaling_width).eval()
-    rows = _sweep(model, settings.scaling_sizes, predict_logits, window, stride)
-    real_rows: list[dict[str, Any]] = []
-    if settings.scaling_real_sizes:
-        real = parsenet_vgg16(num_classes=21).eval()
-        real_rows = _sweep(real, settings.scaling_real_sizes, None, window, stride)
+        return None, f"skipped: parsenet.engine.inference ({e})"
+    return predict_logits, "one window: the whole-image pass"
 
+
+def _section(
+    settings: Settings, rows: list[dict[str, Any]], real_rows: list[dict[str, Any]]
+) -> Section:
+    """The section with the sweeps and what they imply in its details; no rows yet."""
     pixels = [r["pixels"] for r in rows]
     time_exp = growth_exponent(pixels, [r["whole_s"] for r in rows])
     mem_exp = growth_exponent(pixels, [max(r["whole_bytes"], 1) for r in rows])
@@ -126,7 +124,8 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
     whole_line = memory_line(rows)
     slide_line = memory_line(rows, "slide_bytes")
     real_line = memory_line(real_rows) if real_rows else (float("nan"), float("nan"))
-    section = Section(
+    window, stride = settings.slide_window, settings.slide_stride
+    return Section(
         "scaling",
         f"7. Scaling: ParseNet forward (width {settings.scaling_width:g}"
         f"), whole image vs slide {window}/{stride}",
@@ -146,41 +145,73 @@ def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
             "real_model_whole_fits_up_to_side": _fits(real_line, avail),
         },
     )
-    for r in rows:
-        mpx = r["pixels"] / 1e6
-        text = (
-            f"whole {r['whole_s'] * 1e3:.0f} ms, {r['whole_bytes'] / 2**20:.0f} MiB "
-            f"({r['whole_s'] / mpx:.2f} s/Mpx)"
+
+
+def _size_text(r: dict[str, Any], slide_reason: str) -> str:
+    """One size's whole-image time and peak, and its slide's (or why there is none)."""
+    mpx = r["pixels"] / 1e6
+    text = (
+        f"whole {r['whole_s'] * 1e3:.0f} ms, {r['whole_bytes'] / 2**20:.0f} MiB "
+        f"({r['whole_s'] / mpx:.2f} s/Mpx)"
+    )
+    if "slide_s" in r:
+        return text + (
+            f"; slide {r['slide_s'] * 1e3:.0f} ms, {r['slide_bytes'] / 2**20:.0f} MiB "
+            f"({r['slide_s'] / r['whole_s']:.2f}x whole time)"
         )
-        if "slide_s" in r:
-            text += (
-                f"; slide {r['slide_s'] * 1e3:.0f} ms, {r['slide_bytes'] / 2**20:.0f} MiB "
-                f"({r['slide_s'] / r['whole_s']:.2f}x whole time)"
-            )
-        else:
-            text += f"; slide: {slide_reason}"
-        section.add(f"{r['size']}x{r['size']}", text)
+    return text + f"; slide: {slide_reason}"
+
+
+def _add_reduced_width_rows(section: Section, slide_reason: str) -> None:
+    d = section.details
+    for r in d["rows"]:
+        section.add(f"{r['size']}x{r['size']}", _size_text(r, slide_reason))
     section.add(
         "growth exponent in pixels (1 = linear): time / peak memory",
-        f"{time_exp:.2f} / {mem_exp:.2f}",
+        f"{d['time_exponent']:.2f} / {d['memory_exponent']:.2f}",
     )
-    fits = _fits(whole_line, avail)
+    fits = d["whole_fits_up_to_side"]
+    whole_line = d["whole_memory_fixed_and_per_pixel"]
+    slide_line = d["slide_memory_fixed_and_per_pixel"]
     section.add(
-        f"whole-image inference fits up to (width {settings.scaling_width:g})",
+        f"whole-image inference fits up to (width {d['width']:g})",
         f"{fits}x{fits}",
-        note=f"MemAvailable {avail / 2**30:.1f} GiB; peak ~ {whole_line[0] / 2**20:.0f} MiB + "
-        f"{whole_line[1]:.0f} B/px; slide ~ {slide_line[1]:.0f} B/px",
+        note=f"MemAvailable {d['available_bytes'] / 2**30:.1f} GiB; peak ~ "
+        f"{whole_line[0] / 2**20:.0f} MiB + {whole_line[1]:.0f} B/px; "
+        f"slide ~ {slide_line[1]:.0f} B/px",
     )
+
+
+def _add_full_width_rows(section: Section) -> None:
+    d = section.details
+    real_rows = d["real_model_rows"]
     for r in real_rows:
         section.add(
             f"full-width ParseNet at {r['size']}x{r['size']}",
             f"whole {r['whole_s'] * 1e3:.0f} ms, {r['whole_bytes'] / 2**20:.0f} MiB",
         )
     if real_rows:
-        fits = _fits(real_line, avail)
+        fits = d["real_model_whole_fits_up_to_side"]
+        real_line = d["real_model_memory_fixed_and_per_pixel"]
         section.add(
             "whole-image inference fits up to (full width)",
             f"{fits}x{fits}" if len(real_rows) > 1 else "n/a (needs two sizes)",
             note=f"peak ~ {real_line[0] / 2**20:.0f} MiB + {real_line[1]:.0f} B/px",
         )
+
+
+def run(settings: Settings, shared: dict[str, Any]) -> list[Section]:
+    """Section 7: the reduced-width sweep (whole and slide), then the full-width one."""
+    torch.manual_seed(0)
+    predict_logits, slide_reason = _slide_function()
+    window, stride = settings.slide_window, settings.slide_stride
+    model = parsenet_vgg16(num_classes=21, width=settings.scaling_width).eval()
+    rows = _sweep(model, settings.scaling_sizes, predict_logits, window, stride)
+    real_rows: list[dict[str, Any]] = []
+    if settings.scaling_real_sizes:
+        real = parsenet_vgg16(num_classes=21).eval()
+        real_rows = _sweep(real, settings.scaling_real_sizes, None, window, stride)
+    section = _section(settings, rows, real_rows)
+    _add_reduced_width_rows(section, slide_reason)
+    _add_full_width_rows(section)
     return [section]

@@ -4,7 +4,7 @@ of :mod:`parsenet.engine.inference`, which the inferencer itself builds on)."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
@@ -15,6 +15,10 @@ from parsenet.errors import ConfigError
 from parsenet.labels import IGNORE_INDEX
 from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
 from parsenet.preprocessing import Preprocessing, preprocessing_for
+
+if TYPE_CHECKING:  # annotations only: the inferencer (and the data transforms it imports)
+    # loads when evaluate is first called
+    from parsenet.engine.inferencer import InferenceOptions, Inferencer
 
 __all__ = ["evaluate"]
 
@@ -63,6 +67,35 @@ def _labels(inferencer: Any, batch: Tensor, mode: str, size: tuple[int, int]) ->
     return inferencer.labels(batch, mode, size=size)
 
 
+def _inferencer(model: nn.Module, num_classes: int, options: InferenceOptions,
+                prepare: Preprocessing | None, backend: str, device: torch.device,
+                checkpoint: Any) -> Inferencer:
+    """The inferencer that runs ``model`` on ``backend``."""
+    from parsenet.engine.inferencer import Inferencer
+    from parsenet.engine.memory import InferenceMemory
+
+    if backend == "eager":  # the module itself: the figures the releases were scored by
+        return Inferencer(model, num_classes, InferenceMemory(0.0, num_classes), options,
+                          prepare, "eager", device)
+    return Inferencer.create(model, num_classes=num_classes, options=options, backend=backend,
+                             device=str(device), checkpoint=checkpoint, preprocessing=prepare)
+
+
+def _score_images(inferencer: Inferencer, dataset: Any, total: int,
+                  metrics: SegmentationMetrics, prepare: Preprocessing | None,
+                  device: torch.device, mode: str, progress: bool) -> None:
+    """Adds this rank's share of the first ``total`` images to ``metrics``: every
+    world-size-th image from its rank, so that the ranks' matrices sum to the whole set."""
+    rank, world = _dist_rank_world()
+    for i in tqdm(range(rank, total, world), desc=f"eval ({mode})",
+                  disable=not progress or rank != 0, leave=False):
+        image, mask = dataset[i]
+        target = torch.as_tensor(mask).to(torch.int64)
+        labels = _labels(inferencer, _model_input(image, prepare, device), mode,
+                         tuple(target.shape[-2:]))
+        metrics.update(labels[0], target)
+
+
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -97,8 +130,7 @@ def evaluate(
     ``mode`` and ``backend``. The model is moved to ``device`` and left there; its
     train/eval state is restored.
     """
-    from parsenet.engine.inferencer import InferenceOptions, Inferencer
-    from parsenet.engine.memory import InferenceMemory
+    from parsenet.engine.inferencer import InferenceOptions
 
     mode, opts, mean_iu = _eval_options(eval_cfg, mode)
     options = InferenceOptions(mode=mode, preferred=mode, **opts)
@@ -106,29 +138,14 @@ def evaluate(
     ignore_index = getattr(dataset, "ignore_index", IGNORE_INDEX)
     metrics = SegmentationMetrics(num_classes, ignore_index=ignore_index, mean_iu=mean_iu)
     total = len(dataset) if max_images <= 0 else min(max_images, len(dataset))
-    rank, world = _dist_rank_world()
     prepare = preprocessing_for(model, preprocessing)
     was_training = model.training
     model.to(device).eval()
     try:
-        if backend == "eager":  # the module itself: the figures the releases were scored by
-            inferencer = Inferencer(model, num_classes, InferenceMemory(0.0, num_classes),
-                                    options, prepare, "eager", device)
-        else:
-            inferencer = Inferencer.create(model, num_classes=num_classes, options=options,
-                                           backend=backend, device=str(device),
-                                           checkpoint=checkpoint, preprocessing=prepare)
-        for i in tqdm(range(rank, total, world), desc=f"eval ({mode})",
-                      disable=not progress or rank != 0, leave=False):
-            image, mask = dataset[i]
-            target = torch.as_tensor(mask).to(torch.int64)
-            metrics.update(_labels(inferencer, _model_input(image, prepare, device), mode,
-                                   tuple(target.shape[-2:]))[0], target)
+        inferencer = _inferencer(model, num_classes, options, prepare, backend, device,
+                                 checkpoint)
+        _score_images(inferencer, dataset, total, metrics, prepare, device, mode, progress)
     finally:
         model.train(was_training)
     metrics.all_reduce()
-    result = metrics.compute()
-    result["images"] = total
-    result["mode"] = mode
-    result["backend"] = inferencer.backend
-    return result
+    return {**metrics.compute(), "images": total, "mode": mode, "backend": inferencer.backend}
