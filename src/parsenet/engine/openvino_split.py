@@ -51,7 +51,7 @@ from parsenet.engine.export import usable_cores
 from parsenet.errors import UsageError
 
 __all__ = ["SPLIT_BACKEND", "SPLIT_POINTS", "split_point", "split_graph",
-           "SplitOpenVinoPredictor", "SplitPointError"]
+           "SplitOpenVinoPredictor", "SplitPointError", "compile_cache_config"]
 
 SPLIT_BACKEND = "openvino-bf16-split"
 # EfficientNet-Lite variant -> where bf16 starts (the module docstring's figures): the stem
@@ -73,6 +73,13 @@ def split_point(model: nn.Module) -> str | None:
     if not isinstance(backbone, EfficientNetLite):
         return None
     return SPLIT_POINTS.get(backbone.variant)
+
+
+def compile_cache_config(cache_dir: str | os.PathLike | None) -> dict[str, str]:
+    """The ``compile_model`` options that cache compiled models in ``cache_dir`` (OpenVINO's
+    ``CACHE_DIR``; it makes the folder); none for None. Compiling is most of a predictor's
+    start-up; importing a cached one skips OpenVINO's graph transformations."""
+    return {} if cache_dir is None else {"CACHE_DIR": str(cache_dir)}
 
 
 def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
@@ -134,10 +141,13 @@ class SplitOpenVinoPredictor:
         prefixes: the split point: op-name prefix(es), e.g. ``/backbone/stages.1/``.
         front, back: ``f32`` or ``bf16`` (``INFERENCE_PRECISION_HINT`` of each part).
         threads: inference threads (default: the CPU cores this process may use).
+        cache_dir: a folder for OpenVINO's compiled-model cache (``CACHE_DIR``; each part is
+            cached under a hash of its graph and options); None: nothing is written.
     """
 
     def __init__(self, path: str | os.PathLike, prefixes: str | Sequence[str],
-                 front: str = "f32", back: str = "bf16", threads: int | None = None) -> None:
+                 front: str = "f32", back: str = "bf16", threads: int | None = None, *,
+                 cache_dir: str | os.PathLike | None = None) -> None:
         import openvino as ov
 
         if front not in _PRECISIONS or back not in _PRECISIONS:
@@ -148,7 +158,8 @@ class SplitOpenVinoPredictor:
         self.path, self.precision = Path(path), f"{front}>{back}"
         self.prefixes = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
         self.core = ov.Core()  # kept: the compiled models are released before their core
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or usable_cores()}
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or usable_cores(),
+                  **compile_cache_config(cache_dir)}
         parts = split_graph(self.core, path, self.prefixes)
         self.parts = [self.core.compile_model(part, "CPU", {**config,
                                                             "INFERENCE_PRECISION_HINT": hint})
