@@ -104,13 +104,6 @@ def digest_matches(onnx: str | os.PathLike) -> bool:
     return digest.read_text().strip() == file_sha256(onnx)
 
 
-def _recorded_checkpoint(onnx: Path) -> str:
-    import onnx as onnx_lib
-
-    props = onnx_lib.load(str(onnx), load_external_data=False).metadata_props
-    return next((p.value for p in props if p.key == CHECKPOINT_KEY), "")
-
-
 def _export_checked(model: nn.Module, path: Path, checkpoint_sha: str | None,
                     exporter: str = "auto") -> None:
     export.export_onnx(model, path, exporter=exporter)
@@ -128,12 +121,16 @@ def _why_unusable(model: nn.Module, cache: Path, checkpoint_sha: str) -> str | N
     if not digest_matches(cache):
         return "does not match its recorded hash (corrupt, changed or unfinished)"
     try:
-        if _recorded_checkpoint(cache) != checkpoint_sha:
+        # One ONNX Runtime session gives the recorded checkpoint and runs the spot check:
+        # reading the metadata with the onnx package would import it (and ml_dtypes) into
+        # every predict for that alone, and parse the file a second time.
+        run = export.OnnxPredictor(cache)
+        if run.metadata().get(CHECKPOINT_KEY, "") != checkpoint_sha:
             return "was exported from another checkpoint"
-        export.check_export(cache, model, sizes=(_SPOT_SIZE,), atol=1e-3)
+        export.check_export(cache, model, sizes=(_SPOT_SIZE,), atol=1e-3, predictor=run)
     except export.ExportCheckError as e:
         return f"is not this checkpoint's model ({e})"
-    except Exception as e:  # onnx's DecodeError, onnxruntime's InvalidProtobuf, ...
+    except Exception as e:  # onnxruntime's InvalidProtobuf, ...
         return f"does not load ({type(e).__name__})"
     return None
 
