@@ -107,7 +107,10 @@ def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
         raise SplitPointError(f"{path}: no op is named with {' or '.join(prefixes)}: the split "
                               f"point does not fit this model's graph")
     cuts: dict[tuple[str, int], list] = {}
-    for name in tail:
+    # In graph order, not the set's (which differs from process to process): the parts then
+    # take and give their tensors in the same order in every process, as OpenVINO's
+    # compiled-model cache needs to find them under the same hash.
+    for name in [op.get_friendly_name() for op in ops if op.get_friendly_name() in tail]:
         for target in by_name[name].inputs():
             source = target.get_source_output()
             node = source.get_node()
@@ -124,8 +127,11 @@ def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
     outputs = [by_name[name].output(index) for name, index in cuts]
     front = ov.Model(outputs, [image], "front").clone()
     parameters = [image]
-    for output, targets in zip(outputs, cuts.values(), strict=True):
-        parameter = ov.opset13.parameter(output.get_partial_shape(), output.get_element_type())
+    for output, (name, index), targets in zip(outputs, cuts, cuts.values(), strict=True):
+        # Named after the front output it takes: an automatic name counts the nodes made
+        # before it in the process, and the cache's hash covers names.
+        parameter = ov.opset13.parameter(output.get_partial_shape(), output.get_element_type(),
+                                         name=f"{name}:{index}")
         for target in targets:
             target.replace_source_output(parameter.output(0))
         parameters.append(parameter)
