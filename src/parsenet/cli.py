@@ -231,7 +231,8 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
                         "bf16 throughout, faster still, 1-3%% of pixels labelled differently")
     p.add_argument("--export-cache", "--onnx-cache", default=None, metavar="DIR",
                    help="folder for the onnx/openvino export, keyed on the checkpoint's "
-                        "content and verified against it (default $PARSENET_CACHE_DIR or "
+                        "content and verified against it, and for OpenVINO's compiled "
+                        "models (its openvino/ subfolder) (default $PARSENET_CACHE_DIR or "
                         "~/.cache/parsenet)")
 
 

@@ -52,6 +52,7 @@ from parsenet.engine.openvino_split import (
     SPLIT_BACKEND,
     SplitOpenVinoPredictor,
     SplitPointError,
+    compile_cache_config,
     split_point,
 )
 from parsenet.engine.precision import cpu_has_amx, cpu_has_native_bf16
@@ -169,10 +170,14 @@ class OpenVinoPredictor:
         precision: ``f32`` or ``bf16`` (OpenVINO's ``INFERENCE_PRECISION_HINT``; its CPU
             default is bf16 wherever the CPU has it, so float32 must be asked for).
         threads: inference threads (default: the CPU cores this process may use).
+        cache_dir: a folder for OpenVINO's compiled-model cache (``CACHE_DIR``): a later
+            predictor of the same graph and options imports the compiled model from there
+            instead of compiling it again; None: nothing is written.
     """
 
     def __init__(self, path: str | os.PathLike, precision: str = "f32",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, *,
+                 cache_dir: str | os.PathLike | None = None) -> None:
         import openvino as ov
 
         if precision not in ("f32", "bf16"):
@@ -182,7 +187,8 @@ class OpenVinoPredictor:
         self.path, self.precision = Path(path), precision
         self.core = ov.Core()  # kept: the compiled model is released before its core
         config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-                  "INFERENCE_NUM_THREADS": threads or usable_cores()}
+                  "INFERENCE_NUM_THREADS": threads or usable_cores(),
+                  **compile_cache_config(cache_dir)}
         self.compiled = self.core.compile_model(self.core.read_model(str(path)), "CPU", config)
 
     def __call__(self, image: Tensor) -> Tensor:
@@ -231,14 +237,18 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
     if backend == SPLIT_BACKEND and split_at is None:
         backend, precision = "openvino", "f32"
 
+    # Compiled models are cached beside the exports they come from; a temporary export
+    # (no checkpoint to key it) leaves nothing behind, its compiled model neither.
+    compiled = None if checkpoint is None else onnx_cache.compiled_cache_dir(cache_dir)
+
     def build(onnx_path: Path) -> Callable[[Tensor], Tensor]:
         if backend == "onnx":
             from parsenet.engine.export import OnnxPredictor
 
             return OnnxPredictor(onnx_path)
         if split_at is not None:
-            return _split_or_float32(onnx_path, split_at, automatic)
-        return OpenVinoPredictor(onnx_path, precision)
+            return _split_or_float32(onnx_path, split_at, automatic, compiled)
+        return OpenVinoPredictor(onnx_path, precision, cache_dir=compiled)
 
     try:
         run = onnx_cache.with_verified_export(model, checkpoint, cache_dir, build)
@@ -253,15 +263,15 @@ def make_predictor(model: nn.Module, *, backend: str = "auto",
     return run, f"openvino-{run.precision}"
 
 
-def _split_or_float32(onnx_path: Path, split_at: str, automatic: bool
-                      ) -> SplitOpenVinoPredictor | OpenVinoPredictor:
+def _split_or_float32(onnx_path: Path, split_at: str, automatic: bool,
+                      cache_dir: Path | None) -> SplitOpenVinoPredictor | OpenVinoPredictor:
     try:
-        return SplitOpenVinoPredictor(onnx_path, split_at)
+        return SplitOpenVinoPredictor(onnx_path, split_at, cache_dir=cache_dir)
     except SplitPointError as e:  # the graph's op names do not follow the module tree
         if not automatic:
             raise
         warnings.warn(f"{e}; running OpenVINO in float32 instead", stacklevel=4)
-        return OpenVinoPredictor(onnx_path, "f32")
+        return OpenVinoPredictor(onnx_path, "f32", cache_dir=cache_dir)
 
 
 def _split_at(model: nn.Module, backend: str, automatic: bool) -> str | None:

@@ -257,6 +257,11 @@ class OnnxPredictor:
                                             providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
 
+    def metadata(self) -> dict[str, str]:
+        """The file's metadata entries (e.g. :data:`PREPROCESSING_KEY`), read by ONNX Runtime
+        with the graph: no need to import onnx, or parse the file again, for them."""
+        return dict(self.session.get_modelmeta().custom_metadata_map)
+
     def __call__(self, image: Tensor) -> Tensor:
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()
         return torch.from_numpy(self.session.run(None, {self.input_name: array})[0])
@@ -285,16 +290,19 @@ def _load_torchscript(path: Path, extra_files: dict[str, str] | None = None
 
 def check_export(path: str | os.PathLike, model: nn.Module,
                  sizes: Sequence[tuple[int, int]] = ((321, 321), (257, 385)),
-                 atol: float = 1e-4, onnx: bool | None = None) -> dict[str, float]:
+                 atol: float = 1e-4, onnx: bool | None = None, *,
+                 predictor: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
     """Compare an exported file with ``model`` on random images of each size; ``onnx``:
-    whether the file is ONNX (default: whether it is named ``.onnx``; else TorchScript).
+    whether the file is ONNX (default: whether it is named ``.onnx``; else TorchScript);
+    ``predictor``: the file already loaded (e.g. an :class:`OnnxPredictor` of it), else it
+    is loaded here.
     Returns ``{"HxW": max abs diff}``; raises ExportCheckError when a difference exceeds
     ``atol`` or a shape differs."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such exported model")
     onnx = path.suffix == ".onnx" if onnx is None else onnx
-    run = OnnxPredictor(path) if onnx else _load_torchscript(path)
+    run = predictor or (OnnxPredictor(path) if onnx else _load_torchscript(path))
     diffs: dict[str, float] = {}
     generator = torch.Generator().manual_seed(0)
     with _eval_no_grad(model):

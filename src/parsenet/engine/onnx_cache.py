@@ -3,6 +3,7 @@ content, and an entry is used only once it is shown to be that checkpoint's mode
 
     <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.onnx
     <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.onnx.sha256
+    <cache dir>/openvino/<OpenVINO's hash>.blob      (:func:`compiled_cache_dir`)
 
 The export records the checkpoint's full SHA-256 in its metadata (``parsenet.checkpoint``),
 and the ``.sha256`` file holds the SHA-256 of the ``.onnx`` file, written only after the
@@ -10,6 +11,14 @@ export was checked against the eager model. On reuse all three must agree, and t
 still give the eager model's logits on a small image: an entry whose ``.onnx`` and
 ``.sha256`` were both replaced by another model's fails that, and a truncated, overwritten
 or unloadable one fails earlier. Such an entry is exported again, with a warning.
+
+OpenVINO's compiled models are cached too, in the ``openvino`` subfolder (OpenVINO's own
+model cache, ``CACHE_DIR``), so that a second process imports them instead of compiling
+again. That cache needs no check of ours: OpenVINO names each blob by a hash of the graph it
+was compiled from (weights included) and of the compile options, and that graph is read from
+an export that passed the checks above in this process; a blob from another OpenVINO
+version, or one that does not load (truncated, corrupt), is removed by OpenVINO and the
+graph compiled again.
 
 The cache folder is the caller's (``--export-cache``), else ``$PARSENET_CACHE_DIR``, else
 ``$XDG_CACHE_HOME/parsenet`` (``~/.cache/parsenet``), as torch.hub keeps its downloads;
@@ -33,7 +42,8 @@ from torch import nn
 from parsenet.engine import export
 
 __all__ = ["with_verified_export", "record_digest", "digest_matches", "default_cache_dir",
-           "cache_path", "CHECKPOINT_KEY", "CACHE_DIR_ENV", "file_sha256"]
+           "cache_path", "compiled_cache_dir", "CHECKPOINT_KEY", "CACHE_DIR_ENV",
+           "file_sha256"]
 
 CHECKPOINT_KEY = "parsenet.checkpoint"  # ONNX metadata: SHA-256 of the exported checkpoint
 CACHE_DIR_ENV = "PARSENET_CACHE_DIR"
@@ -64,6 +74,13 @@ def cache_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike | Non
     return folder / f"{checkpoint.stem}.{file_sha256(checkpoint)[:16]}.onnx"
 
 
+def compiled_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where OpenVINO caches the models it compiles from the exports in ``cache_dir``
+    (default :func:`default_cache_dir`): a subfolder, as OpenVINO names its files itself."""
+    folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    return folder / "openvino"
+
+
 def _digest_path(onnx: Path) -> Path:
     return onnx.with_name(onnx.name + ".sha256")
 
@@ -87,13 +104,6 @@ def digest_matches(onnx: str | os.PathLike) -> bool:
     return digest.read_text().strip() == file_sha256(onnx)
 
 
-def _recorded_checkpoint(onnx: Path) -> str:
-    import onnx as onnx_lib
-
-    props = onnx_lib.load(str(onnx), load_external_data=False).metadata_props
-    return next((p.value for p in props if p.key == CHECKPOINT_KEY), "")
-
-
 def _export_checked(model: nn.Module, path: Path, checkpoint_sha: str | None,
                     exporter: str = "auto") -> None:
     export.export_onnx(model, path, exporter=exporter)
@@ -111,12 +121,16 @@ def _why_unusable(model: nn.Module, cache: Path, checkpoint_sha: str) -> str | N
     if not digest_matches(cache):
         return "does not match its recorded hash (corrupt, changed or unfinished)"
     try:
-        if _recorded_checkpoint(cache) != checkpoint_sha:
+        # One ONNX Runtime session gives the recorded checkpoint and runs the spot check:
+        # reading the metadata with the onnx package would import it (and ml_dtypes) into
+        # every predict for that alone, and parse the file a second time.
+        run = export.OnnxPredictor(cache)
+        if run.metadata().get(CHECKPOINT_KEY, "") != checkpoint_sha:
             return "was exported from another checkpoint"
-        export.check_export(cache, model, sizes=(_SPOT_SIZE,), atol=1e-3)
+        export.check_export(cache, model, sizes=(_SPOT_SIZE,), atol=1e-3, predictor=run)
     except export.ExportCheckError as e:
         return f"is not this checkpoint's model ({e})"
-    except Exception as e:  # onnx's DecodeError, onnxruntime's InvalidProtobuf, ...
+    except Exception as e:  # onnxruntime's InvalidProtobuf, ...
         return f"does not load ({type(e).__name__})"
     return None
 

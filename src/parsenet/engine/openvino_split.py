@@ -51,7 +51,7 @@ from parsenet.engine.export import usable_cores
 from parsenet.errors import UsageError
 
 __all__ = ["SPLIT_BACKEND", "SPLIT_POINTS", "split_point", "split_graph",
-           "SplitOpenVinoPredictor", "SplitPointError"]
+           "SplitOpenVinoPredictor", "SplitPointError", "compile_cache_config"]
 
 SPLIT_BACKEND = "openvino-bf16-split"
 # EfficientNet-Lite variant -> where bf16 starts (the module docstring's figures): the stem
@@ -73,6 +73,13 @@ def split_point(model: nn.Module) -> str | None:
     if not isinstance(backbone, EfficientNetLite):
         return None
     return SPLIT_POINTS.get(backbone.variant)
+
+
+def compile_cache_config(cache_dir: str | os.PathLike | None) -> dict[str, str]:
+    """The ``compile_model`` options that cache compiled models in ``cache_dir`` (OpenVINO's
+    ``CACHE_DIR``; it makes the folder); none for None. Compiling is most of a predictor's
+    start-up; importing a cached one skips OpenVINO's graph transformations."""
+    return {} if cache_dir is None else {"CACHE_DIR": str(cache_dir)}
 
 
 def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
@@ -100,7 +107,10 @@ def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
         raise SplitPointError(f"{path}: no op is named with {' or '.join(prefixes)}: the split "
                               f"point does not fit this model's graph")
     cuts: dict[tuple[str, int], list] = {}
-    for name in tail:
+    # In graph order, not the set's (which differs from process to process): the parts then
+    # take and give their tensors in the same order in every process, as OpenVINO's
+    # compiled-model cache needs to find them under the same hash.
+    for name in [op.get_friendly_name() for op in ops if op.get_friendly_name() in tail]:
         for target in by_name[name].inputs():
             source = target.get_source_output()
             node = source.get_node()
@@ -117,8 +127,11 @@ def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
     outputs = [by_name[name].output(index) for name, index in cuts]
     front = ov.Model(outputs, [image], "front").clone()
     parameters = [image]
-    for output, targets in zip(outputs, cuts.values(), strict=True):
-        parameter = ov.opset13.parameter(output.get_partial_shape(), output.get_element_type())
+    for output, (name, index), targets in zip(outputs, cuts, cuts.values(), strict=True):
+        # Named after the front output it takes: an automatic name counts the nodes made
+        # before it in the process, and the cache's hash covers names.
+        parameter = ov.opset13.parameter(output.get_partial_shape(), output.get_element_type(),
+                                         name=f"{name}:{index}")
         for target in targets:
             target.replace_source_output(parameter.output(0))
         parameters.append(parameter)
@@ -134,10 +147,13 @@ class SplitOpenVinoPredictor:
         prefixes: the split point: op-name prefix(es), e.g. ``/backbone/stages.1/``.
         front, back: ``f32`` or ``bf16`` (``INFERENCE_PRECISION_HINT`` of each part).
         threads: inference threads (default: the CPU cores this process may use).
+        cache_dir: a folder for OpenVINO's compiled-model cache (``CACHE_DIR``; each part is
+            cached under a hash of its graph and options); None: nothing is written.
     """
 
     def __init__(self, path: str | os.PathLike, prefixes: str | Sequence[str],
-                 front: str = "f32", back: str = "bf16", threads: int | None = None) -> None:
+                 front: str = "f32", back: str = "bf16", threads: int | None = None, *,
+                 cache_dir: str | os.PathLike | None = None) -> None:
         import openvino as ov
 
         if front not in _PRECISIONS or back not in _PRECISIONS:
@@ -148,7 +164,8 @@ class SplitOpenVinoPredictor:
         self.path, self.precision = Path(path), f"{front}>{back}"
         self.prefixes = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
         self.core = ov.Core()  # kept: the compiled models are released before their core
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or usable_cores()}
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or usable_cores(),
+                  **compile_cache_config(cache_dir)}
         parts = split_graph(self.core, path, self.prefixes)
         self.parts = [self.core.compile_model(part, "CPU", {**config,
                                                             "INFERENCE_PRECISION_HINT": hint})
