@@ -109,6 +109,24 @@ def test_released_models_eval_figures_are_unchanged(name, tmp_path, one_thread):
         assert result["metrics"]["mean_iou"] == pytest.approx(mean_iou, abs=2e-5)
 
 
+def test_label_image_keeps_the_ids_of_more_than_256_classes():
+    """uint8 would wrap class 299 to 43: a 300-class model's ids come back as int32, a
+    small model's still as uint8."""
+    preprocessing = lambda image: image.float() / 255  # noqa: E731
+    image = torch.zeros(3, 5, 7, dtype=torch.uint8)
+    for classes, dtype in ((300, torch.int32), (4, torch.uint8)):
+        model = nn.Conv2d(3, classes, 1)
+        with torch.no_grad():
+            model.weight.zero_()
+            model.bias.zero_()
+            model.bias[classes - 1] = 1.0
+        inferencer = Inferencer(model, classes, InferenceMemory(100.0, classes),
+                                InferenceOptions(mode="whole"), preprocessing=preprocessing)
+        labels, _ = inferencer.label_image(image)
+        print(classes, "classes:", labels.dtype, labels.unique().tolist())
+        assert labels.dtype == dtype and (labels == classes - 1).all()
+
+
 def test_a_resize_warps_the_image_and_labels_it_at_its_own_size():
     """data.resize: the model sees the warped image (bilinear, antialiased, as the eval
     transforms warp it); the scores come back to the image's size bilinearly."""

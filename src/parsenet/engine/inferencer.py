@@ -27,6 +27,7 @@ from parsenet.engine import inference
 from parsenet.engine.inference import Predictor, window_starts
 from parsenet.engine.memory import DEFAULT_BUDGET_GB, InferenceMemory, is_out_of_memory
 from parsenet.errors import ResourceError, UsageError
+from parsenet.labels import label_dtype
 from parsenet.preprocessing import Preprocessing
 
 __all__ = ["Inferencer", "InferenceOptions", "MAX_SCALES", "checked_scales"]
@@ -231,9 +232,10 @@ class Inferencer:
     def label_image(self, image: Tensor, *, name: str = "image",
                     on_pass: Callable[[], None] | None = None,
                     mode: str | None = None) -> tuple[Tensor, str]:
-        """(class ids H x W uint8, the mode used) of a uint8 RGB 3 x H x W image, warped
+        """(class ids H x W, the mode used) of a uint8 RGB 3 x H x W image, warped
         first to ``options.resize`` if set (the ids are still H x W); ``mode`` None:
-        :meth:`mode_for` the size it runs at. Running out of memory raises a one-line
+        :meth:`mode_for` the size it runs at. The ids are uint8 for up to 256 classes, else
+        int32 (:func:`~parsenet.labels.label_dtype`). Running out of memory raises a one-line
         :class:`ResourceError` naming ``name`` and the size that ran."""
         if self.preprocessing is None:
             raise UsageError("this inferencer has no preprocessing for uint8 images")
@@ -244,7 +246,8 @@ class Inferencer:
         mode = mode or self.mode_for(h, w)
         try:
             batch = self.preprocessing(image).unsqueeze(0)
-            return self.labels(batch, mode, on_pass, size)[0].to(torch.uint8), mode
+            labels = self.labels(batch, mode, on_pass, size)[0]
+            return labels.to(label_dtype(self.num_classes)), mode
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
