@@ -13,7 +13,7 @@ from torch import nn
 from parsenet.engine.inference import window_starts
 from parsenet.engine.inferencer import InferenceOptions, Inferencer
 from parsenet.engine.memory import InferenceMemory
-from parsenet.errors import ResourceError
+from parsenet.errors import ResourceError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from data_helpers import shared_dataset  # noqa: E402
@@ -125,6 +125,18 @@ def test_label_image_keeps_the_ids_of_more_than_256_classes():
         labels, _ = inferencer.label_image(image)
         print(classes, "classes:", labels.dtype, labels.unique().tolist())
         assert labels.dtype == dtype and (labels == classes - 1).all()
+
+
+def test_label_image_names_the_image_a_scale_would_enlarge_past_the_limit():
+    model = CountingConv()
+    inferencer = Inferencer(model, 4, InferenceMemory(100.0, 4),
+                            InferenceOptions(mode="multiscale", scales=(1.0, 1e4)),
+                            preprocessing=lambda image: image.float() / 255)
+    with pytest.raises(UsageError) as caught:
+        inferencer.label_image(torch.zeros(3, 40, 56, dtype=torch.uint8), name="a.png")
+    print("label_image:", caught.value)
+    assert str(caught.value).startswith("a.png: scale 10000 would make this 40x56 image ")
+    assert model.calls == 0
 
 
 def test_a_resize_warps_the_image_and_labels_it_at_its_own_size():

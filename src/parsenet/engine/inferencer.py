@@ -36,7 +36,9 @@ __all__ = ["Inferencer", "InferenceOptions", "MAX_SCALES", "checked_scales"]
 def checked_scales(scales: Sequence[float], mode: str = "multiscale",
                    preferred: str | None = None) -> tuple[float, ...]:
     """``scales`` (``--scales``) as a tuple, or a one-line :class:`UsageError`: 1 to
-    :data:`MAX_SCALES` finite numbers > 0, for a run that predicts multi-scale: ``mode``
+    :data:`MAX_SCALES` finite numbers > 0 that some image may run at
+    (:func:`~parsenet.engine.inference.scale_limit_problem`; each image's own size is
+    checked when it runs), for a run that predicts multi-scale: ``mode``
     multiscale, or ``auto`` whose ``preferred`` mode (the model's eval mode; None: not
     known yet) is. Scales would be silently ignored in whole or slide mode."""
     shown = " ".join(f"{s:g}" for s in scales) if scales else "(none)"
@@ -47,6 +49,8 @@ def checked_scales(scales: Sequence[float], mode: str = "multiscale",
         if not (math.isfinite(scale) and scale > 0):
             raise UsageError(f"--scales {shown}: {scale:g} is not a scale; give finite "
                              f"numbers > 0 (1: the image's own size)")
+        if (problem := inference.scale_limit_problem(scale)) is not None:
+            raise UsageError(f"--scales {shown}: {problem}")
     if mode not in ("multiscale", "auto"):
         raise UsageError(f"--scales {shown}: scales apply to --mode multiscale, not --mode "
                          f"{mode}; add --mode multiscale or drop --scales")
@@ -244,6 +248,9 @@ class Inferencer:
             image = Warp(self.options.resize)(image)
         h, w = image.shape[-2:]
         mode = mode or self.mode_for(h, w)
+        for scale in self.options.scales if mode == "multiscale" else ():
+            if (problem := inference.scale_problem(h, w, scale)) is not None:
+                raise UsageError(f"{name}: {problem}")  # before the scaled image exists
         try:
             batch = self.preprocessing(image).unsqueeze(0)
             labels = self.labels(batch, mode, on_pass, size)[0]
