@@ -131,18 +131,20 @@ def exported_runtimes(onnx_path: Path | None, calibration: Sequence[np.ndarray],
                       ) -> tuple[dict[str, Run], dict[str, str], dict[str, float]]:
     """(runtimes, skipped with reasons, setup seconds) of ONNX Runtime and OpenVINO on an
     ONNX file (None: no export, all skipped); ``split_at``: the op-name prefix where the
-    split runtime turns bf16 (None: it is skipped)."""
+    split runtime turns bf16 (None: it is skipped); ``int8`` False: no INT8 row and no entry
+    for it in either dict (a caller that builds its own INT8 row says why it is missing)."""
     runs: dict[str, Run] = {}
     skipped: dict[str, str] = {}
     setup: dict[str, float] = {}
+    asked = [n for n in RUNTIMES[4:] if int8 or n != "OpenVINO INT8"]
     if onnx_path is None:
-        return runs, {n: "no ONNX export" for n in RUNTIMES[4:]}, setup
+        return runs, {n: "no ONNX export" for n in asked}, setup
     from parsenet.engine.export import OnnxPredictor
 
     runs["ONNX Runtime"] = OnnxPredictor(onnx_path)
     if importlib.util.find_spec("openvino") is None:
         reason = "openvino is not installed (pip install 'parsenet[openvino]')"
-        return runs, {n: reason for n in RUNTIMES[5:]}, setup
+        return runs, {n: reason for n in asked[1:]}, setup
     from parsenet.engine.backends import OpenVinoPredictor
     from parsenet.engine.openvino_split import SplitOpenVinoPredictor
 
@@ -157,7 +159,9 @@ def exported_runtimes(onnx_path: Path | None, calibration: Sequence[np.ndarray],
             runs[name] = build()
         except RuntimeError as e:  # e.g. bf16 with ONEDNN_MAX_CPU_ISA=AVX2: OpenVINO honours it
             skipped[name] = "OpenVINO cannot compile it here: " + " ".join(str(e).split())[-160:]
-    why_not = "not asked" if not int8 else int8_unavailable(calibration)
+    if not int8:
+        return runs, skipped, setup
+    why_not = int8_unavailable(calibration)
     if why_not:
         return runs, {**skipped, "OpenVINO INT8": why_not}, setup
     start = time.perf_counter()

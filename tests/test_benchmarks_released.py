@@ -63,10 +63,28 @@ def test_calibration_images_are_files_spread_over_the_split():
     assert released._spread_paths(None, 3) == []
 
 
-def test_an_int8_row_that_ran_is_not_also_listed_as_skipped(monkeypatch):
-    # _one_release asks exported_runtimes for no INT8 row (its skipped says "not asked"),
-    # then adds the row from the library's export: the JSON must not call a row that ran
-    # skipped. The export and the runtime are stood in for: nothing is quantised here.
+def test_exported_runtimes_records_no_int8_entry_when_not_asked(monkeypatch):
+    """_one_release asks exported_runtimes for no INT8 row and builds its own (_add_int8):
+    no "not asked" entry that a row which then ran would have to take back. The ONNX and
+    OpenVINO runtimes are stood in for: nothing is exported or compiled here."""
+    import benchmarks.runtimes as runtimes
+    import parsenet.engine.backends as backends
+    import parsenet.engine.export as export
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: object())
+    monkeypatch.setattr(export, "OnnxPredictor", lambda path: ("onnx", path))
+    monkeypatch.setattr(backends, "OpenVinoPredictor", lambda path, precision: (path, precision))
+    for onnx in (Path("m.onnx"), None):
+        runs, skipped, _ = runtimes.exported_runtimes(onnx, [], int8=False)
+        print(onnx, "skipped:", skipped)
+        assert "OpenVINO INT8" not in runs and "OpenVINO INT8" not in skipped
+    assert set(runs) | set(skipped) == set(runtimes.RUNTIMES[4:-1])
+
+
+def test_an_int8_row_that_ran_is_not_listed_as_skipped(monkeypatch):
+    # _add_int8 adds the row from the library's export to what exported_runtimes (asked
+    # for no INT8 row) left. The export and the runtime are stood in for: nothing is
+    # quantised here.
     import parsenet.engine.backends as backends
     import parsenet.engine.openvino_export as openvino_export
 
@@ -74,7 +92,7 @@ def test_an_int8_row_that_ran_is_not_also_listed_as_skipped(monkeypatch):
     monkeypatch.setattr(openvino_export, "export_openvino_checked",
                         lambda *args, **kwargs: {"path": "int8.xml"})
     monkeypatch.setattr(backends, "OpenVinoPredictor", lambda path, precision: (path, precision))
-    runs, skipped = {}, {"OpenVINO INT8": "not asked", "OpenVINO bf16": "kept"}
+    runs, skipped = {}, {"OpenVINO bf16": "kept"}
     released._add_int8(runs, skipped, {}, torch.nn.Identity(), [Path("a.png")],
                        Path("int8.xml"))
     assert runs["OpenVINO INT8"] == ("int8.xml", "f32")

@@ -5,11 +5,13 @@ import pytest
 import torch
 from PIL import Image
 
+from parsenet.errors import UsageError
 from parsenet.models import parsenet_vgg16
 from parsenet.viz import (
     IGNORE_COLOR,
     colorize,
     feature_norms,
+    label_image,
     overlay,
     plot_curves,
     plot_feature_norms,
@@ -51,6 +53,21 @@ def test_save_label_png_keeps_class_ids(tmp_path):
         assert im.mode == "P"
         assert np.array_equal(np.asarray(im), mask)
         assert im.getpalette()[3:6] == [255, 0, 0]
+
+
+def test_label_png_of_more_than_256_classes_is_16_bit(tmp_path):
+    """A PNG palette holds 256 colours: a 300-class model's ids go into a 16-bit greyscale
+    PNG, even for an image whose ids all fit a byte (the format follows the model)."""
+    palette = voc_palette(300)
+    mask = np.array([[0, 255, 256], [299, 43, 1]])
+    path = tmp_path / "label.png"
+    save_label_png(mask, palette, path)
+    with Image.open(path) as im:
+        print("300 classes:", im.mode, np.asarray(im).tolist())
+        assert im.mode == "I;16" and np.array_equal(np.asarray(im), mask)
+    assert label_image(np.array([[0, 7]]), palette).mode == "I;16"
+    with pytest.raises(UsageError, match="class id 65536 does not fit a 16-bit label PNG"):
+        label_image(np.array([[65536]]), palette)
 
 
 def test_side_by_side_sizes():

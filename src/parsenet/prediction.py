@@ -1,7 +1,8 @@
 """``predict``'s file side: images are decoded ahead and results written behind, in threads,
 while the :class:`~parsenet.engine.inferencer.Inferencer` labels the current image.
 
-Per image it writes ``<stem>.png`` (palette PNG: pixel values are class ids) and
+Per image it writes ``<stem>.png`` (pixel values are class ids: a palette PNG, a 16-bit
+greyscale one for more than 256 classes, :func:`~parsenet.viz.label_image`) and
 ``<stem>_overlay.jpg`` (image | overlay | prediction). Decoding (libjpeg, zlib) and encoding
 release the GIL, so on a CPU they overlap the model's forward pass instead of adding to it;
 at most :data:`AHEAD` images are held decoded and :data:`BEHIND` results waiting to be

@@ -19,6 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor, nn
 
 from parsenet.data.palette import voc_palette
+from parsenet.errors import UsageError
+from parsenet.labels import PNG_CLASSES, UINT8_CLASSES
 
 __all__ = ["voc_palette", "IGNORE_COLOR", "colorize", "overlay", "save_label_png", "label_image",
            "side_by_side", "class_shares", "LegendEntry", "legend_entries", "legend_strip",
@@ -68,22 +70,32 @@ def overlay(image: Any, mask: Any, palette: Any, alpha: float = 0.5) -> np.ndarr
 
 
 def save_label_png(mask: Any, palette: Any, path: str | os.PathLike) -> None:
-    """Save class indices as a palette ("P" mode) PNG: pixel values are the class ids, the
-    embedded palette shows them in colour (VOC's convention)."""
+    """Save class indices as a label PNG whose pixel values are the class ids: a palette
+    ("P" mode) PNG that shows them in colour (VOC's convention), or a 16-bit greyscale one
+    for more than 256 classes (:func:`label_image`)."""
     image = label_image(mask, palette)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     image.save(path)
 
 
 def label_image(mask: Any, palette: Any) -> Image.Image:
-    """Class indices as a palette ("P" mode) image, as :func:`save_label_png` writes it (for
-    callers that encode it themselves, e.g. into memory)."""
+    """Class indices as :func:`save_label_png` writes them (for callers that encode the
+    image themselves, e.g. into memory). A PNG palette holds 256 colours, so a palette of
+    more than 256 classes (one per class, as predict and serve pass it) or an id above 255
+    gives a 16-bit greyscale ("I;16") image of the ids instead, as mmseg writes them: the
+    format follows the model, not which ids one image happens to hold."""
     mask = _as_numpy(mask)
-    if mask.ndim != 2 or mask.min(initial=0) < 0 or mask.max(initial=0) > 255:
-        raise ValueError(f"mask must be H x W with values in 0..255, got shape {mask.shape}")
+    if mask.ndim != 2 or mask.min(initial=0) < 0:
+        raise ValueError(f"mask must be H x W with values >= 0, got shape {mask.shape}")
+    top = int(mask.max(initial=0))
+    if top >= PNG_CLASSES:
+        raise UsageError(f"class id {top} does not fit a 16-bit label PNG (at most "
+                         f"{PNG_CLASSES} classes)")
+    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)
+    if len(palette) > UINT8_CLASSES or top >= UINT8_CLASSES:
+        return Image.fromarray(mask.astype(np.uint16))
     image = Image.fromarray(mask.astype(np.uint8), mode="P")
     flat = np.zeros((256, 3), dtype=np.uint8)
-    palette = np.asarray(palette, dtype=np.uint8).reshape(-1, 3)[:256]
     flat[: len(palette)] = palette
     flat[255] = IGNORE_COLOR if len(palette) < 256 else flat[255]
     image.putpalette(flat.reshape(-1).tolist())

@@ -126,6 +126,9 @@ def test_scales_with_an_explicit_multiscale_mode(images, tmp_path, forwards):
     (["--scales", "inf"], "inf is not a scale"),
     (["--scales", "nan"], "nan is not a scale"),
     (["--scales", *["1"] * 9], "give 1 to 8 scales"),
+    (["--scales", "1", "1e6"],
+     "--scales 1 1e+06: 1e+06 would enlarge even a 32x32 image (the smallest a model takes) "
+     "past the 40 megapixels a scaled image may have; give smaller scales"),
 ])
 def test_bad_scales_are_one_line_before_loading(images, tmp_path, capsys, extra, message):
     missing = tmp_path / "not-loaded.pt"  # refused before the model would be read
@@ -134,6 +137,18 @@ def test_bad_scales_are_one_line_before_loading(images, tmp_path, capsys, extra,
     assert err.startswith("parsenet: error: --scales ") and message in err
     assert len(err.splitlines()) == 1 and "Traceback" not in err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_scale_that_enlarges_an_image_past_the_limit_is_one_line(images, tmp_path, capsys):
+    """150 passes the check before loading (a 32 x 32 image would stay under 40 MP) but
+    would make a.png (40 x 56) 50 MP: refused naming the image, before it is scaled."""
+    whole = _checkpoint(tmp_path / "whole.pt")
+    assert _predict(whole, images, tmp_path / "out", "--mode", "multiscale",
+                    "--scales", "150") == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("parsenet: error: ") and len(err.splitlines()) == 1
+    assert "a.png: scale 150 would make this 40x56 image 50.4 megapixels, over the 40 " \
+           "megapixels a scaled image may have" in err
 
 
 def test_scales_for_a_model_that_never_runs_multiscale(images, tmp_path, capsys):

@@ -151,6 +151,27 @@ def test_serve_labels_a_data_resize_checkpoints_image_as_predict_does(tmp_path):
     assert info["limits"]["slide_above_pixels"] == info["limits"]["max_pixels"]
 
 
+def test_serve_gives_a_300_class_models_ids_in_a_16_bit_png(tmp_path):
+    """uint8 ids would wrap class 299 to 43 without a word: a model of more than 256
+    classes gets 16-bit label PNGs of its true ids, in the JSON and from predict.png."""
+    from serve_helpers import write_tiny_checkpoint
+
+    classes = [f"class{k}" for k in range(300)]
+    ckpt = write_tiny_checkpoint(tmp_path / "many.pt", classes, seed=3, name="many")
+    served = load_served_models([(None, ckpt)])
+    data = image_bytes(40, 56, seed=7)
+    expected = _expected_labels(served[0], data)
+    assert expected.max() > 255  # ids a byte cannot hold
+    with TestClient(create_app(served)) as client:
+        entry = _post(client, data).json()["models"][0]
+        png = Image.open(io.BytesIO(_post(client, data, url="/api/predict.png?model=0").content))
+    for label_png in (_decode_png(entry["label_png"]), png):
+        print("serve label PNG:", label_png.mode, int(np.asarray(label_png).max()))
+        assert label_png.mode == "I;16"
+        np.testing.assert_array_equal(np.asarray(label_png), expected)
+    assert {e["name"] for e in entry["legend"]} == {classes[k] for k in np.unique(expected)}
+
+
 def test_png_endpoint_returns_the_second_models_label_map(client, models):
     data = image_bytes(50, 64, seed=4)
     response = _post(client, data, name="my photo é.jpg", url="/api/predict.png?model=1")

@@ -5,6 +5,7 @@ from torch import nn
 from parsenet.config import EvalConfig
 from parsenet.engine.evaluation import evaluate
 from parsenet.engine.inference import predict_logits
+from parsenet.errors import ConfigError, UsageError
 from parsenet.models import parsenet_vgg16
 
 
@@ -133,6 +134,44 @@ def test_evaluate_tiny_model_max_images_and_eval_cfg():
     assert ms["mode"] == "multiscale"
     assert ms["confusion"] == out["confusion"]  # one scale at 1.0 is the whole image
     assert not model.training
+
+
+class CountingConv(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 1)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.conv(x)
+
+
+def test_a_scale_that_enlarges_the_image_past_the_limit_is_refused_before_any_pass():
+    """1e4 on 64 x 64 asks for a 640000 x 640000 image: one line naming the scale and the
+    limit, before the scaled image (or any pass) exists."""
+    model = CountingConv()
+    with pytest.raises(UsageError) as caught:
+        predict_logits(model, torch.zeros(1, 3, 64, 64), "multiscale", scales=(1.0, 1e4))
+    print("predict_logits:", caught.value)
+    assert str(caught.value) == (
+        "scale 10000 would make this 64x64 image 4.1e+05 megapixels, over the 40 megapixels "
+        "a scaled image may have; give smaller scales")
+    assert model.calls == 0
+    for size, scales in (((256, 256), (2.0,)), ((512, 512), (0.5, 1.0, 1.5, 2.0))):
+        out = predict_logits(model, torch.zeros(1, 3, *size), "multiscale", scales=scales)
+        assert out.shape == (1, 3, *size)  # SiftFlow's 2.0, the usual 0.5-2.0 still run
+
+
+def test_evaluate_refuses_an_eval_scale_no_image_may_run_at_before_reading_one():
+    model, data = CountingConv(), TinyDataset()
+    cfg = EvalConfig(mode="multiscale", scales=[1.0, 1e6])
+    with pytest.raises(ConfigError) as caught:
+        evaluate(model, data, num_classes=3, progress=False, eval_cfg=cfg)
+    print("evaluate:", caught.value)
+    assert str(caught.value).startswith("eval.scales: 1e+06 would enlarge even a 32x32 image")
+    assert "past the 40 megapixels a scaled image may have" in str(caught.value)
+    assert model.calls == 0
 
 
 def test_evaluate_shards_images_across_ranks(monkeypatch):

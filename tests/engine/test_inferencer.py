@@ -13,7 +13,7 @@ from torch import nn
 from parsenet.engine.inference import window_starts
 from parsenet.engine.inferencer import InferenceOptions, Inferencer
 from parsenet.engine.memory import InferenceMemory
-from parsenet.errors import ResourceError
+from parsenet.errors import ResourceError, UsageError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data"))
 from data_helpers import shared_dataset  # noqa: E402
@@ -107,6 +107,36 @@ def test_released_models_eval_figures_are_unchanged(name, tmp_path, one_thread):
         # labels a few tie pixels otherwise (stanford: mean IU 2.4e-6 apart between the AMX
         # Xeon and the AMD EPYC). A change in the code moves far more than that.
         assert result["metrics"]["mean_iou"] == pytest.approx(mean_iou, abs=2e-5)
+
+
+def test_label_image_keeps_the_ids_of_more_than_256_classes():
+    """uint8 would wrap class 299 to 43: a 300-class model's ids come back as int32, a
+    small model's still as uint8."""
+    preprocessing = lambda image: image.float() / 255  # noqa: E731
+    image = torch.zeros(3, 5, 7, dtype=torch.uint8)
+    for classes, dtype in ((300, torch.int32), (4, torch.uint8)):
+        model = nn.Conv2d(3, classes, 1)
+        with torch.no_grad():
+            model.weight.zero_()
+            model.bias.zero_()
+            model.bias[classes - 1] = 1.0
+        inferencer = Inferencer(model, classes, InferenceMemory(100.0, classes),
+                                InferenceOptions(mode="whole"), preprocessing=preprocessing)
+        labels, _ = inferencer.label_image(image)
+        print(classes, "classes:", labels.dtype, labels.unique().tolist())
+        assert labels.dtype == dtype and (labels == classes - 1).all()
+
+
+def test_label_image_names_the_image_a_scale_would_enlarge_past_the_limit():
+    model = CountingConv()
+    inferencer = Inferencer(model, 4, InferenceMemory(100.0, 4),
+                            InferenceOptions(mode="multiscale", scales=(1.0, 1e4)),
+                            preprocessing=lambda image: image.float() / 255)
+    with pytest.raises(UsageError) as caught:
+        inferencer.label_image(torch.zeros(3, 40, 56, dtype=torch.uint8), name="a.png")
+    print("label_image:", caught.value)
+    assert str(caught.value).startswith("a.png: scale 10000 would make this 40x56 image ")
+    assert model.calls == 0
 
 
 def test_a_resize_warps_the_image_and_labels_it_at_its_own_size():

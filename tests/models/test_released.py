@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from parsenet.cli import main
+from parsenet.cli import build_parser, main
 from parsenet.config import Config, config_to_dict
 from parsenet.engine.checkpoint import CHECKPOINT_FORMAT, load_model, save_checkpoint
 from parsenet.engine.loaded import load_released
@@ -19,6 +20,7 @@ from parsenet.engine.release import write_release
 from parsenet.errors import UsageError
 from parsenet.models import parsenet_efficientnet_lite0
 from parsenet.models.released import Release, ReleasedWeights, released
+from parsenet.recipe import load_recipe
 
 CLASSES = ["sky", "ground", "thing"]
 ARGS = {"output_stride": 32, "features": ["head"], "context": True}
@@ -123,6 +125,27 @@ def test_shipped_release_is_small_and_loads(member):
     assert y.shape == (1, len(rel.meta["classes"]), 96, 128)
     assert len(rel.meta["palette"]) == len(rel.meta["classes"])
     assert "command" in rel.meta and "val_metrics" in rel.meta
+
+
+@pytest.mark.parametrize("member", ReleasedWeights.available(), ids=lambda m: m.value.name)
+def test_a_releases_command_runs_with_todays_cli(member, monkeypatch):
+    """A card's ``command`` is one a user can run today: it parses and its config loads
+    (from the checkout's configs/); a historic command that no longer runs is kept as
+    ``trained_with``, explained in ``command_note``."""
+    meta = member.value.meta
+    words = shlex.split(meta["command"])
+    while words and "=" in words[0]:  # the environment, e.g. OMP_NUM_THREADS=1
+        words.pop(0)
+    assert words[0] == "parsenet"
+    try:
+        args = build_parser().parse_args(words[1:])
+    except SystemExit:
+        pytest.fail(f"{member.value.name}: today's CLI refuses {meta['command']!r}")
+    monkeypatch.chdir(Path(__file__).resolve().parents[2])
+    head = ["train.frozen_prefix.upto=all"] if args.command == "train-head" else []
+    load_recipe(args.config, [*head, *args.set])
+    if "trained_with" in meta:
+        assert meta["trained_with"] != meta["command"] and meta["command_note"]
 
 
 def test_models_lists_each_shipped_release_with_its_val_figures(capsys):

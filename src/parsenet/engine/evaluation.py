@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from parsenet.choices import EVAL_MODES
+from parsenet.engine.inference import scale_limit_problem
 from parsenet.errors import ConfigError
 from parsenet.labels import IGNORE_INDEX
 from parsenet.metrics import MEAN_IU_CONVENTIONS, SegmentationMetrics
@@ -45,6 +46,9 @@ def _eval_options(eval_cfg: Any, mode: str | None) -> tuple[str, dict[str, Any],
     mode = mode or "whole"
     if mode not in EVAL_MODES:
         raise ValueError(f"mode must be one of {EVAL_MODES}, got {mode!r}")
+    for scale in opts.get("scales", ()) if mode == "multiscale" else ():
+        if (problem := scale_limit_problem(scale)) is not None:  # before any image is read
+            raise ConfigError(f"eval.scales: {problem}")
     return mode, opts, mean_iu
 
 

@@ -22,10 +22,40 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from parsenet.choices import EVAL_MODES
+from parsenet.data.image_safety import DEFAULT_MAX_PIXELS
+from parsenet.errors import UsageError
 
-__all__ = ["predict_logits", "predict_labels", "window_starts", "MIN_SIZE"]
+__all__ = ["predict_logits", "predict_labels", "window_starts", "MIN_SIZE",
+           "MAX_SCALED_PIXELS", "scale_problem", "scale_limit_problem"]
 
 MIN_SIZE = 32  # smallest H, W the backbones accept
+# The most pixels a multi-scale pass may enlarge an image to (--scales, eval.scales): the
+# decode limit of predict and serve, 40 MP. A larger scaled image is refused before it is
+# allocated: its activations alone would take tens of GB, and a scale like 1e6 would ask for
+# a tensor no machine holds (a traceback, or the process killed for memory). Scales <= 1
+# never enlarge an image and are not limited.
+MAX_SCALED_PIXELS = DEFAULT_MAX_PIXELS
+
+
+def scale_problem(height: int, width: int, scale: float) -> str | None:
+    """Why ``scale`` may not run on a ``height`` x ``width`` image (it would enlarge it past
+    :data:`MAX_SCALED_PIXELS`), or None."""
+    pixels = float(height) * scale * float(width) * scale  # float: 1e300 must not overflow
+    if scale <= 1 or pixels <= MAX_SCALED_PIXELS:
+        return None
+    return (f"scale {scale:g} would make this {height}x{width} image {pixels / 1e6:.3g} "
+            f"megapixels, over the {MAX_SCALED_PIXELS / 1e6:g} megapixels a scaled image may "
+            f"have; give smaller scales")
+
+
+def scale_limit_problem(scale: float) -> str | None:
+    """Why ``scale`` may run on no image at all (it enlarges even the smallest one a model
+    takes past :data:`MAX_SCALED_PIXELS`), or None: checkable before anything is loaded."""
+    if scale_problem(MIN_SIZE, MIN_SIZE, scale) is None:
+        return None
+    return (f"{scale:g} would enlarge even a {MIN_SIZE}x{MIN_SIZE} image (the smallest a model "
+            f"takes) past the {MAX_SCALED_PIXELS / 1e6:g} megapixels a scaled image may have; "
+            f"give smaller scales")
 
 
 Predictor = Callable[[Tensor], Tensor]  # an nn.Module, or e.g. an OnnxPredictor
@@ -112,6 +142,9 @@ def predict_logits(
     if mode == "multiscale" and (not scales or any(s <= 0 for s in scales)):
         raise ValueError(f"scales must be positive, got {tuple(scales)}")
     h, w = image.shape[-2:]
+    for scale in scales if mode == "multiscale" else ():
+        if (problem := scale_problem(h, w, scale)) is not None:
+            raise UsageError(problem)
     sliding = mode == "slide"
     views = [image.flip(-1)] if flip else []
     views.insert(0, image)

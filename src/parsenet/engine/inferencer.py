@@ -27,6 +27,7 @@ from parsenet.engine import inference
 from parsenet.engine.inference import Predictor, window_starts
 from parsenet.engine.memory import DEFAULT_BUDGET_GB, InferenceMemory, is_out_of_memory
 from parsenet.errors import ResourceError, UsageError
+from parsenet.labels import label_dtype
 from parsenet.preprocessing import Preprocessing
 
 __all__ = ["Inferencer", "InferenceOptions", "MAX_SCALES", "checked_scales"]
@@ -35,7 +36,9 @@ __all__ = ["Inferencer", "InferenceOptions", "MAX_SCALES", "checked_scales"]
 def checked_scales(scales: Sequence[float], mode: str = "multiscale",
                    preferred: str | None = None) -> tuple[float, ...]:
     """``scales`` (``--scales``) as a tuple, or a one-line :class:`UsageError`: 1 to
-    :data:`MAX_SCALES` finite numbers > 0, for a run that predicts multi-scale: ``mode``
+    :data:`MAX_SCALES` finite numbers > 0 that some image may run at
+    (:func:`~parsenet.engine.inference.scale_limit_problem`; each image's own size is
+    checked when it runs), for a run that predicts multi-scale: ``mode``
     multiscale, or ``auto`` whose ``preferred`` mode (the model's eval mode; None: not
     known yet) is. Scales would be silently ignored in whole or slide mode."""
     shown = " ".join(f"{s:g}" for s in scales) if scales else "(none)"
@@ -46,6 +49,8 @@ def checked_scales(scales: Sequence[float], mode: str = "multiscale",
         if not (math.isfinite(scale) and scale > 0):
             raise UsageError(f"--scales {shown}: {scale:g} is not a scale; give finite "
                              f"numbers > 0 (1: the image's own size)")
+        if (problem := inference.scale_limit_problem(scale)) is not None:
+            raise UsageError(f"--scales {shown}: {problem}")
     if mode not in ("multiscale", "auto"):
         raise UsageError(f"--scales {shown}: scales apply to --mode multiscale, not --mode "
                          f"{mode}; add --mode multiscale or drop --scales")
@@ -231,9 +236,10 @@ class Inferencer:
     def label_image(self, image: Tensor, *, name: str = "image",
                     on_pass: Callable[[], None] | None = None,
                     mode: str | None = None) -> tuple[Tensor, str]:
-        """(class ids H x W uint8, the mode used) of a uint8 RGB 3 x H x W image, warped
+        """(class ids H x W, the mode used) of a uint8 RGB 3 x H x W image, warped
         first to ``options.resize`` if set (the ids are still H x W); ``mode`` None:
-        :meth:`mode_for` the size it runs at. Running out of memory raises a one-line
+        :meth:`mode_for` the size it runs at. The ids are uint8 for up to 256 classes, else
+        int32 (:func:`~parsenet.labels.label_dtype`). Running out of memory raises a one-line
         :class:`ResourceError` naming ``name`` and the size that ran."""
         if self.preprocessing is None:
             raise UsageError("this inferencer has no preprocessing for uint8 images")
@@ -242,9 +248,13 @@ class Inferencer:
             image = Warp(self.options.resize)(image)
         h, w = image.shape[-2:]
         mode = mode or self.mode_for(h, w)
+        for scale in self.options.scales if mode == "multiscale" else ():
+            if (problem := inference.scale_problem(h, w, scale)) is not None:
+                raise UsageError(f"{name}: {problem}")  # before the scaled image exists
         try:
             batch = self.preprocessing(image).unsqueeze(0)
-            return self.labels(batch, mode, on_pass, size)[0].to(torch.uint8), mode
+            labels = self.labels(batch, mode, on_pass, size)[0]
+            return labels.to(label_dtype(self.num_classes)), mode
         except Exception as e:
             if not is_out_of_memory(e):
                 raise
