@@ -80,9 +80,14 @@ AUTO_MEASURED: dict[tuple[str, str], str] = {
     # ...-released-siftflow-timing.json 1.62 / 1.52: the split is faster in two of three
     # (medians 1.62 / 1.17) and labels 99.14% of val pixels as eager fp32
     (AVX512_BF16, "efficientnet_lite2"): SPLIT_BACKEND,
+    # docs/benchmarks/2026-12-07-xeon-amx-released.json (Intel Xeon with AMX, idle), camvid
+    # 360 x 480: OpenVINO bf16 on the whole graph 5.23x eager fp32, the split 3.97x, INT8
+    # 5.05x (98.37% of pixels alike: fails the bar); on the whole val split (101 images, the
+    # release's eval) bf16 labels 99.55% of pixels as eager fp32, mean IU +0.01
+    # (...-xeon-amx-accuracy-camvid.json).
+    (AMX, "efficientnet_lite0"): "openvino-bf16",
 }
-# Everything unmeasured: the rule from before the measurements above. AMX is untimed (the
-# a probe on an AMX Xeon, no JSON: OpenVINO bf16 fastest, OpenVINO fp32 ~ ONNX Runtime);
+# Everything unmeasured: the rule from before the measurements above;
 # without native bf16, docs/benchmarks/2026-12-06-epyc-released-camvid-avx2-emulated.json
 # timed OpenVINO fp32 at 2.46x, but ONNX Runtime ignores the emulation, so they are not ranked.
 AUTO_DEFAULT: dict[str, str] = {AMX: SPLIT_BACKEND, AVX512_BF16: SPLIT_BACKEND,
