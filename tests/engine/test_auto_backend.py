@@ -65,11 +65,15 @@ def test_lite0_runs_the_split_on_avx512_bf16_without_amx(monkeypatch):
     assert _auto(monkeypatch, "avx512-bf16", "lite0") == "openvino-bf16-split"
 
 
+def test_lite0_runs_openvino_bf16_on_amx(monkeypatch):
+    # camvid on an AMX Xeon: the whole graph in bf16 5.23x eager fp32, the split 3.97x; it
+    # labels 99.55% of the whole val split's pixels as eager fp32 does
+    assert _auto(monkeypatch, "amx", "lite0") == "openvino-bf16"
+
+
 # Unmeasured rows: the rule from before the measurements
-@pytest.mark.parametrize("trunk", ["lite0", "lite2"])
-def test_amx_keeps_the_split_for_both_released_trunks(monkeypatch, trunk):
-    # no released model was timed on AMX: the Lite2 change must not reach it
-    assert _auto(monkeypatch, "amx", trunk) == "openvino-bf16-split"
+def test_amx_keeps_the_split_for_lite2(monkeypatch):
+    assert _auto(monkeypatch, "amx", "lite2") == "openvino-bf16-split"
 
 
 @pytest.mark.parametrize("cpu", ["amx", "avx512-bf16"])
