@@ -45,6 +45,7 @@ from parsenet.engine.checkpoint import load_model
 from parsenet.engine.precision import cpu_kind
 from parsenet.engine.trainer import train
 from parsenet.erf import effective_receptive_field
+from parsenet.labels import class_ids
 from parsenet.recipe import dataset_from_config
 from parsenet.viz import feature_norms, plot_curves, plot_feature_norms, side_by_side, with_legend
 
@@ -152,7 +153,7 @@ def _save_overlays(models: dict[str, torch.nn.Module], dataset: Any, raw: Any,
         panels = [("input", raw_image), ("truth", _colour(np.asarray(mask)))]
         with torch.no_grad():
             for name in DEMO_RUNS:
-                pred = models[name](image[None]).argmax(1)[0].numpy()
+                pred = class_ids(models[name](image[None]))[0].numpy()
                 panels.append((RUN_TITLES[name], _colour(pred)))
         legend = [(name, tuple(int(v) for v in PALETTE[k]), None)
                   for k, name in enumerate(classes)]

@@ -24,6 +24,7 @@ from torch import Tensor
 from parsenet.choices import EVAL_MODES
 from parsenet.data.image_safety import DEFAULT_MAX_PIXELS
 from parsenet.errors import UsageError
+from parsenet.labels import class_ids
 
 __all__ = ["predict_logits", "predict_labels", "window_starts", "MIN_SIZE",
            "MAX_SCALED_PIXELS", "scale_problem", "scale_limit_problem"]
@@ -205,7 +206,7 @@ def _slide_labels(model: Predictor, x: Tensor, window: int, stride: int, flip: b
         if flip:
             logits = logits.add_(acc[1][..., :done, :].div(count[..., :done, :].flip(-1))
                                  ).div_(2)
-        labels[:, y:y + done] = logits.argmax(1)
+        labels[:, y:y + done] = class_ids(logits)
         for a in (*[t for t in acc if t is not None], count):  # shift the band up
             a[..., :band - done, :] = a[..., done:, :].clone()
             a[..., band - done:, :] = 0
@@ -224,8 +225,8 @@ def predict_labels(model: Predictor, image: Tensor, mode: str = "whole", *,
     ``flip``: the same windows, summed in the same order.
     """
     if mode != "slide":
-        return predict_logits(model, image, mode, window=window, stride=stride,
-                              scales=scales, flip=flip).argmax(1)
+        return class_ids(predict_logits(model, image, mode, window=window, stride=stride,
+                                        scales=scales, flip=flip))
     if image.dim() != 4 or image.shape[1] != 3:
         raise ValueError(f"image must be N x 3 x H x W, got {tuple(image.shape)}")
     if window < 1 or stride < 1 or stride > window:

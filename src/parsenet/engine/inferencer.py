@@ -27,7 +27,7 @@ from parsenet.engine import inference
 from parsenet.engine.inference import Predictor, window_starts
 from parsenet.engine.memory import DEFAULT_BUDGET_GB, InferenceMemory, is_out_of_memory
 from parsenet.errors import ResourceError, UsageError
-from parsenet.labels import label_dtype
+from parsenet.labels import class_ids, label_dtype
 from parsenet.preprocessing import Preprocessing
 
 __all__ = ["Inferencer", "InferenceOptions", "MAX_SCALES", "checked_scales"]
@@ -230,8 +230,8 @@ class Inferencer:
                                                 **self.options.run_options).cpu()
             logits = inference.predict_logits(run, batch.to(self.device), mode,
                                               **self.options.run_options)
-            return F.interpolate(logits.float(), size=tuple(size), mode="bilinear",
-                                 align_corners=False).argmax(1).cpu()
+            return class_ids(F.interpolate(logits.float(), size=tuple(size), mode="bilinear",
+                                           align_corners=False)).cpu()
 
     def label_image(self, image: Tensor, *, name: str = "image",
                     on_pass: Callable[[], None] | None = None,
