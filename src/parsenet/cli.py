@@ -226,9 +226,10 @@ def _add_backend(p: argparse.ArgumentParser) -> None:
                    help="runtime: auto (default) is the fastest installed one that holds "
                         "accuracy, by CPU kind and trunk (docs/PERFORMANCE.md): with native "
                         "bf16 openvino-bf16-split (input end in float32, the rest bf16) for "
-                        "the released trunks; else openvino "
-                        "(float32); else onnx, else eager; eager off the CPU. openvino-bf16: "
-                        "bf16 throughout, faster still, 1-3%% of pixels labelled differently")
+                        "the released trunks, openvino-bf16 for EfficientNet-Lite0 on AMX; "
+                        "else openvino (float32); else onnx, else eager; eager off the CPU. "
+                        "openvino-bf16: bf16 throughout, faster still, 0.5-3%% of pixels "
+                        "labelled differently")
     p.add_argument("--export-cache", "--onnx-cache", default=None, metavar="DIR",
                    help="folder for the onnx/openvino export, keyed on the checkpoint's "
                         "content and verified against it, and for OpenVINO's compiled "

@@ -71,9 +71,13 @@ def test_lite0_runs_openvino_bf16_on_amx(monkeypatch):
     assert _auto(monkeypatch, "amx", "lite0") == "openvino-bf16"
 
 
-# Unmeasured rows: the rule from before the measurements
-def test_amx_keeps_the_split_for_lite2(monkeypatch):
+def test_lite2_runs_the_split_on_amx(monkeypatch):
+    # siftflow on an AMX Xeon, two runs: the split 1.35x / 1.38x, ONNX Runtime 1.23x / 1.23x;
+    # whole-graph bf16 is faster but labels 97.42% of pixels as eager fp32
     assert _auto(monkeypatch, "amx", "lite2") == "openvino-bf16-split"
+
+
+# Unmeasured rows: the rule from before the measurements
 
 
 @pytest.mark.parametrize("cpu", ["amx", "avx512-bf16"])

@@ -18,13 +18,15 @@
               AVX512-BF16 without AMX; no native bf16) and trunk in :data:`AUTO_MEASURED`.
               Measured, on an AMD EPYC with AVX512-BF16 and no AMX: openvino-bf16-split for
               EfficientNet-Lite0 (camvid) and Lite2 (siftflow; ONNX Runtime was faster in one
-              of three runs there). Every other combination, AMX included
-              (no released model was timed on it), is a guess, the rule from before those
-              measurements (:data:`AUTO_DEFAULT`): openvino-bf16-split with native bf16 (openvino
-              for a model without a measured split point), openvino without. What is not
-              installed falls back: openvino to onnx to eager; eager off the CPU. bf16 on the
-              whole graph (and INT8) are faster but missed the accuracy bar on the released
-              models (docs/PERFORMANCE.md), so auto does not pick them
+              of three runs there); on an Intel Xeon with AMX: openvino-bf16 for Lite0 (it
+              holds accuracy on camvid's whole val split) and the split for Lite2 (bf16 on
+              the whole graph labels 2.6% of siftflow's pixels otherwise). Every other
+              combination is a guess, the rule from before those measurements
+              (:data:`AUTO_DEFAULT`): openvino-bf16-split with native bf16 (openvino for a
+              model without a measured split point), openvino without. What is not
+              installed falls back: openvino to onnx to eager; eager off the CPU. INT8 is
+              not faster than bf16 on AMX and missed the accuracy bar on the released
+              models (docs/PERFORMANCE.md), so auto does not pick it
 
 ONNX exports are cached (:mod:`parsenet.engine.onnx_cache`), keyed on the checkpoint's
 content and verified against the eager model before they are used. OpenVINO is the optional
@@ -86,6 +88,10 @@ AUTO_MEASURED: dict[tuple[str, str], str] = {
     # release's eval) bf16 labels 99.55% of pixels as eager fp32, mean IU +0.01
     # (...-xeon-amx-accuracy-camvid.json).
     (AMX, "efficientnet_lite0"): "openvino-bf16",
+    # siftflow 512 x 512 on that Xeon, two runs (-released.json, -released-auto.json): the
+    # split 1.35x / 1.38x eager fp32, ONNX Runtime 1.23x / 1.23x; whole-graph bf16 1.47x /
+    # 1.52x and INT8 1.53x / 1.43x label 97.42% and 92.58% of val pixels as eager fp32
+    (AMX, "efficientnet_lite2"): SPLIT_BACKEND,
 }
 # Everything unmeasured: the rule from before the measurements above;
 # without native bf16, docs/benchmarks/2026-12-06-epyc-released-camvid-avx2-emulated.json
