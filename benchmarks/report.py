@@ -97,6 +97,8 @@ def render_page(runs: list[Path]) -> str:
     kinds: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
     for path in runs:
         results = json.loads(path.read_text())
+        if not {"meta", "sections"} <= results.keys():  # another tool's JSON (predict_folder, ...)
+            continue
         kinds.setdefault(_kind_key(results), []).append((path, results))
     parts = [PAGE_HEAD]
     for kind, members in kinds.items():

@@ -186,6 +186,10 @@ def test_the_page_has_one_goals_table_per_machine_kind_with_the_margin_of_each_m
         path.write_text(json.dumps(results))
         runs.append(path)
     (tmp_path / "AVX2-1.reading.md").write_text("what was tried on the AVX2 run\n")
+    # other tools' JSONs in the same folder (predict_folder, backend_accuracy) are left out
+    for other in ({"model": "camvid", "seconds": {}}, {"meta": {"command": "x"}, "recipes": {}}):
+        runs.append(tmp_path / f"other-{len(runs)}.json")
+        runs[-1].write_text(json.dumps(other))
     page = render_page(runs)
     assert page.count("\n## AVX512-BF16: xeon") == 1 and page.count("\n## AVX2: epyc") == 1
     bf16_part, avx2_part = page.split("\n## AVX2: epyc")
