@@ -1,0 +1,74 @@
+"""OpenVinoPredictor runs an input shape that comes again on a model compiled for that fixed
+shape (OpenVINO folds the export's shape arithmetic there), up to STATIC_SHAPES of them, with
+the same logits as the dynamic-shape model."""
+
+import threading
+
+import pytest
+import torch
+
+from parsenet.engine import backends
+from parsenet.engine.backends import OpenVinoPredictor
+from parsenet.engine.export import export_onnx
+from parsenet.models import parsenet_vgg16
+
+pytestmark = pytest.mark.openvino
+
+
+@pytest.fixture(scope="module")
+def model_and_file(tmp_path_factory):
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("openvino")
+    torch.manual_seed(0)
+    model = parsenet_vgg16(num_classes=3, width=0.0625, features=("conv4", "fc7")).eval()
+    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    export_onnx(model, path, sample_size=(64, 64))
+    return model, path
+
+
+def test_a_shape_that_comes_again_runs_at_a_fixed_shape_with_the_same_logits(model_and_file):
+    model, path = model_and_file
+    run = OpenVinoPredictor(path, "f32")
+    x = torch.randn(1, 3, 57, 85)
+    first = run(x)  # the dynamic-shape model
+    assert run.static == {}
+    second = run(x)  # compiled for 1 x 3 x 57 x 85
+    assert list(run.static) == [(1, 3, 57, 85)]
+    assert run.compiled_for((1, 3, 57, 85)) is run.static[(1, 3, 57, 85)]
+    with torch.no_grad():
+        expected = model(x)
+    assert float((first - expected).abs().max()) <= 1e-4
+    assert float((second - expected).abs().max()) <= 1e-4
+
+
+def test_at_most_static_shapes_are_compiled(model_and_file, monkeypatch):
+    _, path = model_and_file
+    monkeypatch.setattr(backends, "STATIC_SHAPES", 2)
+    run = OpenVinoPredictor(path, "f32")
+    shapes = [(1, 3, 33 + i, 41) for i in range(4)]
+    for shape in shapes * 2:
+        out = run(torch.randn(shape))
+        assert out.shape[-2:] == shape[-2:]
+    assert list(run.static) == shapes[:2]
+    assert run.compiled_for(shapes[3]) is run.compiled  # the rest stay dynamic
+
+
+def test_threads_calling_at_once_get_one_compile_per_shape(model_and_file):
+    _, path = model_and_file
+    run = OpenVinoPredictor(path, "f32")
+    x = torch.randn(1, 3, 40, 48)
+    run(x)
+    errors = []
+
+    def call() -> None:
+        try:
+            run(x)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and list(run.static) == [(1, 3, 40, 48)]
