@@ -72,3 +72,16 @@ def test_threads_calling_at_once_get_one_compile_per_shape(model_and_file):
     for t in threads:
         t.join()
     assert errors == [] and list(run.static) == [(1, 3, 40, 48)]
+
+
+def test_fixed_shape_models_are_not_written_to_the_compiled_model_cache(model_and_file,
+                                                                         tmp_path):
+    _, path = model_and_file
+    cache = tmp_path / "openvino"
+    run = OpenVinoPredictor(path, "f32", cache_dir=cache)
+    blobs = sorted(cache.iterdir())
+    assert blobs  # the dynamic-shape model is cached
+    for side in (40, 41, 42):
+        x = torch.randn(1, 3, side, 48)
+        run(x), run(x)
+    assert len(run.static) == 3 and sorted(cache.iterdir()) == blobs

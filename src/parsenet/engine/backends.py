@@ -230,7 +230,9 @@ class OpenVinoPredictor:
                 return self.compiled
             graph = self.graph.clone()
             graph.reshape(list(shape))
-            self.static[shape] = static = self.core.compile_model(graph, "CPU", self.config)
+            # Not into CACHE_DIR: a blob per image size would pile up there, run after run.
+            config = {k: v for k, v in self.config.items() if k != "CACHE_DIR"}
+            self.static[shape] = static = self.core.compile_model(graph, "CPU", config)
             return static
 
     def __call__(self, image: Tensor) -> Tensor:
