@@ -34,8 +34,7 @@ from parsenet.engine.precision import cpu_kind
 __all__ = ["score", "main"]
 
 
-def score(name: str, backends: list[str], images: int = 0, cache_dir: Path | None = None
-          ) -> dict[str, Any]:
+def score(name: str, backends: list[str], images: int = 0) -> dict[str, Any]:
     """Mean IU and agreement with eager fp32 of each of ``backends`` (predict's names) on the
     val split of release ``name``; ``images`` 0: every val image."""
     from parsenet.engine.backends import make_predictor
@@ -53,7 +52,7 @@ def score(name: str, backends: list[str], images: int = 0, cache_dir: Path | Non
     runs: dict[str, Any] = {"eager fp32": loaded.model}
     for backend in backends:
         runs[backend], _ = make_predictor(loaded.model, backend=backend,
-                                          checkpoint=release.weights_path, cache_dir=cache_dir)
+                                          checkpoint=release.weights_path)
     options = InferenceOptions.from_eval(loaded.config.eval)
     accuracy = _accuracy(runs, pairs, options, len(loaded.classes),
                          getattr(val, "ignore_index", 255))

@@ -202,11 +202,14 @@ class OpenVinoPredictor:
             raise FileNotFoundError(f"{path}: no such model file")
         self.path, self.precision = Path(path), precision
         self.core = ov.Core()  # kept: the compiled model is released before its core
-        self.config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY",
-                       "INFERENCE_NUM_THREADS": threads or usable_cores(),
-                       **compile_cache_config(cache_dir)}
+        # Fixed-shape models are compiled without CACHE_DIR: a blob per image size would
+        # pile up there, run after run.
+        self.fixed_config = {"INFERENCE_PRECISION_HINT": precision,
+                             "PERFORMANCE_HINT": "LATENCY",
+                             "INFERENCE_NUM_THREADS": threads or usable_cores()}
         self.graph = self.core.read_model(str(path))
-        self.compiled = self.core.compile_model(self.graph, "CPU", self.config)
+        self.compiled = self.core.compile_model(
+            self.graph, "CPU", {**self.fixed_config, **compile_cache_config(cache_dir)})
         self.static: dict[tuple[int, ...], Any] = {}  # input shape -> its fixed-shape model
         self._seen: set[tuple[int, ...]] = set()
         self._lock = threading.Lock()
@@ -230,9 +233,8 @@ class OpenVinoPredictor:
                 return self.compiled
             graph = self.graph.clone()
             graph.reshape(list(shape))
-            # Not into CACHE_DIR: a blob per image size would pile up there, run after run.
-            config = {k: v for k, v in self.config.items() if k != "CACHE_DIR"}
-            self.static[shape] = static = self.core.compile_model(graph, "CPU", config)
+            self.static[shape] = static = self.core.compile_model(graph, "CPU",
+                                                                  self.fixed_config)
             return static
 
     def __call__(self, image: Tensor) -> Tensor:
