@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from benchmarks.common import FULL, QUICK, Section, Settings, Skipped
 from benchmarks.table import text_table
-from parsenet.engine.precision import cpu_kind
+from parsenet.engine.precision import cpu_bf16_units, cpu_kind
 
 # Order matters: the pipeline section compares with the train step timed by the roofline.
 SECTIONS = {
@@ -98,6 +98,7 @@ def _meta(settings: Settings, argv: list[str]) -> dict[str, Any]:
         "mkldnn": torch.backends.mkldnn.enabled,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpu_kind": cpu_kind(),
+        "cpu_bf16_units": cpu_bf16_units() if cpu_kind().startswith("AVX512-BF16") else None,
         "loadavg": {"start": _loadavg()},
     }
 

@@ -38,10 +38,13 @@ def machine_kind(results: dict[str, Any]) -> str:
     return meta.get("cpu_kind") or str(meta.get("cpu_capability", "unknown")).upper()
 
 
-def _kind_note(results: dict[str, Any]) -> str:
-    if machine_kind(results).startswith("AVX512-BF16"):
-        # The runs do not record AMX (an AMD EPYC has none): name only what every such CPU has.
-        return ("This CPU has native bf16 (AVX512-BF16): `train.amp: auto` trains under "
+def _kind_note(members: list[dict[str, Any]]) -> str:
+    if machine_kind(members[0]).startswith("AVX512-BF16"):
+        # Runs since the field name the bf16 units (AMX or not); older ones name only what
+        # every such CPU has.
+        units = next((r["meta"]["cpu_bf16_units"] for r in members
+                      if r["meta"].get("cpu_bf16_units")), "AVX512-BF16")
+        return (f"This CPU has native bf16 ({units}): `train.amp: auto` trains under "
                 "bf16 autocast here.")
     return "This CPU has no native bf16: `train.amp: auto` stays in float32 here."
 
@@ -102,7 +105,7 @@ def render_page(runs: list[Path]) -> str:
         kinds.setdefault(_kind_key(results), []).append((path, results))
     parts = [PAGE_HEAD]
     for kind, members in kinds.items():
-        parts.append(f"## {kind}\n\n{_kind_note(members[0][1])}\n")
+        parts.append(f"## {kind}\n\n{_kind_note([r for _, r in members])}\n")
         table = ["| run | section | goal metric | value | goal | |", "|---|---|---|---|---|---|"]
         for path, results in members:
             table += goals_table(results, path.stem)

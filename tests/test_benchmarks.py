@@ -203,3 +203,29 @@ def test_the_page_has_one_goals_table_per_machine_kind_with_the_margin_of_each_m
                            "the target |") == 2
     assert "| loader / train | 50 | >= 1 | met |" in avx2_part
     assert "(benchmarks/AVX2-1.json)" in avx2_part
+
+
+def test_the_kind_note_names_amx_where_a_run_of_that_cpu_recorded_its_bf16_units(tmp_path):
+    from benchmarks.report import render_page
+
+    runs = []
+    for units in (None, "AVX512-BF16 + AMX"):  # a run from before the field, then one after
+        results = _fake_results()
+        results["meta"].update(cpu_capability="AVX512", cpu="xeon", cpu_kind="AVX512-BF16",
+                               cpu_bf16_units=units)
+        runs.append(tmp_path / f"run-{len(runs)}.json")
+        runs[-1].write_text(json.dumps(results))
+    page = render_page(runs)
+    assert page.count("\n## AVX512-BF16: xeon") == 1
+    assert "This CPU has native bf16 (AVX512-BF16 + AMX)" in page
+
+
+def test_a_run_records_the_bf16_units_of_a_cpu_with_native_bf16(monkeypatch):
+    from benchmarks import __main__ as bench
+    from benchmarks.common import QUICK
+
+    monkeypatch.setattr(bench, "cpu_kind", lambda: "AVX512-BF16")
+    monkeypatch.setattr(bench, "cpu_bf16_units", lambda: "AVX512-BF16 + AMX")
+    assert bench._meta(QUICK, [])["cpu_bf16_units"] == "AVX512-BF16 + AMX"
+    monkeypatch.setattr(bench, "cpu_kind", lambda: "AVX2")
+    assert bench._meta(QUICK, [])["cpu_bf16_units"] is None
