@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import threading
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +51,7 @@ from parsenet.choices import BACKENDS
 from parsenet.engine import onnx_cache
 from parsenet.engine.export import ChannelsLastPredictor, ExportCheckError, usable_cores
 from parsenet.engine.memory import ONNX_OVERHEAD
+from parsenet.engine.openvino_shapes import STATIC_SHAPES, FixedShapes
 from parsenet.engine.openvino_split import (
     SPLIT_BACKEND,
     SplitOpenVinoPredictor,
@@ -63,9 +63,6 @@ from parsenet.engine.precision import cpu_has_amx, cpu_has_native_bf16
 from parsenet.errors import UsageError
 
 BACKEND_ENV = "PARSENET_BACKEND"
-# Input shapes an OpenVinoPredictor compiles at a fixed size (OpenVinoPredictor.compiled_for):
-# enough for one image size at an eval's scales, with and without flip.
-STATIC_SHAPES = 4
 
 __all__ = ["BACKENDS", "BACKEND_ENV", "make_predictor", "OpenVinoPredictor",
            "SplitOpenVinoPredictor", "openvino_available", "onnxruntime_available",
@@ -210,32 +207,23 @@ class OpenVinoPredictor:
         self.graph = self.core.read_model(str(path))
         self.compiled = self.core.compile_model(
             self.graph, "CPU", {**self.fixed_config, **compile_cache_config(cache_dir)})
-        self.static: dict[tuple[int, ...], Any] = {}  # input shape -> its fixed-shape model
-        self._seen: set[tuple[int, ...]] = set()
-        self._lock = threading.Lock()
+        self.shapes = FixedShapes(self._compile_at)
 
     def compiled_for(self, shape: tuple[int, ...]) -> Any:
         """The model that runs an input of ``shape``: the dynamic-shape one the first time a
-        shape comes, then one compiled for that fixed shape (up to :data:`STATIC_SHAPES`).
-        At a fixed shape OpenVINO folds the export's shape arithmetic (the trunk's
-        input-dependent padding, the crop back to the input's size): camvid's bf16 pass
-        took 18.2 ms instead of 22.6 on an AMX Xeon, siftflow's 60.5 instead of 70.6. A
-        compile takes ~0.3 s, so only a shape that comes again (a folder of one camera's
-        images, the scales of an eval) gets one."""
-        with self._lock:  # serve calls from several threads
-            static = self.static.get(shape)
-            if static is not None:
-                return static
-            if shape not in self._seen or len(self.static) >= STATIC_SHAPES:
-                if len(self._seen) >= 4096:  # a stream of ever new sizes: forget them
-                    self._seen.clear()
-                self._seen.add(shape)
-                return self.compiled
-            graph = self.graph.clone()
-            graph.reshape(list(shape))
-            self.static[shape] = static = self.core.compile_model(graph, "CPU",
-                                                                  self.fixed_config)
-            return static
+        shape comes, then one compiled for that fixed shape
+        (:class:`~parsenet.engine.openvino_shapes.FixedShapes`)."""
+        return self.shapes.get(shape, self.compiled)
+
+    @property
+    def static(self) -> dict[tuple[int, ...], Any]:
+        """Input shape -> its fixed-shape compiled model."""
+        return self.shapes.static
+
+    def _compile_at(self, shape: tuple[int, ...]) -> Any:
+        graph = self.graph.clone()
+        graph.reshape(list(shape))
+        return self.core.compile_model(graph, "CPU", self.fixed_config)
 
     def __call__(self, image: Tensor) -> Tensor:
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()

@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from parsenet.engine.export import usable_cores
+from parsenet.engine.openvino_shapes import FixedShapes
 from parsenet.errors import UsageError
 
 __all__ = ["SPLIT_BACKEND", "SPLIT_POINTS", "split_point", "split_graph",
@@ -82,14 +83,15 @@ def compile_cache_config(cache_dir: str | os.PathLike | None) -> dict[str, str]:
     return {} if cache_dir is None else {"CACHE_DIR": str(cache_dir)}
 
 
-def split_graph(core: Any, path: str | os.PathLike, prefixes: Sequence[str]
+def split_graph(core: Any, path: str | os.PathLike | Any, prefixes: Sequence[str]
                 ) -> tuple[Any, Any]:
-    """(front, back) OpenVINO models of the graph at ``path``: the back holds the first op
-    named with one of ``prefixes`` and everything that depends on it; it takes the image
-    (for the output size) and then the front's outputs, in order."""
+    """(front, back) OpenVINO models of the graph at ``path`` (or of an ``ov.Model``, which
+    is changed): the back holds the first op named with one of ``prefixes`` and everything
+    that depends on it; it takes the image (for the output size) and then the front's
+    outputs, in order."""
     import openvino as ov
 
-    model = core.read_model(str(path))
+    model = path if isinstance(path, ov.Model) else core.read_model(str(path))
     image = model.get_parameters()[0]
     ops = model.get_ordered_ops()  # topological order: sources come first
     by_name = {op.get_friendly_name(): op for op in ops}
@@ -164,16 +166,35 @@ class SplitOpenVinoPredictor:
         self.path, self.precision = Path(path), f"{front}>{back}"
         self.prefixes = (prefixes,) if isinstance(prefixes, str) else tuple(prefixes)
         self.core = ov.Core()  # kept: the compiled models are released before their core
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads or usable_cores(),
-                  **compile_cache_config(cache_dir)}
-        parts = split_graph(self.core, path, self.prefixes)
-        self.parts = [self.core.compile_model(part, "CPU", {**config,
-                                                            "INFERENCE_PRECISION_HINT": hint})
-                      for part, hint in zip(parts, (front, back), strict=True)]
+        self.hints = (front, back)
+        # Fixed-shape parts are compiled without CACHE_DIR: a blob per image size would pile up
+        # there, run after run.
+        self.fixed_config = {"PERFORMANCE_HINT": "LATENCY",
+                             "INFERENCE_NUM_THREADS": threads or usable_cores()}
+        self.parts = self._compile(split_graph(self.core, path, self.prefixes),
+                                   {**self.fixed_config, **compile_cache_config(cache_dir)})
+        self.shapes = FixedShapes(self._compile_at)
+
+    def _compile(self, parts: tuple[Any, Any], config: dict[str, Any]) -> tuple[Any, Any]:
+        front, back = (self.core.compile_model(part, "CPU", {**config,
+                                                             "INFERENCE_PRECISION_HINT": hint})
+                       for part, hint in zip(parts, self.hints, strict=True))
+        return front, back
+
+    def _compile_at(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        graph = self.core.read_model(str(self.path))
+        graph.reshape(list(shape))
+        return self._compile(split_graph(self.core, graph, self.prefixes), self.fixed_config)
+
+    def compiled_for(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
+        """The (front, back) parts that run an input of ``shape``: the dynamic-shape ones the
+        first time a shape comes, then ones compiled for it
+        (:class:`~parsenet.engine.openvino_shapes.FixedShapes`)."""
+        return self.shapes.get(shape, self.parts)
 
     def __call__(self, image: Tensor) -> Tensor:
         array = image.detach().to("cpu", torch.float32).contiguous().numpy()
-        front, back = self.parts
+        front, back = self.compiled_for(tuple(array.shape))
         # One request per call and part: serve calls from several threads.
         first = front.create_infer_request().infer({0: array})
         feeds = {0: array, **{k + 1: first[o] for k, o in enumerate(front.outputs)}}
