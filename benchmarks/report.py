@@ -44,6 +44,10 @@ def _kind_note(members: list[dict[str, Any]]) -> str:
         # every such CPU has.
         units = next((r["meta"]["cpu_bf16_units"] for r in members
                       if r["meta"].get("cpu_bf16_units")), "AVX512-BF16")
+        if "PARSENET_CPU_BF16=0" in machine_kind(members[0]):
+            return (f"This CPU has native bf16 ({units}), turned off for these runs by "
+                    "PARSENET_CPU_BF16=0 (an AVX2-only CPU emulated): `train.amp: auto` "
+                    "stays in float32 under it.")
         return (f"This CPU has native bf16 ({units}): `train.amp: auto` trains under "
                 "bf16 autocast here.")
     return "This CPU has no native bf16: `train.amp: auto` stays in float32 here."

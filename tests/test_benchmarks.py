@@ -229,3 +229,16 @@ def test_a_run_records_the_bf16_units_of_a_cpu_with_native_bf16(monkeypatch):
     assert bench._meta(QUICK, [])["cpu_bf16_units"] == "AVX512-BF16 + AMX"
     monkeypatch.setattr(bench, "cpu_kind", lambda: "AVX2")
     assert bench._meta(QUICK, [])["cpu_bf16_units"] is None
+
+
+def test_the_kind_note_of_runs_with_bf16_turned_off_says_float32(tmp_path):
+    from benchmarks.report import render_page
+
+    results = _fake_results()
+    results["meta"].update(cpu_capability="AVX2", cpu="xeon",
+                           cpu_kind="AVX512-BF16 (PARSENET_CPU_BF16=0)",
+                           cpu_bf16_units="AVX512-BF16 + AMX")
+    (tmp_path / "run.json").write_text(json.dumps(results))
+    page = render_page([tmp_path / "run.json"])
+    assert "turned off for these runs by PARSENET_CPU_BF16=0" in page
+    assert "stays in float32 under it" in page and "bf16 autocast here" not in page
