@@ -117,6 +117,16 @@ def test_eval_writes_json_and_table(checkpoint, tmp_path, capsys):
     assert (checkpoint.parent / "last.eval-val-slide.json").is_file()
 
 
+def test_the_eval_json_records_the_settings_that_scored_it(checkpoint, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--checkpoint", str(checkpoint), "--out", str(out), "--no-progress",
+                 "--mode", "multiscale", "--max-images", "1", "--set", "eval.flip=true",
+                 "--set", "eval.scales=[1.0,1.5]"]) == 0
+    recorded = json.loads(out.read_text())["eval"]
+    assert (recorded["mode"], recorded["scales"], recorded["flip"]) == ("multiscale",
+                                                                       [1.0, 1.5], True)
+
+
 def test_predict_writes_labels_and_overlays(checkpoint, tmp_path, capsys):
     images = tmp_path / "images"
     images.mkdir()

@@ -129,6 +129,9 @@ def evaluate_checkpoint(checkpoint: str | os.PathLike, *, config: str | os.PathL
         refuse_replacing(out, [(checkpoint, "the checkpoint this command reads")])
     result = {"checkpoint": str(checkpoint), "iteration": loaded.iteration,
               "split": split_name, "mode": mode, "data_root": str(cfg.data.root),
+              # the settings that scored it: a figure without its scales and flip is not
+              # reproducible
+              "eval": {**cfg.eval.model_dump(mode="json"), "mode": mode},
               "classes": classes, "metrics": metrics}
     if out is not None:
         out = Path(out)
