@@ -38,17 +38,15 @@ def published_run(release: str, releases: Path = RELEASES) -> Path:
 def set_default_eval(release: str, overrides: dict[str, Any],
                      released: Path = RELEASED) -> dict[str, Any]:
     """Write ``overrides`` into the release card's config ``eval``; returns the new eval."""
-    from parsenet.config import config_from_dict
+    from parsenet.engine.release import with_eval_overrides
 
     card_path = released / f"{release}.json"
     if not card_path.is_file():
         raise SystemExit(f"{card_path}: no such released model")
     card = json.loads(card_path.read_text())
-    config = {**card["config"], "eval": {**card["config"]["eval"], **overrides}}
-    config_from_dict(config, f"{release}: eval overrides")  # refuses unknown keys and values
-    card["config"] = config
+    card["config"] = with_eval_overrides(card["config"], overrides, release)
     card_path.write_text(json.dumps(card, indent=1) + "\n")
-    return config["eval"]
+    return card["config"]["eval"]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from parsenet.engine.checkpoint import load_checkpoint
 
-__all__ = ["write_release"]
+__all__ = ["write_release", "with_eval_overrides"]
 
 
 def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, name: str,
@@ -24,8 +24,6 @@ def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, nam
     which ``parsenet eval --model`` and ``predict`` use; they are checked like a config."""
     from safetensors.torch import save_file
 
-    from parsenet.config import config_from_dict
-
     state = load_checkpoint(checkpoint)
     tensors = {k: (v.half() if v.is_floating_point() else v).contiguous()
                for k, v in state["model"].items()}
@@ -35,8 +33,7 @@ def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, nam
     save_file(tensors, str(weights))
     config = state["config"]
     if eval_overrides:
-        config = {**config, "eval": {**config["eval"], **eval_overrides}}
-        config_from_dict(config, f"{name}: eval overrides")
+        config = with_eval_overrides(config, eval_overrides, name)
     meta = {"name": name, "model": config["model"]["name"],
             "model_args": {k: v for k, v in config["model"]["args"].items() if k != "weights"},
             "classes": list(state["classes"]), "palette": state.get("palette"),
@@ -44,3 +41,15 @@ def write_release(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, nam
             "config": config, **card}
     meta_path.write_text(json.dumps(meta, indent=1) + "\n")
     return weights, meta_path
+
+
+def with_eval_overrides(config: dict[str, Any], overrides: Mapping[str, Any],
+                        name: str) -> dict[str, Any]:
+    """``config`` (a release's config dict) with ``overrides`` in its ``eval``, checked like
+    a config (unknown keys and bad values are refused, naming ``name``); ``config`` itself
+    is not changed."""
+    from parsenet.config import config_from_dict
+
+    config = {**config, "eval": {**config["eval"], **overrides}}
+    config_from_dict(config, f"{name}: eval overrides")
+    return config
