@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.tools.slim_runs import release_eval_entry, slim_run
+from lab.tools.slim_runs import parse_settings, release_eval_entry, slim_run
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: lab/tools/ is two below it
 RELEASES = REPO / "lab" / "runs" / "releases"
@@ -319,10 +319,7 @@ def main() -> None:
                     "scales=[0.75,1.0,1.25] (repeatable; YAML values)")
     args = ap.parse_args()
     if args.run is not None:
-        import yaml
-
-        overrides = {k: yaml.safe_load(v) for k, v in
-                     (item.split("=", 1) for item in args.release_eval)}
+        overrides = parse_settings(args.release_eval)
         print(publish(args.run, args.dataset, args.command, args.release, args.overlays,
                       args.commit, args.note, overrides or None))
     print(write_index())

@@ -18,9 +18,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lab.tools.publish_run import RELEASES, REPO, _record_release_eval, write_index
+from lab.tools.slim_runs import parse_settings
 
 RELEASED = REPO / "src" / "parsenet" / "released"
 
@@ -56,8 +55,7 @@ def main(argv: list[str] | None = None) -> None:
                     metavar="KEY=VALUE", help="an eval setting, e.g. flip=true or "
                     "scales=[1.5,2.0,2.5] (repeatable; YAML values)")
     args = ap.parse_args(argv)
-    overrides = {k: yaml.safe_load(v) for k, v in
-                 (item.split("=", 1) for item in args.settings)}
+    overrides = parse_settings(args.settings)
     run = published_run(args.release)
     print(f"{args.release}: default eval now {set_default_eval(args.release, overrides)}")
     _record_release_eval(run, args.release, overrides)

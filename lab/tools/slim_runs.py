@@ -37,7 +37,7 @@ import yaml
 from parsenet.apps.study import read_run
 
 __all__ = ["FOLDED", "find_runs", "slim_record", "slim_run", "card_markdown", "table_commands",
-           "release_eval_entry", "RELEASE_EVAL_FIGURES"]
+           "release_eval_entry", "RELEASE_EVAL_FIGURES", "parse_settings"]
 
 # Every file whose content results.json takes over; deleted once it has.
 FOLDED = ("metrics.json", "diverged.json", "attempts.json", "feature_norms.json",
@@ -137,6 +137,12 @@ def slim_record(run: Path, *, name: str | None = None, command: str | None = Non
             **{k: v for k, v in record.items() if k not in ORDER}}
 
 
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` command-line settings as a dict, each value read as YAML (``true``,
+    ``[1.0,1.5]``); an item without ``=`` raises ValueError."""
+    return {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in items)}
+
+
 def release_eval_entry(metrics: dict[str, Any], overrides: dict[str, Any],
                        weights: str) -> dict[str, Any]:
     """The ``release_eval`` entry of a record (see the module docstring)."""
@@ -226,8 +232,7 @@ def _release_eval_arg(ap: argparse.ArgumentParser, args: argparse.Namespace
         metrics = json.loads(args.release_eval.read_text())["metrics"]
         if not all(k in metrics for k in RELEASE_EVAL_FIGURES[:4]):
             raise ValueError("its metrics lack pixel_acc, mean_acc, mean_iou or fw_iou")
-        overrides = {k: yaml.safe_load(v) for k, v in
-                     (item.split("=", 1) for item in args.release_eval_set)}
+        overrides = parse_settings(args.release_eval_set)
     except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError) as err:
         ap.error(f"--release-eval {args.release_eval}: not an evaluation's JSON with its "
                  f"KEY=VALUE settings ({err})")
