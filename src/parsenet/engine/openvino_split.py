@@ -171,7 +171,8 @@ class SplitOpenVinoPredictor:
         # there, run after run.
         self.fixed_config = {"PERFORMANCE_HINT": "LATENCY",
                              "INFERENCE_NUM_THREADS": threads or usable_cores()}
-        self.parts = self._compile(split_graph(self.core, path, self.prefixes),
+        self.graph = self.core.read_model(str(path))  # split_graph changes what it is given
+        self.parts = self._compile(split_graph(self.core, self.graph.clone(), self.prefixes),
                                    {**self.fixed_config, **compile_cache_config(cache_dir)})
         self.shapes = FixedShapes(self._compile_at)
 
@@ -182,7 +183,7 @@ class SplitOpenVinoPredictor:
         return front, back
 
     def _compile_at(self, shape: tuple[int, ...]) -> tuple[Any, Any]:
-        graph = self.core.read_model(str(self.path))
+        graph = self.graph.clone()
         graph.reshape(list(shape))
         return self._compile(split_graph(self.core, graph, self.prefixes), self.fixed_config)
 
