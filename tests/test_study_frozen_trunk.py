@@ -160,6 +160,24 @@ def test_the_claim_tables_run_on_the_cached_engine_and_fill_the_claims_table(
     assert len(jobs) == seeds == 22 and not any(j["finished"] for j in jobs)
 
 
+def test_each_cached_study_table_validates_at_the_scale_it_trains_at(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A table's data.resize warps every image before the eval's scales apply, so a cache
+    at data.resize beside an eval at x2 would train at one size and validate at twice it."""
+    monkeypatch.chdir(REPO)
+    checked = 0
+    for key, table in study.load_tables(SPEC).items():
+        for variant in table.variants:
+            config = load_config(variant.config, variant.overrides)
+            prefix = config.train.frozen_prefix
+            if prefix is None or prefix.upto is None:
+                continue
+            evaluated = config.eval.scales if config.eval.mode == "multiscale" else [1.0]
+            assert sorted(prefix.scales) == sorted(evaluated), (key, variant.name)
+            checked += 1
+    assert checked >= 50
+
+
 def _context_point(dataset: str, scale: float, gains: list[float]) -> dict:
     mean = sum(gains) / len(gains)
     return {"dataset": dataset, "scale": scale, "gain_mean": mean, "gain_std": 0.1,
