@@ -53,7 +53,7 @@ def score_adjusted(pairs: Iterable[tuple[Tensor, Tensor]], log_w: Tensor, taus: 
 
 def _val_scores(source: str, progress: bool) -> tuple[Iterable[tuple[Tensor, Tensor]], Tensor,
                                                       str]:
-    from parsenet.apps.tasks import _config_for, load_source
+    from parsenet.apps.tasks import load_source
     from parsenet.engine.class_weights import label_counts, median_frequency_weights
     from parsenet.engine.inferencer import InferenceOptions, Inferencer
     from parsenet.engine.memory import InferenceMemory
@@ -62,7 +62,7 @@ def _val_scores(source: str, progress: bool) -> tuple[Iterable[tuple[Tensor, Ten
 
     names = {w.value.name for w in ReleasedWeights.available()}
     loaded, _ = load_source(released(source) if source in names else Path(source))
-    cfg = _config_for(loaded, None, [])
+    cfg = loaded.config
     k = len(loaded.classes)
     train = dataset_from_config(cfg.data, "train")
     weights = median_frequency_weights(*label_counts(train.read_label, len(train), k, progress))

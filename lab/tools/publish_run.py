@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from lab.tools.slim_runs import parse_settings, release_eval_entry, slim_run
+from lab.tools.slim_runs import (
+    log_segments,
+    log_wall_seconds,
+    parse_settings,
+    release_eval_entry,
+    slim_run,
+)
 
 REPO = Path(__file__).resolve().parents[2]  # the checkout: lab/tools/ is two below it
 RELEASES = REPO / "lab" / "runs" / "releases"
@@ -42,35 +48,6 @@ def _cpu_kind() -> str:
     # The two native-bf16 kinds differ about 2x in bf16 speed: say which one trained, named
     # as the run log names it (the library's AMX check, which auto's runtime table uses too).
     return f"{name}, {cpu_bf16_units()}"
-
-
-def _segment_ends(log: Path) -> list[float]:
-    """Last timestamp of each process's stretch of the log (a resume restarts the clock)."""
-    ends: list[float] = []
-    last = -1.0
-    for line in log.read_text().splitlines():
-        record = json.loads(line)
-        time = float(record["time"])
-        # The trainer marks each process's start; the cached engine's log does not, but its
-        # clock restarts too.
-        if record.get("event") in ("start", "resume") or not ends or time < last:
-            ends.append(0.0)
-        ends[-1] = max(ends[-1], time)
-        last = time
-    return ends
-
-
-def _wall_seconds(log: Path) -> float:
-    """The process's own wall time where the trainer wrote it at the end of each segment
-    (it includes work before the log's clock starts, such as building a prefix cache),
-    else the log's clock."""
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    ends = [r["wall_time_s"] for r in records if r.get("event") == "end" and "wall_time_s" in r]
-    return sum(ends) if len(ends) == _segments(log) else sum(_segment_ends(log))
-
-
-def _segments(log: Path) -> int:
-    return len(_segment_ends(log))
 
 
 def _plots(out: Path, metrics: dict, classes: list[str], title: str) -> None:
@@ -121,6 +98,8 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
     head_only = (run / "checkpoints" / "model.pt").is_file()
     weights = run / "checkpoints" / ("model.pt" if head_only else "last.pt")
     state = load_checkpoint(weights)
+    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
+           if line.strip()]
     classes = list(state["classes"])
     plot_curves(run / "log.jsonl", out / "curves.png", title=run.name)
     _plots(out, metrics, classes, run.name)
@@ -129,8 +108,8 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
     card = {"dataset": dataset, "run": run.name, "release": release, "command": command,
             "commit": commit,
             "cpu": _cpu_kind(), "precision": result["amp"],
-            "wall_time_min": round(_wall_seconds(run / "log.jsonl") / 60, 1),
-            "segments": _segments(run / "log.jsonl"), "head_only": head_only, "note": note,
+            "wall_time_min": round(log_wall_seconds(log) / 60, 1),
+            "segments": len(log_segments(log)), "head_only": head_only, "note": note,
             "train_images_per_s": result["images_per_s"],
             "variant": _variant(state["config"]["model"]["args"]),
             "val_metrics": {k: metrics[k] for k in ("pixel_acc", "mean_acc", "mean_iou",

@@ -37,7 +37,8 @@ import yaml
 from parsenet.apps.study import read_run
 
 __all__ = ["FOLDED", "find_runs", "slim_record", "slim_run", "card_markdown", "table_commands",
-           "release_eval_entry", "RELEASE_EVAL_FIGURES", "parse_settings"]
+           "release_eval_entry", "RELEASE_EVAL_FIGURES", "parse_settings", "log_segments",
+           "log_wall_seconds"]
 
 # Every file whose content results.json takes over; deleted once it has.
 FOLDED = ("metrics.json", "diverged.json", "attempts.json", "feature_norms.json",
@@ -98,6 +99,31 @@ def _read_log(path: Path) -> list[dict[str, Any]] | None:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def log_segments(log: list[dict[str, Any]]) -> list[float]:
+    """Last timestamp of each process's stretch of a training log (a resume restarts the
+    clock)."""
+    ends: list[float] = []
+    last = -1.0
+    for record in log:
+        time = float(record["time"])
+        # The trainer marks each process's start; the cached engine's log does not, but its
+        # clock restarts too.
+        if record.get("event") in ("start", "resume") or not ends or time < last:
+            ends.append(0.0)
+        ends[-1] = max(ends[-1], time)
+        last = time
+    return ends
+
+
+def log_wall_seconds(log: list[dict[str, Any]]) -> float:
+    """A run's wall time over all its processes: each one's own where the trainer wrote it at
+    its end (it includes work before the log's clock starts, such as building a prefix
+    cache), else the log's clock, per process."""
+    ends = [r["wall_time_s"] for r in log if r.get("event") == "end" and "wall_time_s" in r]
+    segments = log_segments(log)
+    return sum(ends) if len(ends) == len(segments) else sum(segments)
+
+
 def slim_record(run: Path, *, name: str | None = None, command: str | None = None,
                 cpu: str | None = None, tables: list[tuple[str, str]] | None = None,
                 release_eval: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -121,6 +147,10 @@ def slim_record(run: Path, *, name: str | None = None, command: str | None = Non
     log = _read_log(run / "log.jsonl")
     if log is not None:
         record["log"] = log
+    log = record.get("log") or []
+    if all("time" in r for r in log) and len(log_segments(log)) > 1:
+        # a resumed run: the trainer's own figure is its last process's alone
+        record["wall_time_s"] = log_wall_seconds(log)
     if tables:
         record.setdefault("tables", [t for t, _ in tables])
         record.setdefault("command", tables[0][1])

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from lab.tools.slim_runs import FOLDED, main, slim_run
+from lab.tools.slim_runs import FOLDED, log_segments, log_wall_seconds, main, slim_record, slim_run
 from parsenet.apps import study
 
 CONFIG = {"name": "tiny", "model": {"name": "parsenet_vgg16", "args": {"context": True}},
@@ -205,3 +205,25 @@ def test_release_eval_folds_in_an_eval_json(tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert "Traceback" not in err  # the usage, then one line of error
         assert err.strip().splitlines()[-1].startswith("python -m lab.tools.slim_runs: error: ")
+
+
+def test_a_resumed_runs_wall_time_covers_every_process(tmp_path):
+    # The first process was stopped by SIGTERM (no end event); the trainer's wall_time_s in
+    # metrics.json is the second process's alone.
+    log = [{"kind": "event", "iteration": 0, "time": 0.1, "event": "start"},
+           {"kind": "train", "iteration": 10, "time": 300.0, "loss": 1.0},
+           {"kind": "event", "iteration": 12, "time": 330.0, "event": "sigterm"},
+           {"kind": "event", "iteration": 12, "time": 0.1, "event": "resume"},
+           {"kind": "train", "iteration": 20, "time": 100.0, "loss": 0.5},
+           {"kind": "event", "iteration": 20, "time": 119.0, "event": "end",
+            "wall_time_s": 120.0}]
+    assert log_segments(log) == [330.0, 119.0]
+    assert log_wall_seconds(log) == 449.0  # one process without its own figure: the clocks
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "log.jsonl").write_text("\n".join(json.dumps(r) for r in log) + "\n")
+    (run / "metrics.json").write_text(json.dumps({"metrics": {"mean_iou": 0.5},
+                                                  "wall_time_s": 120.0}))
+    assert slim_record(run)["wall_time_s"] == 449.0
+    log[2] = {**log[2], "event": "end", "wall_time_s": 335.0}  # both ended on their own
+    assert log_wall_seconds(log) == 455.0
