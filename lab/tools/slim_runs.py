@@ -153,7 +153,7 @@ def slim_record(run: Path, *, name: str | None = None, command: str | None = Non
         record["wall_time_s"] = log_wall_seconds(log)
     if tables:
         record.setdefault("tables", [t for t, _ in tables])
-        record.setdefault("command", tables[0][1])
+        record["command"] = record.get("command") or tables[0][1]
     record.setdefault("run", name or run.name)
     record["status"] = "diverged" if "diverged" in record else "finished"
     for key, given in (("command", command), ("cpu", cpu), ("precision", record.get("amp"))):
