@@ -27,6 +27,7 @@ from lab.tools.slim_runs import (
     log_segments,
     log_wall_seconds,
     parse_settings,
+    read_log,
     release_eval_entry,
     slim_run,
 )
@@ -98,8 +99,7 @@ def publish(run: Path, dataset: str, command: str, release: str | None, overlays
     head_only = (run / "checkpoints" / "model.pt").is_file()
     weights = run / "checkpoints" / ("model.pt" if head_only else "last.pt")
     state = load_checkpoint(weights)
-    log = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()
-           if line.strip()]
+    log = read_log(run / "log.jsonl") or []
     classes = list(state["classes"])
     plot_curves(run / "log.jsonl", out / "curves.png", title=run.name)
     _plots(out, metrics, classes, run.name)

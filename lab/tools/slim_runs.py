@@ -37,8 +37,8 @@ import yaml
 from parsenet.apps.study import read_run
 
 __all__ = ["FOLDED", "find_runs", "slim_record", "slim_run", "card_markdown", "table_commands",
-           "release_eval_entry", "RELEASE_EVAL_FIGURES", "parse_settings", "log_segments",
-           "log_wall_seconds"]
+           "release_eval_entry", "RELEASE_EVAL_FIGURES", "parse_settings", "read_log",
+           "log_segments", "log_wall_seconds"]
 
 # Every file whose content results.json takes over; deleted once it has.
 FOLDED = ("metrics.json", "diverged.json", "attempts.json", "feature_norms.json",
@@ -93,7 +93,7 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
-def _read_log(path: Path) -> list[dict[str, Any]] | None:
+def read_log(path: Path) -> list[dict[str, Any]] | None:
     if not path.is_file():
         return None
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
@@ -144,7 +144,7 @@ def slim_record(run: Path, *, name: str | None = None, command: str | None = Non
     record.update(_read_json(run / "card.json") or {})
     if (run / "config.yaml").is_file() and "config" not in (metrics or {}):
         record["config"] = yaml.safe_load((run / "config.yaml").read_text())
-    log = _read_log(run / "log.jsonl")
+    log = read_log(run / "log.jsonl")
     if log is not None:
         record["log"] = log
     log = record.get("log") or []
