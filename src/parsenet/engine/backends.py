@@ -51,6 +51,7 @@ from parsenet.choices import BACKENDS
 from parsenet.engine import onnx_cache
 from parsenet.engine.export import ChannelsLastPredictor, ExportCheckError, usable_cores
 from parsenet.engine.memory import ONNX_OVERHEAD
+from parsenet.engine.openvino_layout import logits_from, with_logits_layout
 from parsenet.engine.openvino_shapes import STATIC_SHAPES, FixedShapes
 from parsenet.engine.openvino_split import (
     SPLIT_BACKEND,
@@ -188,11 +189,15 @@ class OpenVinoPredictor:
         cache_dir: a folder for OpenVINO's compiled-model cache (``CACHE_DIR``): a later
             predictor of the same graph and options imports the compiled model from there
             instead of compiling it again; None: nothing is written.
+        logits_layout: how OpenVINO hands over the logits: ``NHWC`` (no reorder at the end
+            of the graph; returned as a channels-last view,
+            :mod:`~parsenet.engine.openvino_layout`) or ``NCHW``.
     """
 
     def __init__(self, path: str | os.PathLike, precision: str = "f32",
                  threads: int | None = None, *,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None,
+                 logits_layout: str = "NHWC") -> None:
         import openvino as ov
 
         if precision not in ("f32", "bf16"):
@@ -206,7 +211,8 @@ class OpenVinoPredictor:
         self.fixed_config = {"INFERENCE_PRECISION_HINT": precision,
                              "PERFORMANCE_HINT": "LATENCY",
                              "INFERENCE_NUM_THREADS": threads or usable_cores()}
-        self.graph = self.core.read_model(str(path))
+        self.logits_layout = logits_layout
+        self.graph = with_logits_layout(self.core.read_model(str(path)), logits_layout)
         self.compiled = self.core.compile_model(
             self.graph, "CPU", {**self.fixed_config, **compile_cache_config(cache_dir)})
         self.shapes = FixedShapes(self._compile_at)
@@ -233,7 +239,7 @@ class OpenVinoPredictor:
         # One request per call: a request serves one call at a time, and serve calls from
         # several threads.
         result = compiled.create_infer_request().infer({0: array})
-        return torch.from_numpy(np.array(result[compiled.output(0)]))
+        return logits_from(np.array(result[compiled.output(0)]), self.logits_layout)
 
 
 def _eager(model: nn.Module, device: str) -> Callable[[Tensor], Tensor]:

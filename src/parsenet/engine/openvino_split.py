@@ -48,6 +48,7 @@ import torch
 from torch import Tensor, nn
 
 from parsenet.engine.export import usable_cores
+from parsenet.engine.openvino_layout import logits_from, with_logits_layout
 from parsenet.engine.openvino_shapes import FixedShapes
 from parsenet.errors import UsageError
 
@@ -151,11 +152,14 @@ class SplitOpenVinoPredictor:
         threads: inference threads (default: the CPU cores this process may use).
         cache_dir: a folder for OpenVINO's compiled-model cache (``CACHE_DIR``; each part is
             cached under a hash of its graph and options); None: nothing is written.
+        logits_layout: how the back hands over the logits: ``NHWC`` (a channels-last view,
+            :mod:`~parsenet.engine.openvino_layout`) or ``NCHW``.
     """
 
     def __init__(self, path: str | os.PathLike, prefixes: str | Sequence[str],
                  front: str = "f32", back: str = "bf16", threads: int | None = None, *,
-                 cache_dir: str | os.PathLike | None = None) -> None:
+                 cache_dir: str | os.PathLike | None = None,
+                 logits_layout: str = "NHWC") -> None:
         import openvino as ov
 
         if front not in _PRECISIONS or back not in _PRECISIONS:
@@ -171,7 +175,9 @@ class SplitOpenVinoPredictor:
         # there, run after run.
         self.fixed_config = {"PERFORMANCE_HINT": "LATENCY",
                              "INFERENCE_NUM_THREADS": threads or usable_cores()}
-        self.graph = self.core.read_model(str(path))  # split_graph changes what it is given
+        self.logits_layout = logits_layout
+        # split_graph changes what it is given: each split takes a clone.
+        self.graph = with_logits_layout(self.core.read_model(str(path)), logits_layout)
         self.parts = self._compile(split_graph(self.core, self.graph.clone(), self.prefixes),
                                    {**self.fixed_config, **compile_cache_config(cache_dir)})
         self.shapes = FixedShapes(self._compile_at)
@@ -200,4 +206,4 @@ class SplitOpenVinoPredictor:
         first = front.create_infer_request().infer({0: array})
         feeds = {0: array, **{k + 1: first[o] for k, o in enumerate(front.outputs)}}
         result = back.create_infer_request().infer(feeds)
-        return torch.from_numpy(np.array(result[back.output(0)]))
+        return logits_from(np.array(result[back.output(0)]), self.logits_layout)
