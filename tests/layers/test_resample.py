@@ -63,3 +63,31 @@ def test_resize_to_pixels_is_the_full_resize_at_the_loss_pixels(stride, offset, 
     (grad_full,) = torch.autograd.grad(full, x, upstream)
     (grad_sampled,) = torch.autograd.grad(sampled, x, upstream)
     torch.testing.assert_close(grad_sampled, grad_full, rtol=1e-5, atol=1e-5)
+
+
+def test_whole_offset_grid_reads_its_cells_and_crops_once(tmp_path):
+    """TF-"SAME" grids (EfficientNet-Lite, cells at 16 i + 15): pixel y reads cell coordinate
+    (y - 15) / 16, clamped; exported, the upsampled logits are cropped once per axis (each
+    crop is a copy of the full-resolution logits)."""
+    onnx = pytest.importorskip("onnx")
+    feats = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 2, 3, 4).contiguous()
+    out = resize_to_input(feats, (40, 61), stride=16, offset=15.0)
+    assert out.shape == (1, 2, 40, 61)
+    ys = torch.arange(61, dtype=torch.float32)
+    torch.testing.assert_close(out[0, 1, 7], ((ys - 15) / 16).clamp(0, 3))
+
+    class Upsample(torch.nn.Module):
+        def forward(self, x, image):
+            return resize_to_input(x, image.shape[-2:], 16, 15.0)
+
+    path = tmp_path / "upsample.onnx"
+    torch.onnx.export(Upsample(), (feats, torch.zeros(1, 3, 40, 61)), str(path),
+                      input_names=["x", "image"], output_names=["logits"], dynamo=False,
+                      dynamic_axes={"x": {2: "h", 3: "w"}, "image": {2: "H", 3: "W"}})
+    graph = onnx.load(str(path)).graph
+    chain, tensor = [], next(n for n in graph.node if n.op_type == "Resize").output[0]
+    while tensor != "logits":
+        (node,) = [n for n in graph.node if tensor in n.input]
+        chain.append(node.op_type)
+        tensor = node.output[0]
+    assert chain == ["Slice", "Slice"]  # the tracer slices one axis at a time

@@ -1,8 +1,12 @@
 """The ONNX export cache of the onnx and openvino backends: keyed on the checkpoint's
 content, and an entry is used only once it is shown to be that checkpoint's model.
 
-    <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.onnx
-    <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.onnx.sha256
+    <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.g<EXPORT_REVISION>.onnx
+    <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.g<EXPORT_REVISION>.onnx.sha256
+
+:data:`EXPORT_REVISION` counts changes to the graph the same checkpoint exports to (the
+same logits computed by other ops, e.g. one crop instead of two): an export from an older
+revision is not reused, so the faster graph reaches caches made before it.
     <cache dir>/openvino/<OpenVINO's hash>.blob      (:func:`compiled_cache_dir`)
 
 The export records the checkpoint's full SHA-256 in its metadata (``parsenet.checkpoint``),
@@ -42,11 +46,12 @@ from torch import nn
 from parsenet.engine import export
 
 __all__ = ["with_verified_export", "record_digest", "digest_matches", "default_cache_dir",
-           "cache_path", "compiled_cache_dir", "CHECKPOINT_KEY", "CACHE_DIR_ENV",
+           "cache_path", "compiled_cache_dir", "CHECKPOINT_KEY", "CACHE_DIR_ENV", "EXPORT_REVISION",
            "file_sha256"]
 
 CHECKPOINT_KEY = "parsenet.checkpoint"  # ONNX metadata: SHA-256 of the exported checkpoint
 CACHE_DIR_ENV = "PARSENET_CACHE_DIR"
+EXPORT_REVISION = 2  # raise when the same checkpoint exports to another graph
 _SPOT_SIZE = (45, 67)  # small and odd: a quick check that the file is this model
 T = TypeVar("T")
 
@@ -71,7 +76,7 @@ def cache_path(checkpoint: str | os.PathLike, cache_dir: str | os.PathLike | Non
     """Where ``checkpoint``'s export is cached: named by its content's SHA-256."""
     checkpoint = Path(checkpoint)
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    return folder / f"{checkpoint.stem}.{file_sha256(checkpoint)[:16]}.onnx"
+    return folder / f"{checkpoint.stem}.{file_sha256(checkpoint)[:16]}.g{EXPORT_REVISION}.onnx"
 
 
 def compiled_cache_dir(cache_dir: str | os.PathLike | None = None) -> Path:

@@ -100,15 +100,24 @@ def resize_to_input(x: Tensor, size: tuple[int, int], stride: int, offset: float
             x, size=(stride * (h - 1) + 1, stride * (w - 1) + 1), mode="bilinear",
             align_corners=True,
         )
+        # One crop for the shift and the size: exported, two would be two copies of the
+        # full-resolution logits.
         start = stride - int(offset)
-        x = x[..., start:, start:]
+        _check_covers(x, (H + start, W + start), (H, W), stride)
+        return x[..., start:start + H, start:start + W]
     else:  # e.g. FCN's conv1_1 pad 100: the crop of FCN's Crop layer (module docstring)
         return align_to_grid(x, Grid(stride, offset), Grid(1, 0.0), (H, W))
-    if x.shape[-2] < H or x.shape[-1] < W:
-        raise ValueError(
-            f"feature map {tuple(x.shape[-2:])} too small for input {(H, W)} at stride {stride}"
-        )
+    _check_covers(x, (H, W), (H, W), stride)
     return x[..., :H, :W]
+
+
+def _check_covers(x: Tensor, needed: tuple[int, int], size: tuple[int, int],
+                  stride: int) -> None:
+    """``x``, upsampled, has the ``needed`` pixels for an input of ``size``."""
+    if x.shape[-2] < needed[0] or x.shape[-1] < needed[1]:
+        raise ValueError(
+            f"feature map {tuple(x.shape[-2:])} too small for input {size} at stride {stride}"
+        )
 
 
 def resize_to_pixels(x: Tensor, size: tuple[int, int], stride: int, offset: float,
