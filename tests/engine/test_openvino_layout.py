@@ -6,21 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from parsenet.engine.export import export_onnx
-from parsenet.models import parsenet_vgg16
-
 pytestmark = pytest.mark.openvino
 
 
 @pytest.fixture(scope="module")
-def onnx_file(tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("openvino")
-    torch.manual_seed(0)
-    model = parsenet_vgg16(num_classes=5, width=0.0625, features=("conv4", "fc7")).eval()
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    export_onnx(model, path, sample_size=(64, 64))
-    return path
+def onnx_file(tiny_vgg_export):
+    return tiny_vgg_export(5)[1]
 
 
 def _is_channels_last_view(t: torch.Tensor) -> bool:

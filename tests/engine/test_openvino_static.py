@@ -9,21 +9,13 @@ import torch
 
 from parsenet.engine import openvino_shapes
 from parsenet.engine.backends import OpenVinoPredictor
-from parsenet.engine.export import export_onnx
-from parsenet.models import parsenet_vgg16
 
 pytestmark = pytest.mark.openvino
 
 
 @pytest.fixture(scope="module")
-def model_and_file(tmp_path_factory):
-    pytest.importorskip("onnxruntime")
-    pytest.importorskip("openvino")
-    torch.manual_seed(0)
-    model = parsenet_vgg16(num_classes=3, width=0.0625, features=("conv4", "fc7")).eval()
-    path = tmp_path_factory.mktemp("onnx") / "model.onnx"
-    export_onnx(model, path, sample_size=(64, 64))
-    return model, path
+def model_and_file(tiny_vgg_export):
+    return tiny_vgg_export(3)
 
 
 def test_a_shape_that_comes_again_runs_at_a_fixed_shape_with_the_same_logits(model_and_file):
