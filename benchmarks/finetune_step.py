@@ -63,8 +63,19 @@ BRIEF = ("whole net, fp32", "whole net, bf16", "frozen to stage3, live, fp32",
          "frozen to stage5, cached, bf16", "frozen to all, cached, fp32")
 
 
-def variants(quick: bool, brief: bool = False) -> list[dict[str, Any]]:
-    """(upto, cached, precision, channels_last, compile) of every measured step."""
+def precisions_at(upto: str) -> list[dict[str, Any]]:
+    """The step frozen to ``upto`` (cached unless nothing is frozen) in fp32 and bf16, each
+    plain, channels_last and torch.compile'd: the precision and format a recipe should run."""
+    cached = upto != "none"
+    return [dict(upto=upto, cached=cached, bf16=bf16, **extra) for bf16 in (False, True)
+            for extra in ({}, {"channels_last": True}, {"compile": True})]
+
+
+def variants(quick: bool, brief: bool = False, at: str | None = None) -> list[dict[str, Any]]:
+    """(upto, cached, precision, channels_last, compile) of every measured step; ``at``: only
+    :func:`precisions_at` that freeze point."""
+    if at is not None and not quick:
+        return precisions_at(at)
     out = [dict(upto=s, cached=c) for s in STAGES for c in (False, True)
            if not (s == "none" and c)]
     for upto, cached in (("none", False), ("stage3", True), ("stage5", True)):
@@ -135,7 +146,7 @@ def _prefix_forward(builder: str, side: int) -> Callable[[], object]:
 
 
 def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tuple(RECIPES),
-        brief: bool = False) -> list[Section]:
+        brief: bool = False, at: str | None = None) -> list[Section]:
     sections = []
     for name in models:
         builder, batch, side = RECIPES[name]
@@ -145,7 +156,7 @@ def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tu
             batch, side = 2, 32
         section = Section(f"finetune_{name}", f"fine-tune train step, {name} multi-tap "
                           f"ParseNet, batch {batch} x {side}², img/s ({cpu_kind()})")
-        vs = variants(settings.quick, brief)
+        vs = variants(settings.quick, brief, at)
         fns = {label(v): _step(builder, batch, side, v) for v in vs}
         fns["prefix forward per image-variant (to stage5)"] = _prefix_forward(builder, side)
         times = interleave(fns, min_rounds=settings.min_rounds,
@@ -174,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds (default: "
                         "the settings')")
     parser.add_argument("--brief", action="store_true", help=f"only the rows {BRIEF}")
+    parser.add_argument("--at", choices=STAGES, default=None,
+                        help="only the step frozen to this stage (cached), in fp32 and bf16, "
+                             "each plain, channels_last and compiled")
     args = parser.parse_args(argv)
     settings = QUICK if args.quick else FULL
     if args.rounds:
         settings = replace(settings, min_rounds=args.rounds, max_rounds=args.rounds)
-    sections = run(settings, {}, tuple(args.models.split(",")), args.brief)
+    sections = run(settings, {}, tuple(args.models.split(",")), args.brief, args.at)
     results = {"command": "python -m benchmarks.finetune_step " + " ".join(argv or sys.argv[1:]),
                "cpu_kind": cpu_kind(), "threads": torch.get_num_threads(),
                "torch": torch.__version__, "loadavg_end": Path("/proc/loadavg").read_text()[:15],

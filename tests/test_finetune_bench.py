@@ -26,6 +26,15 @@ def test_every_stage_is_measured_live_and_cached_with_the_speed_options():
     assert len({finetune_step.label(v) for v in full}) == len(full)
 
 
+def test_at_a_freeze_point_each_precision_runs_plain_channels_last_and_compiled():
+    rows = [finetune_step.label(v) for v in finetune_step.variants(quick=False, at="stage3")]
+    assert rows == [f"frozen to stage3, cached, {p}" for p in
+                    ("fp32", "channels_last, fp32", "compile, fp32",
+                     "bf16", "bf16, channels_last", "bf16, compile")]
+    whole = finetune_step.variants(quick=False, at="none")
+    assert {v["cached"] for v in whole} == {False}
+
+
 def test_the_cached_step_computes_the_live_steps_loss():
     # The cached inputs are the prefix's output on the same batch (a whole-image crop), so
     # the first steps' losses agree: the two rows time the same work but the prefix.
