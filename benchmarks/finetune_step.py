@@ -145,6 +145,22 @@ def _prefix_forward(builder: str, side: int) -> Callable[[], object]:
     return lambda: run_prefix(model, x, stages)
 
 
+def _runnable(fns: dict[str, Callable[[], object]]
+              ) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
+    """(the steps that ran once, why each other failed): a torch.compile'd step can fail in
+    its first backward (Inductor in torch 2.14.1 checks replication_pad2d_backward's
+    strides wrongly on the fp32 step), and one such row must not lose the others."""
+    ok, failed = {}, {}
+    for key, fn in fns.items():
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001 - any failure of a row is that row's result
+            failed[key] = f"{type(e).__name__}: {' '.join(str(e).split())[:160]}"
+        else:
+            ok[key] = fn
+    return ok, failed
+
+
 def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tuple(RECIPES),
         brief: bool = False, at: str | None = None) -> list[Section]:
     sections = []
@@ -157,7 +173,10 @@ def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tu
         section = Section(f"finetune_{name}", f"fine-tune train step, {name} multi-tap "
                           f"ParseNet, batch {batch} x {side}², img/s ({cpu_kind()})")
         vs = variants(settings.quick, brief, at)
-        fns = {label(v): _step(builder, batch, side, v) for v in vs}
+        fns, failed = _runnable({label(v): _step(builder, batch, side, v) for v in vs})
+        for key, why in failed.items():
+            section.add(key, f"failed: {why}")
+        vs = [v for v in vs if label(v) in fns]
         fns["prefix forward per image-variant (to stage5)"] = _prefix_forward(builder, side)
         times = interleave(fns, min_rounds=settings.min_rounds,
                            max_rounds=settings.max_rounds, budget_s=settings.budget_s * 3,
@@ -168,8 +187,8 @@ def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tu
                 section.add(f"{key}, s", median(seconds), "{:.3f}")
                 continue
             rate = batch / median(seconds)
-            section.add(key, rate, "{:.2f}", note=f"x{base / median(seconds):.2f} of whole "
-                                                  f"net fp32")
+            section.add(key, rate, "{:.2f}", note=f"x{base / median(seconds):.2f} of "
+                                                  f"{label(vs[0])}")
         section.details = {"batch": batch, "side": side, "builder": builder,
                            "seconds": times, "variants": vs}
         sections.append(section)

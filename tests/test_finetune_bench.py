@@ -35,6 +35,15 @@ def test_at_a_freeze_point_each_precision_runs_plain_channels_last_and_compiled(
     assert {v["cached"] for v in whole} == {False}
 
 
+def test_a_step_that_fails_is_reported_and_the_others_still_run():
+    def broken():
+        raise AssertionError("expected size 11==11, stride 1==256 at dim=1")
+
+    ok, failed = finetune_step._runnable({"fine": lambda: 1, "broken": broken})
+    assert list(ok) == ["fine"]
+    assert failed == {"broken": "AssertionError: expected size 11==11, stride 1==256 at dim=1"}
+
+
 def test_the_cached_step_computes_the_live_steps_loss():
     # The cached inputs are the prefix's output on the same batch (a whole-image crop), so
     # the first steps' losses agree: the two rows time the same work but the prefix.
