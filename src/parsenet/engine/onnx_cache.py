@@ -3,11 +3,11 @@ content, and an entry is used only once it is shown to be that checkpoint's mode
 
     <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.g<EXPORT_REVISION>.onnx
     <cache dir>/<checkpoint stem>.<sha256[:16] of the checkpoint>.g<EXPORT_REVISION>.onnx.sha256
+    <cache dir>/openvino/<OpenVINO's hash>.blob      (:func:`compiled_cache_dir`)
 
 :data:`EXPORT_REVISION` counts changes to the graph the same checkpoint exports to (the
 same logits computed by other ops, e.g. one crop instead of two): an export from an older
 revision is not reused, so the faster graph reaches caches made before it.
-    <cache dir>/openvino/<OpenVINO's hash>.blob      (:func:`compiled_cache_dir`)
 
 The export records the checkpoint's full SHA-256 in its metadata (``parsenet.checkpoint``),
 and the ``.sha256`` file holds the SHA-256 of the ``.onnx`` file, written only after the

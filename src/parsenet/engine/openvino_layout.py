@@ -25,13 +25,14 @@ LOGITS_LAYOUTS = ("NHWC", "NCHW")
 
 def with_logits_layout(model: Any, layout: str) -> Any:
     """``model`` (an ``ov.Model``) whose first output, N x K x H x W logits, is handed over in
-    ``layout``; unchanged for NCHW or an output that is not 4-D."""
+    ``layout``; unchanged for NCHW or an output that is not 4-D (or of unknown rank)."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
     if layout not in LOGITS_LAYOUTS:
         raise ValueError(f"logits layout must be one of {LOGITS_LAYOUTS}, got {layout!r}")
-    if layout == "NCHW" or model.output(0).get_partial_shape().rank.get_length() != 4:
+    rank = model.output(0).get_partial_shape().rank
+    if layout == "NCHW" or rank.is_dynamic or rank.get_length() != 4:
         return model
     ppp = PrePostProcessor(model)
     ppp.output(0).model().set_layout(ov.Layout("NCHW"))
