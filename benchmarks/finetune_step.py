@@ -147,7 +147,7 @@ def _prefix_forward(builder: str, side: int) -> Callable[[], object]:
 
 def _runnable(fns: dict[str, Callable[[], object]]
               ) -> tuple[dict[str, Callable[[], object]], dict[str, str]]:
-    """(the steps that ran once, why each other failed): a torch.compile'd step can fail in
+    """(the functions that ran once, why each other failed): a torch.compile'd step can fail in
     its first backward (Inductor in torch 2.14.1 checks replication_pad2d_backward's
     strides wrongly on the fp32 step), and one such row must not lose the others."""
     ok, failed = {}, {}
@@ -173,12 +173,14 @@ def run(settings: Settings, shared: dict[str, Any], models: tuple[str, ...] = tu
         section = Section(f"finetune_{name}", f"fine-tune train step, {name} multi-tap "
                           f"ParseNet, batch {batch} x {side}², img/s ({cpu_kind()})")
         vs = variants(settings.quick, brief, at)
-        fns, failed = _runnable({label(v): _step(builder, batch, side, v) for v in vs})
+        steps = {label(v): _step(builder, batch, side, v) for v in vs}
+        steps["prefix forward per image-variant (to stage5)"] = _prefix_forward(builder, side)
+        # _runnable's call is each function's warm-up (torch.compile's compile included)
+        fns, failed = _runnable(steps)
         for key, why in failed.items():
             section.add(key, f"failed: {why}")
         vs = [v for v in vs if label(v) in fns]
-        fns["prefix forward per image-variant (to stage5)"] = _prefix_forward(builder, side)
-        times = interleave(fns, min_rounds=settings.min_rounds,
+        times = interleave(fns, min_rounds=settings.min_rounds, warmup=0,
                            max_rounds=settings.max_rounds, budget_s=settings.budget_s * 3,
                            desc=f"finetune {name}")
         base = median(times[label(vs[0])])

@@ -14,7 +14,6 @@ def data_root(tmp_path_factory):
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny"))
 
 
-
 @pytest.fixture(scope="module")
 def tiny_vgg_export(tmp_path_factory):
     """make(num_classes) -> (model, ONNX file) of a ParseNet-VGG at 1/16 width with taps
